@@ -1,0 +1,104 @@
+"""The one place that runs subprocesses.
+
+Argument lists only (never a shell), a timeout on every call, an explicit and
+minimal environment, optional switch to an unprivileged user, and output that is
+masked before it can reach an error message.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from ..errors import CommandError
+
+DEFAULT_TIMEOUT = 120.0
+
+_BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ", "HOME")
+
+
+@dataclass(frozen=True)
+class RunAs:
+    """An OS user to run a command as (``None`` fields = the current user)."""
+
+    user: str | None = None
+
+    @property
+    def uid(self) -> int:
+        return os.getuid() if self.user is None else pwd.getpwnam(self.user).pw_uid
+
+    @property
+    def gid(self) -> int:
+        return os.getgid() if self.user is None else pwd.getpwnam(self.user).pw_gid
+
+    @property
+    def home(self) -> str:
+        return pwd.getpwuid(self.uid).pw_dir
+
+    @property
+    def name(self) -> str:
+        return pwd.getpwuid(self.uid).pw_name
+
+
+def mask(text: str, secrets: Iterable[str | None]) -> str:
+    for s in secrets:
+        if s:
+            text = text.replace(s, "[secret]")
+    return text
+
+
+def clean_env(extra: Mapping[str, str] | None = None, *, run_as: RunAs | None = None) -> dict[str, str]:
+    """A minimal environment: no inherited secrets (PGPASSWORD, PULUMI_*...)."""
+    env = {k: os.environ[k] for k in _BASE_ENV_KEYS if k in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env["LC_ALL"] = "C.UTF-8"
+    env["LANG"] = "C.UTF-8"
+    if run_as is not None and run_as.user is not None:
+        env["HOME"] = run_as.home
+        env["USER"] = env["LOGNAME"] = run_as.name
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run(
+    argv: list[str],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    run_as: RunAs | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    check: bool = True,
+    secrets: Iterable[str | None] = (),
+    hint: str | None = None,
+    input_text: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` to completion; raise :class:`CommandError` on failure/timeout."""
+    kwargs: dict[str, object] = {}
+    if run_as is not None and run_as.user is not None and os.geteuid() == 0:
+        kwargs.update(user=run_as.uid, group=run_as.gid, extra_groups=[])
+    try:
+        cp = subprocess.run(  # noqa: S603 - argument list, no shell
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=dict(env) if env is not None else clean_env(run_as=run_as),
+            cwd=cwd,
+            input=input_text,
+            stdin=None if input_text is not None else subprocess.DEVNULL,
+            check=False,
+            **kwargs,  # type: ignore[arg-type]
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        text = out.decode(errors="replace") if isinstance(out, bytes) else out
+        raise CommandError(argv, None, mask(text, secrets) + f"\n(deadline {timeout:.0f}s)", hint=hint) from None
+    except FileNotFoundError as exc:
+        raise CommandError(argv, 127, str(exc), hint=hint or "is the program installed and on PATH?") from None
+    if check and cp.returncode != 0:
+        raise CommandError(argv, cp.returncode, mask(cp.stdout + cp.stderr, secrets), hint=hint)
+    return cp

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Shared, idempotent set-up for `make up` and `make test`; quiet when all is there.
+#   - PostgreSQL server binaries (Debian's `postgresql` package when missing)
+#   - the virtualenv .venv with this project installed (editable) and its test extras
+#   - the pulumi CLI + Python language host (scripts/ensure-pulumi.sh)
+# Writes .state/env, which the other scripts source (PATH and Pulumi settings).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+mkdir -p .state
+
+say() { echo "setup: $*" >&2; }
+
+# --- PostgreSQL server binaries -------------------------------------------------------
+have_pg() {
+    local d
+    if command -v pg_config >/dev/null 2>&1; then
+        d="$(pg_config --bindir 2>/dev/null || true)"
+        [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && return 0
+    fi
+    for d in /usr/lib/postgresql/*/bin; do
+        [ -x "$d/initdb" ] && [ -x "$d/pg_basebackup" ] && return 0
+    done
+    return 1
+}
+if ! have_pg; then
+    say "installing PostgreSQL server binaries (Debian package 'postgresql')..."
+    sudo_=""; [ "$(id -u)" -ne 0 ] && sudo_="sudo"
+    $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >&2
+    have_pg || { say "PostgreSQL binaries still not found after installing 'postgresql'"; exit 1; }
+fi
+if [ "$(id -u)" -eq 0 ] && ! id -u "${PULUMI_DBOS_RUN_AS:-postgres}" >/dev/null 2>&1; then
+    say "creating the unprivileged OS user '${PULUMI_DBOS_RUN_AS:-postgres}' that runs the clusters"
+    useradd --system --home-dir /var/lib/postgresql --shell /bin/bash "${PULUMI_DBOS_RUN_AS:-postgres}"
+fi
+
+# --- virtualenv -----------------------------------------------------------------------
+py="${PYTHON:-python3}"
+want="$(cat pyproject.toml | sha256sum | cut -c1-16)-$($py -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.installed 2>/dev/null)" != "$want" ]; then
+    say "creating .venv and installing pulumi-dbos with its dependencies..."
+    [ -x .venv/bin/python ] || $py -m venv .venv
+    .venv/bin/python -m pip install -q --upgrade pip >&2
+    .venv/bin/python -m pip install -q -e '.[test]' >&2
+    echo "$want" > .venv/.installed
+fi
+
+# --- pulumi CLI -----------------------------------------------------------------------
+pulumi_bin="$(scripts/ensure-pulumi.sh)"
+
+cat > .state/env <<ENV
+export PATH="$here/.venv/bin:$pulumi_bin:\$PATH"
+export PULUMI_SKIP_UPDATE_CHECK=true
+export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
+export PULUMI_DBOS_PULUMI_BIN="$pulumi_bin"
+ENV
