@@ -418,6 +418,40 @@ class LocalEngine(Engine):
     def list(self) -> list[InstanceInfo]:
         return [self._info(r) for r in self.catalog.all()]
 
+    def port_problem(self, port: int, name: str) -> str | None:
+        """Why ``port`` cannot be used by instance ``name`` (None = usable). Creates nothing."""
+        if self.data_dir.joinpath("catalog.db").exists():
+            for row in self.catalog.all():
+                if row["port"] == port and row["name"] != name and row["kind"] != "linked":
+                    return f"port {port} is already used by instance {row['name']!r}"
+        row = self.catalog.get(name) if self.data_dir.joinpath("catalog.db").exists() else None
+        if (row is None or row["port"] != port) and not _port_free(port):
+            return f"port {port} on {HOST} is already in use by another process"
+        return None
+
+    def change_port(self, name: str, port: int) -> InstanceInfo:
+        row = self._require(name)
+        if row["port"] != port:
+            with self.catalog.locked() as db:
+                self._allocate_port(db, port)
+                db.execute("UPDATE instances SET port = ? WHERE name = ?", (port, name))
+            was_running = self._server_pid(name) is not None
+            if was_running:
+                self._pg_ctl_stop(name)
+            self._write_instance_conf(name, port)
+            try:
+                self._pg_ctl_start(name)
+            except DbosError:
+                # leave the old instance working: back to the old port
+                self.catalog.update(name, port=row["port"])
+                self._write_instance_conf(name, row["port"])
+                if was_running:
+                    self._pg_ctl_start(name)
+                raise
+        info = self.info(name)
+        assert info is not None
+        return info
+
     def exists(self, name: str) -> bool:
         return self.catalog.get(name) is not None or self.inst_dir(name).exists()
 

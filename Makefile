@@ -1,0 +1,18 @@
+# The two commands of the README. Both do their own set-up (scripts/setup.sh).
+.PHONY: up test setup bench lint
+SHELL := /bin/bash
+
+up: setup          ## pulumi up of the example stack (STACK=dev) on the local engine
+	@scripts/up.sh
+
+test: setup        ## the whole test suite (unit, integration, e2e, reliability)
+	@scripts/test.sh $(ARGS)
+
+setup:
+	@scripts/setup.sh
+
+bench: setup
+	@source .state/env && python bench/provision.py && python bench/restore.py && python bench/scale.py
+
+lint: setup
+	@source .state/env && ruff check provider tests stacks bench && mypy

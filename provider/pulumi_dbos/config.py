@@ -1,0 +1,285 @@
+"""The pydantic schema: resource inputs and the stack config (DESIGN §2, §3).
+
+Every rule lives here once and is used by the providers' ``check()`` (so bad
+values fail at ``pulumi preview``) and by the stack program (which reports all
+problems of a stack config at once, each with its config path).
+
+Values that are still *unknown* during a preview (Pulumi's sentinel string) are
+skipped, never rejected.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from .timeutil import parse_rfc3339
+
+# Pulumi's marker for a value not known until apply (pulumi.runtime.rpc.UNKNOWN).
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+
+RESERVED_USERNAMES = frozenset({"dbosadmin", "dbos", "postgres", "admin"})
+_NAME = re.compile(r"^[a-z0-9_]{3,16}$")
+_FORBIDDEN_PW = set("@/\\\"'")
+MAX_RETENTION_HOURS = 720
+
+
+def _is_unknown(v: Any) -> bool:
+    return isinstance(v, str) and v == UNKNOWN
+
+
+def check_name(v: str, what: str = "name") -> str:
+    if _is_unknown(v):
+        return v
+    if not isinstance(v, str) or not _NAME.match(v):
+        raise ValueError(f"{what} must be 3-16 characters of lowercase letters, digits and underscores "
+                         f"([a-z0-9_]{{3,16}}), got {v!r}")
+    return v
+
+
+def check_instance_name(v: str) -> str:
+    return check_name(v, "instance_name")
+
+
+def check_app_name(v: str) -> str:
+    return check_name(v, "app_name")
+
+
+def check_username(v: str) -> str:
+    if _is_unknown(v):
+        return v
+    check_name(v, "username")
+    if not v[0].isalpha():
+        raise ValueError(f"username must start with a letter, got {v!r}")
+    if v in RESERVED_USERNAMES:
+        raise ValueError(f"username {v!r} is reserved (reserved: {', '.join(sorted(RESERVED_USERNAMES))})")
+    return v
+
+
+def check_password(v: str) -> str:
+    """8-128 characters; none of @ / \\ \" ' and no whitespace. Never echoes the value."""
+    if _is_unknown(v):
+        return v
+    if not isinstance(v, str):
+        raise ValueError("password must be a string")
+    if not 8 <= len(v) <= 128:
+        raise ValueError(f"password must be 8-128 characters long (got {len(v)})")
+    bad = sorted({c for c in v if c in _FORBIDDEN_PW})
+    if bad:
+        raise ValueError(f"password must not contain {' '.join(bad)} (forbidden: @ / \\ \" ')")
+    if any(c.isspace() for c in v):
+        raise ValueError("password must not contain whitespace")
+    if any(ord(c) < 32 or ord(c) == 127 for c in v):
+        raise ValueError("password must not contain control characters")
+    return v
+
+
+def check_restore_time(v: str) -> str:
+    if _is_unknown(v) or v == "latest":
+        return v
+    try:
+        parse_rfc3339(v)
+    except ValueError as exc:
+        raise ValueError(f"restore_time: {exc}") from None
+    return v
+
+
+def check_port(v: int | None) -> int | None:
+    if v is None or _is_unknown(v):
+        return v
+    if not isinstance(v, int) or isinstance(v, bool) or not 1024 <= v <= 65535:
+        raise ValueError(f"port must be an integer in 1024-65535, got {v!r}")
+    return v
+
+
+def check_retention(v: int) -> int:
+    if _is_unknown(v):
+        return v
+    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_RETENTION_HOURS:
+        raise ValueError(f"retention_hours must be an integer in 1-{MAX_RETENTION_HOURS}, got {v!r}")
+    return v
+
+
+def check_hostname(v: str) -> str:
+    if _is_unknown(v):
+        return v
+    if not isinstance(v, str) or not re.match(r"^[A-Za-z0-9.\-:\[\]]{1,253}$", v):
+        raise ValueError(f"hostname must be a DNS name or IP address, got {v!r}")
+    return v
+
+
+def check_db_name(v: str | None) -> str | None:
+    if v is None or _is_unknown(v):
+        return v
+    if not isinstance(v, str) or not re.match(r"^[a-z_][a-z0-9_]{0,62}$", v):
+        raise ValueError(f"app_db_name must be 1-63 characters of [a-z0-9_] starting with a letter or _, got {v!r}")
+    return v
+
+
+InstanceName = Annotated[str, AfterValidator(check_instance_name)]
+Username = Annotated[str, AfterValidator(check_username)]
+Password = Annotated[str, AfterValidator(check_password)]
+Port = Annotated[int | None, AfterValidator(check_port)]
+Retention = Annotated[int, AfterValidator(check_retention)]
+RestoreTime = Annotated[str, AfterValidator(check_restore_time)]
+Hostname = Annotated[str, AfterValidator(check_hostname)]
+AppName = Annotated[str, AfterValidator(check_app_name)]
+DbName = Annotated[str | None, AfterValidator(check_db_name)]
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    engine: str = "local"
+    data_dir: str | None = None
+    run_as: str | None = None
+
+
+class InstanceArgs(_Args):
+    instance_name: InstanceName
+    username: Username
+    password: Password
+    retention_hours: Retention = 24
+    deletion_protection: bool = False
+    port: Port = None
+    adopt: bool = False
+
+
+class RestoreArgs(_Args):
+    instance_name: InstanceName
+    source: InstanceName
+    restore_time: RestoreTime
+    deletion_protection: bool = False
+    port: Port = None
+    retention_hours: Retention | None = None
+
+
+class LinkedArgs(_Args):
+    instance_name: InstanceName
+    hostname: Hostname
+    port: Annotated[int, AfterValidator(check_port)] = 5432
+    username: Annotated[str, AfterValidator(lambda v: check_name(v, "username"))]
+    password: Password
+
+
+def validate(model: type[BaseModel], values: dict[str, Any]) -> list[tuple[str, str]]:
+    """Validate ``values`` against ``model``; return ``(field, rule)`` problems (unknowns skipped)."""
+    known = {k: v for k, v in values.items() if not _is_unknown(v)}
+    try:
+        model.model_validate(known)
+    except ValidationError as exc:
+        return [(".".join(str(p) for p in err["loc"]) or "(input)", _clean(err["msg"], err["type"]))
+                for err in exc.errors(include_input=False)]
+    return []
+
+
+def _clean(msg: str, kind: str) -> str:
+    msg = msg.removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        return "unknown key (not one of the documented inputs)"
+    if kind == "missing":
+        return "is required"
+    return msg
+
+
+# ---------------------------------------------------------------------------- stack config (DESIGN §3)
+class _Cfg(BaseModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+
+class InstanceCfg(_Cfg):
+    username: Username
+    password: Password
+    retention_hours: Retention = 24
+    deletion_protection: bool = False
+    port: Port = None
+    adopt: bool = False
+
+
+class RestoreCfg(_Cfg):
+    source: InstanceName
+    restore_time: RestoreTime
+    deletion_protection: bool = False
+    port: Port = None
+
+
+class LinkedCfg(_Cfg):
+    hostname: Hostname
+    port: Annotated[int, AfterValidator(check_port)] = 5432
+    username: Annotated[str, AfterValidator(lambda v: check_name(v, "username"))]
+    password: Password
+
+
+class AppCfg(_Cfg):
+    instance: InstanceName
+    app_db_name: DbName = None
+    migrate: list[str] = Field(default_factory=list)
+    rollback: list[str] = Field(default_factory=list)
+    working_dir: str | None = None
+    dbos_config: str | None = None
+    app_version: str | None = None
+    drop_on_delete: bool = False
+
+
+class StackConfig(BaseModel):
+    """The whole ``dbos:*`` namespace of a stack."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: str = "local"
+    dataDir: str | None = None  # noqa: N815 - config key
+    runAs: str | None = None  # noqa: N815 - config key
+    instances: dict[InstanceName, InstanceCfg] = Field(default_factory=dict)
+    restores: dict[InstanceName, RestoreCfg] = Field(default_factory=dict)
+    linked: dict[InstanceName, LinkedCfg] = Field(default_factory=dict)
+    apps: dict[AppName, AppCfg] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _references(self) -> StackConfig:
+        problems: list[str] = []
+        if self.engine != "local":
+            problems.append(f"engine: {self.engine!r} is not available (use 'local')")
+        seen: dict[str, str] = {}
+        for section in ("instances", "restores", "linked"):
+            for name in getattr(self, section):
+                if name in seen:
+                    problems.append(f"{section}.{name}: duplicate instance name (also in {seen[name]})")
+                seen[name] = section
+        for name, r in self.restores.items():
+            if r.source not in seen:
+                problems.append(f"restores.{name}.source: instance {r.source!r} is not defined")
+            elif seen[r.source] == "linked":
+                problems.append(f"restores.{name}.source: {r.source!r} is a linked instance; "
+                                "point-in-time restore needs a local instance")
+        for name, a in self.apps.items():
+            if a.instance not in seen:
+                problems.append(f"apps.{name}.instance: instance {a.instance!r} is not defined")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+def validate_stack_config(raw: dict[str, Any]) -> tuple[StackConfig | None, list[str]]:
+    """Validate the ``dbos:*`` config; return (config, problems) with paths like ``dbos:instances.x.password``."""
+    try:
+        return StackConfig.model_validate(raw), []
+    except ValidationError as exc:
+        out: list[str] = []
+        for err in exc.errors(include_input=False):
+            loc = [str(p) for p in err["loc"]]
+            msg = _clean(err["msg"], err["type"])
+            if not loc:  # model-level (references): one problem per line, each with its path
+                out += [f"dbos:{line}" for line in msg.splitlines()]
+            else:
+                out.append(f"dbos:{'.'.join(loc)}: {msg}")
+        return None, out

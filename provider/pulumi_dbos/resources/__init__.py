@@ -1,0 +1,7 @@
+"""Pulumi glue: one module per resource, each a thin dynamic provider over the engine."""
+
+from __future__ import annotations
+
+from .instance import DatabaseInstance
+
+__all__ = ["DatabaseInstance"]
