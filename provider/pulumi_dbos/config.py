@@ -174,12 +174,13 @@ class LinkedArgs(_Args):
 
 def validate(model: type[BaseModel], values: dict[str, Any]) -> list[tuple[str, str]]:
     """Validate ``values`` against ``model``; return ``(field, rule)`` problems (unknowns skipped)."""
-    known = {k: v for k, v in values.items() if not _is_unknown(v)}
+    unknown = {k for k, v in values.items() if _is_unknown(v)}
     try:
-        model.model_validate(known)
+        model.model_validate(values)
     except ValidationError as exc:
         return [(".".join(str(p) for p in err["loc"]) or "(input)", _clean(err["msg"], err["type"]))
-                for err in exc.errors(include_input=False)]
+                for err in exc.errors(include_input=False)
+                if not (err["loc"] and str(err["loc"][0]) in unknown)]
     return []
 
 

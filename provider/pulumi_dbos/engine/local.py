@@ -144,6 +144,14 @@ def check_data_dir(data_dir: Path, run_as: str | None) -> list[str]:
     return problems
 
 
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -329,8 +337,13 @@ class LocalEngine(Engine):
             ) from None
 
     def _pg_ctl_stop(self, name: str, mode: str = "fast", timeout: float = 60) -> None:
+        pid = self._server_pid(name)
         proc.run([pgbin.tool("pg_ctl"), "stop", "-D", str(self.pgdata(name)), "-m", mode, "-w",
                   "-t", str(int(timeout)), "-s"], run_as=self.run_as, timeout=timeout + 15)
+        # pg_ctl returns once the pid file is gone; wait for the process itself too
+        deadline = time.monotonic() + 10
+        while pid and _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def _kill_server(self, name: str) -> None:
         """Stop the server if one runs, however it is (used in clean-ups)."""

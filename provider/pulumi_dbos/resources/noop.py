@@ -1,0 +1,35 @@
+"""``Noop``: a trivial dynamic resource that does no I/O.
+
+Used by the toolchain smoke test and as the baseline provider of
+``bench/scale.py`` (the same Pulumi overhead without any database work).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
+
+
+class NoopProvider(ResourceProvider):
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        changed = olds.get("value") != news.get("value")
+        return DiffResult(changes=changed, replaces=[], stables=[], delete_before_replace=False)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        return CreateResult(f"noop-{props.get('value')}", {"value": props.get("value"), "length": len(str(props.get("value")))})
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        return ReadResult(id_, props)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult({"value": news.get("value"), "length": len(str(news.get("value")))})
+
+
+class Noop(pulumi.dynamic.Resource, module="dbos", name="Noop"):
+    value: pulumi.Output[str]
+    length: pulumi.Output[int]
+
+    def __init__(self, resource_name: str, value: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None):
+        super().__init__(NoopProvider(), resource_name, {"value": value, "length": None}, opts)

@@ -1,0 +1,72 @@
+"""Shared fixtures: throwaway engine data dirs that are always cleaned up."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pulumi_dbos.engine import LocalEngine
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _short_tmpdir(prefix: str) -> Path:
+    # short (Unix socket paths are limited to 107 bytes) and reachable by the cluster user
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(d, 0o755)
+    return d
+
+
+def kill_servers_under(path: Path) -> None:
+    """Kill every postgres whose data dir is under ``path`` (cleanup after failures)."""
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmd = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ")
+            if b"postgres" in cmd and str(path).encode() in cmd:
+                os.kill(int(pid_dir.name), signal.SIGKILL)
+
+
+def cleanup_data_dir(path: Path) -> None:
+    with contextlib.suppress(Exception):
+        eng = LocalEngine(path)
+        for info in eng.list():
+            with contextlib.suppress(Exception):
+                eng.destroy(info.name)
+    kill_servers_under(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def tmp_root() -> Iterator[Path]:
+    d = _short_tmpdir("pd")
+    try:
+        yield d
+    finally:
+        cleanup_data_dir(d)
+
+
+@pytest.fixture
+def data_dir(tmp_root: Path) -> Path:
+    return tmp_root / "d"
+
+
+@pytest.fixture
+def engine(data_dir: Path) -> LocalEngine:
+    return LocalEngine(data_dir)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for marker in ("unit", "integration", "e2e", "reliability"):
+            if marker in parts:
+                item.add_marker(getattr(pytest.mark, marker))

@@ -1,0 +1,113 @@
+"""Real pulumi CLI through the Automation API, on a file:// backend with a throwaway passphrase."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pulumi import automation as auto
+
+from tests.conftest import cleanup_data_dir, _short_tmpdir
+
+PASSPHRASE = "e2e-throwaway-passphrase"
+VENV = Path(sys.prefix) if (Path(sys.prefix) / "pyvenv.cfg").exists() else None
+
+PROGRAM_HEADER = """
+import json
+import pulumi
+import pulumi_dbos as dbos
+from pulumi_dbos.resources.noop import Noop
+cfg = pulumi.Config()
+spec = json.loads(cfg.get("spec") or "{}")
+"""
+
+INSTANCES_PROGRAM = PROGRAM_HEADER + """
+out = {}
+for key, s in spec.get("instances", {}).items():
+    pw = cfg.require_secret("pw_" + key)
+    out[key] = dbos.DatabaseInstance(key, password=pw, **s)
+pulumi.export("urls", pulumi.Output.secret({k: v.database_url for k, v in out.items()}))
+pulumi.export("status", {k: v.status for k, v in out.items()})
+pulumi.export("ports", {k: v.port for k, v in out.items()})
+"""
+
+
+class Project:
+    """A throwaway Pulumi project + stack in a temp dir."""
+
+    def __init__(self, root: Path, program: str, name: str = "e2e") -> None:
+        self.root = root
+        self.work = root / "proj"
+        self.data_dir = root / "d"
+        self.work.mkdir(parents=True)
+        (root / "backend").mkdir()
+        runtime: dict[str, Any] = {"name": "python"}
+        if VENV is not None:
+            runtime["options"] = {"virtualenv": str(VENV)}
+        (self.work / "Pulumi.yaml").write_text(json.dumps({"name": name, "runtime": runtime}))
+        (self.work / "__main__.py").write_text(textwrap.dedent(program))
+        env = {
+            "PULUMI_BACKEND_URL": f"file://{root / 'backend'}",
+            "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            "PULUMI_HOME": str(root / "pulumi-home"),
+        }
+        self.ws_opts = auto.LocalWorkspaceOptions(env_vars=env, work_dir=str(self.work))
+        self.stack = auto.create_or_select_stack("test", work_dir=str(self.work), opts=self.ws_opts)
+        self.stack.set_config("dbos:dataDir", auto.ConfigValue(str(self.data_dir)))
+
+    def set_spec(self, spec: dict[str, Any], passwords: dict[str, str] | None = None) -> None:
+        self.stack.set_config("spec", auto.ConfigValue(json.dumps(spec)))
+        for k, v in (passwords or {}).items():
+            self.stack.set_config(f"pw_{k}", auto.ConfigValue(v, secret=True))
+
+    def up(self, **kw: Any) -> auto.UpResult:
+        return self.stack.up(on_output=lambda _: None, **kw)
+
+    def preview(self, **kw: Any) -> auto.PreviewResult:
+        return self.stack.preview(on_output=lambda _: None, diff=True, **kw)
+
+    def outputs(self) -> dict[str, Any]:
+        return {k: v.value for k, v in self.stack.outputs().items()}
+
+    def export_text(self) -> str:
+        return json.dumps(self.stack.export_stack().deployment)
+
+    def destroy(self) -> None:
+        self.stack.destroy(on_output=lambda _: None)
+
+
+@pytest.fixture
+def make_project() -> Iterator[Any]:
+    roots: list[Path] = []
+
+    def make(program: str = INSTANCES_PROGRAM) -> Project:
+        root = _short_tmpdir("pe")
+        roots.append(root)
+        return Project(root, program)
+
+    try:
+        yield make
+    finally:
+        for root in roots:
+            cleanup_data_dir(root / "d")
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def step_ops(preview: auto.PreviewResult) -> dict[str, int]:
+    return {str(k): v for k, v in preview.change_summary.items()}
+
+
+@pytest.fixture(autouse=True)
+def _pulumi_on_path() -> None:
+    if shutil.which("pulumi") is None:
+        pytest.fail("the pulumi CLI is not on PATH: run the tests through `make test` (scripts/setup.sh)")
+    os.environ.setdefault("PULUMI_SKIP_UPDATE_CHECK", "true")
