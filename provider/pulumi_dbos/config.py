@@ -143,6 +143,7 @@ class _Args(BaseModel):
     engine: str = "local"
     data_dir: str | None = None
     run_as: str | None = None
+    owner: str | None = None
 
 
 class InstanceArgs(_Args):

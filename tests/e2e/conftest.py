@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -79,7 +80,19 @@ class Project:
         return {k: v.value for k, v in self.stack.outputs().items()}
 
     def export_text(self) -> str:
-        return json.dumps(self.stack.export_stack().deployment)
+        """`pulumi stack export` (without --show-secrets) plus every file the backend stored."""
+        env = {**os.environ, **(self.ws_opts.env_vars or {})}
+        cp = subprocess.run(["pulumi", "stack", "export", "--stack", "test", "--cwd", str(self.work)],  # noqa: S603,S607
+                            capture_output=True, text=True, env=env, timeout=120, check=True)
+        files = [f.read_text(errors="replace") for f in (self.root / "backend").rglob("*") if f.is_file()]
+        return cp.stdout + "\n".join(files)
+
+    def resource(self, name: str) -> dict[str, Any] | None:
+        """Outputs of resource ``name`` as the state holds them (refresh updates these, not stack outputs)."""
+        for r in self.stack.export_stack().deployment.get("resources") or []:
+            if r["urn"].endswith("::" + name):
+                return dict(r.get("outputs") or {})
+        return None
 
     def destroy(self) -> None:
         self.stack.destroy(on_output=lambda _: None)
@@ -92,7 +105,7 @@ def make_project() -> Iterator[Any]:
     def make(program: str = INSTANCES_PROGRAM) -> Project:
         root = _short_tmpdir("pe")
         roots.append(root)
-        return Project(root, program)
+        return Project(root, program, name=root.name)
 
     try:
         yield make

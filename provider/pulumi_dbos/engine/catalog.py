@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS instances (
     earliest TEXT,
     source TEXT,
     restored_to TEXT,
-    pg_version TEXT
+    pg_version TEXT,
+    owner TEXT                       -- who manages it (e.g. project/stack/resource), informative
 );
 CREATE TABLE IF NOT EXISTS backups (
     instance TEXT NOT NULL,
@@ -51,6 +52,9 @@ class Catalog:
         self.lock_path = data_dir / "catalog.lock"
         with self._connect() as db:
             db.executescript(_SCHEMA)
+            cols = {r[1] for r in db.execute("PRAGMA table_info(instances)")}
+            if "owner" not in cols:
+                db.execute("ALTER TABLE instances ADD COLUMN owner TEXT")
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

@@ -501,9 +501,9 @@ class LocalEngine(Engine):
         self.catalog.delete(name)
 
     def provision(self, name: str, username: str, password: str, *, port: int | None = None,
-                  retention_hours: int = 24) -> InstanceInfo:
+                  retention_hours: int = 24, owner: str | None = None) -> InstanceInfo:
         template = self.template()
-        port = self._reserve(name, "local", username, port, retention_hours, STATUS_CREATING)
+        port = self._reserve(name, "local", username, port, retention_hours, STATUS_CREATING, owner=owner)
         try:
             idir = self.inst_dir(name)
             for sub in ("", "archive", "backups", "s"):
@@ -679,7 +679,7 @@ class LocalEngine(Engine):
         return now  # type: ignore[no-any-return]
 
     def restore_to_new(self, source: str, name: str, restore_time: str, *, port: int | None = None,
-                       retention_hours: int | None = None) -> InstanceInfo:
+                       retention_hours: int | None = None, owner: str | None = None) -> InstanceInfo:
         src = self._require(source)
         if src["kind"] == "linked":
             raise EngineError(f"cannot restore from {source!r}: it is a linked instance",
@@ -702,7 +702,7 @@ class LocalEngine(Engine):
             raise EngineError(f"no base backup of {source!r} finished before {to_rfc3339(target)}")
         port = self._reserve(name, "restored", src["username"], port,
                              retention_hours or src["retention_hours"], STATUS_RESTORING,
-                             source=source, restored_to=to_rfc3339(target))
+                             source=source, restored_to=to_rfc3339(target), owner=owner)
         try:
             idir = self.inst_dir(name)
             for sub in ("", "archive", "backups", "s"):
@@ -759,7 +759,12 @@ class LocalEngine(Engine):
             time.sleep(0.05)
 
     # ------------------------------------------------------------------ linked instances
-    def link(self, name: str, hostname: str, port: int, username: str, password: str) -> InstanceInfo:
+    def owner(self, name: str) -> str | None:
+        row = self.catalog.get(name)
+        return row.get("owner") if row else None
+
+    def link(self, name: str, hostname: str, port: int, username: str, password: str,
+             owner: str | None = None) -> InstanceInfo:
         verify_connection(hostname, port, username, password)
         if self.catalog.get(name) is not None:
             row = self._require(name)
@@ -767,7 +772,7 @@ class LocalEngine(Engine):
                 raise AlreadyExistsError(f"an instance named {name!r} already exists and is not linked")
             self.catalog.update(name, hostname=hostname, port=port, username=username, status=STATUS_AVAILABLE)
         else:
-            self._reserve(name, "linked", username, port, 0, STATUS_AVAILABLE, hostname=hostname)
+            self._reserve(name, "linked", username, port, 0, STATUS_AVAILABLE, hostname=hostname, owner=owner)
         info = self.info(name)
         assert info is not None
         return info

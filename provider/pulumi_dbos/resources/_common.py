@@ -16,7 +16,7 @@ from ..config import UNKNOWN
 from ..engine import LocalEngine, check_data_dir, default_data_dir, default_run_as, get_engine
 from ..errors import DbosError
 
-ENGINE_KEYS = ("engine", "data_dir", "run_as")
+ENGINE_KEYS = ("engine", "data_dir", "run_as")  # "owner" is informative: never diffed
 
 
 def engine_for(props: dict[str, Any]) -> LocalEngine:
@@ -31,6 +31,11 @@ def engine_defaults(engine: str | None, data_dir: str | None, run_as: str | None
         "data_dir": str(data_dir or cfg.get("dataDir") or default_data_dir()),
         "run_as": run_as or cfg.get("runAs") or default_run_as(),
     }
+
+
+def owner(resource_name: str) -> str:
+    """Who manages an instance: recorded in the engine's catalog at create."""
+    return f"{pulumi.get_project()}/{pulumi.get_stack()}/{resource_name}"
 
 
 def check_engine(news: dict[str, Any]) -> list[CheckFailure]:

@@ -12,7 +12,7 @@ from ..engine.base import InstanceInfo
 from . import _common as c
 
 INPUTS = ("instance_name", "username", "password", "retention_hours", "deletion_protection", "port", "adopt",
-          *c.ENGINE_KEYS)
+          "owner", *c.ENGINE_KEYS)
 REPLACE = ("instance_name", "username", *c.ENGINE_KEYS)
 DIFFED = ("instance_name", "username", "password", "retention_hours", "deletion_protection", "port",
           *c.ENGINE_KEYS)
@@ -51,9 +51,11 @@ def exists_failures(olds: dict[str, Any], news: dict[str, Any], adopt: bool = Fa
     try:
         eng = c.engine_for(news)
         exists = eng.data_dir.joinpath("catalog.db").exists() and eng.exists(str(name))
+        # our own instance (a replace re-checks with no olds): not a conflict
+        ours = exists and news.get("owner") is not None and eng.owner(str(name)) == news.get("owner")
     except Exception:  # noqa: BLE001
         return []
-    if exists:
+    if exists and not ours:
         return [CheckFailure("instance_name", f"an instance named {name!r} already exists in {eng.data_dir}; "
                              "choose another instance_name, or set adopt=True to take it over")]
     return []
@@ -87,7 +89,7 @@ class DatabaseInstanceProvider(ResourceProvider):
                 info = eng.set_retention(name, int(props["retention_hours"]))
         else:
             info = eng.provision(name, props["username"], props["password"], port=props.get("port"),
-                                 retention_hours=int(props.get("retention_hours") or 24))
+                                 retention_hours=int(props.get("retention_hours") or 24), owner=props.get("owner"))
         return CreateResult(name, instance_outputs(props, info, props["password"]))
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -156,7 +158,7 @@ class DatabaseInstance(pulumi.dynamic.Resource, module="dbos", name="DatabaseIns
         props: dict[str, Any] = dict(
             instance_name=instance_name or resource_name, username=username, password=pulumi.Output.secret(password),
             retention_hours=retention_hours, deletion_protection=deletion_protection, port=port, adopt=adopt,
-            **c.engine_defaults(engine, data_dir, run_as),
+            **c.engine_defaults(engine, data_dir, run_as), owner=c.owner(resource_name),
             status=None, hostname=None, database_url=None, is_linked=None,
             earliest_restorable_time=None, latest_restorable_time=None,
         )
