@@ -261,6 +261,7 @@ class LocalEngine(Engine):
                 )
             for f in ("pg_ident.conf", "pg_hba.conf", "postgresql.conf"):
                 self._own(data / f, 0o600)
+            (tdir / "CHECKPOINT_WAL").write_text(self._checkpoint_wal(data))
             ready.write_text(pgbin.server_version())
             return data
 
@@ -322,19 +323,49 @@ class LocalEngine(Engine):
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def _pg_ctl_start(self, name: str, timeout: float = START_TIMEOUT) -> None:
+    def _pg_ctl_start(self, name: str, timeout: float = START_TIMEOUT, wait_ready: bool = True) -> None:
+        """Start the server; wait (polling its socket every 10 ms, pg_ctl -w polls every 100 ms) until ready."""
         try:
             proc.run(
-                [pgbin.tool("pg_ctl"), "start", "-D", str(self.pgdata(name)), "-w", "-t", str(int(timeout)),
-                 "-s", "-l", str(self.inst_dir(name) / "server.log")],
-                run_as=self.run_as, timeout=timeout + 15,
+                [pgbin.tool("pg_ctl"), "start", "-D", str(self.pgdata(name)), "-W", "-s",
+                 "-l", str(self.inst_dir(name) / "server.log")],
+                run_as=self.run_as, timeout=60,
             )
         except EngineError as exc:
             raise EngineError(
-                f"the server of instance {name!r} failed to start (deadline {timeout:.0f}s): {exc.message}\n"
-                f"server log:\n{self._log_tail(name)}",
-                hint="see the server log above; if the port is taken by another process, set a different port",
-            ) from None
+                f"the server of instance {name!r} failed to start: {exc.message}\nserver log:\n{self._log_tail(name)}",
+                hint="see the server log above") from None
+        if not wait_ready:
+            return
+        port = int(self.catalog.get(name)["port"]) if self.catalog.get(name) else 0  # type: ignore[index]
+        sock = self._sockdir(name) / f".s.PGSQL.{port}"
+        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        while True:
+            if sock.exists():
+                try:
+                    with psycopg.connect(host=str(self._sockdir(name)), port=port, user=ADMIN_ROLE,
+                                         dbname="postgres", connect_timeout=5, sslmode="disable"):
+                        return
+                except psycopg.OperationalError as exc:
+                    if "starting up" not in str(exc) and "recovery" not in str(exc) and "shutting down" not in str(exc):
+                        if time.monotonic() - started > 1 and self._server_pid(name) is None:
+                            raise self._start_failed(name, timeout) from None
+            elif time.monotonic() - started > 0.5 and self._server_pid(name) is None:
+                raise self._start_failed(name, timeout) from None
+            if time.monotonic() > deadline:
+                raise TimeoutExpired(
+                    f"the server of instance {name!r} did not accept connections within {timeout:.0f}s\n"
+                    f"server log:\n{self._log_tail(name)}",
+                    hint="set PULUMI_DBOS_START_TIMEOUT to wait longer")
+            time.sleep(0.01)
+
+    def _start_failed(self, name: str, timeout: float) -> EngineError:
+        time.sleep(0.05)
+        return EngineError(
+            f"the server of instance {name!r} failed to start (deadline {timeout:.0f}s)\n"
+            f"server log:\n{self._log_tail(name)}",
+            hint="see the server log above; if the port is taken by another process, set a different port")
 
     def _pg_ctl_stop(self, name: str, mode: str = "fast", timeout: float = 60) -> None:
         pid = self._server_pid(name)
@@ -520,7 +551,7 @@ class LocalEngine(Engine):
                 self._set_password(conn, username, password, create=True)
                 earliest = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
             self.catalog.add_backup(name, "base-000", started, started, str(backup_dir),
-                                    self._checkpoint_wal(template))
+                                    self._template_wal(template))
             self.catalog.update(name, status=STATUS_AVAILABLE, earliest=to_rfc3339(earliest))
         except BaseException as exc:
             self._abort_create(name)
@@ -536,6 +567,12 @@ class LocalEngine(Engine):
         self._require(name)
         info = self.start(name)
         return info
+
+    def _template_wal(self, template: Path) -> str:
+        cached = template.parent / "CHECKPOINT_WAL"
+        if not cached.exists():
+            cached.write_text(self._checkpoint_wal(template))
+        return cached.read_text().strip()
 
     def _checkpoint_wal(self, pgdata: Path) -> str:
         out = proc.run([pgbin.tool("pg_controldata"), str(pgdata)], run_as=self.run_as, timeout=30).stdout

@@ -6,7 +6,6 @@ reference) and open any connection inside each method.
 
 from __future__ import annotations
 
-import urllib.parse
 from typing import Any
 
 import pulumi
@@ -15,6 +14,7 @@ from pulumi.dynamic import CheckFailure, DiffResult
 from ..config import UNKNOWN
 from ..engine import LocalEngine, check_data_dir, default_data_dir, default_run_as, get_engine
 from ..errors import DbosError
+from ..resources_util import url_for
 
 ENGINE_KEYS = ("engine", "data_dir", "run_as")  # "owner" is informative: never diffed
 
@@ -52,8 +52,7 @@ def check_engine(news: dict[str, Any]) -> list[CheckFailure]:
 
 
 def database_url(username: str, password: str, host: str, port: int, dbname: str = "postgres") -> str:
-    return (f"postgresql://{urllib.parse.quote(username, safe='')}:{urllib.parse.quote(password, safe='')}"
-            f"@{host}:{port}/{urllib.parse.quote(dbname, safe='')}")
+    return url_for(username, password, host, port, dbname)
 
 
 def is_unknown(v: Any) -> bool:

@@ -1,0 +1,109 @@
+"""``pulumi-dbos``: the command line, mirroring ``dbos-cloud db ...`` (DESIGN §4)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from .engine import get_engine
+from .errors import DbosError
+from .resources_util import url_for
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    return get_engine(args.engine, args.data_dir, args.run_as)
+
+
+def _row(info: Any) -> dict[str, Any]:
+    d = info.to_dict()
+    d.pop("extra", None)
+    d["linked"] = d.pop("is_linked")
+    return d
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = [_row(i) for i in _engine(args).list()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    cols = ("name", "status", "hostname", "port", "username", "linked")
+    widths = [max([len(c)] + [len(str(r[c])) for r in rows]) for c in cols]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths, strict=True)))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    info = _engine(args).info(args.name)
+    if info is None:
+        raise DbosError(f"instance {args.name!r} not found", hint="`pulumi-dbos db list` shows the known instances")
+    row = _row(info)
+    if args.json:
+        print(json.dumps(row, indent=2))
+    else:
+        for k, v in row.items():
+            print(f"{k:26} {v}")
+    return 0
+
+
+def cmd_url(args: argparse.Namespace) -> int:
+    info = _engine(args).info(args.name)
+    if info is None:
+        raise DbosError(f"instance {args.name!r} not found", hint="`pulumi-dbos db list` shows the known instances")
+    password = None
+    if args.show_password:
+        password = os.environ.get("PGPASSWORD")
+        if not password:
+            raise DbosError(
+                "the engine does not keep passwords (only Postgres's SCRAM verifier exists)",
+                hint="get it from the stack: `pulumi stack output database_urls --show-secrets`, "
+                "or set PGPASSWORD to have it put into the URL")
+    print(url_for(info.username, password, info.hostname, info.port))
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    b = _engine(args).backup(args.name)
+    print(f"base backup {b.backup_id} of {b.instance}: consistent from {b.finished_at}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pulumi-dbos", description=__doc__)
+    p.add_argument("--engine", default=os.environ.get("PULUMI_DBOS_ENGINE", "local"))
+    p.add_argument("--data-dir", default=None, help="engine data dir (default: $PULUMI_DBOS_DATA_DIR or the engine's)")
+    p.add_argument("--run-as", default=None, help="OS user running the clusters (as root; default postgres)")
+    sub = p.add_subparsers(dest="group", required=True)
+    db = sub.add_parser("db", help="database instances").add_subparsers(dest="cmd", required=True)
+    s = db.add_parser("list", help="instances known to the engine")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_list)
+    s = db.add_parser("status", help="one instance's status")
+    s.add_argument("name")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_status)
+    s = db.add_parser("url", help="the instance's connection URL")
+    s.add_argument("name")
+    s.add_argument("-S", "--show-password", action="store_true")
+    s.set_defaults(fn=cmd_url)
+    s = db.add_parser("backup", help="take a new base backup now (and prune outside retention)")
+    s.add_argument("name")
+    s.set_defaults(fn=cmd_backup)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except DbosError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
