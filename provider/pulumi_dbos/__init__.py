@@ -10,7 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_RESOURCES = {"DatabaseInstance", "RestoredInstance", "LinkedInstance", "AppDatabase"}
+_RESOURCES = {"DatabaseInstance", "RestoredInstance", "LinkedInstance"}
 
 
 def __getattr__(name: str) -> Any:  # lazy, so the engine and CLI don't import pulumi

@@ -3,5 +3,7 @@
 from __future__ import annotations
 
 from .instance import DatabaseInstance
+from .linked import LinkedInstance
+from .restored import RestoredInstance
 
-__all__ = ["DatabaseInstance"]
+__all__ = ["DatabaseInstance", "LinkedInstance", "RestoredInstance"]
