@@ -18,7 +18,6 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import chown, cleanup_engine, free_port, median, pg, run_as, tmpdir  # noqa: E402
-
 from pulumi_dbos.engine import LocalEngine, proc  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "7"))

@@ -18,7 +18,7 @@ def _engine(args: argparse.Namespace) -> Any:
 
 
 def _row(info: Any) -> dict[str, Any]:
-    d = info.to_dict()
+    d: dict[str, Any] = info.to_dict()
     d.pop("extra", None)
     d["linked"] = d.pop("is_linked")
     return d

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pulumi import automation as auto
 
-from tests.conftest import cleanup_data_dir, _short_tmpdir
+from tests.conftest import _short_tmpdir, cleanup_data_dir
 
 PASSPHRASE = "e2e-throwaway-passphrase"
 VENV = Path(sys.prefix) if (Path(sys.prefix) / "pyvenv.cfg").exists() else None

@@ -465,9 +465,9 @@ class LocalEngine(Engine):
     def port_problem(self, port: int, name: str) -> str | None:
         """Why ``port`` cannot be used by instance ``name`` (None = usable). Creates nothing."""
         if self.data_dir.joinpath("catalog.db").exists():
-            for row in self.catalog.all():
-                if row["port"] == port and row["name"] != name and row["kind"] != "linked":
-                    return f"port {port} is already used by instance {row['name']!r}"
+            for other in self.catalog.all():
+                if other["port"] == port and other["name"] != name and other["kind"] != "linked":
+                    return f"port {port} is already used by instance {other['name']!r}"
         row = self.catalog.get(name) if self.data_dir.joinpath("catalog.db").exists() else None
         if (row is None or row["port"] != port) and not _port_free(port):
             return f"port {port} on {HOST} is already in use by another process"

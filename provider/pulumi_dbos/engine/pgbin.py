@@ -26,9 +26,9 @@ def bindir(preferred: str | None = None) -> Path:
     the newest ``/usr/lib/postgresql/*/bin``, then ``initdb`` on PATH.
     """
     candidates: list[Path] = []
-    for c in (preferred, os.environ.get("PULUMI_DBOS_PG_BINDIR")):
-        if c:
-            candidates.append(Path(c))
+    for given in (preferred, os.environ.get("PULUMI_DBOS_PG_BINDIR")):
+        if given:
+            candidates.append(Path(given))
     pg_config = shutil.which("pg_config")
     if pg_config:
         try:

@@ -77,9 +77,7 @@ def run(
     input_text: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` to completion; raise :class:`CommandError` on failure/timeout."""
-    kwargs: dict[str, object] = {}
-    if run_as is not None and run_as.user is not None and os.geteuid() == 0:
-        kwargs.update(user=run_as.uid, group=run_as.gid, extra_groups=[])
+    switch = run_as is not None and run_as.user is not None and os.geteuid() == 0
     try:
         cp = subprocess.run(  # noqa: S603 - argument list, no shell
             argv,
@@ -91,7 +89,9 @@ def run(
             input=input_text,
             stdin=None if input_text is not None else subprocess.DEVNULL,
             check=False,
-            **kwargs,  # type: ignore[arg-type]
+            user=run_as.uid if switch and run_as else None,
+            group=run_as.gid if switch and run_as else None,
+            extra_groups=[] if switch else None,
         )
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"") if isinstance(exc.stdout, bytes) else (exc.stdout or "")

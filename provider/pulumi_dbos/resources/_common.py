@@ -13,7 +13,7 @@ from pulumi.dynamic import CheckFailure, DiffResult
 
 from ..config import UNKNOWN
 from ..engine import LocalEngine, check_data_dir, default_data_dir, default_run_as, get_engine
-from ..errors import DbosError
+from ..errors import DbosError as DbosError
 from ..resources_util import url_for
 
 ENGINE_KEYS = ("engine", "data_dir", "run_as")  # "owner" is informative: never diffed
