@@ -162,6 +162,68 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _ports_dir() -> Path:
+    return Path(os.environ.get("PULUMI_DBOS_PORTS_DIR", "/var/tmp/pulumi-dbos-ports"))
+
+
+def _claim_port(port: int, data_dir: Path, name: str) -> bool:
+    """Machine-wide reservation of ``port`` for (data_dir, name), so that engines in other data dirs
+    never take the port of a *stopped* instance. Stale claims (their instance is gone) are reclaimed."""
+    d = _ports_dir()
+    if not d.exists():
+        d.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.chmod(d, 0o1777)
+    path = d / str(port)
+    mine = f"{data_dir}\n{name}\n"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = path.read_text()
+            except OSError:
+                continue
+            if owner == mine:
+                return True
+            if _claim_is_live(owner, port):
+                return False
+            with contextlib.suppress(OSError):
+                path.unlink()
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(mine)
+        return True
+    return False
+
+
+def _claim_is_live(owner: str, port: int) -> bool:
+    parts = owner.split("\n")
+    if len(parts) < 2:
+        return False
+    catalog = Path(parts[0]) / "catalog.db"
+    if not catalog.exists():
+        return False
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=10)
+        try:
+            row = db.execute("SELECT port FROM instances WHERE name = ?", (parts[1],)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return True  # cannot tell: leave it alone
+    return bool(row) and int(row[0]) == port
+
+
+def _release_port(port: int, data_dir: Path, name: str) -> None:
+    path = _ports_dir() / str(port)
+    with contextlib.suppress(OSError):
+        if path.read_text() == f"{data_dir}\n{name}\n":
+            path.unlink()
+
+
 def _port_range() -> tuple[int, int]:
     env = os.environ.get("PULUMI_DBOS_PORT_RANGE")
     if env:
@@ -271,7 +333,7 @@ class LocalEngine(Engine):
             os.chown(path, self.run_as.uid, self.run_as.gid)
 
     # ------------------------------------------------------------------ ports
-    def _allocate_port(self, db: Any, wanted: int | None) -> int:
+    def _allocate_port(self, db: Any, wanted: int | None, name: str) -> int:
         used = self.catalog.used_ports(db)
         if wanted is not None:
             if wanted in used:
@@ -280,10 +342,13 @@ class LocalEngine(Engine):
             if not _port_free(wanted):
                 raise EngineError(f"port {wanted} on {HOST} is already in use by another process",
                                   hint="choose another port or leave port unset")
+            if not _claim_port(wanted, self.data_dir, name):
+                raise EngineError(f"port {wanted} belongs to a (stopped) instance of another pulumi-dbos data dir",
+                                  hint="choose another port or leave port unset")
             return wanted
         lo, hi = _port_range()
         for port in range(lo, hi + 1):
-            if port not in used and _port_free(port):
+            if port not in used and _port_free(port) and _claim_port(port, self.data_dir, name):
                 return port
         raise EngineError(f"no free port in {lo}-{hi}", hint="set PULUMI_DBOS_PORT_RANGE")
 
@@ -477,8 +542,9 @@ class LocalEngine(Engine):
         row = self._require(name)
         if row["port"] != port:
             with self.catalog.locked() as db:
-                self._allocate_port(db, port)
+                self._allocate_port(db, port, name)
                 db.execute("UPDATE instances SET port = ? WHERE name = ?", (port, name))
+            _release_port(row["port"], self.data_dir, name)
             was_running = self._server_pid(name) is not None
             if was_running:
                 self._pg_ctl_stop(name)
@@ -517,7 +583,7 @@ class LocalEngine(Engine):
                 # A directory without a catalog row is debris of a crashed create: ours to remove.
                 log.warning("removing leftover directory %s of a failed create", self.inst_dir(name))
                 shutil.rmtree(self.inst_dir(name))
-            chosen = self._allocate_port(db, port) if kind != "linked" else (port or 5432)
+            chosen = self._allocate_port(db, port, name) if kind != "linked" else (port or 5432)
             row = dict(name=name, kind=kind, status=status, hostname=extra.pop("hostname", HOST), port=chosen,
                        username=username, retention_hours=retention_hours, created_at=to_rfc3339(utcnow()),
                        pg_version=pgbin.server_version() if kind != "linked" else None, **extra)
@@ -525,6 +591,9 @@ class LocalEngine(Engine):
             return chosen
 
     def _abort_create(self, name: str) -> None:
+        row = self.catalog.get(name)
+        if row is not None and row["kind"] != "linked":
+            _release_port(row["port"], self.data_dir, name)
         with contextlib.suppress(Exception):
             self._kill_server(name)
         with contextlib.suppress(OSError):
@@ -635,6 +704,7 @@ class LocalEngine(Engine):
                     self._kill_server(name)
             shutil.rmtree(self.inst_dir(name))
         if row is not None:
+            _release_port(row["port"], self.data_dir, name)
             self.catalog.delete(name)
 
     # ------------------------------------------------------------------ backups & retention
