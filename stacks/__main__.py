@@ -57,6 +57,9 @@ def main() -> None:
             name, instance_name=name, hostname=link.hostname, port=link.port, username=link.username,
             password=pulumi.Output.secret(link.password), **engine)
     apps: dict[str, Any] = {}
+    if cfg.apps and not hasattr(dbos, "AppDatabase"):
+        raise pulumi.RunError("dbos:apps: app bindings (AppDatabase) are not available in this version yet; "
+                              "remove dbos:apps from the stack config")
     for name, a in cfg.apps.items():
         apps[name] = dbos.AppDatabase(
             name, app_name=name, instance=instances[a.instance], app_db_name=a.app_db_name, migrate=a.migrate,

@@ -13,6 +13,10 @@ __version__ = "0.1.0"
 _RESOURCES = {"DatabaseInstance", "RestoredInstance", "LinkedInstance"}
 
 
+def __dir__() -> list[str]:
+    return sorted(_RESOURCES)
+
+
 def __getattr__(name: str) -> Any:  # lazy, so the engine and CLI don't import pulumi
     if name in _RESOURCES:
         from . import resources
