@@ -17,7 +17,8 @@ PROGRAM = PROGRAM_HEADER + """
 src = dbos.DatabaseInstance("src", instance_name="e2e_src", username="app_user", password=cfg.require_secret("pw"))
 outs = {"src": src.database_url}
 if "restore" in spec:
-    r = dbos.RestoredInstance("rst", instance_name="e2e_rst", source=src, **spec["restore"])
+    kw = dict(spec["restore"])
+    r = dbos.RestoredInstance("rst", instance_name=kw.pop("instance_name", "e2e_rst"), source=kw.pop("source", src), **kw)
     outs["rst"] = r.database_url
     pulumi.export("restored_to", r.restored_to)
 if "link" in spec:
@@ -89,8 +90,14 @@ def test_linked_instance(make_project: Any, tmp_root: Any) -> None:
     assert any(i.name == "e2e_lnk" and i.is_linked for i in LocalEngine(p.data_dir).list())
     with psycopg.connect(p.outputs()["urls"]["lnk"]) as c:
         assert c.execute("SELECT x FROM precious").fetchone() == (7,)
-    # a restore from a linked source fails at preview
-    p.set_spec({"link": link, "restore": {"restore_time": "latest"}})
+    # a restore from a linked source fails at preview, and so does a target name that exists
+    p.set_spec({"link": link, "restore": {"restore_time": "latest", "source": "e2e_lnk"}})
+    with pytest.raises(auto.CommandError, match="linked instance"):
+        p.preview()
+    p.set_spec({"link": link, "restore": {"restore_time": "latest", "instance_name": "e2e_lnk"}})
+    with pytest.raises(auto.CommandError, match="already exists"):
+        p.preview()
+    p.set_spec({"link": link})
     ext_engine.stop("external")
     p.stack.refresh(on_output=lambda _: None)
     assert p.resource("lnk")["status"] == "unreachable"

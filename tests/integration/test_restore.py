@@ -99,3 +99,16 @@ def test_missing_wal_fails_clearly_and_leaves_nothing(engine: LocalEngine, sourc
     assert engine.info("rst_broken") is None and not engine.inst_dir("rst_broken").exists()
     assert engine.info("src_db").status == "available"
     assert 5000 in rows(source)
+
+
+def test_restore_of_a_restored_instance(engine: LocalEngine, source: int) -> None:
+    """A restored instance has its own backup and archive: it can be restored in turn."""
+    r1 = engine.restore_to_new("src_db", "rst_one", "latest")
+    with conn(r1.port) as c:
+        c.execute("INSERT INTO t VALUES (6000)")
+        t = c.execute("SELECT now()").fetchone()[0]
+        c.execute("INSERT INTO t VALUES (7000)")
+    engine.destroy("src_db")  # the chain no longer needs the original source
+    r2 = engine.restore_to_new("rst_one", "rst_two", to_rfc3339(t))
+    got = rows(r2.port)
+    assert 6000 in got and 7000 not in got and got[:100] == list(range(1, 101))

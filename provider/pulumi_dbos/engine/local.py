@@ -835,11 +835,10 @@ class LocalEngine(Engine):
             self._write_instance_conf(name, port)
             with self.admin(name, port) as conn:
                 conn.execute("SELECT pg_reload_conf()")
-            self.catalog.update(name, status=STATUS_AVAILABLE)
-            self.backup(name)
             with self.admin(name, port) as conn:
                 ts = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
-            self.catalog.update(name, earliest=to_rfc3339(ts))
+            self._inherit_backup(source, name, base)
+            self.catalog.update(name, status=STATUS_AVAILABLE, earliest=to_rfc3339(ts))
         except BaseException as exc:
             self._abort_create(name)
             if isinstance(exc, DbosError):
@@ -849,6 +848,27 @@ class LocalEngine(Engine):
         info = self.info(name)
         assert info is not None
         return info
+
+    def _inherit_backup(self, source: str, name: str, base: dict[str, Any]) -> None:
+        """Give a restored instance its own base backup and archive without copying data.
+
+        The source's base backup and WAL files are immutable once written, so hard links are
+        a complete, independent copy: with the new timeline's history file (archived at
+        promotion) they restore any time after the promotion. Later ``db backup`` calls and
+        pruning work on the restored instance's own copies only.
+        """
+        dest = self.inst_dir(name) / "backups" / f"{base['backup_id']}-inherited"
+        proc.run(["cp", "-al", base["path"], str(dest)], run_as=self.run_as, timeout=RECOVERY_TIMEOUT)
+        src_archive = self.inst_dir(source) / "archive"
+        own_archive = self.inst_dir(name) / "archive"
+        for f in sorted(src_archive.iterdir()):
+            target = own_archive / f.name
+            if f.name.endswith(".part") or target.exists():
+                continue
+            with contextlib.suppress(FileExistsError):
+                os.link(f, target)
+        self.catalog.add_backup(name, dest.name, base["started_at"], base["finished_at"], str(dest),
+                                base["start_wal"])
 
     def _wait_promoted(self, name: str, port: int) -> None:
         deadline = time.monotonic() + RECOVERY_TIMEOUT
