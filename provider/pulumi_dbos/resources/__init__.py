@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from .app import AppDatabase
 from .instance import DatabaseInstance
 from .linked import LinkedInstance
 from .restored import RestoredInstance
 
-__all__ = ["DatabaseInstance", "LinkedInstance", "RestoredInstance"]
+__all__ = ["AppDatabase", "DatabaseInstance", "LinkedInstance", "RestoredInstance"]
