@@ -7,6 +7,7 @@ with its config path, and nothing is registered when there is any.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -36,6 +37,17 @@ def raw_config() -> dict[str, Any]:
     return raw
 
 
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def project_path(path: str | None) -> str | None:
+    """Paths in the stack config are relative to the project root (where Pulumi.yaml is)."""
+    if not path:
+        return None
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else PROJECT_ROOT / p)
+
+
 def main() -> None:
     cfg, problems = validate_stack_config(raw_config())
     if problems or cfg is None:
@@ -57,13 +69,12 @@ def main() -> None:
             name, instance_name=name, hostname=link.hostname, port=link.port, username=link.username,
             password=pulumi.Output.secret(link.password), **engine)
     apps: dict[str, Any] = {}
-    if cfg.apps and not hasattr(dbos, "AppDatabase"):
-        raise pulumi.RunError("dbos:apps: app bindings (AppDatabase) are not available in this version yet; "
-                              "remove dbos:apps from the stack config")
     for name, a in cfg.apps.items():
         apps[name] = dbos.AppDatabase(
-            name, app_name=name, instance=instances[a.instance], app_db_name=a.app_db_name, migrate=a.migrate,
-            rollback=a.rollback, working_dir=a.working_dir, dbos_config=a.dbos_config,
+            name, app_name=name, instance=instances[a.instance], app_db_name=a.app_db_name,
+            migrate=a.migrate,
+            rollback=a.rollback, working_dir=project_path(a.working_dir),
+            dbos_config=project_path(a.dbos_config),
             app_version=a.app_version, drop_on_delete=a.drop_on_delete)
 
     pulumi.export("instances", {

@@ -72,6 +72,55 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unwrap(v: Any) -> Any:
+    """A value of `pulumi stack export --show-secrets`: secrets are {sig, plaintext: json}."""
+    if isinstance(v, dict) and "plaintext" in v and len(v) == 2:
+        return json.loads(v["plaintext"])
+    return v
+
+
+def app_state(app: str, stack: str | None, cwd: str | None = None) -> dict[str, Any]:
+    """The AppDatabase outputs of ``app`` in a stack (needs the stack's backend and passphrase env)."""
+    from .engine import proc
+
+    argv = ["pulumi", "stack", "export", "--show-secrets"] + (["--stack", stack] if stack else [])
+    cp = proc.run(argv, env=dict(os.environ), cwd=cwd, timeout=120,
+                  hint="run it in the Pulumi project directory, with PULUMI_CONFIG_PASSPHRASE and the backend set")
+    deployment = json.loads(cp.stdout).get("deployment", {})
+    for r in deployment.get("resources") or []:
+        if r.get("type", "").endswith("dbos:AppDatabase"):
+            outs = {k: _unwrap(v) for k, v in (r.get("outputs") or {}).items()}
+            if outs.get("app_name") == app:
+                return outs
+    raise DbosError(f"no app {app!r} in the stack", hint="is it in dbos:apps / the program, and was `pulumi up` run?")
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    from .apps import write_connection
+
+    outs = app_state(args.app, args.stack)
+    path = args.config or outs.get("dbos_config") or os.path.join(outs.get("working_dir") or ".", "dbos-config.yaml")
+    write_connection(path, outs["hostname"], int(outs["port"]), outs["username"], outs["app_db_name"])
+    print(f"{path}: {args.app} -> {outs['hostname']}:{outs['port']}/{outs['app_db_name']} as {outs['username']} "
+          "(password from $PGPASSWORD)")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from .apps import Conn, run_commands
+
+    outs = app_state(args.app, args.stack)
+    commands = list(outs.get("rollback") or [])
+    if not commands:
+        raise DbosError(f"app {args.app!r} has no rollback commands", hint="set rollback (or database.rollback "
+                        "in its dbos-config.yaml) and run `pulumi up`")
+    conn = Conn.from_url(outs.get("owner_database_url") or outs["database_url"])
+    res = run_commands(commands, conn, outs.get("working_dir"), "rollback")
+    print(res.output, end="")
+    print(f"rolled back {args.app!r}: {len(res.ran)} command(s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pulumi-dbos", description=__doc__)
     p.add_argument("--engine", default=os.environ.get("PULUMI_DBOS_ENGINE", "local"))
@@ -93,6 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = db.add_parser("backup", help="take a new base backup now (and prune outside retention)")
     s.add_argument("name")
     s.set_defaults(fn=cmd_backup)
+    s = db.add_parser("connect", help="write APP's connection into its dbos-config.yaml")
+    s.add_argument("app")
+    s.add_argument("--stack", default=None)
+    s.add_argument("--config", default=None, help="path of the dbos-config.yaml (default: the app's)")
+    s.set_defaults(fn=cmd_connect)
+    app = sub.add_parser("app", help="apps").add_subparsers(dest="cmd", required=True)
+    s = app.add_parser("rollback", help="run APP's rollback commands against its database")
+    s.add_argument("app")
+    s.add_argument("--stack", default=None)
+    s.set_defaults(fn=cmd_rollback)
     return p
 
 

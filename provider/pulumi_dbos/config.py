@@ -225,8 +225,8 @@ class LinkedCfg(_Cfg):
 class AppCfg(_Cfg):
     instance: InstanceName
     app_db_name: DbName = None
-    migrate: list[str] = Field(default_factory=list)
-    rollback: list[str] = Field(default_factory=list)
+    migrate: list[str] | None = None
+    rollback: list[str] | None = None
     working_dir: str | None = None
     dbos_config: str | None = None
     app_version: str | None = None
