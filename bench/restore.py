@@ -20,7 +20,6 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import chown, cleanup_engine, free_port, median, pg, run_as, tmpdir  # noqa: E402
-
 from pulumi_dbos.engine import LocalEngine, proc  # noqa: E402
 from pulumi_dbos.timeutil import to_pg, to_rfc3339  # noqa: E402
 

@@ -121,6 +121,17 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import render_text
+
+    text = sys.stdin.read() if args.file in (None, "-") else open(args.file).read()
+    try:
+        print(render_text(text, args.title), end="")
+    except ValueError as exc:
+        raise DbosError(f"preview-report: {exc}") from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pulumi-dbos", description=__doc__)
     p.add_argument("--engine", default=os.environ.get("PULUMI_DBOS_ENGINE", "local"))
@@ -152,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("app")
     s.add_argument("--stack", default=None)
     s.set_defaults(fn=cmd_rollback)
+    s = sub.add_parser("preview-report", help="`pulumi preview --json` -> Markdown for a PR comment")
+    s.add_argument("file", nargs="?", default="-")
+    s.add_argument("--title", default="pulumi preview")
+    s.set_defaults(fn=cmd_report)
     return p
 
 

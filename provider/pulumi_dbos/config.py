@@ -19,7 +19,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -246,42 +245,50 @@ class StackConfig(BaseModel):
     linked: dict[InstanceName, LinkedCfg] = Field(default_factory=dict)
     apps: dict[AppName, AppCfg] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _references(self) -> StackConfig:
-        problems: list[str] = []
-        if self.engine != "local":
-            problems.append(f"engine: {self.engine!r} is not available (use 'local')")
-        seen: dict[str, str] = {}
-        for section in ("instances", "restores", "linked"):
-            for name in getattr(self, section):
-                if name in seen:
-                    problems.append(f"{section}.{name}: duplicate instance name (also in {seen[name]})")
-                seen[name] = section
-        for name, r in self.restores.items():
-            if r.source not in seen:
-                problems.append(f"restores.{name}.source: instance {r.source!r} is not defined")
-            elif seen[r.source] == "linked":
-                problems.append(f"restores.{name}.source: {r.source!r} is a linked instance; "
-                                "point-in-time restore needs a local instance")
-        for name, a in self.apps.items():
-            if a.instance not in seen:
-                problems.append(f"apps.{name}.instance: instance {a.instance!r} is not defined")
-        if problems:
-            raise ValueError("\n".join(problems))
-        return self
+
+
+def _reference_problems(raw: dict[str, Any]) -> list[str]:
+    """Cross-references of the raw config (checked even when fields have errors, to report all at once)."""
+    problems: list[str] = []
+    engine = raw.get("engine", "local")
+    if engine != "local":
+        problems.append(f"dbos:engine: {engine!r} is not available (use 'local')")
+    seen: dict[str, str] = {}
+    def section(key: str) -> dict[str, Any]:
+        v = raw.get(key)
+        return v if isinstance(v, dict) else {}
+
+    sections = {k: section(k) for k in ("instances", "restores", "linked")}
+    for section, entries in sections.items():
+        for name in entries:
+            if name in seen:
+                problems.append(f"dbos:{section}.{name}: duplicate instance name (also in dbos:{seen[name]})")
+            seen.setdefault(name, section)
+    for name, r in sections["restores"].items():
+        src = r.get("source") if isinstance(r, dict) else None
+        if not isinstance(src, str):
+            continue
+        if src not in seen:
+            problems.append(f"dbos:restores.{name}.source: instance {src!r} is not defined")
+        elif seen[src] == "linked":
+            problems.append(f"dbos:restores.{name}.source: {src!r} is a linked instance; "
+                            "point-in-time restore needs a local instance")
+    for name, a in section("apps").items():
+        inst = a.get("instance") if isinstance(a, dict) else None
+        if isinstance(inst, str) and inst not in seen:
+            problems.append(f"dbos:apps.{name}.instance: instance {inst!r} is not defined")
+    return problems
 
 
 def validate_stack_config(raw: dict[str, Any]) -> tuple[StackConfig | None, list[str]]:
     """Validate the ``dbos:*`` config; return (config, problems) with paths like ``dbos:instances.x.password``."""
+    out: list[str] = []
+    cfg: StackConfig | None = None
     try:
-        return StackConfig.model_validate(raw), []
+        cfg = StackConfig.model_validate(raw)
     except ValidationError as exc:
-        out: list[str] = []
         for err in exc.errors(include_input=False):
             loc = [str(p) for p in err["loc"]]
-            msg = _clean(err["msg"], err["type"])
-            if not loc:  # model-level (references): one problem per line, each with its path
-                out += [f"dbos:{line}" for line in msg.splitlines()]
-            else:
-                out.append(f"dbos:{'.'.join(loc)}: {msg}")
-        return None, out
+            out.append(f"dbos:{'.'.join(loc)}: {_clean(err['msg'], err['type'])}")
+    out += _reference_problems(raw)
+    return (cfg if not out else None), out

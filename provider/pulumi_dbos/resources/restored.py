@@ -67,7 +67,10 @@ class RestoredInstanceProvider(ResourceProvider):
         return CheckResult(inputs, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> Any:
-        return c.make_diff(olds, news, DIFFED, REPLACE)
+        # A restore is independent of its source's lifecycle (like DBOS Cloud's): when the source is
+        # itself being replaced, `source` is unknown here, and that alone must not replace the restore.
+        known_replace = tuple(k for k in REPLACE if not c.is_unknown(news.get(k)))
+        return c.make_diff(olds, news, DIFFED, known_replace)
 
     def _outs(self, props: dict[str, Any], info: Any) -> dict[str, Any]:
         outs = instance_outputs(props, info, props.get("password"))
@@ -141,9 +144,7 @@ class RestoredInstance(pulumi.dynamic.Resource, module="dbos", name="RestoredIns
         run_as: str | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        deps: list[pulumi.Resource] = []
         if isinstance(source, pulumi.Resource):
-            deps.append(source)
             if password is None:
                 password = getattr(source, "password", None)
             source_name: Any = source.instance_name  # type: ignore[attr-defined]
@@ -158,5 +159,5 @@ class RestoredInstance(pulumi.dynamic.Resource, module="dbos", name="RestoredIns
             source_instance=None, restored_to=None, earliest_restorable_time=None, latest_restorable_time=None,
         )
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            additional_secret_outputs=["password", "database_url"], depends_on=deps))
+            additional_secret_outputs=["password", "database_url"]))
         super().__init__(RestoredInstanceProvider(), resource_name, props, opts)
