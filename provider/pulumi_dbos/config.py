@@ -254,11 +254,11 @@ def _reference_problems(raw: dict[str, Any]) -> list[str]:
     if engine != "local":
         problems.append(f"dbos:engine: {engine!r} is not available (use 'local')")
     seen: dict[str, str] = {}
-    def section(key: str) -> dict[str, Any]:
+    def entries_of(key: str) -> dict[str, Any]:
         v = raw.get(key)
         return v if isinstance(v, dict) else {}
 
-    sections = {k: section(k) for k in ("instances", "restores", "linked")}
+    sections = {k: entries_of(k) for k in ("instances", "restores", "linked")}
     for section, entries in sections.items():
         for name in entries:
             if name in seen:
@@ -273,7 +273,7 @@ def _reference_problems(raw: dict[str, Any]) -> list[str]:
         elif seen[src] == "linked":
             problems.append(f"dbos:restores.{name}.source: {src!r} is a linked instance; "
                             "point-in-time restore needs a local instance")
-    for name, a in section("apps").items():
+    for name, a in entries_of("apps").items():
         inst = a.get("instance") if isinstance(a, dict) else None
         if isinstance(inst, str) and inst not in seen:
             problems.append(f"dbos:apps.{name}.instance: instance {inst!r} is not defined")
