@@ -32,6 +32,7 @@ import pwd
 import re
 import shutil
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -204,8 +205,6 @@ def _claim_is_live(owner: str, port: int) -> bool:
     catalog = Path(parts[0]) / "catalog.db"
     if not catalog.exists():
         return False
-    import sqlite3
-
     try:
         db = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=10)
         try:
@@ -574,6 +573,10 @@ class LocalEngine(Engine):
 
     def _reserve(self, name: str, kind: str, username: str, port: int | None, retention_hours: int,
                  status: str, **extra: Any) -> int:
+        # defence in depth: names become paths and SQL identifiers (the resources validate them too)
+        if not re.match(r"^[a-z0-9_]{3,16}$", name) or not re.match(r"^[a-z0-9_]{1,63}$", username):
+            raise EngineError(f"invalid instance name or username: {name!r}, {username!r}",
+                              hint="names are 3-16 characters of [a-z0-9_]")
         with self.catalog.locked() as db:
             if db.execute("SELECT 1 FROM instances WHERE name = ?", (name,)).fetchone():
                 raise AlreadyExistsError(
@@ -591,19 +594,26 @@ class LocalEngine(Engine):
             return chosen
 
     def _abort_create(self, name: str) -> None:
-        row = self.catalog.get(name)
-        if row is not None and row["kind"] != "linked":
-            _release_port(row["port"], self.data_dir, name)
+        """Undo a failed create: server, directory, port claim, catalog row (each best effort)."""
+        with contextlib.suppress(Exception):
+            row = self.catalog.get(name)
+            if row is not None and row["kind"] != "linked":
+                _release_port(row["port"], self.data_dir, name)
         with contextlib.suppress(Exception):
             self._kill_server(name)
         with contextlib.suppress(OSError):
             shutil.rmtree(self.inst_dir(name))
-        self.catalog.delete(name)
+        with contextlib.suppress(Exception):
+            self.catalog.delete(name)
 
     def provision(self, name: str, username: str, password: str, *, port: int | None = None,
                   retention_hours: int = 24, owner: str | None = None) -> InstanceInfo:
-        template = self.template()
-        port = self._reserve(name, "local", username, port, retention_hours, STATUS_CREATING, owner=owner)
+        try:
+            template = self.template()
+            port = self._reserve(name, "local", username, port, retention_hours, STATUS_CREATING, owner=owner)
+        except (OSError, sqlite3.Error) as exc:
+            raise EngineError(f"cannot register instance {name!r} in {self.data_dir}: {exc}",
+                              hint="is the data dir's file system writable and not full?") from None
         try:
             idir = self.inst_dir(name)
             for sub in ("", "archive", "backups", "s"):
@@ -627,10 +637,28 @@ class LocalEngine(Engine):
             if isinstance(exc, DbosError):
                 raise EngineError(f"provisioning instance {name!r} failed and was rolled back: {exc.message}",
                                   hint=exc.hint) from None
+            if isinstance(exc, (OSError, sqlite3.Error)):
+                raise EngineError(f"provisioning instance {name!r} failed and was rolled back: {exc}",
+                                  hint="is the data dir's file system writable and not full?") from None
             raise
         info = self.info(name)
         assert info is not None
         return info
+
+    def settle_retry(self, name: str, owner: str | None) -> bool:
+        """Before a (re)create by ``owner``: clean up its own half-made instance of that name.
+
+        Returns True when a complete instance of this owner already exists (a create that
+        finished after the caller was killed): the caller takes it over instead of failing.
+        """
+        row = self.catalog.get(name)
+        if row is None or owner is None or row.get("owner") != owner:
+            return False
+        if row["status"] in (STATUS_CREATING, STATUS_RESTORING) or not self.pgdata(name).is_dir():
+            log.warning("removing half-made instance %r left by an interrupted create", name)
+            self.destroy(name)
+            return False
+        return True
 
     def adopt(self, name: str) -> InstanceInfo:
         self._require(name)
@@ -650,10 +678,45 @@ class LocalEngine(Engine):
             raise EngineError(f"cannot read the checkpoint WAL file of {pgdata}")
         return m.group(1)
 
+    def _clear_after_crash(self, name: str) -> None:
+        """After a postmaster was killed: wait for (or kill) its orphaned children, remove the stale pid file.
+
+        Postgres processes run with the data dir as their working directory, which identifies them
+        without confusing instances of the same name in other data dirs.
+        """
+        pidfile = self.pgdata(name) / "postmaster.pid"
+        if not pidfile.exists():
+            return
+        try:
+            pid = int(pidfile.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            pid = 0
+        if pid and _alive(pid):
+            return
+        pgdata = str(self.pgdata(name).resolve())
+
+        def orphans() -> list[int]:
+            found = []
+            for p in Path("/proc").glob("[0-9]*/cwd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(p) == pgdata and _alive(int(p.parent.name)):
+                        found.append(int(p.parent.name))
+            return found
+
+        deadline = time.monotonic() + 10
+        while orphans() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for opid in orphans():
+            with contextlib.suppress(OSError):
+                os.kill(opid, 9)
+        time.sleep(0.05)
+        with contextlib.suppress(FileNotFoundError):
+            pidfile.unlink()
+
     def start(self, name: str) -> InstanceInfo:
         row = self._require(name)
         if row["kind"] != "linked" and self._server_pid(name) is None:
-            # A stale pid file (server killed) is handled by pg_ctl itself.
+            self._clear_after_crash(name)
             self._pg_ctl_start(name)
         info = self.info(name)
         assert info is not None

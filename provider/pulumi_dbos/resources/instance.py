@@ -82,7 +82,9 @@ class DatabaseInstanceProvider(ResourceProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         eng = c.engine_for(props)
         name = props["instance_name"]
-        if props.get("adopt") and eng.exists(name):
+        # a retried create (e.g. after `pulumi up` was killed) takes over its own finished instance
+        retried = eng.data_dir.joinpath("catalog.db").exists() and eng.settle_retry(name, props.get("owner"))
+        if (props.get("adopt") and eng.exists(name)) or retried:
             eng.adopt(name)
             info = eng.reset_credentials(name, props["username"], props["password"])
             if props.get("retention_hours"):

@@ -79,6 +79,9 @@ class RestoredInstanceProvider(ResourceProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         eng = c.engine_for(props)
+        if eng.settle_retry(props["instance_name"], props.get("owner")):
+            info = eng.start(props["instance_name"])  # finished by an interrupted run: take it over
+            return CreateResult(props["instance_name"], self._outs(props, info))
         info = eng.restore_to_new(props["source"], props["instance_name"], props["restore_time"],
                                   port=props.get("port"), retention_hours=props.get("retention_hours"),
                                   owner=props.get("owner"))
