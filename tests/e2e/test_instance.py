@@ -140,3 +140,26 @@ def test_killed_server_is_restarted_by_up(make_project: Any) -> None:
     p.up()
     with psycopg.connect(p.outputs()["urls"]["db1"]) as conn:
         conn.execute("SELECT 1")
+
+
+def test_explicit_port(make_project: Any) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = make_project()
+    p.set_spec(base_spec(port=port), {"db1": PW})
+    p.up()
+    assert p.outputs()["ports"]["db1"] == port
+    with psycopg.connect(host="127.0.0.1", port=port, user="app_user", password=PW, dbname="postgres") as c:
+        c.execute("SELECT 1")
+    # moving the port is an in-place update
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port2 = s.getsockname()[1]
+    p.set_spec(base_spec(port=port2))
+    assert p.preview().change_summary.get("update") == 1
+    p.up()
+    with psycopg.connect(host="127.0.0.1", port=port2, user="app_user", password=PW, dbname="postgres") as c:
+        c.execute("SELECT 1")

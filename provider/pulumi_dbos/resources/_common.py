@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
-from pulumi.dynamic import CheckFailure, DiffResult
+from pulumi.dynamic import CheckFailure, CheckResult, DiffResult
 
 from ..config import UNKNOWN
 from ..engine import LocalEngine, check_data_dir, default_data_dir, default_run_as, get_engine
@@ -49,6 +49,21 @@ def check_engine(news: dict[str, Any]) -> list[CheckFailure]:
 
     problems = check_data_dir(Path(str(dd)).expanduser(), run_as if os.geteuid() == 0 else None)
     return [CheckFailure("data_dir", p) for p in problems]
+
+
+def as_int(v: Any) -> int | None:
+    """Numbers cross the Pulumi wire as floats."""
+    return None if v is None else int(v)
+
+
+def check_result(inputs: dict[str, Any], failures: list[CheckFailure]) -> CheckResult:
+    """The engine prints a failure's property *value* next to it (secrets included), so failures are
+    reported without a property, the field named in the reason instead."""
+    out = []
+    for f in failures:
+        reason = f.reason if not f.property or f.reason.startswith(f.property) else f"{f.property}: {f.reason}"
+        out.append(CheckFailure("", reason))
+    return CheckResult(inputs, out)
 
 
 def database_url(username: str, password: str, host: str, port: int, dbname: str = "postgres") -> str:

@@ -72,7 +72,7 @@ class AppDatabaseProvider(ResourceProvider):
             failures.append(CheckFailure("working_dir", f"working_dir {wd} does not exist or is not a directory"))
         inputs.setdefault("drop_on_delete", False)
         inputs.setdefault("owner_role", False)
-        return CheckResult(inputs, failures)
+        return c.check_result(inputs, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
         changes, replaces = c.diff_inputs(olds, news, DIFFED, REPLACE)

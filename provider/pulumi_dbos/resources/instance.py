@@ -34,6 +34,8 @@ def port_failures(olds: dict[str, Any], news: dict[str, Any]) -> list[CheckFailu
     port, name = news.get("port"), news.get("instance_name")
     if port is None or c.is_unknown(port) or c.is_unknown(name) or (olds and olds.get("port") == port):
         return []
+    if isinstance(port, float) and port.is_integer():
+        port = int(port)  # numbers cross the Pulumi wire as floats
     if not isinstance(port, int):
         return []
     try:
@@ -74,7 +76,7 @@ class DatabaseInstanceProvider(ResourceProvider):
             failures += c.protection_failure(olds, inputs, REPLACE)
             failures += exists_failures(olds, inputs, bool(inputs.get("adopt")))
             failures += port_failures(olds, inputs)
-        return CheckResult(inputs, failures)
+        return c.check_result(inputs, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> Any:
         return c.make_diff(olds, news, DIFFED, REPLACE)
@@ -90,7 +92,7 @@ class DatabaseInstanceProvider(ResourceProvider):
             if props.get("retention_hours"):
                 info = eng.set_retention(name, int(props["retention_hours"]))
         else:
-            info = eng.provision(name, props["username"], props["password"], port=props.get("port"),
+            info = eng.provision(name, props["username"], props["password"], port=c.as_int(props.get("port")),
                                  retention_hours=int(props.get("retention_hours") or 24), owner=props.get("owner"))
         return CreateResult(name, instance_outputs(props, info, props["password"]))
 

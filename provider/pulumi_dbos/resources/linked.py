@@ -31,7 +31,7 @@ class LinkedInstanceProvider(ResourceProvider):
         values = {k: v for k, v in inputs.items() if k in INPUTS and v is not None}
         failures = [CheckFailure(f, r) for f, r in validate(LinkedArgs, values)]
         failures += c.check_engine(inputs)
-        return CheckResult(inputs, failures)
+        return c.check_result(inputs, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> Any:
         changes, replaces = c.diff_inputs(olds, news, DIFFED, REPLACE)

@@ -64,7 +64,7 @@ class RestoredInstanceProvider(ResourceProvider):
             failures += exists_failures(olds, inputs)
             failures += port_failures(olds, inputs)
             failures += window_failures(olds, inputs)
-        return CheckResult(inputs, failures)
+        return c.check_result(inputs, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> Any:
         # A restore is independent of its source's lifecycle (like DBOS Cloud's): when the source is
@@ -83,7 +83,7 @@ class RestoredInstanceProvider(ResourceProvider):
             info = eng.start(props["instance_name"])  # finished by an interrupted run: take it over
             return CreateResult(props["instance_name"], self._outs(props, info))
         info = eng.restore_to_new(props["source"], props["instance_name"], props["restore_time"],
-                                  port=props.get("port"), retention_hours=props.get("retention_hours"),
+                                  port=c.as_int(props.get("port")), retention_hours=c.as_int(props.get("retention_hours")),
                                   owner=props.get("owner"))
         return CreateResult(props["instance_name"], self._outs(props, info))
 
