@@ -70,6 +70,12 @@ class Project:
         for k, v in (passwords or {}).items():
             self.stack.set_config(f"pw_{k}", auto.ConfigValue(v, secret=True))
 
+    def set_secret(self, key: str, value: str) -> None:
+        """Set a secret config value through stdin (the Automation API would put it in argv)."""
+        env = {**os.environ, **(self.ws_opts.env_vars or {})}
+        subprocess.run(["pulumi", "config", "set", "--secret", key, "--stack", "test", "--cwd", str(self.work)],  # noqa: S603,S607
+                       input=value, capture_output=True, text=True, env=env, timeout=120, check=True)
+
     def up(self, **kw: Any) -> auto.UpResult:
         return self.stack.up(on_output=lambda _: None, **kw)
 
