@@ -144,3 +144,21 @@ def test_unreachable_data_dir_is_reported(tmp_root: Path) -> None:
     private.mkdir(mode=0o700)
     problems = local.check_data_dir(private / "d", "postgres")
     assert problems and "cannot reach" in problems[0]
+
+
+def test_failed_port_change_leaves_the_old_instance_working(engine: LocalEngine,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    info = engine.provision("inst_pc", "app_user", PW)
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    taken = blocker.getsockname()[1]
+    try:
+        monkeypatch.setattr(local, "_port_free", lambda port: True)  # the check misses it: start fails
+        with pytest.raises(EngineError):
+            engine.change_port("inst_pc", taken)
+    finally:
+        blocker.close()
+    assert engine.info("inst_pc").port == info.port
+    with connect(info.port) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)

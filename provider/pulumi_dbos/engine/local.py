@@ -685,8 +685,6 @@ class LocalEngine(Engine):
         without confusing instances of the same name in other data dirs.
         """
         pidfile = self.pgdata(name) / "postmaster.pid"
-        if not pidfile.exists():
-            return
         try:
             pid = int(pidfile.read_text().split("\n", 1)[0])
         except (OSError, ValueError):
@@ -712,6 +710,11 @@ class LocalEngine(Engine):
         time.sleep(0.05)
         with contextlib.suppress(FileNotFoundError):
             pidfile.unlink()
+        # the killed postmaster's socket and its lock file (Postgres trusts a lock whose pid
+        # still exists, e.g. as an unreaped zombie)
+        for stale in self._sockdir(name).glob(".s.PGSQL.*"):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
 
     def start(self, name: str) -> InstanceInfo:
         row = self._require(name)
