@@ -26,6 +26,8 @@ if spec.get("app"):
     app = dbos.AppDatabase("shop", app_name="shop", instance=insts[spec["app"]], dbos_config=spec["config"],
                            drop_on_delete=spec.get("drop", False), owner_role=spec.get("owner", False),
                            **spec.get("app_kw", {}))
+    if spec.get("consumer"):  # e.g. an app container getting the URL
+        Noop("consumer", value=app.database_url)
     pulumi.export("app", pulumi.Output.secret({"url": app.database_url, "instance": app.instance_name,
                                                "migrated_at": app.migrated_at, "owner": app.owner_database_url}))
 """
@@ -53,7 +55,7 @@ def preview_steps(p: Any) -> dict[str, str]:
 def test_change_database_instance(make_project: Any, shop: Path) -> None:
     p = make_project(PROGRAM)
     p.stack.set_config("pw", auto.ConfigValue(PW, secret=True))
-    p.set_spec({"app": "a", "config": str(shop / "dbos-config.yaml")})
+    p.set_spec({"app": "a", "config": str(shop / "dbos-config.yaml"), "consumer": True})
     p.up()
     app = p.outputs()["app"]
     assert app["instance"] == "inst_a" and app["migrated_at"]
@@ -64,16 +66,17 @@ def test_change_database_instance(make_project: Any, shop: Path) -> None:
     assert PW not in p.export_text()
 
     # restore B from A at T, then move the app onto B
-    p.set_spec({"app": "a", "config": str(shop / "dbos-config.yaml"), "restore_time": t})
+    p.set_spec({"app": "a", "config": str(shop / "dbos-config.yaml"), "restore_time": t, "consumer": True})
     p.up()
     # a new migration appears together with the move
     (shop / "sql").mkdir(exist_ok=True)
     cfg = (shop / "dbos-config.yaml").read_text().replace(
         "    - alembic upgrade head\n", "    - alembic upgrade head\n    - psql -v ON_ERROR_STOP=1 -q -f sql/audit.sql\n")
     (shop / "dbos-config.yaml").write_text(cfg)
-    p.set_spec({"app": "b", "config": str(shop / "dbos-config.yaml"), "restore_time": t})
+    p.set_spec({"app": "b", "config": str(shop / "dbos-config.yaml"), "restore_time": t, "consumer": True})
     steps = preview_steps(p)
     assert steps.get("shop") == "update", steps
+    assert steps.get("consumer") == "update", steps  # the URL's consumer sees the move in the same preview
     assert not [u for u, op in steps.items() if op in ("delete", "replace", "create-replacement")], steps
     p.up()
     app2 = p.outputs()["app"]
@@ -157,3 +160,21 @@ def test_cli_connect_and_rollback(make_project: Any, shop: Path) -> None:
     with psycopg.connect(url) as c:
         assert c.execute("SELECT to_regclass('orders')").fetchone()[0] is None
     assert cli("app", "rollback", "nope", "--stack", "test").returncode == 1
+
+
+def test_changing_migrate_reruns_it(make_project: Any, shop: Path) -> None:
+    p = make_project(PROGRAM)
+    p.stack.set_config("pw", auto.ConfigValue(PW, secret=True))
+    cfg = str(shop / "dbos-config.yaml")
+    p.set_spec({"app": "a", "config": cfg, "app_kw": {"migrate": ["alembic upgrade 0001"]}})
+    p.up()
+    first = p.outputs()["app"]
+    with psycopg.connect(first["url"]) as c:
+        assert c.execute("SELECT to_regclass('customers')").fetchone()[0] is None
+    p.set_spec({"app": "a", "config": cfg, "app_kw": {"migrate": ["alembic upgrade head"]}})
+    assert p.preview().change_summary.get("update") == 1
+    p.up()
+    second = p.outputs()["app"]
+    assert second["migrated_at"] > first["migrated_at"]
+    with psycopg.connect(second["url"]) as c:
+        assert c.execute("SELECT to_regclass('customers')").fetchone()[0] is not None

@@ -6,6 +6,7 @@ Used by the toolchain smoke test and as the baseline provider of
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pulumi
@@ -18,7 +19,9 @@ class NoopProvider(ResourceProvider):
         return DiffResult(changes=changed, replaces=[], stables=[], delete_before_replace=False)
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        return CreateResult(f"noop-{props.get('value')}", {"value": props.get("value"), "length": len(str(props.get("value")))})
+        # ids are never secret: derive it from a digest, not from the (possibly secret) value
+        digest = hashlib.sha256(str(props.get("value")).encode()).hexdigest()[:16]
+        return CreateResult(f"noop-{digest}", {"value": props.get("value"), "length": len(str(props.get("value")))})
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         return ReadResult(id_, props)
@@ -32,4 +35,6 @@ class Noop(pulumi.dynamic.Resource, module="dbos", name="Noop"):
     length: pulumi.Output[int]
 
     def __init__(self, resource_name: str, value: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None):
+        # a dynamic provider's outputs lose the secretness of their inputs unless listed here
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["value"]))
         super().__init__(NoopProvider(), resource_name, {"value": value, "length": None}, opts)
