@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import cleanup_engine, median, tmpdir  # noqa: E402
-
 from pulumi import automation as auto  # noqa: E402
 
+from _util import cleanup_engine, median, tmpdir  # noqa: E402
 from pulumi_dbos.engine import LocalEngine  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "3"))

@@ -145,8 +145,9 @@ class _Args(BaseModel):
     owner: str | None = None
 
 
-class InstanceArgs(_Args):
-    instance_name: InstanceName
+class _InstanceFields(BaseModel):
+    """Fields shared by the resource inputs and the stack config (each rule written once)."""
+
     username: Username
     password: Password
     retention_hours: Retention = 24
@@ -155,21 +156,31 @@ class InstanceArgs(_Args):
     adopt: bool = False
 
 
-class RestoreArgs(_Args):
-    instance_name: InstanceName
+class _RestoreFields(BaseModel):
     source: InstanceName
     restore_time: RestoreTime
     deletion_protection: bool = False
     port: Port = None
-    retention_hours: Retention | None = None
 
 
-class LinkedArgs(_Args):
-    instance_name: InstanceName
+class _LinkedFields(BaseModel):
     hostname: Hostname
     port: Annotated[int, AfterValidator(check_port)] = 5432
     username: Annotated[str, AfterValidator(lambda v: check_name(v, "username"))]
     password: Password
+
+
+class InstanceArgs(_Args, _InstanceFields):
+    instance_name: InstanceName
+
+
+class RestoreArgs(_Args, _RestoreFields):
+    instance_name: InstanceName
+    retention_hours: Retention | None = None
+
+
+class LinkedArgs(_Args, _LinkedFields):
+    instance_name: InstanceName
 
 
 def validate(model: type[BaseModel], values: dict[str, Any]) -> list[tuple[str, str]]:
@@ -198,27 +209,16 @@ class _Cfg(BaseModel):
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
 
-class InstanceCfg(_Cfg):
-    username: Username
-    password: Password
-    retention_hours: Retention = 24
-    deletion_protection: bool = False
-    port: Port = None
-    adopt: bool = False
+class InstanceCfg(_Cfg, _InstanceFields):
+    pass
 
 
-class RestoreCfg(_Cfg):
-    source: InstanceName
-    restore_time: RestoreTime
-    deletion_protection: bool = False
-    port: Port = None
+class RestoreCfg(_Cfg, _RestoreFields):
+    pass
 
 
-class LinkedCfg(_Cfg):
-    hostname: Hostname
-    port: Annotated[int, AfterValidator(check_port)] = 5432
-    username: Annotated[str, AfterValidator(lambda v: check_name(v, "username"))]
-    password: Password
+class LinkedCfg(_Cfg, _LinkedFields):
+    pass
 
 
 class AppCfg(_Cfg):
