@@ -56,14 +56,23 @@ def cmd_url(args: argparse.Namespace) -> int:
         raise DbosError(f"instance {args.name!r} not found", hint="`pulumi-dbos db list` shows the known instances")
     password = None
     if args.show_password:
-        password = os.environ.get("PGPASSWORD")
-        if not password:
-            raise DbosError(
-                "the engine does not keep passwords (only Postgres's SCRAM verifier exists)",
-                hint="get it from the stack: `pulumi stack output database_urls --show-secrets`, "
-                "or set PGPASSWORD to have it put into the URL")
+        password = os.environ.get("PGPASSWORD") or _password_from_stack(args.name, args.stack)
     print(url_for(info.username, password, info.hostname, info.port))
     return 0
+
+
+def _password_from_stack(name: str, stack: str | None) -> str:
+    """The engine keeps no passwords (only Postgres's SCRAM verifier): take it from the stack's state."""
+    try:
+        outs = stack_resource("Instance", "instance_name", name, stack)
+    except DbosError as exc:
+        raise DbosError(
+            f"no password for {name!r}: {exc.message}",
+            hint="run it in the Pulumi project directory with the stack's backend and passphrase set, "
+            "or set PGPASSWORD") from None
+    if not outs.get("password"):
+        raise DbosError(f"the stack does not know the password of {name!r}", hint="set PGPASSWORD")
+    return str(outs["password"])
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
@@ -81,6 +90,12 @@ def _unwrap(v: Any) -> Any:
 
 def app_state(app: str, stack: str | None, cwd: str | None = None) -> dict[str, Any]:
     """The AppDatabase outputs of ``app`` in a stack (needs the stack's backend and passphrase env)."""
+    return stack_resource("dbos:AppDatabase", "app_name", app, stack, cwd)
+
+
+def stack_resource(type_suffix: str, key: str, value: str, stack: str | None,
+                   cwd: str | None = None) -> dict[str, Any]:
+    """Outputs of the resource whose type ends with ``type_suffix`` and whose ``key`` output is ``value``."""
     from .engine import proc
 
     argv = ["pulumi", "stack", "export", "--show-secrets"] + (["--stack", stack] if stack else [])
@@ -88,11 +103,12 @@ def app_state(app: str, stack: str | None, cwd: str | None = None) -> dict[str, 
                   hint="run it in the Pulumi project directory, with PULUMI_CONFIG_PASSPHRASE and the backend set")
     deployment = json.loads(cp.stdout).get("deployment", {})
     for r in deployment.get("resources") or []:
-        if r.get("type", "").endswith("dbos:AppDatabase"):
+        if r.get("type", "").endswith(type_suffix):
             outs = {k: _unwrap(v) for k, v in (r.get("outputs") or {}).items()}
-            if outs.get("app_name") == app:
+            if outs.get(key) == value:
                 return outs
-    raise DbosError(f"no app {app!r} in the stack", hint="is it in dbos:apps / the program, and was `pulumi up` run?")
+    raise DbosError(f"no {type_suffix.split(':')[-1]} with {key} {value!r} in the stack",
+                    hint="is it in the program / stack config, and was `pulumi up` run?")
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
@@ -148,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_status)
     s = db.add_parser("url", help="the instance's connection URL")
     s.add_argument("name")
-    s.add_argument("-S", "--show-password", action="store_true")
+    s.add_argument("-S", "--show-password", action="store_true",
+                   help="include the password ($PGPASSWORD, else from the stack's state)")
+    s.add_argument("--stack", default=None)
     s.set_defaults(fn=cmd_url)
     s = db.add_parser("backup", help="take a new base backup now (and prune outside retention)")
     s.add_argument("name")

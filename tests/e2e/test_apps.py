@@ -160,6 +160,12 @@ def test_cli_connect_and_rollback(make_project: Any, shop: Path) -> None:
     with psycopg.connect(url) as c:
         assert c.execute("SELECT to_regclass('orders')").fetchone()[0] is None
     assert cli("app", "rollback", "nope", "--stack", "test").returncode == 1
+    # db url -S takes the password from the stack (the engine keeps none)
+    cp = cli("--data-dir", str(p.data_dir), "db", "url", "inst_a", "-S", "--stack", "test")
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.strip() == f"postgresql://app_user:{PW}@127.0.0.1:{port}/postgres"
+    cp = cli("--data-dir", str(p.data_dir), "db", "url", "inst_a")
+    assert PW not in cp.stdout
 
 
 def test_changing_migrate_reruns_it(make_project: Any, shop: Path) -> None:
