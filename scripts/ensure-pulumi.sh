@@ -14,8 +14,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 version="$(cat "$here/scripts/pulumi-version")"
 
-if [ -z "${PULUMI_DBOS_FORCE_BUILD:-}" ] && command -v pulumi >/dev/null 2>&1 \
-   && [ "$(dirname "$(command -v pulumi)")" != "" ]; then
+if [ -z "${PULUMI_DBOS_FORCE_BUILD:-}" ] && command -v pulumi >/dev/null 2>&1; then
     dirname "$(command -v pulumi)"
     exit 0
 fi

@@ -18,7 +18,6 @@ import secrets
 import shlex
 import urllib.parse
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -276,7 +275,3 @@ def write_connection(path: str | Path, hostname: str, port: int, username: str, 
     with open(tmp, "w") as fh:
         y.dump(doc, fh)
     os.replace(tmp, p)
-
-
-def now_rfc3339() -> str:
-    return to_rfc3339(datetime.now().astimezone())

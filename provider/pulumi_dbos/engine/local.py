@@ -483,7 +483,10 @@ class LocalEngine(Engine):
         linked = row["kind"] == "linked"
         status = row["status"]
         latest: str | None = None
-        if not linked and status not in (STATUS_CREATING, STATUS_RESTORING):
+        if not linked and not self.pgdata(row["name"]).is_dir() and status not in (STATUS_CREATING,
+                                                                                    STATUS_RESTORING):
+            status = "missing"  # its directory was removed out of band; `pulumi refresh` drops it
+        elif not linked and status not in (STATUS_CREATING, STATUS_RESTORING):
             running = self._server_pid(row["name"]) is not None
             status = STATUS_AVAILABLE if running else STATUS_STOPPED
             latest = to_rfc3339(utcnow()) if running else self._last_archived_time(row["name"])
@@ -519,8 +522,6 @@ class LocalEngine(Engine):
             return None
         if row["kind"] != "linked" and not self.pgdata(name).is_dir():
             return None  # deleted out of band: the catalog row is stale
-        if row["kind"] == "linked":
-            return self._info(row)
         return self._info(row)
 
     def list(self) -> list[InstanceInfo]:
