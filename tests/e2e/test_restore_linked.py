@@ -102,9 +102,18 @@ def test_linked_instance(make_project: Any, tmp_root: Any) -> None:
     p.stack.refresh(on_output=lambda _: None)
     assert p.resource("lnk")["status"] == "unreachable"
     ext_engine.start("external")
+    # the password is changed on the server by its owner; the update verifies the new one and stores it
+    p.set_spec({"link": link})
+    p.stack.set_config("link_pw", auto.ConfigValue("External-pw2", secret=True))
+    with pytest.raises(auto.CommandError, match="cannot connect"):
+        p.up()  # not changed on the server yet
+    ext_engine.reset_credentials("external", "ext_user", "External-pw2")
+    p.up()
+    with psycopg.connect(p.outputs()["urls"]["lnk"]) as c:
+        assert c.execute("SELECT x FROM precious").fetchone() == (7,)
     p.set_spec({})
     p.up()  # unlinks
     assert LocalEngine(p.data_dir).info("e2e_lnk") is None
-    with psycopg.connect(host="127.0.0.1", port=ext.port, user="ext_user", password="External-pw1",
+    with psycopg.connect(host="127.0.0.1", port=ext.port, user="ext_user", password="External-pw2",
                          dbname="postgres") as c:
         assert c.execute("SELECT x FROM precious").fetchone() == (7,)

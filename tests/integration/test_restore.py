@@ -112,3 +112,13 @@ def test_restore_of_a_restored_instance(engine: LocalEngine, source: int) -> Non
     r2 = engine.restore_to_new("rst_one", "rst_two", to_rfc3339(t))
     got = rows(r2.port)
     assert 6000 in got and 7000 not in got and got[:100] == list(range(1, 101))
+
+
+def test_targets_at_a_base_backups_start_and_stop(engine: LocalEngine, source: int) -> None:
+    b = engine.backup("src_db")
+    with conn(source) as c:
+        c.execute("INSERT INTO t VALUES (8000)")
+    for i, edge in enumerate((b.started_at, b.finished_at)):
+        r = engine.restore_to_new("src_db", f"rst_edge{i}", edge)
+        got = rows(r.port)
+        assert got == list(range(1, 101)), (edge, got[-3:])  # before the later insert, nothing lost
