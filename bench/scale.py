@@ -83,13 +83,15 @@ def main() -> None:
         # pulumi up creating 10 instances vs 10x a single engine provision
         eng = LocalEngine(root / "d")
         singles = []
-        for i in range(3):
+        for i in range(5):
+            os.sync()  # start each from a quiet disk (the destroy above leaves writeback behind)
             t0 = time.perf_counter()
             eng.provision(f"single_{i}", "bench_user", PW)
             singles.append(time.perf_counter() - t0)
             eng.destroy(f"single_{i}")
         real.set_config("n", auto.ConfigValue("10"))
         real.set_config("apps", auto.ConfigValue("0"))
+        os.sync()
         t10 = timed(lambda: real.up(on_output=lambda _: None))
         print(f"pulumi up creating 10 instances: {t10:.1f} s wall vs 10x single provision "
               f"{10 * median(singles):.1f} s ({10 * median(singles) / t10:.2f}x from parallelism, "
