@@ -97,7 +97,12 @@ def main() -> None:
               + ", ".join(f"{x * 1000:.0f}" for x in raw) + ")")
         print(f"engine provision+connect: median {median(ours) * 1000:.0f} ms  (n={N}: "
               + ", ".join(f"{x * 1000:.0f}" for x in ours) + ")")
-        up5 = pulumi_up_5(tmpdir("bq"))
+        up_root = tmpdir("bq")
+        try:
+            up5 = pulumi_up_5(up_root)
+        finally:
+            cleanup_engine(up_root / "d")
+            shutil.rmtree(up_root, ignore_errors=True)
         if up5 is not None:
             print(f"pulumi up, 5 instances: {up5:.1f} s wall")
         print(f"ratio: {median(ours) / median(raw):.2f}")
