@@ -65,7 +65,7 @@ def raw_restore(eng: LocalEngine, root: Path, base: str, target: object) -> floa
 
 def ours_restore(eng: LocalEngine, name: str, target: str) -> float:
     t0 = time.perf_counter()
-    info = eng.restore_to_new("src", name, target)
+    info = eng.restore_to_new("src", name, target, password=PW)
     with psycopg.connect(host="127.0.0.1", port=info.port, user="bench_user", password=PW, dbname="postgres") as c:
         c.execute("SELECT 1")
     elapsed = time.perf_counter() - t0
@@ -84,7 +84,7 @@ def main() -> None:
             c.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, %s) g", (ROWS,))
             target = c.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
             c.execute("INSERT INTO t VALUES (-1, 'after the target')")
-        base = eng.catalog.backups("src")[0]["path"]
+        base = eng.catalog.backups("src")[0].path
         eng._archive_now("src", info.port)
         print(f"source: {ROWS} rows, {wal_bytes(eng, 'src') / 1e6:.0f} MB of archived WAL since its base backup")
         raw, ours = [], []

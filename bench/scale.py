@@ -36,7 +36,7 @@ for j in range(apps):
 
 NOOP = """
 import pulumi
-from pulumi_dbos.resources.noop import Noop
+from tests.support.noop import Noop
 n = int(pulumi.Config().get("n") or 20)
 apps = int(pulumi.Config().get("apps") or 10)
 insts = [Noop(f"i{i}", value=f"sc_{i}") for i in range(n)]
@@ -52,7 +52,8 @@ def stack(root: Path, name: str, program: str) -> auto.Stack:
         f'{{"name": "{name}", "runtime": {{"name": "python", "options": {{"virtualenv": "{sys.prefix}"}}}}}}')
     (work / "__main__.py").write_text(program)
     env = {"PULUMI_BACKEND_URL": f"file://{root / 'backend'}", "PULUMI_CONFIG_PASSPHRASE": "bench-throwaway",
-           "PULUMI_SKIP_UPDATE_CHECK": "true"}
+           "PULUMI_SKIP_UPDATE_CHECK": "true",
+           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # tests.support.noop
     s = auto.create_or_select_stack("bench", work_dir=str(work), opts=auto.LocalWorkspaceOptions(env_vars=env))
     s.set_config("dbos:dataDir", auto.ConfigValue(str(root / "d")))
     return s

@@ -1,7 +1,10 @@
 """The Pulumi program: turns the stack config (``dbos:*``) into resources.
 
-The whole config is validated first; every problem is reported at once, each
-with its config path, and nothing is registered when there is any.
+The whole config is validated first; every problem is reported at once, each with its config
+path, and nothing is registered when there is any. The mapping from config entries to resource
+arguments is derived from the resources' Specs (``pulumi_dbos.config``): an entry's key is the
+resource's name field, its camelCase keys are the Spec's ``stack`` fields, ``ref`` fields name
+another entry's resource, ``path`` fields are relative to the project root.
 """
 
 from __future__ import annotations
@@ -13,39 +16,57 @@ from typing import Any
 import pulumi
 
 import pulumi_dbos as dbos
-from pulumi_dbos.config import validate_stack_config
+from pulumi_dbos.config import (
+    ENGINE_SETTINGS,
+    SECTIONS,
+    SPECS,
+    Spec,
+    meta_of,
+    restore_order,
+    validate_stack_config,
+)
 
-SECTIONS = ("engine", "dataDir", "runAs", "instances", "restores", "linked", "apps")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CLASSES: dict[str, Any] = {spec.stack_section: getattr(dbos, spec.__name__.removesuffix("Spec")) for spec in SPECS}
 
 
 def raw_config() -> dict[str, Any]:
     raw: dict[str, Any] = {}
-    for key in SECTIONS:
+    for key in (*ENGINE_SETTINGS, *SECTIONS):
         value = pulumi.runtime.get_config(f"dbos:{key}")  # plain read: nested secrets included
         if value is None:
             continue
         try:
-            raw[key] = json.loads(value) if key in ("instances", "restores", "linked", "apps") else value
+            raw[key] = json.loads(value) if key in SECTIONS or key == "replaceOnEngineChange" else value
         except json.JSONDecodeError:
             raw[key] = value
-    # unknown dbos:* keys are errors too
-    env = pulumi.runtime.get_config_env()
+    env = pulumi.runtime.get_config_env()  # unknown dbos:* keys are errors too
     for full in env:
         ns, _, key = full.partition(":")
-        if ns == "dbos" and key not in SECTIONS:
+        if ns == "dbos" and key not in raw and key not in ENGINE_SETTINGS and key not in SECTIONS:
             raw[key] = env[full]
     return raw
 
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def project_path(path: str | None) -> str | None:
+def project_path(path: str) -> str:
     """Paths in the stack config are relative to the project root (where Pulumi.yaml is)."""
-    if not path:
-        return None
     p = Path(path).expanduser()
     return str(p if p.is_absolute() else PROJECT_ROOT / p)
+
+
+def arguments(spec: type[Spec], name: str, entry: Any, registered: dict[str, Any]) -> dict[str, Any]:
+    """A resource's keyword arguments from its validated stack config entry."""
+    args: dict[str, Any] = {spec.name_field: name}
+    for field, value in entry.model_dump().items():
+        m = meta_of(spec.model_fields[field])
+        if m.ref:
+            value = registered[value]
+        elif m.path and value:
+            value = project_path(value)
+        elif m.secret and value is not None:
+            value = pulumi.Output.secret(value)
+        args[field] = value
+    return args
 
 
 def main() -> None:
@@ -53,29 +74,20 @@ def main() -> None:
     if problems or cfg is None:
         raise pulumi.RunError(
             f"the stack config has {len(problems)} problem(s); nothing was changed:\n  " + "\n  ".join(problems))
-    engine = dict(engine=cfg.engine, data_dir=cfg.dataDir, run_as=cfg.runAs)
+    engine = {field: getattr(cfg, key) for key, field in ENGINE_SETTINGS.items()}
     instances: dict[str, Any] = {}
-    for name, i in cfg.instances.items():
-        instances[name] = dbos.DatabaseInstance(
-            name, instance_name=name, username=i.username, password=pulumi.Output.secret(i.password),
-            retention_hours=i.retention_hours, deletion_protection=i.deletion_protection, port=i.port,
-            adopt=i.adopt, **engine)
-    for name, r in cfg.restores.items():
-        instances[name] = dbos.RestoredInstance(
-            name, instance_name=name, source=instances[r.source], restore_time=r.restore_time,
-            deletion_protection=r.deletion_protection, port=r.port, **engine)
-    for name, link in cfg.linked.items():
-        instances[name] = dbos.LinkedInstance(
-            name, instance_name=name, hostname=link.hostname, port=link.port, username=link.username,
-            password=pulumi.Output.secret(link.password), **engine)
     apps: dict[str, Any] = {}
-    for name, a in cfg.apps.items():
-        apps[name] = dbos.AppDatabase(
-            name, app_name=name, instance=instances[a.instance], app_db_name=a.app_db_name,
-            migrate=a.migrate,
-            rollback=a.rollback, working_dir=project_path(a.working_dir),
-            dbos_config=project_path(a.dbos_config),
-            app_version=a.app_version, drop_on_delete=a.drop_on_delete)
+    for spec in SPECS:
+        section = spec.stack_section
+        entries: dict[str, Any] = getattr(cfg, section)
+        order = restore_order({n: {"source": e.source} for n, e in entries.items()}) if section == "restores" \
+            else list(entries)
+        target = instances if spec.is_instance else apps
+        for name in order:
+            args = arguments(spec, name, entries[name], instances)
+            if spec.is_instance:
+                args.update(engine)
+            target[name] = CLASSES[section](name, **args)
 
     pulumi.export("instances", {
         name: {"status": r.status, "hostname": r.hostname, "port": r.port, "username": r.username}

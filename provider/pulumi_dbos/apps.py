@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from .engine import proc
 from .errors import CommandError, DbosError, ValidationError
@@ -44,12 +45,10 @@ class Conn:
 
     @classmethod
     def from_url(cls, url: str) -> Conn:
-        u = urllib.parse.urlsplit(url)
-        return cls(
-            hostname=u.hostname or "127.0.0.1", port=u.port or 5432,
-            username=urllib.parse.unquote(u.username or ""), password=urllib.parse.unquote(u.password or ""),
-            dbname=urllib.parse.unquote(u.path.lstrip("/")) or "postgres",
-        )
+        d = conninfo_to_dict(url)
+        return cls(hostname=str(d.get("host") or "127.0.0.1"), port=int(d.get("port") or 5432),
+                   username=str(d.get("user") or ""), password=str(d.get("password") or ""),
+                   dbname=str(d.get("dbname") or "postgres"))
 
     def with_db(self, dbname: str) -> Conn:
         return Conn(self.hostname, self.port, self.username, self.password, dbname)
@@ -65,7 +64,7 @@ class Conn:
         except psycopg.Error as exc:
             msg = str(exc).replace(self.password, "[secret]") if self.password else str(exc)
             raise DbosError(f"cannot connect to {self.hostname}:{self.port}/{self.dbname} as {self.username!r}: "
-                            f"{msg.strip()}", hint="is the instance available? `pulumi-dbos db status NAME`") from None
+                            f"{msg.strip()}", hint=_connect_hint(exc)) from None
 
     def env(self) -> dict[str, str]:
         """The environment a DBOS app gets."""
@@ -74,6 +73,13 @@ class Conn:
             "PGHOST": self.hostname, "PGPORT": str(self.port), "PGUSER": self.username,
             "PGPASSWORD": self.password, "PGDATABASE": self.dbname,
         }
+
+
+def _connect_hint(exc: psycopg.Error) -> str:
+    if "password authentication failed" in str(exc):
+        return ("the stored password does not work on the instance: run `pulumi refresh` then `pulumi up`, "
+                "which resets it to the one in the stack")
+    return "is the instance available? `pulumi-dbos db status NAME`; `pulumi up` starts it"
 
 
 def database_exists(admin: Conn, dbname: str) -> bool:
@@ -112,10 +118,12 @@ def ensure_owner_role(admin: Conn, app_name: str, dbname: str, password: str | N
     password = password or secrets.token_urlsafe(24).replace("-", "x").replace("_", "y")
     with admin.connect(autocommit=True) as c:
         verifier = c.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
-        exists = c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
-        verb = "ALTER" if exists else "CREATE"
-        c.execute(sql.SQL(verb + " ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
-            sql.Identifier(role), sql.Literal(verifier)))
+        if c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+            # only the password: attributes were set at creation, and altering them needs a superuser
+            c.execute(sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier)))
+        else:
+            c.execute(sql.SQL("CREATE ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(verifier)))
         c.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(admin.username)))
         c.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(dbname), sql.Identifier(role)))
         c.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(dbname)))
@@ -123,6 +131,16 @@ def ensure_owner_role(admin: Conn, app_name: str, dbname: str, password: str | N
     with admin.with_db(dbname).connect(autocommit=True) as c:
         c.execute(sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(role)))
     return Conn(admin.hostname, admin.port, role, password, dbname)
+
+
+def release_owner_role(admin: Conn, app_name: str, dbname: str) -> None:
+    """Owner role turned off: the database goes back to the instance's user, the role is dropped."""
+    role = owner_role_name(app_name)
+    with admin.connect(autocommit=True) as c:
+        c.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(dbname), sql.Identifier(admin.username)))
+    with admin.with_db(dbname).connect(autocommit=True) as c:
+        c.execute(sql.SQL("REASSIGN OWNED BY {} TO {}").format(sql.Identifier(role), sql.Identifier(admin.username)))
+    drop_owner_role(admin, app_name)
 
 
 def drop_owner_role(admin: Conn, app_name: str) -> None:
@@ -245,33 +263,73 @@ def read_dbos_config(path: str | Path) -> DbosConfig:
     return cfg
 
 
-def write_connection(path: str | Path, hostname: str, port: int, username: str, dbname: str) -> None:
+def write_connection(path: str | Path, hostname: str, port: int, username: str, dbname: str, *,
+                     password: str | None = None, url_safe: bool | None = None) -> bool:
     """Point a dbos-config.yaml at a database, keeping its other keys and comments.
 
-    The password is never written: the file refers to ``${PGPASSWORD}`` (DBOS expands env vars).
+    The password itself is never written. Two layouts:
+
+    - DBOS Transact 3.x (a top-level ``database_url`` or ``system_database_url``, or no ``database:``
+      section with connection keys): sets ``database_url`` and ``system_database_url`` (database
+      ``<dbname>_dbos_sys``). DBOS substitutes environment variables into the file's text before it
+      parses the URL, so ``${PGPASSWORD}`` goes into the URLs only when the password needs no
+      percent-escaping there (``url_safe``; else decided from ``password``; neither given: assumed
+      safe). Otherwise the URLs carry no password and libpq (DBOS connects through psycopg) reads
+      ``PGPASSWORD`` from the environment.
+    - older (``database.hostname``/``port``/...): ``database.password: "${PGPASSWORD}"``, quoted so that
+      any allowed password (none has ``"`` or ``\\``) is still one YAML string once expanded.
+
+    Returns True when the file refers to ``${PGPASSWORD}``, False when its URLs carry no password.
     """
+    from ruamel.yaml.comments import CommentedMap
+    from ruamel.yaml.error import YAMLError
+    from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+
     p = Path(path)
     y = _yaml()
-    doc = y.load(p.read_text()) if p.exists() else None
+    y.width = 4096  # never fold a URL onto the next line
+    try:
+        doc = y.load(p.read_text()) if p.exists() else None
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise DbosError(f"{p}: YAML syntax error{line}", hint="fix the file, then run the command again") from None
     if doc is None:
-        from ruamel.yaml.comments import CommentedMap
-
         doc = CommentedMap()
-    if "database_url" in doc:
-        doc["database_url"] = f"postgresql://{username}:${{PGPASSWORD}}@{hostname}:{port}/{dbname}"
-    else:
-        from ruamel.yaml.comments import CommentedMap
+    if not isinstance(doc, CommentedMap):
+        raise DbosError(f"{p}: the top level must be a mapping", hint="is it a dbos-config.yaml?")
+    db = doc.get("database")
+    has_conn_keys = isinstance(db, dict) and any(k in db for k in ("hostname", "port", "username", "password"))
+    if "database_url" in doc or "system_database_url" in doc or not has_conn_keys:
+        if url_safe is None:
+            # only characters a URL never escapes (RFC 3986 "unreserved"): what url_for leaves as is
+            url_safe = password is None or urllib.parse.quote(password, safe="") == password
+        auth = urllib.parse.quote(username, safe="") + (":${PGPASSWORD}" if url_safe else "")
+        host = f"[{hostname}]" if ":" in hostname else hostname
 
-        db = doc.get("database")
-        if not isinstance(db, dict):
-            db = CommentedMap()
-            doc["database"] = db
+        def url(name: str) -> str:
+            return f"postgresql://{auth}@{host}:{port}/{urllib.parse.quote(name, safe='')}"
+
+        if "database_url" in doc:
+            doc["database_url"] = url(dbname)
+        else:
+            keys = list(doc.keys())
+            doc.insert(keys.index("database") if "database" in keys else len(keys), "database_url", url(dbname))
+        if "system_database_url" in doc:
+            doc["system_database_url"] = url(f"{dbname}_dbos_sys")
+        else:
+            doc.insert(list(doc.keys()).index("database_url") + 1, "system_database_url", url(f"{dbname}_dbos_sys"))
+        embedded = url_safe
+    else:
+        assert isinstance(db, dict)
         db["hostname"] = hostname
         db["port"] = port
         db["username"] = username
-        db["password"] = "${PGPASSWORD}"
+        db["password"] = DoubleQuotedScalarString("${PGPASSWORD}")
         db["app_db_name"] = dbname
+        embedded = True
     tmp = p.with_suffix(p.suffix + ".tmp")
     with open(tmp, "w") as fh:
         y.dump(doc, fh)
     os.replace(tmp, p)
+    return embedded

@@ -5,16 +5,64 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+from pathlib import Path
 from typing import Any
 
-from .engine import get_engine
+from .engine import default_data_dir, get_engine
 from .errors import DbosError
 from .resources_util import url_for
 
+DEBUG_ENV = "PULUMI_DBOS_DEBUG"
+PULUMI_HINT = "run it in the Pulumi project directory, with PULUMI_CONFIG_PASSPHRASE and the backend set"
+#: stack config key -> CLI option (``args`` attribute) for the engine settings
+STACK_ENGINE_KEYS = {"dbos:engine": "engine", "dbos:dataDir": "data_dir", "dbos:runAs": "run_as"}
+
 
 def _engine(args: argparse.Namespace) -> Any:
-    return get_engine(args.engine, args.data_dir, args.run_as)
+    """The engine of an existing data dir: read commands never create one.
+
+    Options given on the command line win; with ``--stack`` (``db url``), the stack's ``dbos:engine``,
+    ``dbos:dataDir`` and ``dbos:runAs`` come next; then ``$PULUMI_DBOS_*`` and the defaults.
+    """
+    if getattr(args, "stack", None):
+        for attr, value in stack_engine_settings(args.stack).items():
+            if getattr(args, attr, None) is None:
+                setattr(args, attr, value)
+    engine = args.engine or os.environ.get("PULUMI_DBOS_ENGINE") or "local"
+    data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
+    try:
+        has_catalog = (data_dir / "catalog.db").is_file()
+    except PermissionError:
+        raise DbosError(f"data dir {data_dir} is not readable by this user",
+                        hint="run it as root or as the OS user that runs the clusters (dbos:runAs)") from None
+    if not has_catalog:
+        what = "does not exist" if not data_dir.exists() else "has no catalog.db (no instance was created there)"
+        raise DbosError(
+            f"data dir {data_dir} {what}",
+            hint="pass the data dir the stack uses: --data-dir DIR (its `dbos:dataDir`), or `db url NAME --stack S`; "
+            "without either, $PULUMI_DBOS_DATA_DIR or the default is used")
+    return get_engine(engine, str(data_dir), args.run_as)
+
+
+def stack_engine_settings(stack: str, cwd: str | None = None) -> dict[str, str]:
+    """``dbos:engine``/``dataDir``/``runAs`` of a stack (``pulumi config --json``), as CLI option names."""
+    from .engine import proc
+
+    cp = proc.run(["pulumi", "config", "--json", "--stack", stack], env=dict(os.environ), cwd=cwd, timeout=120,
+                  hint=PULUMI_HINT)
+    try:
+        config = json.loads(cp.stdout or "{}")
+    except json.JSONDecodeError:
+        raise DbosError(f"`pulumi config --json --stack {stack}` did not print JSON", hint=PULUMI_HINT) from None
+    out: dict[str, str] = {}
+    for key, attr in STACK_ENGINE_KEYS.items():
+        entry = config.get(key) if isinstance(config, dict) else None
+        value = entry.get("value") if isinstance(entry, dict) and not entry.get("secret") else None
+        if isinstance(value, str) and value:
+            out[attr] = value
+    return out
 
 
 def _row(info: Any) -> dict[str, Any]:
@@ -56,7 +104,9 @@ def cmd_url(args: argparse.Namespace) -> int:
         raise DbosError(f"instance {args.name!r} not found", hint="`pulumi-dbos db list` shows the known instances")
     password = None
     if args.show_password:
-        password = os.environ.get("PGPASSWORD") or _password_from_stack(args.name, args.stack)
+        # an explicit --stack wins over $PGPASSWORD (which may be left over from another database)
+        password = (_password_from_stack(args.name, args.stack) if args.stack
+                    else os.environ.get("PGPASSWORD") or _password_from_stack(args.name, None))
     print(url_for(info.username, password, info.hostname, info.port))
     return 0
 
@@ -68,10 +118,12 @@ def _password_from_stack(name: str, stack: str | None) -> str:
     except DbosError as exc:
         raise DbosError(
             f"no password for {name!r}: {exc.message}",
-            hint="run it in the Pulumi project directory with the stack's backend and passphrase set, "
-            "or set PGPASSWORD") from None
+            hint="run it in the Pulumi project directory with the stack's backend and passphrase set"
+            + ("" if stack else ", or set PGPASSWORD")) from None
     if not outs.get("password"):
-        raise DbosError(f"the stack does not know the password of {name!r}", hint="set PGPASSWORD")
+        raise DbosError(f"the stack does not know the password of {name!r}",
+                        hint="run `pulumi up` so that its state has it" if stack
+                        else "set PGPASSWORD")
     return str(outs["password"])
 
 
@@ -99,9 +151,11 @@ def stack_resource(type_suffix: str, key: str, value: str, stack: str | None,
     from .engine import proc
 
     argv = ["pulumi", "stack", "export", "--show-secrets"] + (["--stack", stack] if stack else [])
-    cp = proc.run(argv, env=dict(os.environ), cwd=cwd, timeout=120,
-                  hint="run it in the Pulumi project directory, with PULUMI_CONFIG_PASSPHRASE and the backend set")
-    deployment = json.loads(cp.stdout).get("deployment", {})
+    cp = proc.run(argv, env=dict(os.environ), cwd=cwd, timeout=120, hint=PULUMI_HINT)
+    try:
+        deployment = json.loads(cp.stdout).get("deployment") or {}
+    except (json.JSONDecodeError, AttributeError):
+        raise DbosError("`pulumi stack export` did not print a deployment", hint=PULUMI_HINT) from None
     for r in deployment.get("resources") or []:
         if r.get("type", "").endswith(type_suffix):
             outs = {k: _unwrap(v) for k, v in (r.get("outputs") or {}).items()}
@@ -111,14 +165,33 @@ def stack_resource(type_suffix: str, key: str, value: str, stack: str | None,
                     hint="is it in the program / stack config, and was `pulumi up` run?")
 
 
-def cmd_connect(args: argparse.Namespace) -> int:
-    from .apps import write_connection
+def _config_file(path: str) -> str:
+    if not os.path.isfile(path):
+        raise DbosError(f"{path}: no such file", hint="pass the app's dbos-config.yaml with --config PATH")
+    return path
 
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    from .apps import Conn, write_connection
+
+    if args.config:
+        _config_file(args.config)  # before asking pulumi anything
     outs = app_state(args.app, args.stack)
-    path = args.config or outs.get("dbos_config") or os.path.join(outs.get("working_dir") or ".", "dbos-config.yaml")
-    write_connection(path, outs["hostname"], int(outs["port"]), outs["username"], outs["app_db_name"])
+    missing = [k for k in ("hostname", "port", "username", "app_db_name") if outs.get(k) in (None, "")]
+    if missing:
+        raise DbosError(f"app {args.app!r} in the stack has no {', '.join(missing)}", hint="run `pulumi up` first")
+    path = _config_file(args.config or outs.get("dbos_config")
+                        or os.path.join(outs.get("working_dir") or ".", "dbos-config.yaml"))
+    url = outs.get("database_url")
+    # database_url holds the password percent-encoded; unknown -> treat it as needing escapes
+    password = Conn.from_url(url).password if isinstance(url, str) and url else None
+    in_file = write_connection(path, outs["hostname"], int(outs["port"]), outs["username"], outs["app_db_name"],
+                               password=password, url_safe=None if password else False)
     print(f"{path}: {args.app} -> {outs['hostname']}:{outs['port']}/{outs['app_db_name']} as {outs['username']} "
           "(password from $PGPASSWORD)")
+    if not in_file:
+        print("note: the password has characters a URL must escape, so the URLs in the file carry no password; "
+              "libpq (which DBOS uses through psycopg) reads it from $PGPASSWORD: set PGPASSWORD when you run the app")
     return 0
 
 
@@ -140,7 +213,17 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import render_text
 
-    text = sys.stdin.read() if args.file in (None, "-") else open(args.file).read()
+    if args.file in (None, "-"):
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(args.file).read_text()
+        except OSError as exc:
+            raise DbosError(f"preview-report: cannot read {args.file}: {exc.strerror or exc}",
+                            hint="pass the output of `pulumi preview --json > FILE`, or pipe it in") from None
+        except UnicodeDecodeError:
+            raise DbosError(f"preview-report: {args.file} is not text",
+                            hint="pass the output of `pulumi preview --json`") from None
     try:
         print(render_text(text, args.title), end="")
     except ValueError as exc:
@@ -150,8 +233,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pulumi-dbos", description=__doc__)
-    p.add_argument("--engine", default=os.environ.get("PULUMI_DBOS_ENGINE", "local"))
-    p.add_argument("--data-dir", default=None, help="engine data dir (default: $PULUMI_DBOS_DATA_DIR or the engine's)")
+    p.add_argument("--engine", default=None, help="engine (default: $PULUMI_DBOS_ENGINE or local)")
+    p.add_argument("--data-dir", default=None, help="engine data dir (default: the stack's with `db url --stack`, "
+                   "else $PULUMI_DBOS_DATA_DIR or the engine's); it must exist")
     p.add_argument("--run-as", default=None, help="OS user running the clusters (as root; default postgres)")
     sub = p.add_subparsers(dest="group", required=True)
     db = sub.add_parser("db", help="database instances").add_subparsers(dest="cmd", required=True)
@@ -165,8 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = db.add_parser("url", help="the instance's connection URL")
     s.add_argument("name")
     s.add_argument("-S", "--show-password", action="store_true",
-                   help="include the password ($PGPASSWORD, else from the stack's state)")
-    s.add_argument("--stack", default=None)
+                   help="include the password (with --stack: from that stack's state; else $PGPASSWORD, "
+                   "else from the current stack's state)")
+    s.add_argument("--stack", default=None,
+                   help="the stack: its dbos:dataDir/runAs/engine are used unless given as options")
     s.set_defaults(fn=cmd_url)
     s = db.add_parser("backup", help="take a new base backup now (and prune outside retention)")
     s.add_argument("name")
@@ -188,12 +274,48 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
+def _safe(text: str) -> str:
+    """No password in an error message: URL passwords and $PGPASSWORD are masked."""
+    text = _URL_PASSWORD.sub(r"\1[secret]@", text)
+    pw = os.environ.get("PGPASSWORD")
+    return text.replace(pw, "[secret]") if pw and len(pw) >= 4 else text
+
+
+def _describe(exc: BaseException) -> tuple[str, str | None]:
+    """(message, hint) for an error that is not a DbosError."""
+    if isinstance(exc, OSError):
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"cannot access{where}: {exc.strerror or exc}", "check the path and its permissions"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}", None
+    if isinstance(exc, KeyError):
+        return f"missing value {exc}", "is the stack up to date? run `pulumi up`"
+    return f"{type(exc).__name__}: {exc}", None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command. Errors print ``error: ...`` (and a hint), never a traceback, unless PULUMI_DBOS_DEBUG=1."""
     args = build_parser().parse_args(argv)
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         return int(args.fn(args))
-    except DbosError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        if isinstance(exc, DbosError):
+            message, hint = exc.message, exc.hint
+        else:
+            message, hint = _describe(exc)
+            hint = (hint + "; " if hint else "") + f"set {DEBUG_ENV}=1 for a traceback"
+        print(f"error: {_safe(message)}" + (f"\n  hint: {_safe(hint)}" if hint else ""), file=sys.stderr)
         return 1
 
 

@@ -3,25 +3,34 @@
 Counts by operation, one row per changed resource (fields that change, why a
 replace happens), a loud warning for every instance that would be deleted or
 replaced (data loss) and for protected ones that will block the update.
-Secret values are never printed (``[secret]``); the output stays under
-64,000 characters (GitHub's comment limit is 65,536) by summarising.
+A failed preview (error diagnostics) is headlined as such, each error its own
+item, multi-line ones in a fenced block. Secret values are never printed
+(``[secret]``), and a secret field is listed only when it may change; the
+output stays under 64,000 characters (GitHub's comment limit is 65,536) by
+summarising.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-from .config import UNKNOWN
-
+#: Pulumi's marker for a value not known until apply (``pulumi.runtime.rpc.UNKNOWN``)
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 MAX_CHARS = 64_000
 MAX_WARNINGS = 20
+MAX_ERRORS = 30
+MAX_ERROR_CHARS = 3_000  # per error message
+ERRORS_BUDGET = 24_000  # for the whole error section
 INSTANCE_TYPES = ("dbos:DatabaseInstance", "dbos:RestoredInstance")
 DESTRUCTIVE = {"delete", "replace", "create-replacement", "delete-replaced", "discard", "discard-replaced"}
 SENSITIVE = {"password", "database_url", "admin_url", "owner_database_url", "owner_password", "__provider"}
 HIDDEN = {"__provider", "owner", "status", "earliest_restorable_time", "latest_restorable_time"}
 ICON = {"create": "🟢", "update": "🟡", "replace": "🔴", "delete": "🔴", "same": "⚪", "read": "🔵",
         "create-replacement": "🔴", "delete-replaced": "🔴", "refresh": "🔵", "import": "🔵"}
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|<\{%[a-z]+%\}>")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 
 
 def _name(urn: str) -> str:
@@ -45,31 +54,122 @@ def _fmt(key: str, value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _top_key(path: str) -> str:
+    """The top-level property of a property path (``tags.a``, ``list[0]``, ``["a.b"].c``)."""
+    if path.startswith('["'):
+        end = path.find('"]')
+        return path[2:end] if end > 0 else path
+    return re.split(r"[.\[]", path, maxsplit=1)[0]
+
+
+def diff_keys(step: dict[str, Any]) -> set[str] | None:
+    """Top-level keys the engine says change: ``diffReasons`` (``diffs`` in the provider protocol) and the keys
+    of ``detailedDiff``. None when the step carries neither (dynamic providers report only changed/unchanged:
+    then only values that differ in the JSON are known to change)."""
+    keys: set[str] = set()
+    for field in ("diffReasons", "diffs"):
+        value = step.get(field)
+        if isinstance(value, list):
+            keys |= {_top_key(str(k)) for k in value}
+    detailed = step.get("detailedDiff")
+    if isinstance(detailed, dict):
+        keys |= {_top_key(str(k)) for k in detailed}
+    return keys or None
+
+
+def _is_secret(key: str, a: Any, b: Any) -> bool:
+    return key in SENSITIVE or a == "[secret]" or b == "[secret]"
+
+
 def changed_fields(step: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(fields whose value changes, secret fields that may change) from old vs new inputs."""
+    """(fields whose value changes, secret fields that may change).
+
+    Secrets are ``[secret]`` on both sides of the JSON, so equal text says nothing about them. A secret is
+    listed when the step's diff (``diffReasons``/``detailedDiff``) names it, when its value differs in the
+    JSON (e.g. only known after apply, or added/removed) or, without any diff in the step, when an update
+    changes nothing visible (then a secret is what changes).
+    """
     old = (step.get("oldState") or {}).get("inputs") or {}
     new = (step.get("newState") or {}).get("inputs") or {}
-    changed, secret = [], []
-    for key in sorted(set(old) | set(new)):
+    reported = diff_keys(step)
+    changed: list[str] = []
+    secret: list[str] = []
+    hidden_secrets: list[str] = []  # "[secret]" on both sides: unknown whether they change
+    for key in sorted(set(old) | set(new) | (reported or set())):
         if key in HIDDEN:
             continue
         a, b = old.get(key), new.get(key)
-        if a == "[secret]" or b == "[secret]" or key in SENSITIVE:
-            if step.get("op") in ("update", "replace") and (a != b or b == UNKNOWN or a == "[secret]"):
+        if _is_secret(key, a, b):
+            if step.get("op") not in ("update", "replace"):
+                continue
+            if a != b or (reported is not None and key in reported):
                 secret.append(key)
+            elif reported is None:
+                hidden_secrets.append(key)
             continue
-        if a != b:
+        if a != b or (reported is not None and key in reported):
             changed.append(key)
+    if reported is None and step.get("op") == "update" and not changed and not secret \
+            and _old_status(step) in (None, "available"):
+        secret = hidden_secrets
     return changed, secret
+
+
+def _old_status(step: dict[str, Any]) -> Any:
+    return ((step.get("oldState") or {}).get("outputs") or {}).get("status")
+
+
+def _clean(text: str) -> str:
+    """A diagnostic as plain text: no colour codes, no URL passwords."""
+    text = _URL_PASSWORD.sub(r"\1[secret]@", _ANSI.sub("", text)).replace("pulumi-python:dynamic/", "")
+    return text.strip()
+
+
+def _fence(text: str) -> str:
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _error_items(errors: list[dict[str, Any]]) -> list[str]:
+    items: list[str] = []
+    used = 0
+    for i, d in enumerate(errors[:MAX_ERRORS], 1):
+        msg = _clean(str(d.get("message", "")))
+        if msg.startswith("error: "):
+            msg = msg[len("error: "):]
+        if len(msg) > MAX_ERROR_CHARS:
+            msg = msg[:MAX_ERROR_CHARS] + "\n… (message truncated)"
+        where = f"`{_name(str(d['urn']))}`" if d.get("urn") else "the program"
+        lines = msg.splitlines() or [""]
+        if len(lines) == 1 and len(lines[0]) <= 200 and "`" not in lines[0]:
+            item = f"{i}. **{where}**: " + lines[0].replace("&", "&amp;").replace("<", "&lt;")
+        else:
+            fence = _fence(msg)
+            body = "\n".join(f"   {line}" if line else "" for line in lines)
+            item = f"{i}. **{where}**:\n\n   {fence}text\n{body}\n   {fence}"
+        if used + len(item) > ERRORS_BUDGET:
+            break
+        items.append(item)
+        used += len(item) + 1
+    if len(items) < len(errors):
+        items.append(f"… and **{len(errors) - len(items)} more** error(s) not shown; run `pulumi preview` for all.")
+    return items
 
 
 def render(preview: dict[str, Any], title: str = "pulumi preview") -> str:
     steps = [s for s in preview.get("steps") or [] if s.get("op") != "same"]
     summary = preview.get("changeSummary") or {}
+    errors = [d for d in preview.get("diagnostics") or [] if d.get("severity") == "error"]
     out: list[str] = [f"## {title}", ""]
 
     counts = " · ".join(f"{ICON.get(op, '')} **{n}** {op}" for op, n in sorted(summary.items()) if n)
-    out += [counts or "No changes.", ""]
+    if errors:
+        out += [f"❌ **preview failed** — {len(errors)} error(s); nothing will be applied until they are fixed.", ""]
+        out += ["\n\n".join(_error_items(errors)), ""]
+        if counts or steps:
+            out += ["Planned before the failure (incomplete): " + (counts or "no changes"), ""]
+    else:
+        out += [counts or "No changes.", ""]
 
     warnings: list[str] = []
     for s in steps:
@@ -95,12 +195,6 @@ def render(preview: dict[str, Any], title: str = "pulumi preview") -> str:
     if warnings:
         out += ["\n\n".join(warnings), ""]
 
-    diags = [d for d in preview.get("diagnostics") or [] if d.get("severity") == "error"]
-    for d in diags[:20]:
-        msg = str(d.get("message", "")).strip().replace("\n", " ")
-        out += [f"> [!WARNING]\n> **error** {('`' + _name(d['urn']) + '`: ') if d.get('urn') else ''}"
-                f"{msg[:500]}", ""]
-
     if steps:
         out += ["| | resource | type | operation | changes |", "|---|---|---|---|---|"]
     rows: list[str] = []
@@ -111,6 +205,9 @@ def render(preview: dict[str, Any], title: str = "pulumi preview") -> str:
         new = (s.get("newState") or {}).get("inputs") or {}
         parts = [f"`{k}`: {_fmt(k, old.get(k))} → {_fmt(k, new.get(k))}" if op not in ("create", "delete")
                  else f"`{k}`" for k in changed]
+        status = _old_status(s)
+        if op == "update" and status not in (None, "available"):
+            parts.append(f"`status`: {_fmt('status', status)} (`pulumi up` starts it)")
         if secret:
             parts.append("secrets: " + ", ".join(f"`{k}`" for k in secret) + " (values not shown)")
         if op == "replace":

@@ -18,13 +18,14 @@ from pulumi import automation as auto
 from tests.conftest import _short_tmpdir, cleanup_data_dir
 
 PASSPHRASE = "e2e-throwaway-passphrase"
+REPO = Path(__file__).resolve().parent.parent.parent
 VENV = Path(sys.prefix) if (Path(sys.prefix) / "pyvenv.cfg").exists() else None
 
 PROGRAM_HEADER = """
 import json
 import pulumi
 import pulumi_dbos as dbos
-from pulumi_dbos.resources.noop import Noop
+from tests.support.noop import Noop
 cfg = pulumi.Config()
 spec = json.loads(cfg.get("spec") or "{}")
 """
@@ -60,6 +61,8 @@ class Project:
             "PULUMI_SKIP_UPDATE_CHECK": "true",
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
             "PULUMI_HOME": str(root / "pulumi-home"),
+            # programs and the provider process import tests.support.noop
+            "PYTHONPATH": str(REPO),
         }
         self.ws_opts = auto.LocalWorkspaceOptions(env_vars=env, work_dir=str(self.work))
         self.stack = auto.create_or_select_stack("test", work_dir=str(self.work), opts=self.ws_opts)

@@ -106,7 +106,8 @@ def test_deletion_protection_and_adopt(make_project: Any) -> None:
     p.up()
     with pytest.raises(auto.CommandError) as err:
         p.destroy()
-    assert "deletion_protection=False" in str(err.value)
+    # deletion_protection=True is Pulumi's `protect`: its message says how to lift it
+    assert "cannot be deleted" in str(err.value) and "protect" in str(err.value)
     eng = LocalEngine(p.data_dir)
     assert eng.info("e2e_db1") is not None
 

@@ -46,12 +46,12 @@ def test_retention_prunes_but_keeps_the_window_restorable(engine: LocalEngine) -
     for b in backups[:2]:
         with engine.catalog._connect() as db:
             db.execute("UPDATE backups SET finished_at = ?, started_at = ? WHERE backup_id = ?",
-                       (old, old, b["backup_id"]))
+                       (old, old, b.backup_id))
     engine.set_retention("ret_db", 1)
     kept = engine.catalog.backups("ret_db")
-    assert [b["backup_id"] for b in kept] == [backups[1]["backup_id"], backups[2]["backup_id"]]
-    assert not Path(backups[0]["path"]).exists()
+    assert [b.backup_id for b in kept] == [backups[1].backup_id, backups[2].backup_id]
+    assert not Path(backups[0].path).exists()
     # every time inside the window is still restorable
-    r = engine.restore_to_new("ret_db", "ret_r", "latest")
+    r = engine.restore_to_new("ret_db", "ret_r", "latest", password=PW)
     with psycopg.connect(host="127.0.0.1", port=r.port, user="app_user", password=PW, dbname="postgres") as c:
         assert c.execute("SELECT x FROM t").fetchone() == (1,)

@@ -11,7 +11,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pulumi_dbos.engine import LocalEngine, local
+from pulumi_dbos.engine import Kind, LocalEngine, Preflight
+from pulumi_dbos.engine.local import paths, ports, server
 from pulumi_dbos.errors import AlreadyExistsError, EngineError
 
 PW = "Integr4tion-pw"
@@ -90,7 +91,7 @@ def test_destroy_leaves_no_process_and_no_directory(engine: LocalEngine) -> None
     pid = int(pidfile.read_text().split()[0])
     engine.destroy("inst_c")
     assert not engine.inst_dir("inst_c").exists()
-    assert not local._alive(pid)
+    assert not server.alive(pid)
     assert engine.info("inst_c") is None and engine.list() == []
     engine.destroy("inst_c")  # deleting again is safe
 
@@ -111,7 +112,7 @@ def test_failed_provision_midway_leaves_nothing(engine: LocalEngine, monkeypatch
     blocker.listen()
     taken = blocker.getsockname()[1]
     try:
-        monkeypatch.setattr(local, "_port_free", lambda port: True)  # allocation does not see it
+        monkeypatch.setattr(ports, "port_free", lambda port: True)  # allocation does not see it
         monkeypatch.setenv("PULUMI_DBOS_PORT_RANGE", f"{taken}-{taken}")
         with pytest.raises(EngineError) as err:
             engine.provision("inst_f", "app_user", PW)
@@ -129,7 +130,8 @@ def test_explicit_port_taken_is_refused_before_anything(engine: LocalEngine) -> 
     blocker.bind(("127.0.0.1", 0))
     taken = blocker.getsockname()[1]
     try:
-        assert "in use" in (engine.port_problem(taken, "inst_x") or "")
+        problems = engine.preflight(Preflight(Kind.PROVISIONED, "inst_x", port=taken))
+        assert [p.field for p in problems] == ["port"] and "in use" in problems[0].message
         with pytest.raises(EngineError, match="in use"):
             engine.provision("inst_x", "app_user", PW, port=taken)
     finally:
@@ -142,7 +144,7 @@ def test_unreachable_data_dir_is_reported(tmp_root: Path) -> None:
         pytest.skip("needs root to test another user's access")
     private = tmp_root / "private"
     private.mkdir(mode=0o700)
-    problems = local.check_data_dir(private / "d", "postgres")
+    problems = paths.check_data_dir(private / "d", "postgres")
     assert problems and "cannot reach" in problems[0]
 
 
@@ -154,9 +156,9 @@ def test_failed_port_change_leaves_the_old_instance_working(engine: LocalEngine,
     blocker.listen()
     taken = blocker.getsockname()[1]
     try:
-        monkeypatch.setattr(local, "_port_free", lambda port: True)  # the check misses it: start fails
+        monkeypatch.setattr(ports, "port_free", lambda port: True)  # the check misses it: start fails
         with pytest.raises(EngineError):
-            engine.change_port("inst_pc", taken)
+            engine.set_port("inst_pc", taken)
     finally:
         blocker.close()
     assert engine.info("inst_pc").port == info.port

@@ -37,7 +37,7 @@ def test_restore_at_t_has_exactly_the_rows_before_t(engine: LocalEngine, source:
     with conn(source) as c:
         t = c.execute("SELECT now()").fetchone()[0]
         c.execute("INSERT INTO t VALUES (1000)")
-    r = engine.restore_to_new("src_db", "rst_t", to_rfc3339(t))
+    r = engine.restore_to_new("src_db", "rst_t", to_rfc3339(t), password=PW)
     assert rows(r.port) == list(range(1, 101))
     assert r.source_instance == "src_db" and r.restored_to == to_rfc3339(t)
     # the source is untouched and still available
@@ -52,7 +52,7 @@ def test_restore_at_t_has_exactly_the_rows_before_t(engine: LocalEngine, source:
 def test_restore_latest_has_all_rows(engine: LocalEngine, source: int) -> None:
     with conn(source) as c:
         c.execute("INSERT INTO t VALUES (2000)")
-    r = engine.restore_to_new("src_db", "rst_latest", "latest")
+    r = engine.restore_to_new("src_db", "rst_latest", "latest", password=PW)
     assert rows(r.port)[-1] == 2000
     assert r.restored_to is not None and r.earliest_restorable_time is not None
 
@@ -63,7 +63,7 @@ def test_offset_and_fractional_times(engine: LocalEngine, source: int) -> None:
         c.execute("INSERT INTO t VALUES (3000)")
     text = t.isoformat()  # e.g. 2026-11-26T01:04:05.123456+05:30
     assert text.endswith("+05:30")
-    r = engine.restore_to_new("src_db", "rst_ist", text)
+    r = engine.restore_to_new("src_db", "rst_ist", text, password=PW)
     assert rows(r.port) == list(range(1, 101))
 
 
@@ -78,10 +78,10 @@ def test_restore_after_fresh_backup_and_outside_window(engine: LocalEngine, sour
     b = engine.backup("src_db")
     with conn(source) as c:
         c.execute("INSERT INTO t VALUES (4000)")
-    r = engine.restore_to_new("src_db", "rst_bk", "latest")
+    r = engine.restore_to_new("src_db", "rst_bk", "latest", password=PW)
     assert 4000 in rows(r.port)
     with pytest.raises(EngineError, match="outside"):
-        engine.restore_to_new("src_db", "rst_old", "2000-01-01T00:00:00Z")
+        engine.restore_to_new("src_db", "rst_old", "2000-01-01T00:00:00Z", password=PW)
     assert engine.info("rst_old") is None
     assert parse_rfc3339(b.finished_at) >= parse_rfc3339(b.started_at)
 
@@ -95,7 +95,7 @@ def test_missing_wal_fails_clearly_and_leaves_nothing(engine: LocalEngine, sourc
     for seg in archive.iterdir():
         seg.unlink()  # someone deleted the archive
     with pytest.raises(EngineError, match="rolled back"):
-        engine.restore_to_new("src_db", "rst_broken", to_rfc3339(t))
+        engine.restore_to_new("src_db", "rst_broken", to_rfc3339(t), password=PW)
     assert engine.info("rst_broken") is None and not engine.inst_dir("rst_broken").exists()
     assert engine.info("src_db").status == "available"
     assert 5000 in rows(source)
@@ -103,13 +103,13 @@ def test_missing_wal_fails_clearly_and_leaves_nothing(engine: LocalEngine, sourc
 
 def test_restore_of_a_restored_instance(engine: LocalEngine, source: int) -> None:
     """A restored instance has its own backup and archive: it can be restored in turn."""
-    r1 = engine.restore_to_new("src_db", "rst_one", "latest")
+    r1 = engine.restore_to_new("src_db", "rst_one", "latest", password=PW)
     with conn(r1.port) as c:
         c.execute("INSERT INTO t VALUES (6000)")
         t = c.execute("SELECT now()").fetchone()[0]
         c.execute("INSERT INTO t VALUES (7000)")
     engine.destroy("src_db")  # the chain no longer needs the original source
-    r2 = engine.restore_to_new("rst_one", "rst_two", to_rfc3339(t))
+    r2 = engine.restore_to_new("rst_one", "rst_two", to_rfc3339(t), password=PW)
     got = rows(r2.port)
     assert 6000 in got and 7000 not in got and got[:100] == list(range(1, 101))
 
@@ -119,6 +119,6 @@ def test_targets_at_a_base_backups_start_and_stop(engine: LocalEngine, source: i
     with conn(source) as c:
         c.execute("INSERT INTO t VALUES (8000)")
     for i, edge in enumerate((b.started_at, b.finished_at)):
-        r = engine.restore_to_new("src_db", f"rst_edge{i}", edge)
+        r = engine.restore_to_new("src_db", f"rst_edge{i}", edge, password=PW)
         got = rows(r.port)
         assert got == list(range(1, 101)), (edge, got[-3:])  # before the later insert, nothing lost

@@ -136,7 +136,7 @@ def test_server_killed_during_restore_cleans_up_and_retry_works(engine: LocalEng
 
     def restore() -> None:
         try:
-            engine.restore_to_new("src_db", "rst_db", "latest")
+            engine.restore_to_new("src_db", "rst_db", "latest", password=PW)
         except EngineError as exc:
             result["error"] = exc
 
@@ -156,7 +156,7 @@ def test_server_killed_during_restore_cleans_up_and_retry_works(engine: LocalEng
     assert "error" in result and "rolled back" in str(result["error"])
     assert engine.info("rst_db") is None and not engine.inst_dir("rst_db").exists()
     # the source is untouched, and the retry works
-    r = engine.restore_to_new("src_db", "rst_db", "latest")
+    r = engine.restore_to_new("src_db", "rst_db", "latest", password=PW)
     with psycopg.connect(host="127.0.0.1", port=r.port, user="app_user", password=PW, dbname="postgres") as c:
         assert c.execute("SELECT count(*) FROM t").fetchone() == (400000,)
     assert engine.info("src_db").status == "available"

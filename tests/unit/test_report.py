@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from pulumi_dbos.report import MAX_CHARS, render, render_text
 
 FIX = Path(__file__).parent / "fixtures"
-SECRETS = ("dev-Passw0rd-throwaway", "stg-Passw0rd", "postgresql://")
+SECRETS = ("dev-Passw0rd-throwaway", "stg-Passw0rd", "Fixture-Passw0rd-one", "Fixture-Passw0rd-two", "postgresql://")
+# the secret fields each fixture's report lists per resource (every fixture must be here)
+EXPECTED_SECRETS: dict[str, dict[str, list[str]]] = {
+    "preview_dev_create.json": {},
+    "preview_dev_replace.json": {"shop": ["admin_url"]},  # old admin_url [secret] -> known after apply
+    "preview_staging_replace.json": {"stg_shop": ["admin_url"]},
+    "preview_check_failure.json": {},
+    "preview_stack_config_failure.json": {},
+    "preview_retention_update.json": {},
+    "preview_password_update.json": {"fx_db": ["password"]},
+}
 
 
 def load(name: str) -> dict:
@@ -41,12 +55,110 @@ def test_staging_replace_and_protected_block() -> None:
     assert "will refuse this" in render(data)
 
 
+def secrets_listed(md: str) -> dict[str, list[str]]:
+    """resource -> the secret fields its table row lists."""
+    out: dict[str, list[str]] = {}
+    for row in md.splitlines():
+        m = re.match(r"\| [^|]* \| `([^`]+)` \|.*secrets: ((?:`[^`]+`(?:, )?)+) \(values not shown\)", row)
+        if m:
+            out[m.group(1)] = re.findall(r"`([^`]+)`", m.group(2))
+    return out
+
+
 def test_no_secret_values_in_any_report() -> None:
-    for f in FIX.glob("*.json"):
-        md = render(load(f.name))
+    fixtures = sorted(f.name for f in FIX.glob("*.json"))
+    assert fixtures == sorted(EXPECTED_SECRETS)
+    for name in fixtures:
+        md = render(load(name))
         for s in SECRETS:
-            assert s not in md, (f.name, s)
-        assert "[secret]" in md or "values not shown" in md or "create" in md
+            assert s not in md, (name, s)
+        assert secrets_listed(md) == EXPECTED_SECRETS[name], name
+
+
+# ---------------------------------------------------------------------- secrets: only when they may change
+def test_retention_only_update_lists_no_secret() -> None:
+    md = render(load("preview_retention_update.json"))
+    assert "| 🟡 | `fx_db` | DatabaseInstance | update | `retention_hours`: 24 → 48 |" in md
+    assert "secrets:" not in md and "password" not in md
+
+
+def test_password_only_update_lists_the_password() -> None:
+    md = render(load("preview_password_update.json"))
+    assert "| 🟡 | `fx_db` | DatabaseInstance | update | secrets: `password` (values not shown) |" in md
+
+
+def _step(data: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in data["steps"] if s["urn"].endswith("::" + name))
+
+
+@pytest.mark.parametrize("field", ["diffReasons", "diffs"])
+def test_diff_keys_in_the_step_decide_which_secrets_change(field: str) -> None:
+    # what a provider that reports its changed keys produces: the step names the keys
+    data = load("preview_retention_update.json")
+    _step(data, "fx_db")[field] = ["retention_hours", "password"]
+    assert secrets_listed(render(data)) == {"fx_db": ["password"]}
+    _step(data, "fx_db")[field] = ["retention_hours"]
+    assert secrets_listed(render(data)) == {}
+
+
+def test_detailed_diff_decides_which_secrets_change() -> None:
+    data = load("preview_password_update.json")
+    _step(data, "fx_db")["detailedDiff"] = {"retention_hours": {"kind": "update", "inputDiff": True}}
+    assert secrets_listed(render(data)) == {}  # the step says only retention changes
+    _step(data, "fx_db")["detailedDiff"] = {"password": {"kind": "update", "inputDiff": True}}
+    assert secrets_listed(render(data)) == {"fx_db": ["password"]}
+
+
+def test_stopped_instance_update_is_explained_not_blamed_on_secrets() -> None:
+    data = load("preview_password_update.json")
+    step = _step(data, "fx_db")
+    step["oldState"]["outputs"]["status"] = "stopped"
+    md = render(data)
+    assert "`status`: stopped (`pulumi up` starts it)" in md and "secrets:" not in md
+
+
+# ---------------------------------------------------------------------- failed previews
+def test_failed_preview_headlines_the_failure() -> None:
+    md = render(load("preview_check_failure.json"))
+    lines = md.splitlines()
+    assert lines[2] == "❌ **preview failed** — 1 error(s); nothing will be applied until they are fixed."
+    assert "1. **`fx_db`**: dbos:DatabaseInstance resource 'fx_db' has a problem: password must be 8-128 " \
+           "characters long (got 5)" in lines
+    # what was planned before the failure is labelled as such, never as the headline
+    assert not any(line.startswith("🟢") for line in lines)
+    assert "Planned before the failure (incomplete): 🟢 **1** create" in lines
+
+
+def test_failed_preview_keeps_multiline_errors_readable() -> None:
+    md = render(load("preview_stack_config_failure.json"))
+    assert "❌ **preview failed** — 2 error(s)" in md
+    lines = md.splitlines()
+    assert "1. **the program**:" in lines and any(line.startswith("2. **the program**: an unhandled error") for line in lines)
+    # each problem on its own line, inside a fenced block
+    start = lines.index("   ```text")
+    block = [line.strip() for line in lines[start + 1:lines.index("   ```", start)]]
+    message = load("preview_stack_config_failure.json")["diagnostics"][0]["message"]
+    assert block == [line.strip() for line in message.removeprefix("error: ").strip().splitlines()]
+    assert len(block) == 5 and block[2] == "dbos:instances.bad_db.password: password must be 8-128 characters long (got 5)"
+
+
+def test_failed_preview_error_text_cannot_break_out_of_its_block() -> None:
+    data = load("preview_stack_config_failure.json")
+    data["diagnostics"][0]["message"] = "error: two lines\n```\n# not a heading\n"
+    md = render(data)
+    assert "   ````text" in md and "   # not a heading" in md
+
+
+def test_many_long_errors_stay_under_the_limit_and_hide_url_passwords() -> None:
+    data = load("preview_stack_config_failure.json")
+    diag = data["diagnostics"][0]
+    long_msg = "error: " + "\n".join(f"  problem {i}: postgresql://app_user:Leaked-passw0rd@127.0.0.1:5432/db "
+                                     + "x" * 200 for i in range(40))
+    data["diagnostics"] = [dict(diag, message=long_msg) for _ in range(500)]
+    md = render(data)
+    assert len(md) < MAX_CHARS
+    assert "❌ **preview failed** — 500 error(s)" in md and "more** error(s) not shown" in md
+    assert "Leaked-passw0rd" not in md and "postgresql://app_user:[secret]@127.0.0.1" in md
 
 
 def test_large_previews_are_summarised_under_the_limit() -> None:

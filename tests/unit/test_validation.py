@@ -6,8 +6,19 @@ from typing import Any
 
 import pytest
 
-from pulumi_dbos.config import UNKNOWN, InstanceArgs, LinkedArgs, RestoreArgs, validate
-from pulumi_dbos.resources.instance import DIFFED, REPLACE, DatabaseInstanceProvider
+from pulumi_dbos.config import (
+    UNKNOWN,
+    DatabaseInstanceSpec,
+    LinkedInstanceSpec,
+    RestoredInstanceSpec,
+    input_model,
+    validate,
+)
+from pulumi_dbos.resources.instance import DatabaseInstanceProvider
+
+InstanceArgs = input_model(DatabaseInstanceSpec)
+RestoreArgs = input_model(RestoredInstanceSpec)
+LinkedArgs = input_model(LinkedInstanceSpec)
 
 GOOD: dict[str, Any] = {"instance_name": "prod_db", "username": "dbos_user", "password": "Sup3r-secret"}
 
@@ -92,15 +103,21 @@ def test_linked_rules() -> None:
     assert "port" in dict(validate(LinkedArgs, {**base, "port": 0}))
 
 
-def test_check_reports_failures_without_touching_anything(tmp_path: Any) -> None:
-    p = DatabaseInstanceProvider()
-    res = p.check({}, {**GOOD, "password": "bad pw", "username": "postgres", "data_dir": "relative/dir"})
+def test_check_reports_failures_without_a_property_or_the_value() -> None:
+    res = DatabaseInstanceProvider().check({}, {**GOOD, "password": "bad pw", "username": "postgres"})
     # reported without a property (the engine would print the value): the reason names the field
-    assert all(f.property == "" for f in res.failures)
+    assert res.failures and all(f.property == "" for f in res.failures)
     fields = {f.reason.split()[0].rstrip(":") for f in res.failures}
     assert {"password", "username"} <= fields
     assert "bad pw" not in " ".join(f.reason for f in res.failures)
-    assert not (tmp_path / "relative").exists()
+
+
+def test_relative_data_dir_fails_at_check_and_creates_nothing(tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    res = DatabaseInstanceProvider().check({}, {**GOOD, "data_dir": "relative/dir", "run_as": None})
+    reasons = [f.reason for f in res.failures]
+    assert any(r.startswith("data_dir") and "absolute path" in r for r in reasons), reasons
+    assert list(tmp_path.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- diff decisions
@@ -115,16 +132,27 @@ STATE = {**GOOD, "retention_hours": 24, "deletion_protection": False, "port": 54
     ({"port": 54400}, False),
     ({"instance_name": "other_db"}, True),
     ({"username": "other_user"}, True),
-    ({"data_dir": "/tmp/y"}, True),
 ])
 def test_diff_decisions(change: dict[str, Any], replace: bool) -> None:
     news = {**STATE, **change}
     news.pop("status")
     d = DatabaseInstanceProvider().diff("prod_db", STATE, news)
     assert d.changes is True
-    assert bool(d.replaces) is replace
-    assert set(d.replaces or []) <= set(REPLACE)
-    assert set(change) <= set(DIFFED)
+    assert list(d.replaces or []) == (list(change) if replace else [])
+    assert d.delete_before_replace is (replace and "instance_name" not in change)
+
+
+def test_engine_move_is_refused_at_check_unless_opted_in() -> None:
+    news = {**{k: v for k, v in STATE.items() if k != "status"}, "data_dir": "/tmp/y", "run_as": None}
+    olds = {**STATE, "run_as": None}
+    reasons = [f.reason for f in DatabaseInstanceProvider().check(olds, news).failures]
+    assert any(r.startswith("data_dir") and "data loss" in r and "replace_on_engine_change" in r
+               for r in reasons), reasons
+    opted = DatabaseInstanceProvider().check(olds, {**news, "replace_on_engine_change": True})
+    assert not [f for f in opted.failures if "data loss" in f.reason]
+    d = DatabaseInstanceProvider().diff("prod_db", olds, {**news, "replace_on_engine_change": True})
+    # another data dir: the new instance is made before the old one is deleted
+    assert d.replaces == ["data_dir"] and d.delete_before_replace is False
 
 
 def test_diff_no_change_and_unset_port() -> None:

@@ -1,20 +1,22 @@
-"""Engines: where instances live. Imports nothing from pulumi."""
+"""Engines: where instances live. Imports nothing from pulumi.
+
+:func:`get_engine` returns an :class:`~.contract.Engine`, the only thing resources and the CLI call.
+"""
 
 from __future__ import annotations
 
-from .base import Engine, InstanceInfo
+from ..errors import DbosError
+from .contract import BackupInfo, Engine, InstanceInfo, Kind, Preflight, Problem, Status
 from .local import LocalEngine, check_data_dir, default_data_dir, default_run_as
 
 ENGINES = ("local",)
 
 
-def get_engine(name: str = "local", data_dir: str | None = None, run_as: str | None = None) -> LocalEngine:
-    from ..errors import DbosError
-
+def get_engine(name: str = "local", data_dir: str | None = None, run_as: str | None = None) -> Engine:
     if name != "local":
         raise DbosError(f"engine {name!r} is not available", hint=f"use one of: {', '.join(ENGINES)}")
     return LocalEngine(data_dir or None, run_as if run_as else True)
 
 
-__all__ = ["ENGINES", "Engine", "InstanceInfo", "LocalEngine", "check_data_dir", "default_data_dir",
-           "default_run_as", "get_engine"]
+__all__ = ["ENGINES", "BackupInfo", "Engine", "InstanceInfo", "Kind", "LocalEngine", "Preflight", "Problem",
+           "Status", "check_data_dir", "default_data_dir", "default_run_as", "get_engine"]

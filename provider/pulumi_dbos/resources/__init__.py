@@ -1,4 +1,4 @@
-"""Pulumi glue: one module per resource, each a thin dynamic provider over the engine."""
+"""Pulumi glue: one module per resource, each a thin dynamic provider on the shared base (``_base``)."""
 
 from __future__ import annotations
 

@@ -4,150 +4,106 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pulumi
-from pulumi.dynamic import (
-    CheckFailure,
-    CheckResult,
-    CreateResult,
-    DiffResult,
-    ReadResult,
-    ResourceProvider,
-    UpdateResult,
-)
+from pulumi.dynamic import CheckFailure
 
 from .. import apps
-from ..config import check_app_name, check_db_name
+from ..config import AppDatabaseSpec, is_unknown
 from ..errors import DbosError, ValidationError
-from . import _common as c
-
-REPLACE = ("app_name", "app_db_name")
-DIFFED = ("app_name", "app_db_name", "instance_name", "admin_url", "migrate", "rollback", "working_dir",
-          "dbos_config", "app_version", "drop_on_delete", "owner_role")
-SECRET_OUTPUTS = ["admin_url", "database_url", "owner_database_url", "owner_password"]
+from . import _base as b
 
 
-def _rule(fn: Any, value: Any, field: str) -> list[CheckFailure]:
-    try:
-        fn(value)
-    except ValueError as exc:
-        return [CheckFailure(field, str(exc))]
-    return []
+def _admin(props: b.Props) -> apps.Conn:
+    if not props.get("instance_password") or not props.get("instance_host"):
+        raise DbosError(
+            f"app {props.get('app_name')!r}: the instance's credentials are not known",
+            hint="bind apps to an instance resource whose password is known (for a RestoredInstance "
+            "made from a name, pass password=...)")
+    return apps.Conn(props["instance_host"], int(props["instance_port"]), props["instance_user"],
+                     props["instance_password"])
 
 
-class AppDatabaseProvider(ResourceProvider):
-    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        inputs = dict(news)
+class AppDatabaseProvider(b.BaseProvider):
+    spec = AppDatabaseSpec
+
+    def defaults(self, inputs: b.Props) -> list[CheckFailure]:
+        """Fill app_db_name/migrate/rollback/working_dir from the dbos-config.yaml (explicit inputs win)."""
         failures: list[CheckFailure] = []
-        failures += _rule(check_app_name, inputs.get("app_name"), "app_name")
         cfg_path = inputs.get("dbos_config")
-        if cfg_path and not c.is_unknown(cfg_path):
+        if cfg_path and not is_unknown(cfg_path):
             try:
                 cfg = apps.read_dbos_config(cfg_path)
             except ValidationError as exc:
                 failures += [CheckFailure(f, m) for f, m in exc.problems]
             else:
-                # explicit inputs win over the file
-                if inputs.get("app_db_name") is None:
-                    inputs["app_db_name"] = cfg.app_db_name
-                for key in ("migrate", "rollback"):
+                for key in ("app_db_name", "migrate", "rollback"):
                     if inputs.get(key) is None:
                         inputs[key] = getattr(cfg, key)
                 if inputs.get("working_dir") is None:
                     inputs["working_dir"] = str(Path(cfg_path).parent)
-        if inputs.get("app_db_name") is None and not c.is_unknown(inputs.get("app_name")):
+        if inputs.get("app_db_name") is None and not is_unknown(inputs.get("app_name")):
             inputs["app_db_name"] = inputs.get("app_name")
-        failures += _rule(check_db_name, inputs.get("app_db_name"), "app_db_name")
         for key in ("migrate", "rollback"):
-            v = inputs.get(key)
-            if v is None:
+            if inputs.get(key) is None:
                 inputs[key] = []
-            elif not c.is_unknown(v) and (not isinstance(v, list) or
-                                          not all(isinstance(x, str) and not c.is_unknown(x) or c.is_unknown(x)
-                                                  for x in v)):
-                failures.append(CheckFailure(key, f"{key} must be a list of command strings"))
         wd = inputs.get("working_dir")
-        if wd and not c.is_unknown(wd) and not Path(str(wd)).is_dir():
+        if wd and not is_unknown(wd) and not Path(str(wd)).is_dir():
             failures.append(CheckFailure("working_dir", f"working_dir {wd} does not exist or is not a directory"))
-        inputs.setdefault("drop_on_delete", False)
-        inputs.setdefault("owner_role", False)
-        return c.check_result(inputs, failures)
+        return failures
 
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changes, replaces = c.diff_inputs(olds, news, DIFFED, REPLACE)
-        return DiffResult(changes=bool(changes), replaces=replaces, stables=[], delete_before_replace=True)
-
-    # ------------------------------------------------------------------ helpers
-    def _bind(self, props: dict[str, Any], run_migrate: bool, owner_password: str | None) -> dict[str, Any]:
-        if not props.get("admin_url"):
-            raise DbosError(
-                f"app {props.get('app_name')!r}: the instance's credentials are not known",
-                hint="bind apps to an instance resource whose password is known (for a RestoredInstance "
-                "made from a name, pass password=...)")
-        admin = apps.Conn.from_url(props["admin_url"])
+    def _bind(self, props: b.Props, migrate: bool, owner_password: str | None) -> b.Props:
+        """Ensure the database (and owner role) on the bound instance; run ``migrate`` when asked or when
+        the database had to be created (a new or replaced instance)."""
+        admin = _admin(props)
         dbname = props["app_db_name"]
-        apps.ensure_database(admin, dbname)
-        app_conn = admin.with_db(dbname)
-        owner_url = None
+        created = apps.ensure_database(admin, dbname)
+        app_conn, owner_url = admin.with_db(dbname), None
         if props.get("owner_role"):
             owner = apps.ensure_owner_role(admin, props["app_name"], dbname, owner_password)
-            owner_password, owner_url = owner.password, owner.url
-            app_conn = owner
-        outs = {k: v for k, v in props.items() if not k.startswith("__")}
-        outs.update(hostname=admin.hostname, port=admin.port, username=admin.username,
-                    database_url=admin.with_db(dbname).url, owner_database_url=owner_url,
-                    owner_password=owner_password if props.get("owner_role") else None)
-        if run_migrate and props.get("migrate"):
-            res = apps.run_commands(list(props["migrate"]), app_conn, props.get("working_dir"), "migrate")
-            outs["migrated_at"] = res.finished_at
+            owner_password, owner_url, app_conn = owner.password, owner.url, owner
+        outs = self.outputs(props, hostname=admin.hostname, port=admin.port, username=admin.username,
+                            database_url=admin.with_db(dbname).url, owner_database_url=owner_url,
+                            owner_password=owner_password if props.get("owner_role") else None)
+        if (migrate or created) and props.get("migrate"):
+            outs["migrated_at"] = apps.run_commands(list(props["migrate"]), app_conn, props.get("working_dir"),
+                                                    "migrate").finished_at
         return outs
 
-    # ------------------------------------------------------------------ CRUD
-    def create(self, props: dict[str, Any]) -> CreateResult:
+    def do_create(self, props: b.Props) -> tuple[str, b.Props]:
         outs = self._bind(props, True, None)
         outs.setdefault("migrated_at", None)
-        return CreateResult(f"{props['app_name']}", outs)
+        return props["app_name"], outs
 
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        moved = olds.get("instance_name") != news.get("instance_name") or olds.get("admin_url") != news.get("admin_url")
-        run_migrate = moved or olds.get("migrate") != news.get("migrate")
-        outs = self._bind(news, run_migrate, olds.get("owner_password"))
-        if "migrated_at" not in outs or not run_migrate:
+    def do_update(self, olds: b.Props, news: b.Props) -> b.Props:
+        # migrations run on an instance change (change-database-instance) or a changed list, never for a
+        # password rotation or a port move of the same instance
+        moved = olds.get("instance_name") != news.get("instance_name")
+        outs = self._bind(news, moved or olds.get("migrate") != news.get("migrate"), olds.get("owner_password"))
+        if outs.get("migrated_at") is None:
             outs["migrated_at"] = olds.get("migrated_at")
-        if olds.get("owner_role") and not news.get("owner_role") and olds.get("admin_url"):
-            # owner role turned off: give the database back to the instance's user, drop the role
-            admin = apps.Conn.from_url(news["admin_url"])
-            from psycopg import sql
+        if olds.get("owner_role") and not news.get("owner_role"):
+            apps.release_owner_role(_admin(news), news["app_name"], news["app_db_name"])
+        return outs
 
-            with admin.connect(autocommit=True) as conn:
-                conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
-                    sql.Identifier(news["app_db_name"]), sql.Identifier(admin.username)))
-            with admin.with_db(news["app_db_name"]).connect(autocommit=True) as conn:
-                conn.execute(sql.SQL("REASSIGN OWNED BY {} TO {}").format(
-                    sql.Identifier(apps.owner_role_name(news["app_name"])), sql.Identifier(admin.username)))
-            apps.drop_owner_role(admin, news["app_name"])
-        return UpdateResult(outs)
-
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        if not props.get("admin_url"):
-            return ReadResult(id_, props)
+    def do_read(self, id_: str, props: b.Props) -> b.Props | None:
         try:
-            exists = apps.database_exists(apps.Conn.from_url(props["admin_url"]), props["app_db_name"])
+            exists = apps.database_exists(_admin(props), props["app_db_name"])
         except DbosError:
-            return ReadResult(id_, props)  # instance unreachable: report what we know
-        return ReadResult(id_ if exists else "", props if exists else {})
+            return props  # instance unreachable: report what we know
+        return props if exists else None
 
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
-        if not props.get("drop_on_delete") or not props.get("admin_url"):
+    def do_delete(self, id_: str, props: b.Props) -> None:
+        if not props.get("drop_on_delete") or not props.get("instance_password"):
             return  # like `dbos-cloud app delete` without --dropdb: the data stays
-        admin = apps.Conn.from_url(props["admin_url"])
+        admin = _admin(props)
         apps.drop_database(admin, props["app_db_name"])
         if props.get("owner_role"):
             apps.drop_owner_role(admin, props["app_name"])
 
 
-class AppDatabase(pulumi.dynamic.Resource, module="dbos", name="AppDatabase"):
+class AppDatabase(b.DbosResource, module="dbos", name="AppDatabase"):
     """An app's database on an instance (DBOS's app ↔ database binding).
 
     Creates ``app_db_name`` (default: ``app_name``) on ``instance`` if missing and runs ``migrate``
@@ -157,17 +113,7 @@ class AppDatabase(pulumi.dynamic.Resource, module="dbos", name="AppDatabase"):
     ``owner_role=True`` adds a role owning only this database (``owner_database_url``).
     """
 
-    app_name: pulumi.Output[str]
-    instance_name: pulumi.Output[str]
-    hostname: pulumi.Output[str]
-    port: pulumi.Output[int]
-    username: pulumi.Output[str]
-    app_db_name: pulumi.Output[str]
-    database_url: pulumi.Output[str]
-    owner_database_url: pulumi.Output[str]
-    migrated_at: pulumi.Output[str]
-    rollback: pulumi.Output[list[str]]
-    working_dir: pulumi.Output[str]
+    spec: ClassVar = AppDatabaseSpec
 
     def __init__(
         self,
@@ -188,16 +134,12 @@ class AppDatabase(pulumi.dynamic.Resource, module="dbos", name="AppDatabase"):
         if not isinstance(instance, pulumi.Resource):
             raise DbosError("AppDatabase.instance must be an instance resource "
                             "(DatabaseInstance, RestoredInstance or LinkedInstance)")
-        props: dict[str, Any] = dict(
-            app_name=app_name or resource_name,
-            instance_name=instance.instance_name,  # type: ignore[attr-defined]
-            admin_url=pulumi.Output.secret(instance.database_url),  # type: ignore[attr-defined]
+        inst: Any = instance
+        super().__init__(AppDatabaseProvider(), resource_name, dict(
+            app_name=app_name or resource_name, instance_name=inst.instance_name, instance_host=inst.hostname,
+            instance_port=inst.port, instance_user=inst.username, instance_password=inst.password,
             app_db_name=app_db_name, migrate=migrate, rollback=rollback,
             working_dir=os.path.abspath(working_dir) if working_dir else None,
             dbos_config=os.path.abspath(dbos_config) if dbos_config else None,
             app_version=app_version, drop_on_delete=drop_on_delete, owner_role=owner_role,
-            hostname=None, port=None, username=None, database_url=None, owner_database_url=None,
-            owner_password=None, migrated_at=None,
-        )
-        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=SECRET_OUTPUTS))
-        super().__init__(AppDatabaseProvider(), resource_name, props, opts)
+        ), opts)

@@ -2,146 +2,95 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pulumi
-from pulumi.dynamic import CheckFailure, CheckResult, CreateResult, ReadResult, ResourceProvider, UpdateResult
 
-from ..config import InstanceArgs, validate
-from ..engine.base import InstanceInfo
-from . import _common as c
-
-INPUTS = ("instance_name", "username", "password", "retention_hours", "deletion_protection", "port", "adopt",
-          "owner", *c.ENGINE_KEYS)
-REPLACE = ("instance_name", "username", *c.ENGINE_KEYS)
-DIFFED = ("instance_name", "username", "password", "retention_hours", "deletion_protection", "port",
-          *c.ENGINE_KEYS)
-SECRET_OUTPUTS = ["password", "database_url"]
+from ..config import DatabaseInstanceSpec
+from ..engine import Engine, InstanceInfo, Kind
+from ..engine.contract import STATUS_CREDENTIALS_INVALID
+from . import _base as b
 
 
-def instance_outputs(props: dict[str, Any], info: InstanceInfo, password: str | None) -> dict[str, Any]:
-    outs = {k: props.get(k) for k in props if not k.startswith("__")}
-    outs.update(
-        status=info.status, hostname=info.hostname, port=info.port, username=info.username,
+def instance_outputs(provider: b.BaseProvider, props: b.Props, info: InstanceInfo, password: str | None,
+                     **extra: Any) -> b.Props:
+    return provider.outputs(
+        props, status=info.status, hostname=info.hostname, port=info.port, username=info.username,
         is_linked=info.is_linked, earliest_restorable_time=info.earliest_restorable_time,
         latest_restorable_time=info.latest_restorable_time,
-        database_url=c.database_url(info.username, password, info.hostname, info.port) if password else None,
-    )
-    return outs
+        database_url=b.database_url(info.username, password, info.hostname, info.port), **extra)
 
 
-def port_failures(olds: dict[str, Any], news: dict[str, Any]) -> list[CheckFailure]:
-    port, name = news.get("port"), news.get("instance_name")
-    if port is None or c.is_unknown(port) or c.is_unknown(name) or (olds and olds.get("port") == port):
-        return []
-    if isinstance(port, float) and port.is_integer():
-        port = int(port)  # numbers cross the Pulumi wire as floats
-    if not isinstance(port, int):
-        return []
-    try:
-        problem = c.engine_for(news).port_problem(port, str(name))
-    except Exception:  # noqa: BLE001 - engine problems are reported by the data_dir check
-        return []
-    return [CheckFailure("port", problem)] if problem else []
+def read_instance(eng: Engine, name: str, password: str | None) -> InstanceInfo | None:
+    """The instance as it is now; a running one whose password no longer authenticates is reported so."""
+    info = eng.info(name)
+    if info is not None and info.status == "available" and password \
+            and not eng.check_credentials(name, info.username, password):
+        info.status = STATUS_CREDENTIALS_INVALID
+    return info
 
 
-def exists_failures(olds: dict[str, Any], news: dict[str, Any], adopt: bool = False) -> list[CheckFailure]:
-    name = news.get("instance_name")
-    if adopt or c.is_unknown(name) or not name or (olds and olds.get("instance_name") == name
-                                                    and olds.get("data_dir") == news.get("data_dir")):
-        return []
-    try:
-        eng = c.engine_for(news)
-        exists = eng.data_dir.joinpath("catalog.db").exists() and eng.exists(str(name))
-        # our own instance (a replace re-checks with no olds): not a conflict
-        ours = exists and news.get("owner") is not None and eng.owner(str(name)) == news.get("owner")
-    except Exception:  # noqa: BLE001
-        return []
-    if exists and not ours:
-        return [CheckFailure("instance_name", f"an instance named {name!r} already exists in {eng.data_dir}; "
-                             "choose another instance_name, or set adopt=True to take it over")]
-    return []
+def update_instance(eng: Engine, olds: b.Props, news: b.Props, password: str | None) -> InstanceInfo:
+    """In place: start it, move its port, reset a changed (or drifted) password, change retention."""
+    name = news["instance_name"]
+    info = eng.ensure_running(name)
+    if news.get("port") is not None and b.as_int(news["port"]) != info.port:
+        eng.set_port(name, int(news["port"]))
+    if password and (password != olds.get("password") or olds.get("status") == STATUS_CREDENTIALS_INVALID
+                     or not eng.check_credentials(name, info.username, password)):
+        eng.reset_credentials(name, info.username, password)
+    if news.get("retention_hours") and b.as_int(news["retention_hours"]) != info.retention_hours:
+        eng.set_retention(name, int(news["retention_hours"]))
+    return eng.ensure_running(name)
 
 
-class DatabaseInstanceProvider(ResourceProvider):
-    def check(self, olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
-        inputs = {k: news.get(k) for k in news}
-        inputs.setdefault("retention_hours", 24)
-        inputs.setdefault("deletion_protection", False)
-        inputs.setdefault("adopt", False)
-        values = {k: v for k, v in inputs.items() if k in INPUTS and v is not None}
-        failures = [CheckFailure(f, r) for f, r in validate(InstanceArgs, values)]
-        failures += c.check_engine(inputs)
-        if not failures:
-            failures += c.protection_failure(olds, inputs, REPLACE)
-            failures += exists_failures(olds, inputs, bool(inputs.get("adopt")))
-            failures += port_failures(olds, inputs)
-        return c.check_result(inputs, failures)
+def delete_instance(props: b.Props, id_: str) -> None:
+    name = props.get("instance_name") or id_
+    if props.get("deletion_protection"):  # second guard: Pulumi's `protect` refuses first
+        raise b.protected_delete_error(name)
+    b.engine_for(props).destroy(name)
 
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> Any:
-        return c.make_diff(olds, news, DIFFED, REPLACE)
 
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        eng = c.engine_for(props)
+class DatabaseInstanceProvider(b.BaseProvider):
+    spec = DatabaseInstanceSpec
+    kind = Kind.PROVISIONED
+
+    def do_create(self, props: b.Props) -> tuple[str, b.Props]:
+        eng = b.engine_for(props)
         name = props["instance_name"]
-        # a retried create (e.g. after `pulumi up` was killed) takes over its own finished instance
-        retried = eng.data_dir.joinpath("catalog.db").exists() and eng.settle_retry(name, props.get("owner"))
-        if (props.get("adopt") and eng.exists(name)) or retried:
-            eng.adopt(name)
-            info = eng.reset_credentials(name, props["username"], props["password"])
-            if props.get("retention_hours"):
-                info = eng.set_retention(name, int(props["retention_hours"]))
+        # a retried create (e.g. after `pulumi up` was killed) takes over its own finished instance;
+        # adopt=True takes over any instance of that name
+        info = eng.takeover(name, props.get("owner"), adopt=bool(props.get("adopt")))
+        if info is not None:
+            eng.reset_credentials(name, props["username"], props["password"])
+            info = eng.set_retention(name, int(props.get("retention_hours") or 24))
         else:
-            info = eng.provision(name, props["username"], props["password"], port=c.as_int(props.get("port")),
+            info = eng.provision(name, props["username"], props["password"], port=b.as_int(props.get("port")),
                                  retention_hours=int(props.get("retention_hours") or 24), owner=props.get("owner"))
-        return CreateResult(name, instance_outputs(props, info, props["password"]))
+        return name, instance_outputs(self, props, info, props["password"])
 
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        info = c.engine_for(props).info(props.get("instance_name") or id_)
-        if info is None:
-            return ReadResult("", {})  # deleted out of band: drop it from the state
-        return ReadResult(id_, instance_outputs(props, info, props.get("password")))
+    def do_read(self, id_: str, props: b.Props) -> b.Props | None:
+        info = read_instance(b.engine_for(props), props.get("instance_name") or id_, props.get("password"))
+        return instance_outputs(self, props, info, props.get("password")) if info else None
 
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        eng = c.engine_for(news)
-        name = news["instance_name"]
-        eng.start(name)
-        if news.get("port") is not None and news.get("port") != olds.get("port"):
-            eng.change_port(name, int(news["port"]))
-        if news.get("password") != olds.get("password"):
-            eng.reset_credentials(name, news["username"], news["password"])
-        if news.get("retention_hours") != olds.get("retention_hours"):
-            eng.set_retention(name, int(news.get("retention_hours") or 24))
-        info = eng.info(name)
-        if info is None:
-            raise c.DbosError(f"instance {name!r} disappeared during the update",
-                              hint="run `pulumi refresh`, then `pulumi up` to recreate it")
-        return UpdateResult(instance_outputs(news, info, news["password"]))
+    def do_update(self, olds: b.Props, news: b.Props) -> b.Props:
+        info = update_instance(b.engine_for(news), olds, news, news["password"])
+        return instance_outputs(self, news, info, news["password"])
 
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
-        if props.get("deletion_protection"):
-            raise c.protected_delete_error(props.get("instance_name") or _id)
-        c.engine_for(props).destroy(props.get("instance_name") or _id)
+    def do_delete(self, id_: str, props: b.Props) -> None:
+        delete_instance(props, id_)
 
 
-class DatabaseInstance(pulumi.dynamic.Resource, module="dbos", name="DatabaseInstance"):
+class DatabaseInstance(b.DbosResource, module="dbos", name="DatabaseInstance"):
     """A real PostgreSQL instance (``dbos-cloud db provision``).
 
-    Password changes reset the password in place; ``retention_hours``,
-    ``deletion_protection`` and ``port`` update in place; ``instance_name`` and
-    ``username`` replace the instance. ``adopt=True`` takes over an existing
-    instance of the same name (dynamic resources cannot ``pulumi import``).
+    Password changes reset the password in place; ``retention_hours``, ``deletion_protection`` and
+    ``port`` update in place; ``instance_name`` and ``username`` replace the instance.
+    ``deletion_protection=True`` also sets Pulumi's ``protect``. ``adopt=True`` takes over an
+    existing instance of the same name (dynamic resources cannot ``pulumi import``).
     """
 
-    instance_name: pulumi.Output[str]
-    username: pulumi.Output[str]
-    status: pulumi.Output[str]
-    hostname: pulumi.Output[str]
-    port: pulumi.Output[int]
-    database_url: pulumi.Output[str]
-    is_linked: pulumi.Output[bool]
-    earliest_restorable_time: pulumi.Output[str]
-    latest_restorable_time: pulumi.Output[str]
+    spec: ClassVar = DatabaseInstanceSpec
 
     def __init__(
         self,
@@ -157,14 +106,11 @@ class DatabaseInstance(pulumi.dynamic.Resource, module="dbos", name="DatabaseIns
         engine: str | None = None,
         data_dir: str | None = None,
         run_as: str | None = None,
+        replace_on_engine_change: bool | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        props: dict[str, Any] = dict(
-            instance_name=instance_name or resource_name, username=username, password=pulumi.Output.secret(password),
+        super().__init__(DatabaseInstanceProvider(), resource_name, dict(
+            instance_name=instance_name or resource_name, username=username, password=password,
             retention_hours=retention_hours, deletion_protection=deletion_protection, port=port, adopt=adopt,
-            **c.engine_defaults(engine, data_dir, run_as), owner=c.owner(resource_name),
-            status=None, hostname=None, database_url=None, is_linked=None,
-            earliest_restorable_time=None, latest_restorable_time=None,
-        )
-        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=SECRET_OUTPUTS))
-        super().__init__(DatabaseInstanceProvider(), resource_name, props, opts)
+            engine=engine, data_dir=data_dir, run_as=run_as, replace_on_engine_change=replace_on_engine_change,
+        ), opts)

@@ -1,7 +1,9 @@
 """``Noop``: a trivial dynamic resource that does no I/O.
 
-Used by the toolchain smoke test and as the baseline provider of
-``bench/scale.py`` (the same Pulumi overhead without any database work).
+Used by the toolchain smoke test, as a consumer of other resources' outputs in e2e programs,
+and as the baseline provider of ``bench/scale.py`` (the same Pulumi overhead without any
+database work). Programs import it as ``tests.support.noop`` with the repository root on
+PYTHONPATH (the provider process imports it by reference too).
 """
 
 from __future__ import annotations

@@ -1,0 +1,191 @@
+"""The engine contract: the only door from resources and the CLI to wherever instances live.
+
+Shaped like DBOS Cloud's database operations (provision, info, list, reset credentials,
+restore-to-new, link, unlink, destroy) so that an engine speaking DBOS Cloud's REST API
+implements the same :class:`Engine` protocol as the embedded ``local`` engine, and both pass
+``tests/contract/``. Nothing here imports pulumi.
+
+Errors: every method raises :class:`~pulumi_dbos.errors.DbosError` subclasses only —
+:class:`~pulumi_dbos.errors.NotFoundError` for a missing instance,
+:class:`~pulumi_dbos.errors.AlreadyExistsError` for a taken name.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+
+class Status(str, enum.Enum):
+    """What ``info().status`` reports (DBOS Cloud reports the same states in upper case)."""
+
+    AVAILABLE = "available"
+    STOPPED = "stopped"
+    CREATING = "creating"
+    RESTORING = "restoring"
+    UNREACHABLE = "unreachable"  # a linked server that does not answer
+    MISSING = "missing"  # known to the engine, its data gone out of band
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Kind(str, enum.Enum):
+    """How an instance came to be (the catalog's ``kind`` column keeps these values)."""
+
+    PROVISIONED = "local"
+    RESTORED = "restored"
+    LINKED = "linked"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Shown for an instance whose stored password no longer authenticates (set by the resources'
+#: refresh, not by the engine: the engine keeps no passwords).
+STATUS_CREDENTIALS_INVALID = "credentials_invalid"
+
+
+@dataclass
+class InstanceInfo:
+    name: str
+    status: str
+    hostname: str
+    port: int
+    username: str
+    kind: Kind = Kind.PROVISIONED
+    retention_hours: int = 24
+    created_at: str | None = None
+    earliest_restorable_time: str | None = None
+    latest_restorable_time: str | None = None
+    source_instance: str | None = None
+    restored_to: str | None = None
+    owner: str | None = None
+
+    @property
+    def is_linked(self) -> bool:
+        return self.kind is Kind.LINKED
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["kind"] = str(self.kind)
+        d["status"] = str(self.status)
+        d["is_linked"] = self.is_linked
+        return d
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    instance: str
+    backup_id: str
+    started_at: str
+    finished_at: str
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What a resource is about to ask for, checked at ``pulumi preview`` (nothing is created).
+
+    ``owner`` identifies the managing stack (project, stack, backend, resource); ``creating`` is
+    False when the resource already manages this instance (an update), so its own name and port
+    are no conflict.
+    """
+
+    kind: Kind
+    name: str
+    owner: str | None = None
+    creating: bool = True
+    adopt: bool = False
+    port: int | None = None
+    source: str | None = None
+    restore_time: str | None = None  # RFC3339 or "latest"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a :class:`Preflight` would fail: the input it is about and a sentence saying why."""
+
+    field: str
+    message: str
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What resources and the CLI may ask of an engine. Implementations are thread-safe."""
+
+    #: "local", "dbos-cloud", ...
+    kind: str
+
+    def describe(self) -> str:
+        """Where instances live, for messages (e.g. ``local engine at /var/lib/pulumi-dbos``)."""
+        ...
+
+    def preflight(self, req: Preflight) -> list[Problem]:
+        """Problems the request would meet (empty = go). Creates nothing; never raises for the request."""
+        ...
+
+    # ---------------------------------------------------------------- instances
+    def provision(self, name: str, username: str, password: str, *, port: int | None = None,
+                  retention_hours: int = 24, owner: str | None = None) -> InstanceInfo:
+        """A new instance; a failure leaves nothing behind. AlreadyExistsError if the name is taken."""
+        ...
+
+    def takeover(self, name: str, owner: str | None, *, adopt: bool = False) -> InstanceInfo | None:
+        """Before a create: an instance this ``owner`` finished earlier (an interrupted run), or any
+        instance of that name when ``adopt``, is started and returned (and now belongs to ``owner``);
+        a half-made one of this owner is removed. None = nothing to take over: create it."""
+        ...
+
+    def info(self, name: str) -> InstanceInfo | None:
+        """The instance, or None when it does not exist (or its data is gone)."""
+        ...
+
+    def list(self) -> list[InstanceInfo]: ...
+
+    def ensure_running(self, name: str) -> InstanceInfo:
+        """Start a stopped instance (a no-op for running and linked ones)."""
+        ...
+
+    def stop(self, name: str) -> InstanceInfo: ...
+
+    def reset_credentials(self, name: str, username: str, password: str) -> InstanceInfo:
+        """Set ``username``'s password; the old one stops working and its sessions end."""
+        ...
+
+    def check_credentials(self, name: str, username: str, password: str) -> bool:
+        """Whether ``username``/``password`` authenticate on the instance now."""
+        ...
+
+    def set_retention(self, name: str, retention_hours: int) -> InstanceInfo: ...
+
+    def set_port(self, name: str, port: int) -> InstanceInfo:
+        """Move the instance to ``port``; on failure it keeps working on the old one."""
+        ...
+
+    def destroy(self, name: str) -> None:
+        """Delete the instance and its data (a linked one is only unlinked). Missing = no-op."""
+        ...
+
+    # ---------------------------------------------------------------- backups and restores
+    def backup(self, name: str) -> BackupInfo: ...
+
+    def restore_window(self, name: str) -> tuple[datetime, datetime]:
+        """``[earliest, latest]`` restorable times of ``name``."""
+        ...
+
+    def restore_to_new(self, source: str, name: str, restore_time: str, *, password: str,
+                       port: int | None = None, retention_hours: int | None = None,
+                       owner: str | None = None) -> InstanceInfo:
+        """A new instance holding ``source``'s data as of ``restore_time`` (RFC3339 or ``latest``),
+        whose user (the source's) has ``password``; a failure leaves nothing behind."""
+        ...
+
+    # ---------------------------------------------------------------- linked servers
+    def link(self, name: str, hostname: str, port: int, username: str, password: str, *,
+             owner: str | None = None) -> InstanceInfo:
+        """Register an existing server (verified with the credentials, which are not stored)."""
+        ...
+
+    def unlink(self, name: str) -> None: ...

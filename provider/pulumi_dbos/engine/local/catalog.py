@@ -1,0 +1,185 @@
+"""The control-plane catalog: a small SQLite database in the engine's data dir, with typed records.
+
+Thread-safe (a connection per call, a process-wide lock for writes) and process-safe (an
+``fcntl`` lock file around read-modify-write sequences such as port allocation), because one
+provider process serves up to 4 calls at once and several processes (CLI, tests, providers)
+may share a data dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..contract import Kind
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,              -- local | restored | linked (contract.Kind)
+    status TEXT NOT NULL,            -- creating | restoring | available (lifecycle; running is read live)
+    hostname TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    username TEXT NOT NULL,
+    retention_hours INTEGER NOT NULL DEFAULT 24,
+    created_at TEXT,
+    earliest TEXT,
+    source TEXT,
+    restored_to TEXT,
+    pg_version TEXT,
+    owner TEXT                       -- the managing stack and resource (see resources/_base.owner)
+);
+CREATE TABLE IF NOT EXISTS backups (
+    instance TEXT NOT NULL,
+    backup_id TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    path TEXT NOT NULL,
+    start_wal TEXT NOT NULL,
+    PRIMARY KEY (instance, backup_id)
+);
+"""
+
+_thread_lock = threading.RLock()
+
+
+@dataclass
+class InstanceRecord:
+    name: str
+    kind: Kind
+    status: str
+    hostname: str
+    port: int
+    username: str
+    retention_hours: int = 24
+    created_at: str | None = None
+    earliest: str | None = None
+    source: str | None = None
+    restored_to: str | None = None
+    pg_version: str | None = None
+    owner: str | None = None
+
+    @property
+    def linked(self) -> bool:
+        return self.kind is Kind.LINKED
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> InstanceRecord:
+        d = dict(row)
+        d["kind"] = Kind(d["kind"])
+        return cls(**d)
+
+    def to_row(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["kind"] = self.kind.value
+        return d
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    instance: str
+    backup_id: str
+    started_at: str
+    finished_at: str
+    path: str
+    start_wal: str
+
+
+_COLUMNS = frozenset(f.name for f in dataclasses.fields(InstanceRecord))
+
+
+class Catalog:
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "catalog.db"
+        self.lock_path = data_dir / "catalog.lock"
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA busy_timeout=60000")
+            yield db
+        finally:
+            db.close()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[sqlite3.Connection]:
+        """Exclusive section across threads and processes; yields a connection in a transaction."""
+        with _thread_lock, open(self.lock_path, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                with self._connect() as db:
+                    db.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield db
+                        db.execute("COMMIT")
+                    except BaseException:
+                        db.execute("ROLLBACK")
+                        raise
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def get(self, name: str) -> InstanceRecord | None:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM instances WHERE name = ?", (name,)).fetchone()
+            return InstanceRecord.from_row(row) if row else None
+
+    def all(self) -> list[InstanceRecord]:
+        with self._connect() as db:
+            return [InstanceRecord.from_row(r) for r in db.execute("SELECT * FROM instances ORDER BY name")]
+
+    @staticmethod
+    def used_ports(db: sqlite3.Connection) -> set[int]:
+        return {r[0] for r in db.execute("SELECT port FROM instances WHERE kind != ?", (Kind.LINKED.value,))}
+
+    @staticmethod
+    def exists(db: sqlite3.Connection, name: str) -> bool:
+        return db.execute("SELECT 1 FROM instances WHERE name = ?", (name,)).fetchone() is not None
+
+    @staticmethod
+    def insert(db: sqlite3.Connection, rec: InstanceRecord) -> None:
+        row = rec.to_row()
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        db.execute(f"INSERT INTO instances ({cols}) VALUES ({marks})", tuple(row.values()))  # noqa: S608
+
+    def update(self, name: str, *, db: sqlite3.Connection | None = None, **fields: Any) -> None:
+        unknown = set(fields) - _COLUMNS
+        if unknown:
+            raise KeyError(f"not catalog columns: {sorted(unknown)}")
+        sets = ", ".join(f"{k} = ?" for k in fields)  # column names checked above
+        values = (*(v.value if isinstance(v, Kind) else v for v in fields.values()), name)
+        if db is not None:
+            db.execute(f"UPDATE instances SET {sets} WHERE name = ?", values)  # noqa: S608
+            return
+        with _thread_lock, self._connect() as conn:
+            conn.execute(f"UPDATE instances SET {sets} WHERE name = ?", values)  # noqa: S608
+
+    def delete(self, name: str) -> None:
+        with _thread_lock, self._connect() as db:
+            db.execute("DELETE FROM backups WHERE instance = ?", (name,))
+            db.execute("DELETE FROM instances WHERE name = ?", (name,))
+
+    def add_backup(self, b: BackupRecord) -> None:
+        with _thread_lock, self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO backups VALUES (?, ?, ?, ?, ?, ?)",
+                       (b.instance, b.backup_id, b.started_at, b.finished_at, b.path, b.start_wal))
+
+    def backups(self, instance: str) -> list[BackupRecord]:
+        with self._connect() as db:
+            return [BackupRecord(**dict(r)) for r in db.execute(
+                "SELECT * FROM backups WHERE instance = ? ORDER BY finished_at", (instance,))]
+
+    def delete_backup(self, instance: str, backup_id: str) -> None:
+        with _thread_lock, self._connect() as db:
+            db.execute("DELETE FROM backups WHERE instance = ? AND backup_id = ?", (instance, backup_id))

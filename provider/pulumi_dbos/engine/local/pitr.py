@@ -1,0 +1,162 @@
+"""Backups, retention and point-in-time recovery from the archived WAL.
+
+Restore = newest base backup finished before the target + WAL replay from the source's archive
+to ``recovery_target_time``, then promote, into a new cluster with its own port and archive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+from datetime import datetime, timedelta
+
+from ...errors import EngineError
+from ...timeutil import parse_rfc3339, to_pg, to_rfc3339, utcnow
+from .. import pgbin, proc
+from ..contract import BackupInfo
+from ..waits import wait_until
+from .catalog import BackupRecord, Catalog, InstanceRecord
+from .paths import Layout
+from .server import ADMIN_ROLE, RECOVERY_TIMEOUT, START_TIMEOUT, Server
+
+
+class Pitr:
+    def __init__(self, layout: Layout, catalog: Catalog, server: Server) -> None:
+        self.layout, self.catalog, self.server = layout, catalog, server
+
+    # ---------------------------------------------------------------- backups and retention
+    def backup(self, rec: InstanceRecord) -> BackupInfo:
+        name, port = rec.name, rec.port
+        backup_id = "base-" + utcnow().strftime("%Y%m%dT%H%M%S%f")
+        bdir = self.layout.backups(name) / backup_id
+        with self.server.admin(name, port) as conn:
+            started: datetime = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+        try:
+            proc.run([pgbin.tool("pg_basebackup"), "-h", str(self.layout.sockdir(name)), "-p", str(port),
+                      "-U", ADMIN_ROLE, "-D", str(bdir), "-Fp", "-X", "none", "-c", "fast", "--no-sync"],
+                     run_as=self.layout.run_as, timeout=RECOVERY_TIMEOUT,
+                     env=proc.clean_env(run_as=self.layout.run_as))
+        except BaseException:
+            shutil.rmtree(bdir, ignore_errors=True)
+            raise
+        m = re.search(r"START WAL LOCATION: \S+ \(file (\S+)\)", (bdir / "backup_label").read_text())
+        with self.server.admin(name, port) as conn:
+            # consistent once the WAL up to its end is archived (pg_basebackup waited for it)
+            finished: datetime = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+        record = BackupRecord(name, backup_id, to_rfc3339(started), to_rfc3339(finished), str(bdir),
+                              m.group(1) if m else "")
+        self.catalog.add_backup(record)
+        self.prune(rec)
+        return BackupInfo(name, backup_id, record.started_at, record.finished_at)
+
+    def prune(self, rec: InstanceRecord) -> None:
+        """Drop base backups and WAL no longer needed to restore anywhere in the retention window."""
+        backups = self.catalog.backups(rec.name)
+        if not backups:
+            return
+        window_start = to_rfc3339(utcnow() - timedelta(hours=rec.retention_hours))
+        # keep the newest backup finished at or before the window start, and everything after
+        keep_from = max((i for i, b in enumerate(backups) if b.finished_at <= window_start), default=0)
+        for b in backups[:keep_from]:
+            shutil.rmtree(b.path, ignore_errors=True)
+            self.catalog.delete_backup(rec.name, b.backup_id)
+        oldest = backups[keep_from]
+        if keep_from and oldest.start_wal:
+            proc.run([pgbin.tool("pg_archivecleanup"), str(self.layout.archive(rec.name)), oldest.start_wal],
+                     run_as=self.layout.run_as, timeout=120)
+
+    # ---------------------------------------------------------------- the restorable window
+    def earliest(self, rec: InstanceRecord) -> str | None:
+        """When the user's role was committed, or the oldest kept backup's end if later."""
+        backups = self.catalog.backups(rec.name)
+        candidates = [rec.earliest] if rec.earliest else []
+        if backups:
+            candidates.append(backups[0].finished_at)
+        return max(candidates) if candidates else None
+
+    def last_archived_time(self, name: str) -> str | None:
+        try:
+            mtimes = [p.stat().st_mtime for p in self.layout.archive(name).iterdir()
+                      if not p.name.endswith(".part")]
+        except OSError:
+            return None
+        return to_rfc3339(datetime.fromtimestamp(max(mtimes)).astimezone()) if mtimes else None
+
+    def archive_now(self, name: str, port: int) -> datetime:
+        """Write a commit record stamped now, switch WAL, wait until the segment is archived."""
+        with self.server.admin(name, port) as conn:
+            with conn.transaction():
+                conn.execute("SELECT pg_current_xact_id()")
+            now: datetime = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+            with conn.transaction():
+                conn.execute("SELECT pg_current_xact_id()")
+            seg = conn.execute("SELECT pg_walfile_name(pg_switch_wal() - 1)").fetchone()[0]  # type: ignore[index]
+        target = self.layout.archive(name) / seg
+        wait_until(target.exists, START_TIMEOUT, f"WAL segment {seg} of {name!r} was not archived",
+                   hint="check archive_command errors in the source's server.log")
+        return now
+
+    def base_for(self, source: str, target: datetime) -> BackupRecord:
+        base = None
+        for b in self.catalog.backups(source):
+            if parse_rfc3339(b.finished_at) <= target:
+                base = b
+        if base is None:
+            raise EngineError(f"no base backup of {source!r} finished before {to_rfc3339(target)}")
+        return base
+
+    # ---------------------------------------------------------------- recovery
+    def recover(self, source: str, name: str, port: int, base: BackupRecord, target: datetime) -> None:
+        """Copy ``base`` into ``name``'s data dir, replay ``source``'s WAL to ``target``, promote."""
+        pgdata = self.layout.pgdata(name)
+        proc.run(["cp", "-a", base.path, str(pgdata)], run_as=self.layout.run_as, timeout=RECOVERY_TIMEOUT)
+        for stale in ("postmaster.pid", "instance.conf", "postmaster.opts"):
+            with contextlib.suppress(FileNotFoundError):
+                (pgdata / stale).unlink()
+        self.server.write_conf(name, port, (
+            f"restore_command = 'cp {self.layout.archive(source)}/%f %p'\n"
+            f"recovery_target_time = '{to_pg(target)}'\n"
+            "recovery_target_action = 'promote'\n"
+            "recovery_target_timeline = 'latest'\n"
+        ))
+        signal = pgdata / "recovery.signal"
+        signal.touch()
+        self.layout.own(signal, 0o600)
+        self.server.start(name, port, RECOVERY_TIMEOUT)
+
+        def promoted() -> bool:
+            if not self.server.running(name):
+                raise EngineError(f"recovery of {name!r} stopped:\n{self.layout.log_tail(name)}",
+                                  hint="the WAL needed to reach the target may be missing from the source's archive")
+            with contextlib.suppress(EngineError), self.server.admin(name, port) as conn:
+                return not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]  # type: ignore[index]
+            return False
+
+        wait_until(promoted, RECOVERY_TIMEOUT, f"recovery of {name!r} did not finish",
+                   hint="set PULUMI_DBOS_RECOVERY_TIMEOUT for very large restores")
+        # recovery is over: drop the recovery settings, keep archiving to our own archive
+        self.server.write_conf(name, port)
+        with self.server.admin(name, port) as conn:
+            conn.execute("SELECT pg_reload_conf()")
+
+    def inherit(self, source: str, name: str, base: BackupRecord) -> None:
+        """Give a restored instance its own base backup and archive without copying data.
+
+        The source's base backup and WAL files are immutable once written, so hard links are a
+        complete, independent copy: with the new timeline's history file (archived at promotion)
+        they restore any time after the promotion. Later backups and pruning work on the restored
+        instance's own copies only.
+        """
+        dest = self.layout.backups(name) / f"{base.backup_id}-inherited"
+        proc.run(["cp", "-al", base.path, str(dest)], run_as=self.layout.run_as, timeout=RECOVERY_TIMEOUT)
+        own_archive = self.layout.archive(name)
+        for f in sorted(self.layout.archive(source).iterdir()):
+            target = own_archive / f.name
+            if f.name.endswith(".part") or target.exists():
+                continue
+            with contextlib.suppress(FileExistsError):
+                os.link(f, target)
+        self.catalog.add_backup(BackupRecord(name, dest.name, base.started_at, base.finished_at, str(dest),
+                                             base.start_wal))

@@ -1,0 +1,187 @@
+"""Server control: ``pg_ctl`` start/stop, readiness, kill, crash leftovers, the admin connection.
+
+Administration goes through the instance's Unix socket as the internal bootstrap superuser
+``postgres`` with ``peer`` authentication, mapped only from the OS user running the cluster and
+from root; ``postgres`` is rejected over TCP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+import psycopg
+
+from ...errors import DbosError, EngineError
+from .. import pgbin, proc
+from ..waits import wait_until
+from .paths import Layout
+from .ports import HOST
+
+ADMIN_ROLE = "postgres"
+START_TIMEOUT = float(os.environ.get("PULUMI_DBOS_START_TIMEOUT", "60"))
+RECOVERY_TIMEOUT = float(os.environ.get("PULUMI_DBOS_RECOVERY_TIMEOUT", "900"))
+_TRANSIENT = ("starting up", "recovery", "shutting down")
+
+
+def alive(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+class Server:
+    """Start, stop and reach the cluster of one instance at a time (stateless apart from the layout)."""
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+
+    def write_conf(self, name: str, port: int, extra: str = "") -> None:
+        """``instance.conf``, included by the template's postgresql.conf: port, socket, archiving."""
+        data, archive = self.layout.pgdata(name), self.layout.archive(name)
+        (data / "instance.conf").write_text(
+            "# written by pulumi-dbos; do not edit\n"
+            f"port = {port}\n"
+            f"listen_addresses = '{HOST}'\n"
+            f"unix_socket_directories = '{self.layout.sockdir(name)}'\n"
+            "unix_socket_permissions = 0700\n"
+            f"cluster_name = 'dbos-{name}'\n"
+            f"archive_command = 'test ! -f {archive}/%f && cp %p {archive}/%f.part && mv {archive}/%f.part {archive}/%f'\n"
+            + extra
+        )
+        self.layout.own(data / "instance.conf", 0o600)
+
+    def pid(self, name: str) -> int | None:
+        """The postmaster's pid when it runs (its pid file names a live postgres process)."""
+        try:
+            pid = int((self.layout.pgdata(name) / "postmaster.pid").read_text().split("\n", 1)[0])
+            proc_ = psutil.Process(pid)
+            running = proc_.status() != psutil.STATUS_ZOMBIE and "postgres" in " ".join(proc_.cmdline())
+        except (OSError, ValueError, psutil.Error):
+            return None
+        return pid if running else None
+
+    def running(self, name: str) -> bool:
+        return self.pid(name) is not None
+
+    def _failed(self, name: str, timeout: float) -> EngineError:
+        return EngineError(
+            f"the server of instance {name!r} failed to start (deadline {timeout:.0f}s)\n"
+            f"server log:\n{self.layout.log_tail(name)}",
+            hint="see the server log above; if the port is taken by another process, set a different port")
+
+    def start(self, name: str, port: int, timeout: float = START_TIMEOUT) -> None:
+        """Start the server; wait (polling its socket every 10 ms; pg_ctl -w polls every 100 ms) until ready."""
+        try:
+            proc.run([pgbin.tool("pg_ctl"), "start", "-D", str(self.layout.pgdata(name)), "-W", "-s",
+                      "-l", str(self.layout.server_log(name))], run_as=self.layout.run_as, timeout=60)
+        except EngineError as exc:
+            raise EngineError(f"the server of instance {name!r} failed to start: {exc.message}\n"
+                              f"server log:\n{self.layout.log_tail(name)}", hint="see the server log above") from None
+        sockdir = self.layout.sockdir(name)
+        sock = sockdir / f".s.PGSQL.{port}"
+        waited = 0
+
+        def ready() -> bool:
+            nonlocal waited
+            waited += 1
+            if sock.exists():
+                try:
+                    with psycopg.connect(host=str(sockdir), port=port, user=ADMIN_ROLE, dbname="postgres",
+                                         connect_timeout=5, sslmode="disable"):
+                        return True
+                except psycopg.OperationalError as exc:
+                    transient = any(t in str(exc) for t in _TRANSIENT)
+                    if not transient and waited > 100 and not self.running(name):
+                        raise self._failed(name, timeout) from None
+            elif waited > 50 and not self.running(name):
+                raise self._failed(name, timeout)
+            return False
+
+        try:
+            wait_until(ready, timeout, f"the server of instance {name!r} did not accept connections",
+                       hint="set PULUMI_DBOS_START_TIMEOUT to wait longer", interval=0.01)
+        except DbosError as exc:
+            if "server log:" in exc.message:
+                raise
+            raise type(exc)(f"{exc.message}\nserver log:\n{self.layout.log_tail(name)}", hint=exc.hint) from None
+
+    def stop(self, name: str, mode: str = "fast", timeout: float = 60) -> None:
+        pid = self.pid(name)
+        proc.run([pgbin.tool("pg_ctl"), "stop", "-D", str(self.layout.pgdata(name)), "-m", mode, "-w",
+                  "-t", str(int(timeout)), "-s"], run_as=self.layout.run_as, timeout=timeout + 15)
+        if pid:  # pg_ctl returns once the pid file is gone; wait for the process itself too
+            wait_until(lambda: not alive(pid), 10, f"postmaster {pid} exiting", interval=0.02,
+                       raise_on_timeout=False)
+
+    def kill(self, name: str) -> None:
+        """Stop the server if one runs, however it is (used in clean-ups)."""
+        if not self.running(name):
+            return
+        try:
+            self.stop(name, "immediate", 30)
+        except DbosError:
+            pid = self.pid(name)
+            if pid:
+                with contextlib.suppress(psutil.Error):
+                    psutil.Process(pid).kill()
+
+    def stop_or_kill(self, name: str) -> None:
+        if not self.running(name):
+            return
+        try:
+            self.stop(name, "fast", 30)
+        except DbosError:
+            self.kill(name)
+
+    @contextlib.contextmanager
+    def admin(self, name: str, port: int, dbname: str = "postgres") -> Iterator[psycopg.Connection[Any]]:
+        """An admin connection over the instance's private Unix socket (peer auth, no password)."""
+        try:
+            conn = psycopg.connect(host=str(self.layout.sockdir(name)), port=port, user=ADMIN_ROLE,
+                                   dbname=dbname, connect_timeout=10, autocommit=True, sslmode="disable")
+        except psycopg.Error as exc:
+            raise EngineError(f"cannot reach instance {name!r} over its admin socket: {exc}",
+                              hint="is it running? `pulumi-dbos db status NAME`; `pulumi up` starts it") from None
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def clear_after_crash(self, name: str) -> None:
+        """After a postmaster was killed: wait for (or kill) its orphaned children, remove the stale
+        pid file and socket lock (Postgres trusts a lock whose pid still exists, e.g. a zombie).
+
+        Postgres processes run with the data dir as their working directory, which identifies them
+        without confusing instances of the same name in other data dirs.
+        """
+        pidfile = self.layout.pgdata(name) / "postmaster.pid"
+        try:
+            pid = int(pidfile.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            pid = 0
+        if pid and alive(pid):
+            return
+        pgdata = str(self.layout.pgdata(name).resolve())
+
+        def orphans() -> list[psutil.Process]:
+            found = []
+            for p in psutil.process_iter(["cwd"]):
+                with contextlib.suppress(psutil.Error):
+                    if p.info["cwd"] == pgdata and p.status() != psutil.STATUS_ZOMBIE:
+                        found.append(p)
+            return found
+
+        wait_until(lambda: not orphans(), 10, f"orphans of {name!r} exiting", raise_on_timeout=False)
+        for p in orphans():
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        with contextlib.suppress(FileNotFoundError):
+            pidfile.unlink()
+        for stale in self.layout.sockdir(name).glob(".s.PGSQL.*"):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()

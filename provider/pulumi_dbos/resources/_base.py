@@ -1,0 +1,318 @@
+"""The shared skeleton of every dynamic provider and resource class, driven by the resource's Spec.
+
+A resource module declares its :class:`~pulumi_dbos.config.Spec` and implements only what is
+its own (``do_create``/``do_read``/``do_update``/``do_delete`` and optional check hooks); this
+base derives the input, replace, diff and secret lists from the Spec, validates in ``check()``
+(so mistakes fail at preview, naming the field), asks the engine's ``preflight`` there, refuses
+silent data loss (engine moves, protected replaces), and turns errors into one clear message.
+
+Provider classes hold no state on ``self`` (they are pickled into the state by reference) and
+open any connection inside each method.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pulumi
+from pulumi.dynamic import (
+    CheckFailure,
+    CheckResult,
+    CreateResult,
+    DiffResult,
+    ReadResult,
+    ResourceProvider,
+    UpdateResult,
+)
+
+from ..config import Spec, input_model, is_unknown, validate
+from ..engine import Engine, Kind, Preflight, default_data_dir, default_run_as, get_engine
+from ..errors import DbosError
+from ..resources_util import url_for
+
+Props = dict[str, Any]
+
+
+# ---------------------------------------------------------------------------- errors without tracebacks
+class _CleanTraceback:
+    """Stands in for the ``traceback`` module in Pulumi's dynamic provider server, which reports every
+    exception as ``traceback.format_exc()``: our own errors become their message and hint only
+    (``PULUMI_DBOS_DEBUG=1`` keeps the traceback)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(traceback, name)
+
+    @staticmethod
+    def format_exc(*args: Any, **kwargs: Any) -> str:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, DbosError) and not os.environ.get("PULUMI_DBOS_DEBUG"):
+            return str(exc)
+        return traceback.format_exc(*args, **kwargs)
+
+
+def _install_clean_errors() -> None:
+    main = sys.modules.get("__main__")
+    if main is not None and hasattr(main, "_abort_with_traceback") and getattr(main, "traceback", None) is traceback:
+        main.traceback = _CleanTraceback()  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _clean_errors() -> Iterator[None]:
+    _install_clean_errors()
+    yield
+
+
+# ---------------------------------------------------------------------------- helpers
+def as_int(v: Any) -> int | None:
+    """Numbers cross the Pulumi wire as floats."""
+    return None if v is None or is_unknown(v) else int(v)
+
+
+def database_url(username: str, password: str | None, host: str, port: int, dbname: str = "postgres") -> str | None:
+    return url_for(username, password, host, port, dbname) if password else None
+
+
+def engine_for(props: Props) -> Engine:
+    return get_engine(props.get("engine") or "local", props.get("data_dir"), props.get("run_as"))
+
+
+def _backend_url() -> str:
+    """Which backend holds this stack's state (two clones of a project on separate backends are two stacks)."""
+    env = os.environ.get("PULUMI_BACKEND_URL")
+    if env:
+        return env
+    with contextlib.suppress(OSError, ValueError):
+        from ruamel.yaml import YAML
+
+        project = YAML(typ="safe").load(Path("Pulumi.yaml").read_text()) or {}
+        url = (project.get("backend") or {}).get("url")
+        if url:
+            return str(url)
+    home = Path(os.environ.get("PULUMI_HOME") or Path.home() / ".pulumi")
+    with contextlib.suppress(OSError, ValueError):
+        return str(json.loads((home / "credentials.json").read_text()).get("current") or "")
+    return ""
+
+
+def owner(resource_name: str) -> str:
+    """Who manages an instance, recorded by the engine at create: ``project/stack/resource#<stack id>``,
+    the id a digest of the backend, organization, project and stack. A create finding an instance of
+    its own owner (an interrupted earlier run) takes it over; any other owner's is refused."""
+    org = ""
+    with contextlib.suppress(Exception):
+        org = pulumi.get_organization()
+    ident = "\n".join((_backend_url(), org, pulumi.get_project(), pulumi.get_stack()))
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:12]
+    return f"{pulumi.get_project()}/{pulumi.get_stack()}/{resource_name}#{digest}"
+
+
+def engine_defaults(engine: str | None, data_dir: str | None, run_as: str | None) -> Props:
+    """Engine inputs for a resource: explicit arguments, else stack config ``dbos:*``, else defaults."""
+    cfg = pulumi.Config("dbos")
+    return {
+        "engine": engine or cfg.get("engine") or "local",
+        "data_dir": str(data_dir or cfg.get("dataDir") or default_data_dir()),
+        "run_as": run_as or cfg.get("runAs") or default_run_as(),
+        "replace_on_engine_change": bool(cfg.get_bool("replaceOnEngineChange")),
+    }
+
+
+def protected_delete_error(name: str) -> DbosError:
+    return DbosError(
+        f"instance {name!r} has deletion_protection=True and was not deleted",
+        hint="set deletion_protection=False (in code or `dbos:instances.<name>.deletionProtection: false`), "
+        "run `pulumi up`, then run `pulumi destroy` (or remove the resource) again")
+
+
+# ---------------------------------------------------------------------------- the provider skeleton
+class BaseProvider(ResourceProvider):
+    """check → diff → create/read/update/delete, from the Spec; subclasses implement the ``do_*`` steps."""
+
+    spec: ClassVar[type[Spec]]
+    #: the engine kind for preflight (None: the resource does not create instances)
+    kind: ClassVar[Kind | None] = None
+
+    # ------------------------------------------------------------ check
+    def defaults(self, inputs: Props) -> list[CheckFailure]:
+        """Fill derived defaults into ``inputs`` (e.g. from a config file); return problems found."""
+        return []
+
+    def check(self, olds: Props, news: Props) -> CheckResult:
+        with _clean_errors():
+            inputs = dict(news)
+            for name in self.spec.inputs():
+                info = self.spec.model_fields[name]
+                if inputs.get(name) is None and not info.is_required() and info.default is not None:
+                    inputs[name] = info.default
+            failures = self.defaults(inputs)
+            values = {k: v for k, v in inputs.items() if k in self.spec.inputs() and v is not None}
+            failures += [CheckFailure(f, r) for f, r in validate(input_model(self.spec), values)]
+            if not failures and self.kind is not None:
+                failures += self._moves(olds, inputs) or self._preflight(olds, inputs)
+            if not failures:
+                self.preview_outputs(olds, inputs)
+            return _check_result(inputs, failures)
+
+    def _moving(self, olds: Props, news: Props) -> list[str]:
+        return [k for k in self.spec.engine_keys()
+                if olds and k in olds and not is_unknown(news.get(k)) and olds.get(k) != news.get(k)]
+
+    def _moves(self, olds: Props, news: Props) -> list[CheckFailure]:
+        """Refuse replaces that would delete data: an engine move (unless opted in), a protected instance."""
+        name = olds.get("instance_name") if olds else None
+        moving = self._moving(olds, news)
+        if moving and self.kind is not Kind.LINKED and not news.get("replace_on_engine_change"):
+            what = ", ".join(f"{k} {olds.get(k)!r} -> {news.get(k)!r}" for k in moving)
+            return [CheckFailure(moving[0], (
+                f"changing {what} would replace instance {name!r}: a new, empty instance is made by the new "
+                "engine and the old one is deleted with all its data (data loss). Move the data first (e.g. "
+                "pg_dump/pg_restore), then allow it with replace_on_engine_change=True "
+                "(stack config: `dbos:replaceOnEngineChange: true`); or keep the old engine settings"))]
+        if olds and olds.get("deletion_protection"):
+            changing = [k for k in self.spec.replace_keys() if k in olds and olds.get(k) != news.get(k)
+                        and not is_unknown(news.get(k))]
+            if changing:
+                return [CheckFailure(changing[0], (
+                    f"changing {', '.join(changing)} replaces instance {name!r}, which has deletion_protection=True: "
+                    "first set deletion_protection=False and run `pulumi up`, then make this change"))]
+        return []
+
+    def preflight_request(self, olds: Props, news: Props) -> Preflight | None:
+        name = news.get("instance_name")
+        if self.kind is None or is_unknown(name) or not name:
+            return None
+        same = bool(olds) and olds.get("instance_name") == name and not self._moving(olds, news)
+        port = news.get("port")
+        return Preflight(
+            kind=self.kind, name=str(name), owner=news.get("owner"), creating=not same,
+            adopt=bool(news.get("adopt")),
+            port=as_int(port) if port is not None and not (same and port == olds.get("port")) else None,
+            source=None if is_unknown(news.get("source")) else news.get("source"),
+            restore_time=None if is_unknown(news.get("restore_time")) else news.get("restore_time"))
+
+    def _preflight(self, olds: Props, news: Props) -> list[CheckFailure]:
+        req = self.preflight_request(olds, news)
+        if req is None:
+            return []
+        if olds and req.restore_time and olds.get("source") == req.source \
+                and olds.get("restore_time") == req.restore_time:
+            req = Preflight(**{**req.__dict__, "restore_time": None})  # already restored: the window moved on
+        try:
+            problems = engine_for(news).preflight(req)
+        except DbosError as exc:
+            return [CheckFailure("data_dir", exc.message)]
+        return [CheckFailure(p.field, p.message) for p in problems]
+
+    def preview_outputs(self, olds: Props, inputs: Props) -> None:
+        """For an update, outputs that cannot change are known at preview: Pulumi's preview of an update
+        shows the checked inputs as outputs, so consumers (apps) see no false change."""
+        if not olds or any(olds.get(k) != inputs.get(k) for k in self.spec.replace_keys()):
+            return
+        for key in ("hostname", "username"):
+            if key in self.spec.outputs() and inputs.get(key) is None and olds.get(key) is not None:
+                inputs[key] = olds[key]
+        if "port" in self.spec.inputs() and inputs.get("port") is None and olds.get("port") is not None:
+            inputs["port"] = olds["port"]
+
+    # ------------------------------------------------------------ diff
+    def replace_keys(self, olds: Props, news: Props) -> list[str]:
+        return self.spec.replace_keys()
+
+    def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
+        with _clean_errors():
+            replace_keys = self.replace_keys(olds, news)
+            changes = [k for k in self.spec.diff_keys() if olds.get(k) != news.get(k)
+                       and not (k == "port" and news.get(k) is None)]  # unset port: whatever was allocated
+            replaces = [k for k in changes if k in replace_keys]
+            if olds.get("status") not in (None, "available") and not replaces and self.kind is not None:
+                changes.append("status")  # stopped out of band or password drifted: the next `up` repairs it
+            same_place = olds.get(self.spec.name_field) == news.get(self.spec.name_field) \
+                and not self._moving(olds, news)
+            return DiffResult(changes=bool(changes), replaces=replaces, stables=[],
+                              delete_before_replace=bool(replaces) and same_place)
+
+    # ------------------------------------------------------------ CRUD
+    def outputs(self, props: Props, **outs: Any) -> Props:
+        """The full outputs (``update`` must return all of them): the inputs, then ``outs``."""
+        result = {k: v for k, v in props.items() if not k.startswith("__")}
+        result.update(outs)
+        return result
+
+    def do_create(self, props: Props) -> tuple[str, Props]:
+        raise NotImplementedError
+
+    def do_read(self, id_: str, props: Props) -> Props | None:
+        raise NotImplementedError
+
+    def do_update(self, olds: Props, news: Props) -> Props:
+        raise NotImplementedError
+
+    def do_delete(self, id_: str, props: Props) -> None:
+        raise NotImplementedError
+
+    def create(self, props: Props) -> CreateResult:
+        with _clean_errors():
+            id_, outs = self.do_create(props)
+            return CreateResult(id_, outs)
+
+    def read(self, id_: str, props: Props) -> ReadResult:
+        with _clean_errors():
+            outs = self.do_read(id_, props)
+            return ReadResult(id_, outs) if outs is not None else ReadResult("", {})  # "" = gone: drop it
+
+    def update(self, _id: str, olds: Props, news: Props) -> UpdateResult:
+        with _clean_errors():
+            return UpdateResult(self.do_update(olds, news))
+
+    def delete(self, id_: str, props: Props) -> None:
+        with _clean_errors():
+            self.do_delete(id_, props)
+
+
+def _check_result(inputs: Props, failures: list[CheckFailure]) -> CheckResult:
+    """Pulumi prints a failure's property *value* next to it (secrets included), so failures are
+    reported without a property, the field named in the reason instead."""
+    out = []
+    for f in failures:
+        reason = f.reason if not f.property or f.reason.startswith(f.property) else f"{f.property}: {f.reason}"
+        out.append(CheckFailure("", reason))
+    return CheckResult(inputs, out)
+
+
+# ---------------------------------------------------------------------------- the resource classes
+class DbosResource(pulumi.dynamic.Resource):
+    """Registers a resource's props from its Spec: inputs with defaults, secrets wrapped, outputs
+    declared, engine settings from the stack config, the owner, and Pulumi's ``protect`` for
+    ``deletion_protection=True``."""
+
+    spec: ClassVar[type[Spec]]
+
+    def __init__(self, provider: BaseProvider, resource_name: str, inputs: Props,
+                 opts: pulumi.ResourceOptions | None) -> None:
+        spec = self.spec
+        props: Props = {}
+        for name in spec.inputs():
+            info = spec.model_fields[name]
+            value = inputs.get(name, None if info.is_required() else info.default)
+            props[name] = pulumi.Output.secret(value) if name in spec.secrets() and value is not None else value
+        props.update(engine_defaults(inputs.get("engine"), inputs.get("data_dir"), inputs.get("run_as")))
+        if inputs.get("replace_on_engine_change") is not None:
+            props["replace_on_engine_change"] = inputs["replace_on_engine_change"]
+        props["owner"] = owner(resource_name)
+        for name in spec.outputs():
+            props.setdefault(name, None)
+        extra = pulumi.ResourceOptions(additional_secret_outputs=spec.secrets())
+        if props.get("deletion_protection") is True:
+            extra.protect = True
+        super().__init__(provider, resource_name, props, pulumi.ResourceOptions.merge(opts, extra))
+
+    def __getattr__(self, name: str) -> pulumi.Output[Any]:  # the Spec's fields, set by Pulumi at runtime
+        raise AttributeError(name)
