@@ -23,7 +23,7 @@ cache="${PULUMI_DBOS_CACHE:-$HOME/.cache/pulumi-dbos}/pulumi-v$version"
 bin="$cache/bin"
 stamp="$bin/.complete"
 # the language host and scripts are this project's: rebuild when they change
-src_hash="$(cat "$here/tools/langhost/main.go" "$here/tools/langhost/go.mod" "$here"/tools/pulumi-bin/* | sha256sum | cut -c1-16)"
+src_hash="$(cat "$here/tools/langhost/main.go" "$here/tools/langhost/go.mod" "$here"/tools/pulumi-bin/* "$here/scripts/pulumi-version" | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$src_hash" ] && [ -x "$bin/pulumi" ]; then
     echo "$bin"
     exit 0
@@ -64,7 +64,7 @@ GOSRC
     mv "$bin/pulumi.tmp" "$bin/pulumi"
 fi
 echo "ensure-pulumi: building the Python language host (tools/langhost)..." >&2
-(cd "$here/tools/langhost" && go build -trimpath -ldflags "-s -w" -o "$bin/pulumi-language-python.tmp" . >&2)
+(cd "$here/tools/langhost" && go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$bin/pulumi-language-python.tmp" . >&2)
 mv "$bin/pulumi-language-python.tmp" "$bin/pulumi-language-python"
 install -m 0755 "$here/tools/pulumi-bin/pulumi-language-python-exec" "$here/tools/pulumi-bin/pulumi-resource-pulumi-python" "$bin/"
 echo "$src_hash" > "$stamp"

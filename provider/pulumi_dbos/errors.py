@@ -41,10 +41,6 @@ class AlreadyExistsError(EngineError):
     """An instance of that name already exists."""
 
 
-class ProtectedError(DbosError):
-    """The instance has deletion protection on."""
-
-
 class CommandError(EngineError):
     """An external command failed (its output is attached, secrets masked)."""
 

@@ -142,7 +142,7 @@ def test_write_connection_round_trip_keeps_comments(tmp_path: Path) -> None:
     g.write_text(NEW_LAYOUT)
     apps.write_connection(g, "127.0.0.1", 54400, "app_user", "shop_new")
     assert "postgresql://app_user:${PGPASSWORD}@127.0.0.1:54400/shop_new" in g.read_text()
-    assert "# the app's database" in g.read_text() or "# new layout" in g.read_text()
+    assert "# the app's database" in g.read_text() and "# new layout" in g.read_text()
 
 
 def test_env_is_what_a_dbos_app_gets(admin: apps.Conn, shop: Path) -> None:

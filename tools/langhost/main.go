@@ -27,6 +27,9 @@ import (
 	"github.com/pulumi/pulumi/sdk/v3/python/toolchain"
 )
 
+// version is set at build time from scripts/pulumi-version (-ldflags "-X main.version=...").
+var version = "0.0.0-dev"
+
 const userActionableExit = 32 // pulumi-language-python-exec: error already shown to the user
 
 func main() {
@@ -99,7 +102,7 @@ func (h *host) Handshake(_ context.Context, req *pulumirpc.LanguageHandshakeRequ
 
 // Required: the host fails to load the runtime if this errors. "" or a semver are fine.
 func (h *host) GetPluginInfo(context.Context, *emptypb.Empty) (*pulumirpc.PluginInfo, error) {
-	return &pulumirpc.PluginInfo{Version: "3.260.0"}, nil
+	return &pulumirpc.PluginInfo{Version: version}, nil
 }
 
 // No packages => engine installs/downloads nothing for the program.

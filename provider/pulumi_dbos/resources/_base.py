@@ -212,15 +212,20 @@ class BaseProvider(ResourceProvider):
         return [CheckFailure(p.field, p.message) for p in problems]
 
     def preview_outputs(self, olds: Props, inputs: Props) -> None:
-        """For an update, outputs that cannot change are known at preview: Pulumi's preview of an update
-        shows the checked inputs as outputs, so consumers (apps) see no false change."""
-        if not olds or any(olds.get(k) != inputs.get(k) for k in self.spec.replace_keys()):
+        """For an update, outputs that do not change are known at preview: Pulumi's preview of an update
+        shows the checked inputs as outputs, so an instance's host, port and user are filled in here and
+        the apps bound to it see no false change (a retention change is not an app change)."""
+        if self.kind is None or not olds or any(olds.get(k) != inputs.get(k) for k in self.spec.replace_keys()):
             return
-        for key in ("hostname", "username"):
-            if key in self.spec.outputs() and inputs.get(key) is None and olds.get(key) is not None:
-                inputs[key] = olds[key]
-        if "port" in self.spec.inputs() and inputs.get("port") is None and olds.get("port") is not None:
-            inputs["port"] = olds["port"]
+        try:
+            info = engine_for(inputs).info(str(inputs.get("instance_name")))
+        except DbosError:
+            return
+        if info is None:
+            return
+        for key, value in (("hostname", info.hostname), ("username", info.username), ("port", info.port)):
+            if key in self.spec.model_fields and inputs.get(key) is None:
+                inputs[key] = value
 
     # ------------------------------------------------------------ diff
     def replace_keys(self, olds: Props, news: Props) -> list[str]:
@@ -289,19 +294,29 @@ def _check_result(inputs: Props, failures: list[CheckFailure]) -> CheckResult:
 
 # ---------------------------------------------------------------------------- the resource classes
 class DbosResource(pulumi.dynamic.Resource):
-    """Registers a resource's props from its Spec: inputs with defaults, secrets wrapped, outputs
-    declared, engine settings from the stack config, the owner, and Pulumi's ``protect`` for
-    ``deletion_protection=True``."""
+    """Registers a resource's props from its Spec: the arguments the Spec names (others are a TypeError),
+    inputs with defaults, secrets wrapped, outputs declared, engine settings from the stack config, the
+    owner, and Pulumi's ``protect`` for ``deletion_protection=True``. Inputs accept plain values or Outputs."""
 
     spec: ClassVar[type[Spec]]
+    provider: ClassVar[type[BaseProvider]]
 
-    def __init__(self, provider: BaseProvider, resource_name: str, inputs: Props,
-                 opts: pulumi.ResourceOptions | None) -> None:
+    def __init__(self, resource_name: str, opts: pulumi.ResourceOptions | None = None, **arguments: Any) -> None:
+        spec = self.spec
+        unexpected = sorted(set(arguments) - set(spec.arguments()))
+        if unexpected:
+            raise TypeError(f"{type(self).__name__}() got unexpected argument(s) {', '.join(unexpected)}; "
+                            f"it takes: {', '.join(spec.arguments())}")
+        self._register(resource_name, {spec.name_field: resource_name, **arguments}, opts)
+
+    def _register(self, resource_name: str, inputs: Props, opts: pulumi.ResourceOptions | None) -> None:
         spec = self.spec
         props: Props = {}
         for name in spec.inputs():
             info = spec.model_fields[name]
-            value = inputs.get(name, None if info.is_required() else info.default)
+            value = inputs.get(name)
+            if value is None and not info.is_required():
+                value = info.default
             props[name] = pulumi.Output.secret(value) if name in spec.secrets() and value is not None else value
         props.update(engine_defaults(inputs.get("engine"), inputs.get("data_dir"), inputs.get("run_as")))
         if inputs.get("replace_on_engine_change") is not None:
@@ -312,7 +327,7 @@ class DbosResource(pulumi.dynamic.Resource):
         extra = pulumi.ResourceOptions(additional_secret_outputs=spec.secrets())
         if props.get("deletion_protection") is True:
             extra.protect = True
-        super().__init__(provider, resource_name, props, pulumi.ResourceOptions.merge(opts, extra))
+        super().__init__(self.provider(), resource_name, props, pulumi.ResourceOptions.merge(opts, extra))
 
     def __getattr__(self, name: str) -> pulumi.Output[Any]:  # the Spec's fields, set by Pulumi at runtime
         raise AttributeError(name)

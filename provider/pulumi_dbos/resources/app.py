@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pulumi
 from pulumi.dynamic import CheckFailure
@@ -113,33 +113,22 @@ class AppDatabase(b.DbosResource, module="dbos", name="AppDatabase"):
     ``owner_role=True`` adds a role owning only this database (``owner_database_url``).
     """
 
-    spec: ClassVar = AppDatabaseSpec
+    spec = AppDatabaseSpec
+    provider = AppDatabaseProvider
 
-    def __init__(
-        self,
-        resource_name: str,
-        *,
-        instance: Any,
-        app_name: pulumi.Input[str] | None = None,
-        app_db_name: pulumi.Input[str] | None = None,
-        migrate: pulumi.Input[list[str]] | None = None,
-        rollback: pulumi.Input[list[str]] | None = None,
-        working_dir: str | None = None,
-        dbos_config: str | None = None,
-        app_version: pulumi.Input[str] | None = None,
-        drop_on_delete: pulumi.Input[bool] = False,
-        owner_role: pulumi.Input[bool] = False,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        if not isinstance(instance, pulumi.Resource):
+    def __init__(self, resource_name: str, opts: pulumi.ResourceOptions | None = None, **arguments: Any) -> None:
+        unexpected = sorted(set(arguments) - set(self.spec.arguments()))
+        if unexpected:
+            raise TypeError(f"AppDatabase() got unexpected argument(s) {', '.join(unexpected)}")
+        given = arguments.pop("instance", None)
+        if not isinstance(given, pulumi.Resource):
             raise DbosError("AppDatabase.instance must be an instance resource "
                             "(DatabaseInstance, RestoredInstance or LinkedInstance)")
-        inst: Any = instance
-        super().__init__(AppDatabaseProvider(), resource_name, dict(
-            app_name=app_name or resource_name, instance_name=inst.instance_name, instance_host=inst.hostname,
-            instance_port=inst.port, instance_user=inst.username, instance_password=inst.password,
-            app_db_name=app_db_name, migrate=migrate, rollback=rollback,
-            working_dir=os.path.abspath(working_dir) if working_dir else None,
-            dbos_config=os.path.abspath(dbos_config) if dbos_config else None,
-            app_version=app_version, drop_on_delete=drop_on_delete, owner_role=owner_role,
-        ), opts)
+        inst: Any = given
+        for key in ("working_dir", "dbos_config"):
+            if arguments.get(key):
+                arguments[key] = os.path.abspath(arguments[key])
+        self._register(resource_name, {
+            "app_name": resource_name, **arguments, "instance_name": inst.instance_name,
+            "instance_host": inst.hostname, "instance_port": inst.port, "instance_user": inst.username,
+            "instance_password": inst.password}, opts)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
-import pulumi
+from typing import Any
 
 from ..config import DatabaseInstanceSpec
 from ..engine import Engine, InstanceInfo, Kind
@@ -90,27 +88,5 @@ class DatabaseInstance(b.DbosResource, module="dbos", name="DatabaseInstance"):
     existing instance of the same name (dynamic resources cannot ``pulumi import``).
     """
 
-    spec: ClassVar = DatabaseInstanceSpec
-
-    def __init__(
-        self,
-        resource_name: str,
-        *,
-        username: pulumi.Input[str],
-        password: pulumi.Input[str],
-        instance_name: pulumi.Input[str] | None = None,
-        retention_hours: pulumi.Input[int] = 24,
-        deletion_protection: pulumi.Input[bool] = False,
-        port: pulumi.Input[int] | None = None,
-        adopt: pulumi.Input[bool] = False,
-        engine: str | None = None,
-        data_dir: str | None = None,
-        run_as: str | None = None,
-        replace_on_engine_change: bool | None = None,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__(DatabaseInstanceProvider(), resource_name, dict(
-            instance_name=instance_name or resource_name, username=username, password=password,
-            retention_hours=retention_hours, deletion_protection=deletion_protection, port=port, adopt=adopt,
-            engine=engine, data_dir=data_dir, run_as=run_as, replace_on_engine_change=replace_on_engine_change,
-        ), opts)
+    spec = DatabaseInstanceSpec
+    provider = DatabaseInstanceProvider

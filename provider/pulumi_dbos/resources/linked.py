@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
-import pulumi
-
 from ..config import LinkedInstanceSpec
 from ..engine import Kind, Status
 from . import _base as b
@@ -46,25 +42,5 @@ class LinkedInstanceProvider(b.BaseProvider):
 class LinkedInstance(b.DbosResource, module="dbos", name="LinkedInstance"):
     """An existing Postgres server, registered (create verifies it connects); destroy only unlinks."""
 
-    spec: ClassVar = LinkedInstanceSpec
-
-    def __init__(
-        self,
-        resource_name: str,
-        *,
-        hostname: pulumi.Input[str],
-        username: pulumi.Input[str],
-        password: pulumi.Input[str],
-        port: pulumi.Input[int] = 5432,
-        instance_name: pulumi.Input[str] | None = None,
-        engine: str | None = None,
-        data_dir: str | None = None,
-        run_as: str | None = None,
-        replace_on_engine_change: bool | None = None,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__(LinkedInstanceProvider(), resource_name, dict(
-            instance_name=instance_name or resource_name, hostname=hostname, port=port, username=username,
-            password=password, engine=engine, data_dir=data_dir, run_as=run_as,
-            replace_on_engine_change=replace_on_engine_change,
-        ), opts)
+    spec = LinkedInstanceSpec
+    provider = LinkedInstanceProvider

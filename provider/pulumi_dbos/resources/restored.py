@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import pulumi
 
@@ -60,31 +60,13 @@ class RestoredInstance(b.DbosResource, module="dbos", name="RestoredInstance"):
     while ``deletion_protection=True``).
     """
 
-    spec: ClassVar = RestoredInstanceSpec
+    spec = RestoredInstanceSpec
+    provider = RestoredInstanceProvider
 
-    def __init__(
-        self,
-        resource_name: str,
-        *,
-        source: Any,
-        restore_time: pulumi.Input[str],
-        instance_name: pulumi.Input[str] | None = None,
-        password: pulumi.Input[str] | None = None,
-        retention_hours: pulumi.Input[int] | None = None,
-        deletion_protection: pulumi.Input[bool] = False,
-        port: pulumi.Input[int] | None = None,
-        engine: str | None = None,
-        data_dir: str | None = None,
-        run_as: str | None = None,
-        replace_on_engine_change: bool | None = None,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        if isinstance(source, pulumi.Resource):
-            if password is None:
-                password = getattr(source, "password", None)
-            source = source.instance_name  # type: ignore[attr-defined]
-        super().__init__(RestoredInstanceProvider(), resource_name, dict(
-            instance_name=instance_name or resource_name, source=source, restore_time=restore_time,
-            password=password, retention_hours=retention_hours, deletion_protection=deletion_protection, port=port,
-            engine=engine, data_dir=data_dir, run_as=run_as, replace_on_engine_change=replace_on_engine_change,
-        ), opts)
+    def __init__(self, resource_name: str, opts: pulumi.ResourceOptions | None = None, **arguments: Any) -> None:
+        source = arguments.get("source")
+        if isinstance(source, pulumi.Resource):  # given the source resource: its name, and its password
+            if arguments.get("password") is None:
+                arguments["password"] = getattr(source, "password", None)
+            arguments["source"] = source.instance_name  # type: ignore[attr-defined]
+        super().__init__(resource_name, opts, **arguments)

@@ -23,7 +23,7 @@ from ...errors import AlreadyExistsError, DbosError, EngineError, NotFoundError
 from ...timeutil import parse_rfc3339, to_rfc3339, utcnow
 from .. import pgbin, proc
 from ..contract import BackupInfo, InstanceInfo, Kind, Preflight, Problem, Status
-from . import ports, roles
+from . import checks, ports, roles
 from .catalog import BackupRecord, Catalog, InstanceRecord
 from .paths import Layout, check_data_dir, default_data_dir, default_run_as
 from .pitr import Pitr
@@ -66,7 +66,7 @@ class LocalEngine:
     def pitr(self) -> Pitr:
         return Pitr(self.layout, self.catalog, self.server)
 
-    def _existing_catalog(self) -> Catalog | None:
+    def existing_catalog(self) -> Catalog | None:
         """The catalog when the data dir has one (checks create nothing)."""
         return self.catalog if self.layout.catalog_file.exists() else None
 
@@ -177,52 +177,7 @@ class LocalEngine:
 
     # ---------------------------------------------------------------- contract: checks
     def preflight(self, req: Preflight) -> list[Problem]:
-        problems = [Problem("data_dir", p) for p in check_data_dir(self.data_dir, self.run_as.user)]
-        if problems:
-            return problems
-        if req.kind is Kind.RESTORED and req.restore_time not in (None, "latest"):
-            target = parse_rfc3339(req.restore_time)
-            if target > utcnow():
-                problems.append(Problem("restore_time", f"restore_time {req.restore_time} is in the future "
-                                        f"(now is {to_rfc3339(utcnow())})"))
-        try:
-            catalog = self._existing_catalog()
-        except DbosError as exc:
-            return problems + [Problem("data_dir", exc.message)]
-        existing = catalog.get(req.name) if catalog else None
-        if req.creating and existing is not None and not req.adopt and (req.owner is None
-                                                                          or existing.owner != req.owner):
-            whose = f" (managed by {existing.owner.split('#')[0]})" if existing.owner else ""
-            problems.append(Problem(
-                "instance_name", f"an instance named {req.name!r} already exists in {self.describe()}{whose}; "
-                "choose another instance_name, or set adopt=True to take it over"))
-        if req.port is not None and req.kind is not Kind.LINKED and (req.creating or existing is None
-                                                                     or existing.port != req.port):
-            why = ports.problem(catalog, req.port, req.name)
-            if why:
-                problems.append(Problem("port", why))
-        if req.kind is Kind.RESTORED and req.source and catalog is not None:
-            problems += self._restore_problems(catalog, req)
-        return problems
-
-    def _restore_problems(self, catalog: Catalog, req: Preflight) -> list[Problem]:
-        src = catalog.get(str(req.source))
-        if src is None:
-            return []  # created in the same update: checked when the restore runs
-        if src.linked:
-            return [Problem("source", f"{src.name!r} is a linked instance: point-in-time restore needs an "
-                            "instance whose WAL this engine archives")]
-        if req.restore_time in (None, "latest"):
-            return []
-        try:
-            earliest, latest = self.restore_window(src.name)
-        except DbosError as exc:
-            return [Problem("source", exc.message)]
-        target = parse_rfc3339(str(req.restore_time))
-        if not earliest <= target <= latest:
-            return [Problem("restore_time", f"restore_time {req.restore_time} is outside {src.name!r}'s "
-                            f"restorable window [{to_rfc3339(earliest)}, {to_rfc3339(latest)}]")]
-        return []
+        return checks.preflight(self, req)
 
     # ---------------------------------------------------------------- contract: instances
     def provision(self, name: str, username: str, password: str, *, port: int | None = None,
@@ -253,7 +208,7 @@ class LocalEngine:
         return self._current(name)
 
     def takeover(self, name: str, owner: str | None, *, adopt: bool = False) -> InstanceInfo | None:
-        catalog = self._existing_catalog()
+        catalog = self.existing_catalog()
         rec = catalog.get(name) if catalog else None
         if rec is None:
             return None

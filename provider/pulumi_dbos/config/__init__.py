@@ -1,0 +1,56 @@
+"""The pydantic schema: field rules, one Spec per resource, and the stack config derived from them.
+
+- ``rules``: every input rule, written once (used by ``check()`` and by the stack program);
+- ``spec``: one model per resource whose field metadata drives everything about it;
+- ``stack``: the ``dbos:*`` stack config model, cross-references, and the README reference table.
+"""
+
+from __future__ import annotations
+
+from .rules import (
+    MAX_RETENTION_HOURS,
+    RESERVED_USERNAMES,
+    UNKNOWN,
+    check_app_name,
+    check_db_name,
+    check_name,
+    check_password,
+    check_port,
+    check_restore_time,
+    check_retention,
+    check_username,
+    is_unknown,
+)
+from .spec import (
+    SPECS,
+    AppDatabaseSpec,
+    DatabaseInstanceSpec,
+    LinkedInstanceSpec,
+    Meta,
+    RestoredInstanceSpec,
+    Spec,
+    input_model,
+    meta_of,
+    stack_model,
+    validate,
+)
+from .stack import (
+    ENGINE_SETTINGS,
+    SECTIONS,
+    STACK_MODELS,
+    StackConfig,
+    reference_markdown,
+    restore_cycles,
+    restore_order,
+    stack_keys,
+    validate_stack_config,
+)
+
+__all__ = [
+    "ENGINE_SETTINGS", "MAX_RETENTION_HOURS", "RESERVED_USERNAMES", "SECTIONS", "SPECS", "STACK_MODELS",
+    "UNKNOWN", "AppDatabaseSpec", "DatabaseInstanceSpec", "LinkedInstanceSpec", "Meta", "RestoredInstanceSpec",
+    "Spec", "StackConfig", "check_app_name", "check_db_name", "check_name", "check_password", "check_port",
+    "check_restore_time", "check_retention", "check_username", "input_model", "is_unknown", "meta_of",
+    "reference_markdown", "restore_cycles", "restore_order", "stack_keys", "stack_model", "validate",
+    "validate_stack_config",
+]

@@ -1,0 +1,141 @@
+"""Field rules: each input rule written once, shared by resource inputs and the stack config.
+
+Values still *unknown* during a preview (Pulumi's sentinel string) are skipped, never rejected.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
+
+from ..timeutil import parse_rfc3339
+
+# Pulumi's marker for a value not known until apply (pulumi.runtime.rpc.UNKNOWN).
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+
+RESERVED_USERNAMES = frozenset({"dbosadmin", "dbos", "postgres", "admin"})
+_NAME = re.compile(r"^[a-z0-9_]{3,16}$")
+_FORBIDDEN_PW = set("@/\\\"'")
+MAX_RETENTION_HOURS = 720
+
+
+def is_unknown(v: Any) -> bool:
+    """A value known only after apply: Pulumi's sentinel string, or the SDK's ``Unknown`` object."""
+    if isinstance(v, str):
+        return v == UNKNOWN
+    return type(v).__name__ == "Unknown" and type(v).__module__.startswith("pulumi")
+
+
+# ---------------------------------------------------------------------------- field rules
+def check_name(v: str, what: str = "name") -> str:
+    if is_unknown(v):
+        return v
+    if not isinstance(v, str) or not _NAME.match(v):
+        raise ValueError(f"{what} must be 3-16 characters of lowercase letters, digits and underscores "
+                         f"([a-z0-9_]{{3,16}}), got {v!r}")
+    return v
+
+
+def check_instance_name(v: str) -> str:
+    return check_name(v, "instance_name")
+
+
+def check_app_name(v: str) -> str:
+    return check_name(v, "app_name")
+
+
+def check_username(v: str) -> str:
+    if is_unknown(v):
+        return v
+    check_name(v, "username")
+    if not v[0].isalpha():
+        raise ValueError(f"username must start with a letter, got {v!r}")
+    if v in RESERVED_USERNAMES:
+        raise ValueError(f"username {v!r} is reserved (reserved: {', '.join(sorted(RESERVED_USERNAMES))})")
+    return v
+
+
+def check_password(v: str | None) -> str | None:
+    """8-128 characters; none of @ / \\ \" ' and no whitespace. Never echoes the value."""
+    if v is None or is_unknown(v):
+        return v
+    if not isinstance(v, str):
+        raise ValueError("password must be a string")
+    if not 8 <= len(v) <= 128:
+        raise ValueError(f"password must be 8-128 characters long (got {len(v)})")
+    bad = sorted({c for c in v if c in _FORBIDDEN_PW})
+    if bad:
+        raise ValueError(f"password must not contain {' '.join(bad)} (forbidden: @ / \\ \" ')")
+    if any(c.isspace() for c in v):
+        raise ValueError("password must not contain whitespace")
+    if any(ord(c) < 32 or ord(c) == 127 for c in v):
+        raise ValueError("password must not contain control characters")
+    return v
+
+
+def check_restore_time(v: str) -> str:
+    if is_unknown(v) or v == "latest":
+        return v
+    try:
+        parse_rfc3339(v)
+    except ValueError as exc:
+        raise ValueError(f"restore_time: {exc}") from None
+    return v
+
+
+def check_port(v: int | None) -> int | None:
+    if v is None or is_unknown(v):
+        return v
+    if not isinstance(v, int) or isinstance(v, bool) or not 1024 <= v <= 65535:
+        raise ValueError(f"port must be an integer in 1024-65535, got {v!r}")
+    return v
+
+
+def check_retention(v: int | None) -> int | None:
+    if v is None or is_unknown(v):
+        return v
+    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_RETENTION_HOURS:
+        raise ValueError(f"retention_hours must be an integer in 1-{MAX_RETENTION_HOURS}, got {v!r}")
+    return v
+
+
+def check_hostname(v: str) -> str:
+    if is_unknown(v):
+        return v
+    if not isinstance(v, str) or not re.match(r"^[A-Za-z0-9.\-:\[\]]{1,253}$", v):
+        raise ValueError(f"hostname must be a DNS name or IP address, got {v!r}")
+    return v
+
+
+def check_db_name(v: str | None) -> str | None:
+    if v is None or is_unknown(v):
+        return v
+    if not isinstance(v, str) or not re.match(r"^[a-z_][a-z0-9_]{0,62}$", v):
+        raise ValueError(f"app_db_name must be 1-63 characters of [a-z0-9_] starting with a letter or _, got {v!r}")
+    return v
+
+
+def check_commands(v: Any) -> list[str] | None:
+    if v is None or is_unknown(v):
+        return None if v is None else v  # type: ignore[no-any-return]
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise ValueError("must be a list of command strings")
+    return v
+
+
+InstanceName = Annotated[str, AfterValidator(check_instance_name)]
+Username = Annotated[str, AfterValidator(check_username)]
+LinkedUsername = Annotated[str, AfterValidator(lambda v: check_name(v, "username"))]
+Password = Annotated[str, AfterValidator(check_password)]
+OptionalPassword = Annotated[str | None, AfterValidator(check_password)]
+Port = Annotated[int | None, AfterValidator(check_port)]
+Retention = Annotated[int, AfterValidator(check_retention)]
+OptionalRetention = Annotated[int | None, AfterValidator(check_retention)]
+RestoreTime = Annotated[str, AfterValidator(check_restore_time)]
+Hostname = Annotated[str, AfterValidator(check_hostname)]
+AppName = Annotated[str, AfterValidator(check_app_name)]
+DbName = Annotated[str | None, AfterValidator(check_db_name)]
+# Any, so that a wrong type gets this rule's message rather than pydantic's
+Commands = Annotated[Any, AfterValidator(check_commands)]

@@ -1,0 +1,279 @@
+"""One model per resource: fields with :class:`Meta` (replace, secret, default, stack key, output).
+
+Everything about a resource is derived from its Spec: the providers' input/replace/diff/secret
+lists (``resources/_base.py``), the resource classes' props, the stack config entry model
+(``config/stack.py``), the stack program's mapping and the README's reference table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, create_model
+from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
+
+from .rules import (
+    AppName,
+    Commands,
+    DbName,
+    Hostname,
+    InstanceName,
+    LinkedUsername,
+    OptionalPassword,
+    OptionalRetention,
+    Password,
+    Port,
+    RestoreTime,
+    Retention,
+    Username,
+    check_port,
+    is_unknown,
+)
+
+
+# ---------------------------------------------------------------------------- field metadata
+@dataclass(frozen=True)
+class Meta:
+    """How a resource field behaves; read by the provider base, the stack program and the docs.
+
+    - ``replace``: a change replaces the resource (preview says so);
+    - ``secret``: kept secret in the state (inputs are wrapped, outputs listed as secret outputs);
+    - ``stack``: settable per entry in the stack config (key = camelCase name); the entry's own
+      key gives ``name_field``, engine fields come from top-level ``dbos:*`` keys;
+    - ``output``: set by the provider, not an input;
+    - ``diffed``: compared by ``diff()`` (False for informative inputs such as ``adopt``);
+    - ``ref``: the value names another resource of the stack config (``instance``);
+    - ``path``: a path, relative to the project root in the stack config;
+    - ``provider``: False for a user-facing argument the resource class turns into other props.
+    """
+
+    doc: str = ""
+    replace: bool = False
+    secret: bool = False
+    stack: bool = True
+    output: bool = False
+    diffed: bool = True
+    ref: str | None = None
+    path: bool = False
+    provider: bool = True
+
+
+def meta_of(info: FieldInfo) -> Meta:
+    for m in info.metadata:
+        if isinstance(m, Meta):
+            return m
+    return Meta()
+
+
+class Spec(BaseModel):
+    """A resource's inputs and outputs. Subclasses set ``stack_section`` and ``name_field``."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    stack_section: ClassVar[str] = ""
+    name_field: ClassVar[str] = "instance_name"
+    #: "instance" for the kinds an app can bind to
+    is_instance: ClassVar[bool] = True
+
+    # engine selection, common to all resources; from the top-level stack config keys
+    engine: Annotated[str, Meta("engine (`dbos:engine`)", replace=True, stack=False)] = "local"
+    data_dir: Annotated[str | None, Meta("engine data dir (`dbos:dataDir`)", replace=True, stack=False)] = None
+    run_as: Annotated[str | None, Meta("OS user running the clusters as root (`dbos:runAs`)", replace=True,
+                                       stack=False)] = None
+    replace_on_engine_change: Annotated[bool, Meta(
+        "allow a change of engine, data_dir or run_as to replace an instance (its data is deleted); "
+        "stack config `dbos:replaceOnEngineChange`", stack=False, diffed=False)] = False
+    owner: Annotated[str | None, Meta("the managing stack and resource (set by the resource class)",
+                                      stack=False, diffed=False)] = None
+
+    @classmethod
+    def fields(cls, **want: Any) -> list[str]:
+        """Names of the fields whose Meta matches ``want`` (e.g. ``replace=True``)."""
+        return [n for n, f in cls.model_fields.items()
+                if all(getattr(meta_of(f), k) == v for k, v in want.items())]
+
+    @classmethod
+    def inputs(cls) -> list[str]:
+        return [n for n in cls.fields(output=False) if meta_of(cls.model_fields[n]).provider]
+
+    @classmethod
+    def outputs(cls) -> list[str]:
+        return cls.fields(output=True)
+
+    @classmethod
+    def secrets(cls) -> list[str]:
+        return cls.fields(secret=True)
+
+    @classmethod
+    def replace_keys(cls) -> list[str]:
+        return cls.fields(replace=True, output=False)
+
+    @classmethod
+    def diff_keys(cls) -> list[str]:
+        return [n for n in cls.inputs() if meta_of(cls.model_fields[n]).diffed]
+
+    @classmethod
+    def engine_keys(cls) -> list[str]:
+        return ["engine", "data_dir", "run_as"]
+
+    @classmethod
+    def arguments(cls) -> list[str]:
+        """What the resource class takes: the stack fields, the name, and (instances) the engine settings."""
+        engine = [*cls.engine_keys(), "replace_on_engine_change"] if cls.is_instance else []
+        return [n for n in cls.fields(output=False)
+                if meta_of(cls.model_fields[n]).stack or n == cls.name_field or n in engine]
+
+
+class _ServerOutputs(Spec):
+    """Outputs of the instances the engine runs (provisioned and restored)."""
+
+    status: Annotated[str | None, Meta("`available`, `stopped`, `credentials_invalid`, ...", output=True,
+                                       stack=False)] = None
+    hostname: Annotated[str | None, Meta("where it listens", output=True, stack=False)] = None
+    database_url: Annotated[str | None, Meta("postgresql:// URL with the password", output=True, stack=False,
+                                             secret=True)] = None
+    is_linked: Annotated[bool | None, Meta("False", output=True, stack=False)] = None
+    earliest_restorable_time: Annotated[str | None, Meta("start of the PITR window", output=True,
+                                                         stack=False)] = None
+    latest_restorable_time: Annotated[str | None, Meta("end of the PITR window", output=True, stack=False)] = None
+
+
+class DatabaseInstanceSpec(_ServerOutputs):
+    """A real PostgreSQL instance (`dbos-cloud db provision`)."""
+
+    stack_section: ClassVar[str] = "instances"
+
+    instance_name: Annotated[InstanceName, Meta("the instance's name (the stack config entry's key)", replace=True,
+                                                stack=False)]
+    username: Annotated[Username, Meta("its user (like RDS's master user)", replace=True)]
+    password: Annotated[Password, Meta("the user's password; a change resets it in place", secret=True)]
+    retention_hours: Annotated[Retention, Meta("hours of PITR window kept")] = 24
+    deletion_protection: Annotated[bool, Meta("refuse deletion (also sets Pulumi's `protect`)")] = False
+    port: Annotated[Port, Meta("TCP port (default: allocated)")] = None
+    adopt: Annotated[bool, Meta("take over an existing instance of that name", diffed=False)] = False
+
+
+
+class RestoredInstanceSpec(_ServerOutputs):
+    """A new instance holding `source`'s data as of `restore_time` (`dbos-cloud db restore`)."""
+
+    stack_section: ClassVar[str] = "restores"
+
+    instance_name: Annotated[InstanceName, Meta("the new instance's name (the stack config entry's key)",
+                                                replace=True, stack=False)]
+    source: Annotated[InstanceName, Meta("the instance restored from", replace=True, ref="instance")]
+    restore_time: Annotated[RestoreTime, Meta("RFC3339 with an offset, or `latest`", replace=True)]
+    password: Annotated[OptionalPassword, Meta("the user's password (default: the source's); a change resets it",
+                                               secret=True)] = None
+    retention_hours: Annotated[OptionalRetention, Meta("hours of PITR window kept (default: the source's)")] = None
+    deletion_protection: Annotated[bool, Meta("refuse deletion (also sets Pulumi's `protect`)")] = False
+    port: Annotated[Port, Meta("TCP port (default: allocated)")] = None
+
+    username: Annotated[str | None, Meta("the source's user", output=True, stack=False)] = None
+    source_instance: Annotated[str | None, Meta("the source's name", output=True, stack=False)] = None
+    restored_to: Annotated[str | None, Meta("the time restored to (`latest` resolved)", output=True,
+                                            stack=False)] = None
+
+
+class LinkedInstanceSpec(Spec):
+    """An existing Postgres server, registered (`dbos-cloud db link`); destroy only unlinks."""
+
+    stack_section: ClassVar[str] = "linked"
+
+    instance_name: Annotated[InstanceName, Meta("the name it is known by (the stack config entry's key)",
+                                                replace=True, stack=False)]
+    hostname: Annotated[Hostname, Meta("the server's host")]
+    port: Annotated[Annotated[int, AfterValidator(check_port)], Meta("the server's port")] = 5432
+    username: Annotated[LinkedUsername, Meta("a user on it")]
+    password: Annotated[Password, Meta("that user's password (verified, not stored by the engine)", secret=True)]
+
+    status: Annotated[str | None, Meta("`available` or `unreachable`", output=True, stack=False)] = None
+    database_url: Annotated[str | None, Meta("postgresql:// URL with the password", output=True, stack=False,
+                                             secret=True)] = None
+    is_linked: Annotated[bool | None, Meta("True", output=True, stack=False)] = None
+
+
+class AppDatabaseSpec(Spec):
+    """An app's database on an instance, its migrations, and change-database-instance."""
+
+    stack_section: ClassVar[str] = "apps"
+    name_field: ClassVar[str] = "app_name"
+    is_instance: ClassVar[bool] = False
+
+    app_name: Annotated[AppName, Meta("the app's name (the stack config entry's key)", replace=True, stack=False)]
+    instance: Annotated[InstanceName, Meta("the instance it is bound to; a change = change-database-instance",
+                                           ref="instance", provider=False)]
+    # what the resource class takes from `instance` (known at preview for an existing instance)
+    instance_name: Annotated[str | None, Meta("the bound instance's name", stack=False)] = None
+    instance_host: Annotated[str | None, Meta("the bound instance's host", stack=False)] = None
+    instance_port: Annotated[int | None, Meta("the bound instance's port", stack=False)] = None
+    instance_user: Annotated[str | None, Meta("the bound instance's user", stack=False)] = None
+    instance_password: Annotated[str | None, Meta("the bound instance's password", stack=False, secret=True)] = None
+    app_db_name: Annotated[DbName, Meta("its database (default: from dbos_config, else app_name)", replace=True)] = None
+    migrate: Annotated[Commands, Meta("commands run on create, instance change and list change")] = None
+    rollback: Annotated[Commands, Meta("commands `pulumi-dbos app rollback` runs")] = None
+    working_dir: Annotated[str | None, Meta("where the commands run (default: dbos_config's directory)",
+                                            path=True)] = None
+    dbos_config: Annotated[str | None, Meta("a dbos-config.yaml to read app_db_name/migrate/rollback from",
+                                            path=True)] = None
+    app_version: Annotated[str | None, Meta("informative version label")] = None
+    drop_on_delete: Annotated[bool, Meta("drop the database when the binding is deleted")] = False
+    owner_role: Annotated[bool, Meta("a role `<app>_owner` owning only this database")] = False
+
+    hostname: Annotated[str | None, Meta("the instance's host", output=True, stack=False)] = None
+    port: Annotated[int | None, Meta("the instance's port", output=True, stack=False)] = None
+    username: Annotated[str | None, Meta("the instance's user", output=True, stack=False)] = None
+    database_url: Annotated[str | None, Meta("URL of the app's database", output=True, stack=False,
+                                             secret=True)] = None
+    owner_database_url: Annotated[str | None, Meta("URL as the owner role", output=True, stack=False,
+                                                   secret=True)] = None
+    owner_password: Annotated[str | None, Meta("the owner role's password", output=True, stack=False,
+                                               secret=True)] = None
+    migrated_at: Annotated[str | None, Meta("when `migrate` last ran", output=True, stack=False)] = None
+
+
+SPECS: tuple[type[Spec], ...] = (DatabaseInstanceSpec, RestoredInstanceSpec, LinkedInstanceSpec, AppDatabaseSpec)
+
+
+def validate(model: type[BaseModel], values: dict[str, Any]) -> list[tuple[str, str]]:
+    """Validate ``values`` against ``model``; return ``(field, rule)`` problems (unknowns skipped)."""
+    unknown = {k for k, v in values.items() if is_unknown(v)}
+    try:
+        model.model_validate(values)
+    except ValidationError as exc:
+        return [(".".join(str(p) for p in err["loc"]) or "(input)", _clean(err["msg"], err["type"]))
+                for err in exc.errors(include_input=False)
+                if not (err["loc"] and str(err["loc"][0]) in unknown)]
+    return []
+
+
+def _clean(msg: str, kind: str) -> str:
+    msg = msg.removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        return "unknown key (not one of the documented inputs)"
+    if kind == "missing":
+        return "is required"
+    return msg
+
+
+def _derived(spec: type[Spec], names: list[str], model_name: str, camel: bool) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for name in names:
+        info = spec.model_fields[name]
+        fields[name] = (Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation,
+                        info.default if not info.is_required() else ...)
+    config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True) if camel else \
+        ConfigDict(extra="forbid")
+    return create_model(model_name, __config__=config, **fields)  # type: ignore[call-overload, no-any-return]
+
+
+def stack_model(spec: type[Spec]) -> type[BaseModel]:
+    """The stack config entry model of ``spec``: its ``stack`` fields, camelCase keys, same rules."""
+    return _derived(spec, spec.fields(stack=True, output=False), f"{spec.__name__.removesuffix('Spec')}Cfg", True)
+
+
+def input_model(spec: type[Spec]) -> type[BaseModel]:
+    """What the provider's ``check()`` validates: the provider inputs of ``spec``, same rules."""
+    return _derived(spec, spec.inputs(), f"{spec.__name__.removesuffix('Spec')}Inputs", False)
