@@ -35,6 +35,16 @@ if [ "$(id -u)" -eq 0 ] && ! id -u "${PULUMI_DBOS_RUN_AS:-postgres}" >/dev/null 
     useradd --system --home-dir /var/lib/postgresql --shell /bin/bash "${PULUMI_DBOS_RUN_AS:-postgres}"
 fi
 
+if [ "$(id -u)" -eq 0 ] && ! id -u "${PULUMI_DBOS_APP_USER:-dbosapp}" >/dev/null 2>&1; then
+    say "creating the unprivileged OS user '${PULUMI_DBOS_APP_USER:-dbosapp}' that runs the apps"
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "${PULUMI_DBOS_APP_USER:-dbosapp}"
+fi
+if ! [ -x /usr/bin/python3 ] && [ -z "${PULUMI_DBOS_APP_PYTHON:-}" ]; then
+    say "installing Debian's python3 (the apps' interpreter, reachable by their OS user)..."
+    sudo_=""; [ "$(id -u)" -ne 0 ] && sudo_="sudo"
+    $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 >&2
+fi
+
 # --- virtualenv -----------------------------------------------------------------------
 py="${PYTHON:-python3}"
 want="$(cat pyproject.toml | sha256sum | cut -c1-16)-$($py -c 'import sys; print("%d.%d" % sys.version_info[:2])')"

@@ -18,6 +18,7 @@ import pulumi
 import pulumi_dbos as dbos
 from pulumi_dbos.config import (
     ENGINE_SETTINGS,
+    ENTRY_MODELS,
     SECTIONS,
     SPECS,
     Spec,
@@ -27,7 +28,7 @@ from pulumi_dbos.config import (
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CLASSES: dict[str, Any] = {spec.stack_section: getattr(dbos, spec.__name__.removesuffix("Spec")) for spec in SPECS}
+CLASSES: dict[type[Spec], Any] = {spec: getattr(dbos, spec.__name__.removesuffix("Spec")) for spec in SPECS}
 
 
 def raw_config() -> dict[str, Any]:
@@ -70,7 +71,7 @@ def arguments(spec: type[Spec], name: str, entry: Any, registered: dict[str, Any
 
 
 def main() -> None:
-    cfg, problems = validate_stack_config(raw_config())
+    cfg, problems = validate_stack_config(raw_config(), PROJECT_ROOT)
     if problems or cfg is None:
         raise pulumi.RunError(
             f"the stack config has {len(problems)} problem(s); nothing was changed:\n  " + "\n  ".join(problems))
@@ -79,7 +80,8 @@ def main() -> None:
     apps: dict[str, Any] = {}
     for spec in SPECS:
         section = spec.stack_section
-        entries: dict[str, Any] = getattr(cfg, section)
+        entries: dict[str, Any] = {n: e for n, e in getattr(cfg, section).items()
+                                   if isinstance(e, ENTRY_MODELS[spec])}
         order = restore_order({n: {"source": e.source} for n, e in entries.items()}) if section == "restores" \
             else list(entries)
         target = instances if spec.is_instance else apps
@@ -87,7 +89,7 @@ def main() -> None:
             args = arguments(spec, name, entries[name], instances)
             if spec.is_instance:
                 args.update(engine)
-            target[name] = CLASSES[section](name, **args)
+            target[name] = CLASSES[spec](name, **args)
 
     pulumi.export("instances", {
         name: {"status": r.status, "hostname": r.hostname, "port": r.port, "username": r.username}

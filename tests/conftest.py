@@ -25,19 +25,25 @@ def _short_tmpdir(prefix: str) -> Path:
 
 
 def kill_servers_under(path: Path) -> None:
-    """Kill every postgres whose data dir is under ``path`` (cleanup after failures)."""
+    """Kill every postgres whose data dir is under ``path``, and every process (apps, proxies) working or
+    started there (cleanup after failures)."""
     for pid_dir in Path("/proc").iterdir():
         if not pid_dir.name.isdigit():
             continue
         with contextlib.suppress(OSError):
             cmd = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ")
-            if b"postgres" in cmd and str(path).encode() in cmd:
+            cwd = os.readlink(pid_dir / "cwd") if (pid_dir / "cwd").exists() else ""
+            if (b"postgres" in cmd or b"proxy.py" in cmd) and str(path).encode() in cmd \
+                    or cwd.startswith(str(path) + "/"):
                 os.kill(int(pid_dir.name), signal.SIGKILL)
 
 
 def cleanup_data_dir(path: Path) -> None:
     with contextlib.suppress(Exception):
         eng = LocalEngine(path)
+        for app in eng.list_apps():
+            with contextlib.suppress(Exception):
+                eng.delete_app(app.name)
         for info in eng.list():
             with contextlib.suppress(Exception):
                 eng.destroy(info.name)

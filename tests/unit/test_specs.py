@@ -7,18 +7,19 @@ import pytest
 import pulumi_dbos as dbos
 from pulumi_dbos.config import (
     ENGINE_SETTINGS,
+    ENTRY_MODELS,
     SPECS,
-    STACK_MODELS,
     Spec,
     meta_of,
     reference_markdown,
     stack_keys,
 )
-from pulumi_dbos.resources import app, instance, linked, restored
+from pulumi_dbos.resources import app, app_database, instance, linked, restored
 from tests.conftest import ROOT
 
 PROVIDERS = {p.spec: p for p in (instance.DatabaseInstanceProvider, restored.RestoredInstanceProvider,
-                                  linked.LinkedInstanceProvider, app.AppDatabaseProvider)}
+                                  linked.LinkedInstanceProvider, app_database.AppDatabaseProvider,
+                                  app.AppProvider)}
 
 
 class _FakeResource:
@@ -32,8 +33,8 @@ def _class(spec: type[Spec]) -> type:
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.__name__)
 def test_every_input_is_reachable_from_the_stack_config(spec: type[Spec]) -> None:
     reachable = {spec.name_field, *ENGINE_SETTINGS.values(), "owner"}
-    reachable |= {n for n in STACK_MODELS[spec.stack_section].model_fields}
-    derived = {n for n in spec.inputs() if n.startswith("instance_") and spec.name_field != "instance_name"}
+    reachable |= {n for n in ENTRY_MODELS[spec].model_fields}
+    derived = set(spec.fields(computed=True))
     missing = [n for n in spec.inputs() if n not in reachable and n not in derived]
     assert not missing, f"{spec.__name__} inputs the stack config cannot set: {missing}"
 
@@ -43,7 +44,7 @@ def test_the_resource_class_takes_the_specs_arguments_and_nothing_else(spec: typ
     cls = _class(spec)
     assert cls.spec is spec
     args = set(spec.arguments())
-    assert {spec.name_field, *STACK_MODELS[spec.stack_section].model_fields} <= args
+    assert {spec.name_field, *ENTRY_MODELS[spec].model_fields} <= args
     if spec.is_instance:
         assert set(ENGINE_SETTINGS.values()) <= args
     else:  # apps take their engine from the instance they are bound to

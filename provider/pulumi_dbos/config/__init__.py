@@ -24,6 +24,7 @@ from .rules import (
 from .spec import (
     SPECS,
     AppDatabaseSpec,
+    AppSpec,
     DatabaseInstanceSpec,
     LinkedInstanceSpec,
     Meta,
@@ -36,21 +37,24 @@ from .spec import (
 )
 from .stack import (
     ENGINE_SETTINGS,
+    ENTRY_MODELS,
+    SECTION_SPECS,
     SECTIONS,
-    STACK_MODELS,
     StackConfig,
     reference_markdown,
     restore_cycles,
     restore_order,
+    spec_of_entry,
     stack_keys,
     validate_stack_config,
 )
 
 __all__ = [
-    "ENGINE_SETTINGS", "MAX_RETENTION_HOURS", "RESERVED_USERNAMES", "SECTIONS", "SPECS", "STACK_MODELS",
-    "UNKNOWN", "AppDatabaseSpec", "DatabaseInstanceSpec", "LinkedInstanceSpec", "Meta", "RestoredInstanceSpec",
+    "ENGINE_SETTINGS", "ENTRY_MODELS", "MAX_RETENTION_HOURS", "RESERVED_USERNAMES", "SECTIONS", "SECTION_SPECS",
+    "SPECS",
+    "UNKNOWN", "AppDatabaseSpec", "AppSpec", "DatabaseInstanceSpec", "LinkedInstanceSpec", "Meta", "RestoredInstanceSpec",
     "Spec", "StackConfig", "check_app_name", "check_db_name", "check_name", "check_password", "check_port",
     "check_restore_time", "check_retention", "check_username", "input_model", "is_unknown", "meta_of",
-    "reference_markdown", "restore_cycles", "restore_order", "stack_keys", "stack_model", "validate",
+    "reference_markdown", "restore_cycles", "restore_order", "spec_of_entry", "stack_keys", "stack_model", "validate",
     "validate_stack_config",
 ]

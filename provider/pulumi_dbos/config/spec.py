@@ -46,7 +46,8 @@ class Meta:
     - ``diffed``: compared by ``diff()`` (False for informative inputs such as ``adopt``);
     - ``ref``: the value names another resource of the stack config (``instance``);
     - ``path``: a path, relative to the project root in the stack config;
-    - ``provider``: False for a user-facing argument the resource class turns into other props.
+    - ``provider``: False for a user-facing argument the resource class turns into other props;
+    - ``computed``: an input the resource class or ``check()`` fills in (from ``instance``, the source).
     """
 
     doc: str = ""
@@ -58,6 +59,7 @@ class Meta:
     ref: str | None = None
     path: bool = False
     provider: bool = True
+    computed: bool = False
 
 
 def meta_of(info: FieldInfo) -> Meta:
@@ -76,6 +78,8 @@ class Spec(BaseModel):
     name_field: ClassVar[str] = "instance_name"
     #: "instance" for the kinds an app can bind to
     is_instance: ClassVar[bool] = True
+    #: a stack config key that selects this Spec among others of the same section
+    discriminator: ClassVar[str | None] = None
 
     # engine selection, common to all resources; from the top-level stack config keys
     engine: Annotated[str, Meta("engine (`dbos:engine`)", replace=True, stack=False)] = "local"
@@ -195,22 +199,28 @@ class LinkedInstanceSpec(Spec):
     is_linked: Annotated[bool | None, Meta("True", output=True, stack=False)] = None
 
 
-class AppDatabaseSpec(Spec):
+class _BoundToInstance(Spec):
+    """What an app takes from the instance it is bound to (known at preview for an existing instance)."""
+
+    is_instance: ClassVar[bool] = False
+
+    instance: Annotated[InstanceName, Meta("the instance it is bound to; a change = change-database-instance",
+                                           ref="instance", provider=False)]
+    instance_name: Annotated[str | None, Meta("the bound instance's name", stack=False, computed=True)] = None
+    instance_host: Annotated[str | None, Meta("the bound instance's host", stack=False, computed=True)] = None
+    instance_port: Annotated[int | None, Meta("the bound instance's port", stack=False, computed=True)] = None
+    instance_user: Annotated[str | None, Meta("the bound instance's user", stack=False, computed=True)] = None
+    instance_password: Annotated[str | None, Meta("the bound instance's password", stack=False, secret=True,
+                                                                  computed=True)] = None
+
+
+class AppDatabaseSpec(_BoundToInstance):
     """An app's database on an instance, its migrations, and change-database-instance."""
 
     stack_section: ClassVar[str] = "apps"
     name_field: ClassVar[str] = "app_name"
-    is_instance: ClassVar[bool] = False
 
     app_name: Annotated[AppName, Meta("the app's name (the stack config entry's key)", replace=True, stack=False)]
-    instance: Annotated[InstanceName, Meta("the instance it is bound to; a change = change-database-instance",
-                                           ref="instance", provider=False)]
-    # what the resource class takes from `instance` (known at preview for an existing instance)
-    instance_name: Annotated[str | None, Meta("the bound instance's name", stack=False)] = None
-    instance_host: Annotated[str | None, Meta("the bound instance's host", stack=False)] = None
-    instance_port: Annotated[int | None, Meta("the bound instance's port", stack=False)] = None
-    instance_user: Annotated[str | None, Meta("the bound instance's user", stack=False)] = None
-    instance_password: Annotated[str | None, Meta("the bound instance's password", stack=False, secret=True)] = None
     app_db_name: Annotated[DbName, Meta("its database (default: from dbos_config, else app_name)", replace=True)] = None
     migrate: Annotated[Commands, Meta("commands run on create, instance change and list change")] = None
     rollback: Annotated[Commands, Meta("commands `pulumi-dbos app rollback` runs")] = None
@@ -234,7 +244,36 @@ class AppDatabaseSpec(Spec):
     migrated_at: Annotated[str | None, Meta("when `migrate` last ran", output=True, stack=False)] = None
 
 
-SPECS: tuple[type[Spec], ...] = (DatabaseInstanceSpec, RestoredInstanceSpec, LinkedInstanceSpec, AppDatabaseSpec)
+class AppSpec(_BoundToInstance):
+    """A DBOS app deployed and running on an instance (`dbos-cloud app deploy`); a `dbos:apps` entry with `source`."""
+
+    stack_section: ClassVar[str] = "apps"
+    name_field: ClassVar[str] = "app_name"
+    #: the stack config key that makes a `dbos:apps` entry an App rather than an AppDatabase
+    discriminator: ClassVar[str] = "source"
+
+    app_name: Annotated[AppName, Meta("the app's name; must equal `name` in its dbos-config.yaml", replace=True,
+                                      stack=False)]
+    source: Annotated[str, Meta("the app directory (holds dbos-config.yaml)", path=True)]
+    app_db_name: Annotated[DbName, Meta("its database (default: the config's, else app_name)", replace=True)] = None
+    previous_version: Annotated[str | None, Meta("redeploy this stored version's code (`--previous-version`)")] = None
+    env: Annotated[dict[str, str], Meta("extra environment for the app", secret=True)] = {}
+    port: Annotated[Port, Meta("the app's port (default: allocated)", replace=True)] = None
+    drop_on_delete: Annotated[bool, Meta("drop its databases when the app is deleted (`--dropdb`)")] = False
+    version: Annotated[str | None, Meta("content-derived id of the code deployed (computed at preview)",
+                                        stack=False, computed=True)] = None
+
+    versions: Annotated[list[dict[str, str]] | None, Meta("stored versions (id, created_at), oldest first",
+                                                          output=True, stack=False)] = None
+    status: Annotated[str | None, Meta("`AVAILABLE`, `UNHEALTHY`, ...", output=True, stack=False)] = None
+    app_url: Annotated[str | None, Meta("where it serves", output=True, stack=False)] = None
+    database_url: Annotated[str | None, Meta("URL of its database", output=True, stack=False, secret=True)] = None
+    system_database_url: Annotated[str | None, Meta("URL of its DBOS system database", output=True, stack=False,
+                                                    secret=True)] = None
+
+
+SPECS: tuple[type[Spec], ...] = (DatabaseInstanceSpec, RestoredInstanceSpec, LinkedInstanceSpec, AppDatabaseSpec,
+                                 AppSpec)
 
 
 def validate(model: type[BaseModel], values: dict[str, Any]) -> list[tuple[str, str]]:

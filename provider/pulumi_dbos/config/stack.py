@@ -6,13 +6,14 @@ All problems of a stack config are reported at once, each with its config path.
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, create_model
 from pydantic.alias_generators import to_camel
 
 from .rules import AppName, InstanceName
-from .spec import SPECS, _clean, meta_of, stack_model
+from .spec import SPECS, Spec, _clean, meta_of, stack_model
 
 # ---------------------------------------------------------------------------- stack config (DESIGN §3)
 #: top-level ``dbos:*`` keys that are not sections: stack key -> resource field
@@ -21,26 +22,46 @@ ENGINE_SETTINGS = {"engine": "engine", "dataDir": "data_dir", "runAs": "run_as",
 
 
 
-STACK_MODELS: dict[str, type[BaseModel]] = {s.stack_section: stack_model(s) for s in SPECS}
-SECTIONS = tuple(STACK_MODELS)
+ENTRY_MODELS: dict[type[Spec], type[BaseModel]] = {s: stack_model(s) for s in SPECS}
+SECTIONS = tuple(dict.fromkeys(s.stack_section for s in SPECS))
+#: the Specs of each section (``dbos:apps`` holds AppDatabase entries and, with ``source``, App entries)
+SECTION_SPECS: dict[str, list[type[Spec]]] = {sec: [s for s in SPECS if s.stack_section == sec] for sec in SECTIONS}
+
+
+def spec_of_entry(section: str, entry: Any) -> type[Spec]:
+    """Which Spec a stack config entry of ``section`` is (by its discriminator key)."""
+    specs = SECTION_SPECS[section]
+    for spec in specs:
+        if spec.discriminator and isinstance(entry, dict) and spec.discriminator in entry:
+            return spec
+    return next(s for s in specs if not s.discriminator)
+
+
+def _entry_type(section: str) -> Any:
+    specs = SECTION_SPECS[section]
+    if len(specs) == 1:
+        return ENTRY_MODELS[specs[0]]
+    tagged = tuple(Annotated[ENTRY_MODELS[s], Tag(s.__name__)] for s in specs)
+    return Annotated[Union[tagged], Discriminator(lambda v: spec_of_entry(section, v).__name__)]  # noqa: UP007
 
 
 def _stack_config_model() -> type[BaseModel]:
     fields: dict[str, Any] = {
         "engine": (str, "local"), "dataDir": (str | None, None), "runAs": (str | None, None),
         "replaceOnEngineChange": (bool, False)}
-    for spec in SPECS:
-        key_type = AppName if spec.name_field == "app_name" else InstanceName
-        entry = STACK_MODELS[spec.stack_section]
-        fields[spec.stack_section] = (dict[key_type, entry], Field(default_factory=dict))  # type: ignore[valid-type]
+    for section, specs in SECTION_SPECS.items():
+        key_type = AppName if specs[0].name_field == "app_name" else InstanceName
+        fields[section] = (dict[key_type, _entry_type(section)], Field(default_factory=dict))  # type: ignore[valid-type, misc]
     return create_model("StackConfig", __config__=ConfigDict(extra="forbid"), **fields)  # type: ignore[call-overload, no-any-return]
 
 
 StackConfig = _stack_config_model()
+_TAGS = {s.__name__ for s in SPECS}
 
 
-def stack_keys(section: str) -> list[str]:
-    return [to_camel(n) for n in STACK_MODELS[section].model_fields]
+def stack_keys(section: str, spec: type[Spec] | None = None) -> list[str]:
+    specs = [spec] if spec else SECTION_SPECS[section]
+    return list(dict.fromkeys(to_camel(n) for s in specs for n in ENTRY_MODELS[s].model_fields))
 
 
 def _suggest(word: str, choices: list[str]) -> str:
@@ -48,7 +69,7 @@ def _suggest(word: str, choices: list[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else f" (known keys: {', '.join(choices)})"
 
 
-def _unknown_key_message(loc: list[str]) -> str:
+def _unknown_key_message(loc: list[str], tag_spec: type[Spec] | None = None) -> str:
     if len(loc) == 1:
         key = loc[0]
         section = key.split(".", 1)[0]
@@ -57,7 +78,7 @@ def _unknown_key_message(loc: list[str]) -> str:
                     f"`pulumi config set --path 'dbos:{key}' ...` (add --secret for a password)")
         return "unknown key" + _suggest(key, [*ENGINE_SETTINGS, *SECTIONS])
     if len(loc) == 3 and loc[0] in SECTIONS:
-        return "unknown key" + _suggest(loc[2], stack_keys(loc[0]))
+        return "unknown key" + _suggest(loc[2], stack_keys(loc[0], tag_spec))
     return "unknown key (not one of the documented inputs)"
 
 
@@ -137,8 +158,9 @@ def restore_order(restores: dict[str, Any]) -> list[str]:
     return ordered
 
 
-def validate_stack_config(raw: dict[str, Any]) -> tuple[Any, list[str]]:
-    """Validate the ``dbos:*`` config; return (config, problems) with paths like ``dbos:instances.x.password``."""
+def validate_stack_config(raw: dict[str, Any], root: Path | None = None) -> tuple[Any, list[str]]:
+    """Validate the ``dbos:*`` config; return (config, problems) with paths like ``dbos:instances.x.password``.
+    With ``root`` (the project directory), the files apps name are checked too."""
     out: list[str] = []
     cfg: Any = None
     try:
@@ -146,10 +168,46 @@ def validate_stack_config(raw: dict[str, Any]) -> tuple[Any, list[str]]:
     except ValidationError as exc:
         for err in exc.errors(include_input=False):
             loc = [str(p) for p in err["loc"]]
-            msg = _unknown_key_message(loc) if err["type"] == "extra_forbidden" else _clean(err["msg"], err["type"])
+            tag = next((p for p in loc if p in _TAGS), None)  # a discriminated entry: its Spec, not a key
+            loc = [p for p in loc if p not in _TAGS]
+            spec = next((s for s in SPECS if s.__name__ == tag), None)
+            msg = _unknown_key_message(loc, spec) if err["type"] == "extra_forbidden" else \
+                _clean(err["msg"], err["type"])
             out.append(f"dbos:{'.'.join(loc)}: {msg}")
     out += _reference_problems(raw)
+    if root is not None:
+        out += file_problems(raw, root)
     return (cfg if not out else None), out
+
+
+def file_problems(raw: dict[str, Any], root: Path) -> list[str]:
+    """Problems of the files the apps' entries name (paths relative to ``root``), with their config paths,
+    so they are reported together with every other problem of the stack config."""
+    from ..apps import read_dbos_config
+    from ..appsource import read_config
+    from ..errors import ValidationError as Invalid
+
+    out: list[str] = []
+    apps = raw.get("apps") if isinstance(raw.get("apps"), dict) else {}
+    for name, entry in (apps or {}).items():
+        if not isinstance(entry, dict):
+            continue
+        for key in ("source", "dbosConfig", "workingDir"):
+            value = entry.get(key)
+            if not isinstance(value, str) or not value:
+                continue
+            path = Path(value).expanduser()
+            path = path if path.is_absolute() else root / path
+            try:
+                if key == "source":
+                    read_config(path, name)
+                elif key == "dbosConfig":
+                    read_dbos_config(path)
+                elif not path.is_dir():
+                    out.append(f"dbos:apps.{name}.{key}: {path} does not exist or is not a directory")
+            except Invalid as exc:
+                out += [f"dbos:apps.{name}.{key}: {msg}" for _field, msg in exc.problems]
+    return out
 
 
 def reference_markdown() -> str:

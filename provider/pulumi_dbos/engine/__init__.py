@@ -6,7 +6,20 @@
 from __future__ import annotations
 
 from ..errors import DbosError
-from .contract import BackupInfo, Engine, InstanceInfo, Kind, Preflight, Problem, Status
+from .contract import (
+    AppDatabaseAccess,
+    AppDeploy,
+    AppInfo,
+    AppStatus,
+    AppVersion,
+    BackupInfo,
+    Engine,
+    InstanceInfo,
+    Kind,
+    Preflight,
+    Problem,
+    Status,
+)
 from .local import LocalEngine, check_data_dir, default_data_dir, default_run_as
 
 ENGINES = ("local",)
@@ -18,5 +31,5 @@ def get_engine(name: str = "local", data_dir: str | None = None, run_as: str | N
     return LocalEngine(data_dir or None, run_as if run_as else True)
 
 
-__all__ = ["ENGINES", "BackupInfo", "Engine", "InstanceInfo", "Kind", "LocalEngine", "Preflight", "Problem",
+__all__ = ["ENGINES", "AppDatabaseAccess", "AppDeploy", "AppInfo", "AppStatus", "AppVersion", "BackupInfo", "Engine", "InstanceInfo", "Kind", "LocalEngine", "Preflight", "Problem",
            "Status", "check_data_dir", "default_data_dir", "default_run_as", "get_engine"]

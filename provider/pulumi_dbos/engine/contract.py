@@ -12,6 +12,7 @@ Errors: every method raises :class:`~pulumi_dbos.errors.DbosError` subclasses on
 
 from __future__ import annotations
 
+import builtins
 import enum
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -111,6 +112,64 @@ class Problem:
     message: str
 
 
+class AppStatus(str, enum.Enum):
+    """An app's status (DBOS Cloud's names: the CLI waits for ``AVAILABLE``)."""
+
+    AVAILABLE = "AVAILABLE"
+    DEPLOYING = "DEPLOYING"
+    UNHEALTHY = "UNHEALTHY"  # its process died or does not answer; the next `pulumi up` restarts it
+    STOPPED = "STOPPED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class AppVersion:
+    version: str
+    created_at: str
+
+
+@dataclass
+class AppInfo:
+    name: str
+    status: str
+    version: str | None
+    instance_name: str
+    app_db_name: str
+    app_url: str
+    port: int
+    versions: list[AppVersion]
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class AppDatabaseAccess:
+    """Where an app's databases live and the credentials to reach them (the engine stores no password
+    except in the running app's 0600 password file)."""
+
+    instance_name: str
+    hostname: str
+    port: int
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class AppDeploy:
+    """A deploy: ``archive`` (DBOS Cloud's zip of the app directory) stored as ``version``, or, with
+    ``archive=None``, a stored version redeployed (``--previous-version``)."""
+
+    app_name: str
+    version: str
+    archive: bytes | None
+    database: AppDatabaseAccess
+    app_db_name: str
+    env: dict[str, str]
+    port: int | None = None
+    owner: str | None = None
+
+
 @runtime_checkable
 class Engine(Protocol):
     """What resources and the CLI may ask of an engine. Implementations are thread-safe."""
@@ -142,7 +201,7 @@ class Engine(Protocol):
         """The instance, or None when it does not exist (or its data is gone)."""
         ...
 
-    def list(self) -> list[InstanceInfo]: ...
+    def list(self) -> builtins.list[InstanceInfo]: ...
 
     def ensure_running(self, name: str) -> InstanceInfo:
         """Start a stopped instance (a no-op for running and linked ones)."""
@@ -189,3 +248,30 @@ class Engine(Protocol):
         ...
 
     def unlink(self, name: str) -> None: ...
+
+    # ---------------------------------------------------------------- apps (DBOS Cloud's `app ...`)
+    def app_preflight(self, app_name: str, *, port: int | None, version: str | None, owner: str | None,
+                      creating: bool) -> builtins.list[Problem]:
+        """Problems a deploy would meet: a port in use, an unknown stored ``version`` (the message
+        lists the known ones), an app of that name managed by someone else. Creates nothing."""
+        ...
+
+    def deploy_app(self, req: AppDeploy) -> AppInfo:
+        """Store the version, build its environment, run `dbos migrate` semantics against its databases,
+        start it, wait until healthy, then retire the previous process. On failure the previous version
+        keeps serving where it was, and the error carries the app's last log lines."""
+        ...
+
+    def app_info(self, app_name: str) -> AppInfo | None: ...
+
+    def list_apps(self) -> builtins.list[AppInfo]: ...
+
+    def app_versions(self, app_name: str) -> builtins.list[AppVersion]:
+        """Stored versions, oldest first."""
+        ...
+
+    def app_logs(self, app_name: str, lines: int = 100) -> str: ...
+
+    def delete_app(self, app_name: str) -> None:
+        """Stop the app and remove what the engine keeps of it (its databases are the caller's)."""
+        ...

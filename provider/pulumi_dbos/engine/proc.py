@@ -64,6 +64,31 @@ def clean_env(extra: Mapping[str, str] | None = None, *, run_as: RunAs | None = 
     return env
 
 
+def spawn(argv: list[str], *, run_as: RunAs | None = None, env: Mapping[str, str], cwd: str | os.PathLike[str],
+          log: str | os.PathLike[str]) -> int:
+    """Start a long-running ``argv`` in its own session (it outlives the caller), output appended to
+    ``log``; return its pid. The environment is exactly ``env`` (keep secrets out of it)."""
+    switch = run_as is not None and run_as.user is not None and os.geteuid() == 0
+    with open(log, "ab") as out:
+        p = subprocess.Popen(  # noqa: S603 - argument list, no shell
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=dict(env), cwd=cwd,
+            start_new_session=True, close_fds=True,
+            user=run_as.uid if switch and run_as else None, group=run_as.gid if switch and run_as else None,
+            extra_groups=[] if switch else None)
+    _children.append(p)
+    return p.pid
+
+
+_children: list[subprocess.Popen[bytes]] = []
+
+
+def reap() -> None:
+    """Collect exited children started by :func:`spawn` (no zombies in a long-lived caller)."""
+    for p in list(_children):
+        if p.poll() is not None:
+            _children.remove(p)
+
+
 def run(
     argv: list[str],
     *,

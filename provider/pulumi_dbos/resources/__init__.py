@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from .app import AppDatabase
+from .app import App
+from .app_database import AppDatabase
 from .instance import DatabaseInstance
 from .linked import LinkedInstance
 from .restored import RestoredInstance
 
-__all__ = ["AppDatabase", "DatabaseInstance", "LinkedInstance", "RestoredInstance"]
+__all__ = ["App", "AppDatabase", "DatabaseInstance", "LinkedInstance", "RestoredInstance"]

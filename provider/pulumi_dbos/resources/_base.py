@@ -139,6 +139,8 @@ class BaseProvider(ResourceProvider):
     spec: ClassVar[type[Spec]]
     #: the engine kind for preflight (None: the resource does not create instances)
     kind: ClassVar[Kind | None] = None
+    #: the status of a healthy resource; any other in the state (a refresh saw it) makes `up` repair it
+    healthy: ClassVar[str | None] = "available"
 
     # ------------------------------------------------------------ check
     def defaults(self, inputs: Props) -> list[CheckFailure]:
@@ -158,8 +160,14 @@ class BaseProvider(ResourceProvider):
             if not failures and self.kind is not None:
                 failures += self._moves(olds, inputs) or self._preflight(olds, inputs)
             if not failures:
+                failures += self.extra_checks(olds, inputs)
+            if not failures:
                 self.preview_outputs(olds, inputs)
             return _check_result(inputs, failures)
+
+    def extra_checks(self, olds: Props, news: Props) -> list[CheckFailure]:
+        """Checks of the resource's own that need the engine (after the field rules passed)."""
+        return []
 
     def _moving(self, olds: Props, news: Props) -> list[str]:
         return [k for k in self.spec.engine_keys()
@@ -237,8 +245,8 @@ class BaseProvider(ResourceProvider):
             changes = [k for k in self.spec.diff_keys() if olds.get(k) != news.get(k)
                        and not (k == "port" and news.get(k) is None)]  # unset port: whatever was allocated
             replaces = [k for k in changes if k in replace_keys]
-            if olds.get("status") not in (None, "available") and not replaces and self.kind is not None:
-                changes.append("status")  # stopped out of band or password drifted: the next `up` repairs it
+            if self.healthy and olds.get("status") not in (None, self.healthy) and not replaces:
+                changes.append("status")  # stopped, crashed or password drifted out of band: `up` repairs it
             same_place = olds.get(self.spec.name_field) == news.get(self.spec.name_field) \
                 and not self._moving(olds, news)
             return DiffResult(changes=bool(changes), replaces=replaces, stables=[],
@@ -331,3 +339,27 @@ class DbosResource(pulumi.dynamic.Resource):
 
     def __getattr__(self, name: str) -> pulumi.Output[Any]:  # the Spec's fields, set by Pulumi at runtime
         raise AttributeError(name)
+
+
+class BoundResource(DbosResource):
+    """A resource bound to an instance resource (``instance=``): it takes the instance's name, host, port,
+    user and password as its own inputs, known at preview for an existing instance."""
+
+    def __init__(self, resource_name: str, opts: pulumi.ResourceOptions | None = None, **arguments: Any) -> None:
+        cls = type(self).__name__
+        unexpected = sorted(set(arguments) - set(self.spec.arguments()))
+        if unexpected:
+            raise TypeError(f"{cls}() got unexpected argument(s) {', '.join(unexpected)}; "
+                            f"it takes: {', '.join(self.spec.arguments())}")
+        given = arguments.pop("instance", None)
+        if not isinstance(given, pulumi.Resource):
+            raise DbosError(f"{cls}.instance must be an instance resource "
+                            "(DatabaseInstance, RestoredInstance or LinkedInstance)")
+        inst: Any = given
+        for key in self.spec.fields(path=True):
+            if arguments.get(key):
+                arguments[key] = os.path.abspath(arguments[key])
+        self._register(resource_name, {
+            self.spec.name_field: resource_name, **arguments, "instance_name": inst.instance_name,
+            "instance_host": inst.hostname, "instance_port": inst.port, "instance_user": inst.username,
+            "instance_password": inst.password}, opts)

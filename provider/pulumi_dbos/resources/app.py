@@ -1,134 +1,96 @@
-"""``AppDatabase``: an app's database on an instance, its migrations, and change-database-instance."""
+"""``App``: a DBOS app deployed and running on an instance (``dbos-cloud app deploy``).
+
+Each distinct content of ``source`` is an immutable version whose id is computed at preview (so
+``pulumi preview`` shows ``version: OLD -> NEW`` for a code change and nothing for an unchanged
+directory). An ``instance`` change is ``app change-database-instance``; ``previous_version``
+is ``--previous-version``: both in one ``pulumi up`` are DBOS's recovery step after a restore.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
 
-import pulumi
 from pulumi.dynamic import CheckFailure
 
 from .. import apps
-from ..config import AppDatabaseSpec, is_unknown
+from ..appsource import pack, read_config
+from ..config import AppSpec, is_unknown
+from ..engine import AppDatabaseAccess, AppDeploy, AppInfo, AppStatus
 from ..errors import DbosError, ValidationError
+from ..resources_util import url_for
 from . import _base as b
+from .app_database import _admin
 
 
-def _admin(props: b.Props) -> apps.Conn:
-    if not props.get("instance_password") or not props.get("instance_host"):
-        raise DbosError(
-            f"app {props.get('app_name')!r}: the instance's credentials are not known",
-            hint="bind apps to an instance resource whose password is known (for a RestoredInstance "
-            "made from a name, pass password=...)")
-    return apps.Conn(props["instance_host"], int(props["instance_port"]), props["instance_user"],
-                     props["instance_password"])
-
-
-class AppDatabaseProvider(b.BaseProvider):
-    spec = AppDatabaseSpec
+class AppProvider(b.BaseProvider):
+    spec = AppSpec
+    healthy = AppStatus.AVAILABLE.value
 
     def defaults(self, inputs: b.Props) -> list[CheckFailure]:
-        """Fill app_db_name/migrate/rollback/working_dir from the dbos-config.yaml (explicit inputs win)."""
-        failures: list[CheckFailure] = []
-        cfg_path = inputs.get("dbos_config")
-        if cfg_path and not is_unknown(cfg_path):
-            try:
-                cfg = apps.read_dbos_config(cfg_path)
-            except ValidationError as exc:
-                failures += [CheckFailure(f, m) for f, m in exc.problems]
-            else:
-                for key in ("app_db_name", "migrate", "rollback"):
-                    if inputs.get(key) is None:
-                        inputs[key] = getattr(cfg, key)
-                if inputs.get("working_dir") is None:
-                    inputs["working_dir"] = str(Path(cfg_path).parent)
-        if inputs.get("app_db_name") is None and not is_unknown(inputs.get("app_name")):
-            inputs["app_db_name"] = inputs.get("app_name")
-        for key in ("migrate", "rollback"):
-            if inputs.get(key) is None:
-                inputs[key] = []
-        wd = inputs.get("working_dir")
-        if wd and not is_unknown(wd) and not Path(str(wd)).is_dir():
-            failures.append(CheckFailure("working_dir", f"working_dir {wd} does not exist or is not a directory"))
-        return failures
+        """Check the source directory, default app_db_name from it, and compute the version to deploy."""
+        src, name, prev = inputs.get("source"), inputs.get("app_name"), inputs.get("previous_version")
+        if not src or is_unknown(src):
+            return []
+        try:
+            cfg = read_config(Path(src), None if is_unknown(name) else name)
+        except ValidationError as exc:
+            return [CheckFailure(f, m) for f, m in exc.problems]
+        if inputs.get("app_db_name") is None and not is_unknown(name):
+            inputs["app_db_name"] = cfg.app_db_name or name
+        inputs["version"] = prev if prev and not is_unknown(prev) else pack(Path(src))[0]
+        return []
 
-    def _bind(self, props: b.Props, migrate: bool, owner_password: str | None) -> b.Props:
-        """Ensure the database (and owner role) on the bound instance; run ``migrate`` when asked or when
-        the database had to be created (a new or replaced instance)."""
-        admin = _admin(props)
-        dbname = props["app_db_name"]
-        created = apps.ensure_database(admin, dbname)
-        app_conn, owner_url = admin.with_db(dbname), None
-        if props.get("owner_role"):
-            owner = apps.ensure_owner_role(admin, props["app_name"], dbname, owner_password)
-            owner_password, owner_url, app_conn = owner.password, owner.url, owner
-        outs = self.outputs(props, hostname=admin.hostname, port=admin.port, username=admin.username,
-                            database_url=admin.with_db(dbname).url, owner_database_url=owner_url,
-                            owner_password=owner_password if props.get("owner_role") else None)
-        if (migrate or created) and props.get("migrate"):
-            outs["migrated_at"] = apps.run_commands(list(props["migrate"]), app_conn, props.get("working_dir"),
-                                                    "migrate").finished_at
-        return outs
+    def extra_checks(self, olds: b.Props, news: b.Props) -> list[CheckFailure]:
+        prev, port = news.get("previous_version"), news.get("port")
+        try:
+            problems = b.engine_for(news).app_preflight(
+                str(news.get("app_name")), port=None if port is None or is_unknown(port) else b.as_int(port),
+                version=None if not prev or is_unknown(prev) else str(prev), owner=news.get("owner"),
+                creating=not olds)
+        except DbosError as exc:
+            return [CheckFailure("data_dir", exc.message)]
+        return [CheckFailure(p.field, p.message) for p in problems]
+
+    def _outs(self, props: b.Props, info: AppInfo) -> b.Props:
+        host, port, user = props["instance_host"], int(props["instance_port"]), props["instance_user"]
+        password = props.get("instance_password")
+        return self.outputs(
+            props, version=info.version, status=info.status, app_url=info.app_url, port=props.get("port"),
+            versions=[{"version": v.version, "created_at": v.created_at} for v in info.versions],
+            database_url=url_for(user, password, host, port, info.app_db_name),
+            system_database_url=url_for(user, password, host, port, f"{info.app_db_name}_dbos_sys"))
+
+    def _deploy(self, props: b.Props) -> b.Props:
+        prev = props.get("previous_version")
+        version, archive = (str(prev), None) if prev else pack(Path(props["source"]))
+        info = b.engine_for(props).deploy_app(AppDeploy(
+            app_name=props["app_name"], version=version, archive=archive,
+            database=AppDatabaseAccess(props["instance_name"], props["instance_host"], int(props["instance_port"]),
+                                       props["instance_user"], props["instance_password"]),
+            app_db_name=props["app_db_name"], env=dict(props.get("env") or {}), port=b.as_int(props.get("port")),
+            owner=props.get("owner")))
+        return self._outs(props, info)
 
     def do_create(self, props: b.Props) -> tuple[str, b.Props]:
-        outs = self._bind(props, True, None)
-        outs.setdefault("migrated_at", None)
-        return props["app_name"], outs
+        return props["app_name"], self._deploy(props)
 
     def do_update(self, olds: b.Props, news: b.Props) -> b.Props:
-        # migrations run on an instance change (change-database-instance) or a changed list, never for a
-        # password rotation or a port move of the same instance
-        moved = olds.get("instance_name") != news.get("instance_name")
-        outs = self._bind(news, moved or olds.get("migrate") != news.get("migrate"), olds.get("owner_password"))
-        if outs.get("migrated_at") is None:
-            outs["migrated_at"] = olds.get("migrated_at")
-        if olds.get("owner_role") and not news.get("owner_role"):
-            apps.release_owner_role(_admin(news), news["app_name"], news["app_db_name"])
-        return outs
+        return self._deploy(news)
 
     def do_read(self, id_: str, props: b.Props) -> b.Props | None:
-        try:
-            exists = apps.database_exists(_admin(props), props["app_db_name"])
-        except DbosError:
-            return props  # instance unreachable: report what we know
-        return props if exists else None
+        info = b.engine_for(props).app_info(props.get("app_name") or id_)
+        return self._outs(props, info) if info else None
 
     def do_delete(self, id_: str, props: b.Props) -> None:
-        if not props.get("drop_on_delete") or not props.get("instance_password"):
-            return  # like `dbos-cloud app delete` without --dropdb: the data stays
-        admin = _admin(props)
-        apps.drop_database(admin, props["app_db_name"])
-        if props.get("owner_role"):
-            apps.drop_owner_role(admin, props["app_name"])
+        b.engine_for(props).delete_app(props.get("app_name") or id_)
+        if props.get("drop_on_delete") and props.get("instance_password"):  # `app delete --dropdb`
+            admin = _admin(props)
+            for db in (props["app_db_name"], f"{props['app_db_name']}_dbos_sys"):
+                apps.drop_database(admin, db)
 
 
-class AppDatabase(b.DbosResource, module="dbos", name="AppDatabase"):
-    """An app's database on an instance (DBOS's app ↔ database binding).
+class App(b.BoundResource, module="dbos", name="App"):
+    """A DBOS app deployed and running, bound to an instance (``dbos-cloud app deploy``)."""
 
-    Creates ``app_db_name`` (default: ``app_name``) on ``instance`` if missing and runs ``migrate``
-    there with the DBOS app environment. Pointing ``instance`` elsewhere is an in-place update
-    (``app change-database-instance``). ``dbos_config`` reads app_db_name/migrate/rollback from a
-    dbos-config.yaml (explicit inputs win). Deleting drops nothing unless ``drop_on_delete=True``;
-    ``owner_role=True`` adds a role owning only this database (``owner_database_url``).
-    """
-
-    spec = AppDatabaseSpec
-    provider = AppDatabaseProvider
-
-    def __init__(self, resource_name: str, opts: pulumi.ResourceOptions | None = None, **arguments: Any) -> None:
-        unexpected = sorted(set(arguments) - set(self.spec.arguments()))
-        if unexpected:
-            raise TypeError(f"AppDatabase() got unexpected argument(s) {', '.join(unexpected)}")
-        given = arguments.pop("instance", None)
-        if not isinstance(given, pulumi.Resource):
-            raise DbosError("AppDatabase.instance must be an instance resource "
-                            "(DatabaseInstance, RestoredInstance or LinkedInstance)")
-        inst: Any = given
-        for key in ("working_dir", "dbos_config"):
-            if arguments.get(key):
-                arguments[key] = os.path.abspath(arguments[key])
-        self._register(resource_name, {
-            "app_name": resource_name, **arguments, "instance_name": inst.instance_name,
-            "instance_host": inst.hostname, "instance_port": inst.port, "instance_user": inst.username,
-            "instance_password": inst.password}, opts)
+    spec = AppSpec
+    provider = AppProvider

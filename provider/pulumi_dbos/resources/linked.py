@@ -10,6 +10,7 @@ from . import _base as b
 class LinkedInstanceProvider(b.BaseProvider):
     spec = LinkedInstanceSpec
     kind = Kind.LINKED
+    healthy = None  # unreachable is reported, not repaired: the server is not ours
 
     def _outs(self, props: b.Props, status: str) -> b.Props:
         return self.outputs(props, status=status, is_linked=True, database_url=b.database_url(

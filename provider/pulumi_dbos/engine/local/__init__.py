@@ -9,6 +9,7 @@ readiness, crash leftovers), ``template`` (the cluster instances are cloned from
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import logging
 import os
@@ -22,8 +23,19 @@ from pathlib import Path
 from ...errors import AlreadyExistsError, DbosError, EngineError, NotFoundError
 from ...timeutil import parse_rfc3339, to_rfc3339, utcnow
 from .. import pgbin, proc
-from ..contract import BackupInfo, InstanceInfo, Kind, Preflight, Problem, Status
+from ..contract import (
+    AppDeploy,
+    AppInfo,
+    AppVersion,
+    BackupInfo,
+    InstanceInfo,
+    Kind,
+    Preflight,
+    Problem,
+    Status,
+)
 from . import checks, ports, roles
+from .apps import LocalApps
 from .catalog import BackupRecord, Catalog, InstanceRecord
 from .paths import Layout, check_data_dir, default_data_dir, default_run_as
 from .pitr import Pitr
@@ -229,7 +241,7 @@ class LocalEngine:
             return None  # never made, or deleted out of band (the catalog row is stale)
         return self._info(rec)
 
-    def list(self) -> list[InstanceInfo]:
+    def list(self) -> builtins.list[InstanceInfo]:
         return [self._info(r) for r in self.catalog.all()]
 
     def ensure_running(self, name: str) -> InstanceInfo:
@@ -376,6 +388,37 @@ class LocalEngine:
         if rec is not None and not rec.linked:
             raise EngineError(f"{name!r} is not a linked instance", hint="destroy it instead")
         self.catalog.delete(name)
+
+
+    # ---------------------------------------------------------------- contract: apps
+    @property
+    def apps(self) -> LocalApps:
+        return LocalApps(self.layout, self.catalog)
+
+    def app_preflight(self, app_name: str, *, port: int | None, version: str | None, owner: str | None,
+                      creating: bool) -> builtins.list[Problem]:
+        problems = [Problem("data_dir", p) for p in check_data_dir(self.data_dir, self.run_as.user)]
+        return problems or LocalApps(self.layout, self.existing_catalog()).preflight(
+            app_name, port=port, version=version, owner=owner, creating=creating)
+
+    def deploy_app(self, req: AppDeploy) -> AppInfo:
+        return self.apps.deploy(req)
+
+    def app_info(self, app_name: str) -> AppInfo | None:
+        return self.apps.info(app_name) if self.existing_catalog() else None
+
+    def list_apps(self) -> builtins.list[AppInfo]:
+        return self.apps.all()
+
+    def app_versions(self, app_name: str) -> builtins.list[AppVersion]:
+        return LocalApps(self.layout, self.existing_catalog()).versions(app_name)
+
+    def app_logs(self, app_name: str, lines: int = 100) -> str:
+        return self.apps.logs(app_name, lines)
+
+    def delete_app(self, app_name: str) -> None:
+        if self.existing_catalog() is not None:
+            self.apps.delete(app_name)
 
 
 __all__ = ["LocalEngine", "check_data_dir", "default_data_dir", "default_run_as"]

@@ -45,6 +45,25 @@ CREATE TABLE IF NOT EXISTS backups (
     start_wal TEXT NOT NULL,
     PRIMARY KEY (instance, backup_id)
 );
+CREATE TABLE IF NOT EXISTS apps (
+    name TEXT PRIMARY KEY,
+    instance TEXT NOT NULL,
+    app_db_name TEXT NOT NULL,
+    version TEXT,                    -- the version serving (NULL until the first deploy succeeds)
+    port INTEGER NOT NULL,           -- the app's stable port (its proxy)
+    backend_port INTEGER,            -- the serving process's own port
+    backend_pid INTEGER,
+    proxy_pid INTEGER,
+    status TEXT NOT NULL,
+    owner TEXT,
+    created_at TEXT
+);
+CREATE TABLE IF NOT EXISTS app_versions (
+    app TEXT NOT NULL,
+    version TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (app, version)
+);
 """
 
 _thread_lock = threading.RLock()
@@ -140,7 +159,8 @@ class Catalog:
 
     @staticmethod
     def used_ports(db: sqlite3.Connection) -> set[int]:
-        return {r[0] for r in db.execute("SELECT port FROM instances WHERE kind != ?", (Kind.LINKED.value,))}
+        return ({r[0] for r in db.execute("SELECT port FROM instances WHERE kind != ?", (Kind.LINKED.value,))}
+                | {r[0] for r in db.execute("SELECT port FROM apps")})
 
     @staticmethod
     def exists(db: sqlite3.Connection, name: str) -> bool:
@@ -183,3 +203,65 @@ class Catalog:
     def delete_backup(self, instance: str, backup_id: str) -> None:
         with _thread_lock, self._connect() as db:
             db.execute("DELETE FROM backups WHERE instance = ? AND backup_id = ?", (instance, backup_id))
+
+
+@dataclass
+class AppRecord:
+    name: str
+    instance: str
+    app_db_name: str
+    port: int
+    status: str
+    version: str | None = None
+    backend_port: int | None = None
+    backend_pid: int | None = None
+    proxy_pid: int | None = None
+    owner: str | None = None
+    created_at: str | None = None
+
+
+_APP_COLUMNS = frozenset(f.name for f in dataclasses.fields(AppRecord))
+
+
+class AppCatalog:
+    """The apps' rows, in the same SQLite file and under the same locks as the instances'."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def get(self, name: str) -> AppRecord | None:
+        with self.catalog._connect() as db:
+            row = db.execute("SELECT * FROM apps WHERE name = ?", (name,)).fetchone()
+            return AppRecord(**dict(row)) if row else None
+
+    def all(self) -> list[AppRecord]:
+        with self.catalog._connect() as db:
+            return [AppRecord(**dict(r)) for r in db.execute("SELECT * FROM apps ORDER BY name")]
+
+    @staticmethod
+    def insert(db: sqlite3.Connection, rec: AppRecord) -> None:
+        row = dataclasses.asdict(rec)
+        db.execute(f"INSERT INTO apps ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",  # noqa: S608
+                   tuple(row.values()))
+
+    def update(self, name: str, **fields: Any) -> None:
+        unknown = set(fields) - _APP_COLUMNS
+        if unknown:
+            raise KeyError(f"not app columns: {sorted(unknown)}")
+        sets = ", ".join(f"{k} = ?" for k in fields)  # column names checked above
+        with _thread_lock, self.catalog._connect() as db:
+            db.execute(f"UPDATE apps SET {sets} WHERE name = ?", (*fields.values(), name))  # noqa: S608
+
+    def delete(self, name: str) -> None:
+        with _thread_lock, self.catalog._connect() as db:
+            db.execute("DELETE FROM app_versions WHERE app = ?", (name,))
+            db.execute("DELETE FROM apps WHERE name = ?", (name,))
+
+    def add_version(self, app: str, version: str, created_at: str) -> None:
+        with _thread_lock, self.catalog._connect() as db:
+            db.execute("INSERT OR IGNORE INTO app_versions VALUES (?, ?, ?)", (app, version, created_at))
+
+    def versions(self, app: str) -> list[tuple[str, str]]:
+        with self.catalog._connect() as db:
+            return [(r[0], r[1]) for r in db.execute(
+                "SELECT version, created_at FROM app_versions WHERE app = ? ORDER BY created_at, version", (app,))]

@@ -56,9 +56,14 @@ def _claim_is_live(owner: str, port: int) -> bool:
     try:
         db = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=10)
         try:
-            row = db.execute("SELECT port FROM instances WHERE name = ?", (parts[1],)).fetchone()
+            if parts[1].startswith("app:"):
+                row = db.execute("SELECT port FROM apps WHERE name = ?", (parts[1][4:],)).fetchone()
+            else:
+                row = db.execute("SELECT port FROM instances WHERE name = ?", (parts[1],)).fetchone()
         finally:
             db.close()
+    except sqlite3.OperationalError as exc:
+        return "no such table" not in str(exc)  # an older catalog without apps: not live; else cannot tell
     except sqlite3.Error:
         return True  # cannot tell: leave it alone
     return bool(row) and int(row[0]) == port
