@@ -97,7 +97,9 @@ def main() -> None:
     })
     pulumi.export("database_urls", pulumi.Output.secret({name: r.database_url for name, r in instances.items()}))
     pulumi.export("apps", {
-        name: {"instance": a.instance_name, "database_url": pulumi.Output.secret(a.database_url)}
+        name: {"instance": a.instance_name, "database_url": pulumi.Output.secret(a.database_url),
+               **({"app_url": a.app_url, "version": a.version, "status": a.status}
+                  if isinstance(a, dbos.App) else {})}
         for name, a in apps.items()
     })
 

@@ -269,9 +269,9 @@ def write_connection(path: str | Path, hostname: str, port: int, username: str, 
 
     The password itself is never written. Two layouts:
 
-    - DBOS Transact 3.x (a top-level ``database_url`` or ``system_database_url``, or no ``database:``
-      section with connection keys): sets ``database_url`` and ``system_database_url`` (database
-      ``<dbname>_dbos_sys``). DBOS substitutes environment variables into the file's text before it
+    - DBOS Transact 3.x (a top-level ``system_database_url``, or no ``database:`` section with
+      connection keys): sets ``system_database_url`` (database ``<dbname>_dbos_sys``); 3.x rejects a
+      top-level ``database_url``, so one is only updated when the file already has it (2.x). DBOS substitutes environment variables into the file's text before it
       parses the URL, so ``${PGPASSWORD}`` goes into the URLs only when the password needs no
       percent-escaping there (``url_safe``; else decided from ``password``; neither given: assumed
       safe). Otherwise the URLs carry no password and libpq (DBOS connects through psycopg) reads
@@ -310,15 +310,15 @@ def write_connection(path: str | Path, hostname: str, port: int, username: str, 
         def url(name: str) -> str:
             return f"postgresql://{auth}@{host}:{port}/{urllib.parse.quote(name, safe='')}"
 
-        if "database_url" in doc:
+        if "database_url" in doc:  # the 2.x layout; 3.x rejects this key, so it is never added
             doc["database_url"] = url(dbname)
-        else:
-            keys = list(doc.keys())
-            doc.insert(keys.index("database") if "database" in keys else len(keys), "database_url", url(dbname))
         if "system_database_url" in doc:
             doc["system_database_url"] = url(f"{dbname}_dbos_sys")
         else:
-            doc.insert(list(doc.keys()).index("database_url") + 1, "system_database_url", url(f"{dbname}_dbos_sys"))
+            keys = list(doc.keys())
+            at = keys.index("database_url") + 1 if "database_url" in keys else \
+                keys.index("database") if "database" in keys else len(keys)
+            doc.insert(at, "system_database_url", url(f"{dbname}_dbos_sys"))
         embedded = url_safe
     else:
         assert isinstance(db, dict)

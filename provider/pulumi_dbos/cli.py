@@ -141,8 +141,15 @@ def _unwrap(v: Any) -> Any:
 
 
 def app_state(app: str, stack: str | None, cwd: str | None = None) -> dict[str, Any]:
-    """The AppDatabase outputs of ``app`` in a stack (needs the stack's backend and passphrase env)."""
-    return stack_resource("dbos:AppDatabase", "app_name", app, stack, cwd)
+    """The outputs of ``app`` (an AppDatabase, else an App) in a stack (needs the stack's backend and
+    passphrase env). An App's are shaped like an AppDatabase's (host, port, user, its config file)."""
+    try:
+        return stack_resource("dbos:AppDatabase", "app_name", app, stack, cwd)
+    except DbosError:
+        outs = stack_resource("dbos:App", "app_name", app, stack, cwd)
+    outs.update(hostname=outs.get("instance_host"), port=outs.get("instance_port"), username=outs.get("instance_user"),
+                dbos_config=os.path.join(outs.get("source") or ".", "dbos-config.yaml"))
+    return outs
 
 
 def stack_resource(type_suffix: str, key: str, value: str, stack: str | None,
@@ -210,6 +217,72 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _app_row(info: Any) -> dict[str, Any]:
+    """An app as DBOS Cloud's API shows it (``Application``), so `--json` output reads the same."""
+    return {"Name": info.name, "ID": info.name, "PostgresInstanceName": info.instance_name,
+            "ApplicationDatabaseName": info.app_db_name, "Status": info.status, "Version": info.version or "",
+            "AppURL": info.app_url}
+
+
+def _print_record(row: dict[str, Any], labels: dict[str, str]) -> None:
+    for key, label in labels.items():
+        print(f"{label}: {row[key]}")
+
+
+_APP_LABELS = {"Name": "Application Name", "ID": "ID", "PostgresInstanceName": "Postgres Instance Name",
+               "ApplicationDatabaseName": "Application Database Name", "Status": "Status", "Version": "Version",
+               "AppURL": "App URL"}
+
+
+def _app(args: argparse.Namespace) -> Any:
+    info = _engine(args).app_info(args.app)
+    if info is None:
+        raise DbosError(f"application {args.app} not found", hint="`pulumi-dbos app list` shows the apps")
+    return info
+
+
+def cmd_app_list(args: argparse.Namespace) -> int:
+    rows = [_app_row(i) for i in _engine(args).list_apps()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("No applications found")
+    for r in rows if not args.json else []:
+        _print_record(r, _APP_LABELS)
+        print("-------------------------")
+    return 0
+
+
+def cmd_app_status(args: argparse.Namespace) -> int:
+    row = _app_row(_app(args))
+    if args.json:
+        print(json.dumps(row, indent=2))
+    else:
+        _print_record(row, _APP_LABELS)
+    return 0
+
+
+def cmd_app_versions(args: argparse.Namespace) -> int:
+    info = _app(args)
+    rows = [{"ApplicationName": info.name, "Version": v.version, "CreationTime": v.created_at}
+            for v in info.versions]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("No versions found")
+    for r in rows if not args.json else []:
+        _print_record(r, {"ApplicationName": "Application Name", "Version": "Version",
+                          "CreationTime": "Creation Timestamp"})
+        print("-------------------------")
+    return 0
+
+
+def cmd_app_logs(args: argparse.Namespace) -> int:
+    _app(args)
+    print(_engine(args).app_logs(args.app, args.lines))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import render_text
 
@@ -267,6 +340,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("app")
     s.add_argument("--stack", default=None)
     s.set_defaults(fn=cmd_rollback)
+    for name, fn, what in (("status", cmd_app_status, "an app's status"), ("versions", cmd_app_versions,
+                           "an app's stored versions, oldest first"), ("logs", cmd_app_logs, "an app's log")):
+        s = app.add_parser(name, help=what)
+        s.add_argument("app")
+        if name == "logs":
+            s.add_argument("-n", "--lines", type=int, default=100)
+        else:
+            s.add_argument("--json", action="store_true")
+        s.set_defaults(fn=fn)
+    s = app.add_parser("list", help="apps known to the engine")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_app_list)
     s = sub.add_parser("preview-report", help="`pulumi preview --json` -> Markdown for a PR comment")
     s.add_argument("file", nargs="?", default="-")
     s.add_argument("--title", default="pulumi preview")

@@ -269,7 +269,7 @@ def password_with(ch: str) -> str:
     return f"{ch}Pa{ch}ss-w0rd{ch}"
 
 
-LAYOUT_3X = "# 3.x layout\nname: shop\ndatabase_url: postgresql://u:p@localhost:5432/old   # the app's db\n"
+LAYOUT_3X = "# 2.x layout\nname: shop\ndatabase_url: postgresql://u:p@localhost:5432/old   # the app's db\n"
 LAYOUT_NO_CONN = "name: shop\ndatabase:\n  # migrations only\n  migrate:\n    - alembic upgrade head\n"
 LAYOUT_SYS_ONLY = "name: shop\nsystem_database_url: postgresql://u@localhost:5432/x_dbos_sys\n"
 LAYOUT_OLD = "name: shop\ndatabase:\n  hostname: localhost  # keep me\n  port: 5432\n  username: postgres\n"
@@ -286,7 +286,11 @@ def test_3x_layout_urls_parse_for_every_allowed_password_character(tmp_path: Pat
     text = f.read_text()
     assert pw not in text
     doc = dbos_expand(text, {"PGPASSWORD": pw})
+    # DBOS 3.x rejects a top-level database_url: it is only kept up to date where it already is (2.x)
+    assert ("database_url" in doc) is (layout == LAYOUT_3X)
     for key, dbname in (("database_url", "shop_db"), ("system_database_url", "shop_db_dbos_sys")):
+        if key not in doc:
+            continue
         parsed = conninfo_to_dict(doc[key])
         assert {k: parsed[k] for k in ("user", "host", "port", "dbname")} == {
             "user": "app_user", "host": "127.0.0.1", "port": "54401", "dbname": dbname}
@@ -311,12 +315,22 @@ def test_old_layout_password_survives_expansion(tmp_path: Path, ch: str) -> None
                   "app_db_name": "shop_db"}
 
 
+def test_3x_layout_gets_no_database_url(tmp_path: Path) -> None:
+    """DBOS Transact 3.x rejects a top-level database_url: db connect never adds one."""
+    f = tmp_path / "dbos-config.yaml"
+    f.write_text(LAYOUT_NO_CONN)
+    apps.write_connection(f, "127.0.0.1", 54401, "app_user", "shop_db", password="Plain-passw0rd")
+    doc = yaml.safe_load(f.read_text())
+    assert "database_url" not in doc and doc["system_database_url"].endswith("/shop_db_dbos_sys")
+    assert list(doc) == ["name", "system_database_url", "database"]
+
+
 def test_3x_layout_keeps_comments_and_places_system_url(tmp_path: Path) -> None:
     f = tmp_path / "dbos-config.yaml"
     f.write_text(LAYOUT_3X + "database:\n  migrate: [x]\n")
     apps.write_connection(f, "127.0.0.1", 54401, "app_user", "shop_db", password="Plain-passw0rd")
     text = f.read_text()
-    assert "# 3.x layout" in text and "# the app's db" in text
+    assert "# 2.x layout" in text and "# the app's db" in text
     keys = list(yaml.safe_load(text))
     assert keys == ["name", "database_url", "system_database_url", "database"]
     assert "postgresql://app_user:${PGPASSWORD}@127.0.0.1:54401/shop_db_dbos_sys" in text
