@@ -401,7 +401,15 @@ class LocalApps:
             if isinstance(exc, DbosError) and "Last log lines" not in exc.message:
                 raise self._fail(req.app_name, exc.message, log, since, masks) from None
             raise
-        proxy_pid = self._switch(old, port, run)
+        try:
+            proxy_pid = self._switch(old, port, run)
+        except EngineError:
+            if req.port is not None or _alive(old.proxy_pid):
+                _stop(pid, grace=2)
+                raise
+            # an allocated port someone else took while the app was not serving: take another one
+            old = self._move_port(old)
+            proxy_pid = self._switch(old, port, run)
         if old.backend_pid and old.backend_pid != pid:
             _stop(old.backend_pid)
             if old.backend_port:
@@ -413,6 +421,15 @@ class LocalApps:
         assert info is not None
         return info
 
+    def _move_port(self, rec: AppRecord) -> AppRecord:
+        with self.catalog.locked() as db:
+            port = ports.allocate(db, self.layout.data_dir, None, f"app:{rec.name}")  # skips rec.port: in use
+            db.execute("UPDATE apps SET port = ? WHERE name = ?", (port, rec.name))
+        ports.release(rec.port, self.layout.data_dir, f"app:{rec.name}")
+        moved = self.rows.get(rec.name)
+        assert moved is not None
+        return moved
+
     def _switch(self, rec: AppRecord, backend_port: int, run: Path) -> int:
         """Point the app's stable port at ``backend_port`` (starting its proxy if it is not running)."""
         target = run / "target"
@@ -423,10 +440,20 @@ class LocalApps:
         if _alive(rec.proxy_pid) and _accepts(rec.port):
             return int(rec.proxy_pid or 0)
         _stop(rec.proxy_pid, grace=2)
-        pid = proc.spawn([app_python(), str(self.root / "proxy.py"), str(rec.port), str(target)], run_as=self.run_as,
-                         env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, cwd=run, log=run / "proxy.log")
-        wait_until(lambda: _alive(pid) and _accepts(rec.port), 10, f"the proxy of app {rec.name!r} did not listen "
-                   f"on port {rec.port}", interval=0.02)
+        ready = run / "proxy.ready"
+        ready.unlink(missing_ok=True)
+        pid = proc.spawn([app_python(), str(self.root / "proxy.py"), str(rec.port), str(target), str(ready)],
+                         run_as=self.run_as, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, cwd=run,
+                         log=run / "proxy.log")
+
+        def listening() -> bool:
+            if not _alive(pid):
+                tail = (run / "proxy.log").read_text(errors="replace").strip().splitlines()[-1:]
+                raise EngineError(f"the proxy of app {rec.name!r} could not listen on port {rec.port}: "
+                                  f"{' '.join(tail)}", hint="another process took the port: set `port`")
+            return ready.exists() and ready.read_text().strip() == str(pid)
+
+        wait_until(listening, 10, f"the proxy of app {rec.name!r} did not listen on port {rec.port}", interval=0.02)
         return pid
 
     def delete(self, name: str) -> None:

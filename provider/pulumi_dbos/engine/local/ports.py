@@ -11,6 +11,7 @@ import contextlib
 import os
 import socket
 import sqlite3
+import time
 from pathlib import Path
 
 from ...errors import EngineError
@@ -46,7 +47,12 @@ def _claim_text(data_dir: Path, name: str) -> str:
     return f"{data_dir}\n{name}\n"
 
 
-def _claim_is_live(owner: str, port: int) -> bool:
+CLAIM_GRACE = 120.0  # a fresh claim may belong to a create whose catalog row is not committed yet
+
+
+def _claim_is_live(owner: str, port: int, age: float = CLAIM_GRACE + 1) -> bool:
+    if age < CLAIM_GRACE:
+        return True
     parts = owner.split("\n")
     if len(parts) < 2:
         return False
@@ -88,7 +94,11 @@ def claim(port: int, data_dir: Path, name: str) -> bool:
                 continue
             if holder == mine:
                 return True
-            if _claim_is_live(holder, port):
+            try:
+                age = time.time() - path.stat().st_mtime
+            except OSError:
+                continue
+            if _claim_is_live(holder, port, age):
                 return False
             with contextlib.suppress(OSError):
                 path.unlink()

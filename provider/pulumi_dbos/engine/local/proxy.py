@@ -1,6 +1,6 @@
 """An app's stable port: a small TCP proxy in front of whichever process serves the app now.
 
-Run as ``python3 proxy.py LISTEN_PORT TARGET_FILE`` (standard library only: the engine copies this
+Run as ``python3 proxy.py LISTEN_PORT TARGET_FILE READY_FILE`` (standard library only: the engine copies this
 file next to the apps and runs it with the apps' interpreter, as the apps' OS user). Each new
 connection goes to the port written in ``TARGET_FILE``; a deploy starts the new version on its own
 port, waits until it is healthy, rewrites the file (atomically), then stops the old process — so
@@ -36,7 +36,7 @@ def _target(path: str) -> int | None:
         return None
 
 
-async def main(listen: int, target_file: str) -> None:
+async def main(listen: int, target_file: str, ready_file: str) -> None:
     async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         port = _target(target_file)
         if port is None:
@@ -50,6 +50,8 @@ async def main(listen: int, target_file: str) -> None:
         await asyncio.gather(_pipe(client_r, up_w), _pipe(up_r, client_w))
 
     server = await asyncio.start_server(handle, "127.0.0.1", listen, reuse_address=True)
+    with open(ready_file, "w") as fh:  # the port is ours: the engine waits for this
+        fh.write(str(os.getpid()))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -60,4 +62,4 @@ async def main(listen: int, target_file: str) -> None:
 
 if __name__ == "__main__":
     os.umask(0o077)
-    asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
+    asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3]))

@@ -1,0 +1,63 @@
+"""The app half of the contract (DBOS Cloud's `app ...`): deploy, versions, change-database-instance with a
+previous version, failures that keep the old version serving, delete."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pulumi_dbos.appsource import pack
+from pulumi_dbos.engine.contract import AppDatabaseAccess, AppDeploy, AppStatus, Engine
+from pulumi_dbos.errors import DbosError
+from tests.conftest import ROOT
+from tests.contract.helpers import Instances
+
+PW = "Contract-app-pw1"
+
+
+def get(url: str) -> dict[str, str]:
+    return json.loads(urllib.request.urlopen(url, timeout=30).read())  # type: ignore[no-any-return]  # noqa: S310
+
+
+def test_deploy_versions_change_instance_previous_version_and_delete(
+        contract_engine: Engine, instances: Instances, tmp_path: Path) -> None:
+    src = tmp_path / "greet"
+    shutil.copytree(ROOT / "examples" / "greet", src)
+    a = instances.provision(password=PW)
+    b = instances.provision(password=PW)
+    app = f"ct_{a.name[-8:]}"
+    (src / "dbos-config.yaml").write_text((src / "dbos-config.yaml").read_text().replace("name: greet", f"name: {app}"))
+    access = {i.name: AppDatabaseAccess(i.name, i.hostname, i.port, i.username, PW) for i in (a, b)}
+    v1, z1 = pack(src)
+    try:
+        info = contract_engine.deploy_app(AppDeploy(app, v1, z1, access[a.name], "greet_db", {}, owner="ct"))
+        assert info.status == AppStatus.AVAILABLE.value and info.version == v1 and info.instance_name == a.name
+        assert get(info.app_url + "/")["version"] == v1
+
+        (src / "main.py").write_text((src / "main.py").read_text().replace('GREETING = "Hello"', 'GREETING = "Hi"'))
+        v2, z2 = pack(src)
+        assert v2 != v1
+        info = contract_engine.deploy_app(AppDeploy(app, v2, z2, access[a.name], "greet_db", {}, owner="ct"))
+        assert get(info.app_url + "/") == {"app": app, "version": v2, "greeting": "Hi"}
+        assert [v.version for v in contract_engine.app_versions(app)] == [v1, v2]
+
+        # change-database-instance with the previous version: v1's code on instance b, same URL
+        info = contract_engine.deploy_app(AppDeploy(app, v1, None, access[b.name], "greet_db", {}, owner="ct"))
+        assert info.instance_name == b.name and get(info.app_url + "/")["greeting"] == "Hello"
+        assert any(x.name == app for x in contract_engine.list_apps())
+        assert "deploy" in contract_engine.app_logs(app)
+
+        # an unknown stored version is refused, and the app keeps serving
+        with pytest.raises(DbosError, match="not stored"):
+            contract_engine.deploy_app(AppDeploy(app, "nope", None, access[a.name], "greet_db", {}, owner="ct"))
+        assert get(info.app_url + "/")["version"] == v1
+        problems = contract_engine.app_preflight(app, port=None, version="nope", owner="ct", creating=False)
+        assert [p.field for p in problems] == ["previous_version"] and v1 in problems[0].message
+    finally:
+        contract_engine.delete_app(app)
+    assert contract_engine.app_info(app) is None
+    assert contract_engine.app_versions(app) == []
