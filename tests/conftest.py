@@ -40,6 +40,8 @@ def kill_servers_under(path: Path) -> None:
 
 def cleanup_data_dir(path: Path) -> None:
     with contextlib.suppress(Exception):
+        if not (path / "catalog.db").exists():
+            raise FileNotFoundError(path)  # nothing of an engine's here (never create a catalog to clean up)
         eng = LocalEngine(path)
         for app in eng.list_apps():
             with contextlib.suppress(Exception):
@@ -57,6 +59,9 @@ def tmp_root() -> Iterator[Path]:
     try:
         yield d
     finally:
+        for sub in sorted(d.iterdir()) if d.exists() else []:
+            if (sub / "catalog.db").exists():  # the engines' data dirs made under it (data_dir is root/d)
+                cleanup_data_dir(sub)
         cleanup_data_dir(d)
 
 
