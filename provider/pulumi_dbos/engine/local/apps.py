@@ -26,7 +26,6 @@ import os
 import pwd
 import shlex
 import shutil
-import socket
 import sys
 import time
 from pathlib import Path
@@ -83,11 +82,16 @@ def _alive(pid: int | None) -> bool:
         return False
 
 
-def _accepts(port: int | None) -> bool:
-    if not port:
+def _listens(pid: int, port: int) -> bool:
+    """Whether ``pid`` (or a child of it) listens on ``port``: a port that answers may be someone else's."""
+    try:
+        p = psutil.Process(pid)
+        for q in (p, *p.children(recursive=True)):
+            if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                   for c in q.net_connections(kind="tcp")):
+                return True
+    except psutil.Error:
         return False
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-        return True
     return False
 
 
@@ -210,7 +214,8 @@ class LocalApps:
     def _info(self, rec: AppRecord) -> AppInfo:
         status = rec.status
         if rec.version and status != AppStatus.DEPLOYING.value:
-            healthy = _alive(rec.backend_pid) and _alive(rec.proxy_pid) and _accepts(rec.port)
+            healthy = bool(rec.backend_pid and rec.backend_port and rec.proxy_pid
+                           and _listens(rec.backend_pid, rec.backend_port) and _listens(rec.proxy_pid, rec.port))
             status = AppStatus.AVAILABLE.value if healthy else AppStatus.UNHEALTHY.value
         return AppInfo(name=rec.name, status=status, version=rec.version, instance_name=rec.instance,
                        app_db_name=rec.app_db_name, app_url=f"http://127.0.0.1:{rec.port}", port=rec.port,
@@ -337,12 +342,16 @@ class LocalApps:
             "PGPASSFILE": str(pgpass),
         }
 
-    def _backend_port(self) -> int:
-        taken = {r.backend_port for r in self.rows.all()}
+    def _backend_port(self, name: str) -> int:
+        """A port of the app's own for a new process, claimed machine-wide (engines of other data dirs
+        deploy at the same time); the claim is replaced by the next deploy's."""
         lo, hi = BACKEND_PORTS
-        for port in range(lo, hi + 1):
-            if port not in taken and ports.port_free(port):
-                return port
+        with self.catalog.locked():
+            taken = {r.backend_port for r in self.rows.all()}
+            for port in range(lo, hi + 1):
+                if port not in taken and ports.port_free(port) and ports.claim(port, self.layout.data_dir,
+                                                                                f"appb:{name}"):
+                    return port
         raise EngineError(f"no free app port in {lo}-{hi}", hint="set PULUMI_DBOS_APP_BACKEND_PORTS")
 
     def _fail(self, name: str, what: str, log: Path, since: int, masks: list[str]) -> DbosError:
@@ -366,7 +375,7 @@ class LocalApps:
         run = self.app_dir(req.app_name) / "run"
         self._mkdir(run)
         self._databases(req.database, [req.app_db_name, f"{req.app_db_name}_dbos_sys"])
-        port = self._backend_port()
+        port = self._backend_port(req.app_name)
         pgpass = run / f"pgpass.{port}"
         pgpass.write_text(_pgpass_line(req.database))
         self._own(pgpass, 0o600)
@@ -390,7 +399,7 @@ class LocalApps:
             if not _alive(pid):
                 raise self._fail(req.app_name, f"version {req.version} exited before it was healthy", log, since,
                                  masks)
-            return _accepts(port)
+            return _listens(pid, port)
 
         try:
             wait_until(healthy, APP_START_TIMEOUT, f"app {req.app_name!r} version {req.version} did not answer on "
@@ -398,6 +407,7 @@ class LocalApps:
         except BaseException as exc:
             _stop(pid, grace=2)
             pgpass.unlink(missing_ok=True)
+            ports.release(port, self.layout.data_dir, f"appb:{req.app_name}")
             if isinstance(exc, DbosError) and "Last log lines" not in exc.message:
                 raise self._fail(req.app_name, exc.message, log, since, masks) from None
             raise
@@ -414,6 +424,7 @@ class LocalApps:
             _stop(old.backend_pid)
             if old.backend_port:
                 (run / f"pgpass.{old.backend_port}").unlink(missing_ok=True)
+                ports.release(old.backend_port, self.layout.data_dir, f"appb:{req.app_name}")
         self.rows.update(req.app_name, version=req.version, backend_port=port, backend_pid=pid, proxy_pid=proxy_pid,
                          status=AppStatus.AVAILABLE.value, instance=req.database.instance_name,
                          app_db_name=req.app_db_name, owner=req.owner)
@@ -437,8 +448,8 @@ class LocalApps:
         tmp.write_text(str(backend_port))
         self._own(tmp, 0o600)
         os.replace(tmp, target)
-        if _alive(rec.proxy_pid) and _accepts(rec.port):
-            return int(rec.proxy_pid or 0)
+        if rec.proxy_pid and _listens(rec.proxy_pid, rec.port):
+            return rec.proxy_pid
         _stop(rec.proxy_pid, grace=2)
         ready = run / "proxy.ready"
         ready.unlink(missing_ok=True)
@@ -465,6 +476,8 @@ class LocalApps:
         shutil.rmtree(self.app_dir(name), ignore_errors=True)
         if rec is not None:
             ports.release(rec.port, self.layout.data_dir, f"app:{name}")
+            if rec.backend_port:
+                ports.release(rec.backend_port, self.layout.data_dir, f"appb:{name}")
             self.rows.delete(name)
 
     def _kill_leftovers(self, name: str) -> None:

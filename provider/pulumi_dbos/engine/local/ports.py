@@ -64,6 +64,8 @@ def _claim_is_live(owner: str, port: int, age: float = CLAIM_GRACE + 1) -> bool:
         try:
             if parts[1].startswith("app:"):
                 row = db.execute("SELECT port FROM apps WHERE name = ?", (parts[1][4:],)).fetchone()
+            elif parts[1].startswith("appb:"):  # an app's serving process
+                row = db.execute("SELECT backend_port FROM apps WHERE name = ?", (parts[1][5:],)).fetchone()
             else:
                 row = db.execute("SELECT port FROM instances WHERE name = ?", (parts[1],)).fetchone()
         finally:
@@ -72,7 +74,7 @@ def _claim_is_live(owner: str, port: int, age: float = CLAIM_GRACE + 1) -> bool:
         return "no such table" not in str(exc)  # an older catalog without apps: not live; else cannot tell
     except sqlite3.Error:
         return True  # cannot tell: leave it alone
-    return bool(row) and int(row[0]) == port
+    return bool(row) and row[0] is not None and int(row[0]) == port
 
 
 def claim(port: int, data_dir: Path, name: str) -> bool:
