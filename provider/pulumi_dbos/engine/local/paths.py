@@ -134,7 +134,10 @@ class Layout:
         problems = check_data_dir(self.data_dir, self.run_as.user)
         if problems:
             raise EngineError("; ".join(problems))
-        for d in (self.data_dir, self.data_dir / "instances", self.data_dir / "templates"):
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # 0711 once apps exist: their OS user must traverse it to reach apps/ (instances/ stays 0700)
+        self.own(self.data_dir, 0o711 if (self.data_dir / "apps").is_dir() else 0o700)
+        for d in (self.data_dir / "instances", self.data_dir / "templates"):
             self.mkdir(d)
 
     def log_tail(self, name: str, lines: int = 15) -> str:
