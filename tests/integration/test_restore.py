@@ -69,7 +69,7 @@ def test_offset_and_fractional_times(engine: LocalEngine, source: int) -> None:
 
 def test_one_microsecond_after_creation(engine: LocalEngine, source: int) -> None:
     earliest = parse_rfc3339(engine.info("src_db").earliest_restorable_time)
-    r = engine.restore_to_new("src_db", "rst_early", to_rfc3339(earliest + timedelta(microseconds=1)))
+    r = engine.restore_to_new("src_db", "rst_early", to_rfc3339(earliest + timedelta(microseconds=1)), password=PW)
     with conn(r.port) as c:  # the user's role exists; the table does not yet
         assert c.execute("SELECT to_regclass('t')").fetchone() == (None,)
 
@@ -91,7 +91,7 @@ def test_missing_wal_fails_clearly_and_leaves_nothing(engine: LocalEngine, sourc
         t = c.execute("SELECT now()").fetchone()[0]
         c.execute("INSERT INTO t VALUES (5000)")
     archive = engine.inst_dir("src_db") / "archive"
-    engine._archive_now("src_db", engine.info("src_db").port)
+    engine.pitr.archive_now("src_db", engine.info("src_db").port)
     for seg in archive.iterdir():
         seg.unlink()  # someone deleted the archive
     with pytest.raises(EngineError, match="rolled back"):

@@ -85,7 +85,7 @@ def test_full_lifecycle_leaks_nothing(make_project: Any, tmp_root: Path) -> None
             assert c.execute("SHOW password_encryption").fetchone() == ("scram-sha-256",)
             with pytest.raises(psycopg.errors.InsufficientPrivilege):  # not a superuser
                 c.execute("SELECT rolpassword FROM pg_authid")
-        with eng.admin("aud_a", info.port) as c:
+        with eng.server.admin("aud_a", info.port) as c:
             verifiers = [r[0] for r in c.execute("SELECT rolpassword FROM pg_authid WHERE rolpassword IS NOT NULL")]
             hba = c.execute("SELECT type, auth_method FROM pg_hba_file_rules").fetchall()
         assert verifiers and all(v.startswith("SCRAM-SHA-256$") for v in verifiers)

@@ -295,9 +295,10 @@ class LocalApps:
             if (env / ".ready").exists():
                 return env
             shutil.rmtree(env, ignore_errors=True)
-            uv_env = proc.clean_env({"UV_CACHE_DIR": str(self.root / ".uv-cache"), "UV_PYTHON_DOWNLOADS": "never",
-                                     "UV_NO_PROGRESS": "1"})
-            for k in ("PIP_INDEX_URL", "UV_INDEX_URL", "PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+            # uv's own cache (per user, machine-wide): a package is downloaded once, then linked
+            uv_env = proc.clean_env({"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"})
+            for k in ("UV_CACHE_DIR", "XDG_CACHE_HOME", "PIP_INDEX_URL", "UV_INDEX_URL", "PIP_CERT", "SSL_CERT_FILE",
+                      "REQUESTS_CA_BUNDLE"):
                 if k in os.environ:
                     uv_env[k] = os.environ[k]
             try:
