@@ -33,7 +33,7 @@ def wal_bytes(eng: LocalEngine, name: str) -> int:
 
 
 def raw_restore(eng: LocalEngine, root: Path, base: str, target: object) -> float:
-    eng._archive_now("src", eng.info("src").port)  # type: ignore[union-attr]  # untimed: WAL in the archive
+    eng.pitr.archive_now("src", eng.info("src").port)  # type: ignore[union-attr]  # untimed: WAL in the archive
     d = root / f"raw{time.monotonic_ns()}"
     d.mkdir(mode=0o700)
     chown(d)
@@ -85,7 +85,7 @@ def main() -> None:
             target = c.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
             c.execute("INSERT INTO t VALUES (-1, 'after the target')")
         base = eng.catalog.backups("src")[0].path
-        eng._archive_now("src", info.port)
+        eng.pitr.archive_now("src", info.port)
         print(f"source: {ROWS} rows, {wal_bytes(eng, 'src') / 1e6:.0f} MB of archived WAL since its base backup")
         raw, ours = [], []
         for i in range(N):

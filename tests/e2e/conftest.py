@@ -30,6 +30,21 @@ cfg = pulumi.Config()
 spec = json.loads(cfg.get("spec") or "{}")
 """
 
+# spec = {"instances": {key: kwargs}, "restores": {key: kwargs}}: an instance's password is the secret config
+# `pw_<key>`; a restore's `source` is a resource key of the program (the resource is passed, so its password
+# is the source's) or else a plain instance name; `pw` names a secret config key for an explicit password.
+INSTANCES_AND_RESTORES = PROGRAM_HEADER + """
+insts = {}
+for key, s in spec.get("instances", {}).items():
+    insts[key] = dbos.DatabaseInstance(key, password=cfg.require_secret("pw_" + key), **s)
+for key, s in spec.get("restores", {}).items():
+    s = dict(s)
+    src = s.pop("source")
+    if "pw" in s:
+        s["password"] = cfg.require_secret(s.pop("pw"))
+    insts[key] = dbos.RestoredInstance(key, source=insts.get(src, src), **s)
+"""
+
 INSTANCES_PROGRAM = PROGRAM_HEADER + """
 out = {}
 for key, s in spec.get("instances", {}).items():

@@ -33,7 +33,7 @@ from pulumi import automation as auto
 
 from pulumi_dbos.engine import LocalEngine
 from tests.conftest import _short_tmpdir, cleanup_data_dir
-from tests.e2e.conftest import PROGRAM_HEADER, Project
+from tests.e2e.conftest import INSTANCES_AND_RESTORES, Project
 from tests.e2e.test_stacks import RepoCopy
 
 PW = "Safety-first-pw1"
@@ -45,16 +45,7 @@ PW_OOB = "Changed-out-of-band9"
 # An instance's password is the secret config `pw_<key>`; a restore's `source` names a resource key of
 # this program (the resource is passed) or else is a plain instance name; `pw` names a secret config key
 # for a restore's explicit password; an app's `instance` is a resource key.
-PROGRAM = PROGRAM_HEADER + """
-insts = {}
-for key, s in spec.get("instances", {}).items():
-    insts[key] = dbos.DatabaseInstance(key, password=cfg.require_secret("pw_" + key), **s)
-for key, s in spec.get("restores", {}).items():
-    s = dict(s)
-    src = s.pop("source")
-    if "pw" in s:
-        s["password"] = cfg.require_secret(s.pop("pw"))
-    insts[key] = dbos.RestoredInstance(key, source=insts.get(src, src), **s)
+PROGRAM = INSTANCES_AND_RESTORES + """
 apps = {}
 for key, s in spec.get("apps", {}).items():
     s = dict(s)

@@ -393,6 +393,7 @@ class LocalApps:
             fh.write(proc.mask(cp.stdout + cp.stderr, masks).encode())
         if cp.returncode != 0:
             pgpass.unlink(missing_ok=True)
+            ports.release(port, self.layout.data_dir, f"appb:{req.app_name}")
             raise self._fail(req.app_name, f"`dbos migrate` failed with exit code {cp.returncode}", log, since, masks)
         pid = proc.spawn(shlex.split(cfg.start[0]), run_as=self.run_as, env=env, cwd=release, log=log)
 
@@ -417,6 +418,8 @@ class LocalApps:
         except EngineError:
             if req.port is not None or _alive(old.proxy_pid):
                 _stop(pid, grace=2)
+                pgpass.unlink(missing_ok=True)
+                ports.release(port, self.layout.data_dir, f"appb:{req.app_name}")
                 raise
             # an allocated port someone else took while the app was not serving: take another one
             old = self._move_port(old)

@@ -1,0 +1,207 @@
+"""App deploy benchmark (the sample DBOS app examples/greet on the local engine).
+
+(a) Redeploy with an unchanged environment: ``LocalEngine.deploy_app`` of a new content version (the
+    greeting changed, requirements.txt not: the virtualenv is cached) vs the same app started by hand
+    in this process: ``dbos migrate -s URL`` then ``python3 main.py`` with the same environment (the
+    same virtualenv, release directory, OS user and DBOS Cloud variables) until its port answers.
+    Medians of BENCH_N (default 5), alternating; the virtualenv is built before timing starts.
+(b) The unavailability window of change-database-instance: GET / on the app's URL every 10 ms while a
+    deploy moves the app to another instance; the longest time without a successful answer.
+
+Ends with ``ratio: X.XX`` (deploy / by hand, medians; target <= 1.5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import cleanup_engine, free_port, median, tmpdir  # noqa: E402
+from pulumi_dbos.appsource import pack  # noqa: E402
+from pulumi_dbos.engine import LocalEngine, proc  # noqa: E402
+from pulumi_dbos.engine.contract import AppDatabaseAccess, AppDeploy  # noqa: E402
+from pulumi_dbos.resources_util import url_for  # noqa: E402
+
+N = int(os.environ.get("BENCH_N", "5"))
+PW = "Bench-passw0rd"
+REPO = Path(__file__).resolve().parent.parent
+APP = "greet"
+
+
+def set_greeting(src: Path, greeting: str) -> None:
+    main = src / "main.py"
+    lines = [f'GREETING = "{greeting}"' if ln.startswith("GREETING = ") else ln
+             for ln in main.read_text().splitlines()]
+    main.write_text("\n".join(lines) + "\n")
+
+
+def accepts(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
+def ensure_db(db: AppDatabaseAccess, names: list[str]) -> None:
+    with psycopg.connect(host=db.hostname, port=db.port, user=db.username, password=db.password,
+                         dbname="postgres", autocommit=True) as c:
+        for name in names:
+            if c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+                c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def by_hand(eng: LocalEngine, db: AppDatabaseAccess, version: str) -> float:
+    """`dbos migrate -s URL` + `python3 main.py` in the version's release dir, with the deploy's virtualenv
+    and environment (own databases, so the running app is not disturbed), until the port answers."""
+    apps = eng.apps
+    release = apps.app_dir(APP) / "releases" / version
+    env_dir = next(d for d in (apps.root / "_envs").iterdir() if (d / ".ready").exists())
+    port = free_port()
+    env = {
+        "PATH": f"{env_dir / 'bin'}:/usr/local/bin:/usr/bin:/bin", "VIRTUAL_ENV": str(env_dir),
+        "HOME": str(apps.app_dir(APP) / "run"), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONUNBUFFERED": "1",
+        "PORT": str(port), "DBOS_APP_NAME": APP,
+        "DBOS_DATABASE_URL": url_for(db.username, None, db.hostname, db.port, "byhand"),
+        "DBOS_SYSTEM_DATABASE_URL": url_for(db.username, None, db.hostname, db.port, "byhand_dbos_sys"),
+        "DBOS__APPVERSION": version, "DBOS__VMID": "dbos-byhand", "PGPASSWORD": db.password,
+    }
+    log = apps.app_dir(APP) / "run" / "byhand.log"
+    t0 = time.perf_counter()
+    proc.run([str(env_dir / "bin" / "dbos"), "migrate", "-s", env["DBOS_SYSTEM_DATABASE_URL"]], run_as=apps.run_as,
+             env=env, cwd=release, timeout=600, secrets=[db.password])
+    pid = proc.spawn(["python3", "main.py"], run_as=apps.run_as, env=env, cwd=release, log=log)
+    try:
+        while not accepts(port):
+            proc.reap()
+            if not _alive(pid):
+                raise RuntimeError(f"the app started by hand exited; see {log}")
+            time.sleep(0.05)
+        return time.perf_counter() - t0
+    finally:
+        _kill(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    return False
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(OSError):
+        os.killpg(pid, 15)
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        proc.reap()
+        time.sleep(0.05)
+    with contextlib.suppress(OSError):
+        os.killpg(pid, 9)
+    proc.reap()
+
+
+def deploy(eng: LocalEngine, src: Path, db: AppDatabaseAccess, archive: bool = True) -> tuple[float, str, str]:
+    version, data = pack(src)
+    t0 = time.perf_counter()
+    info = eng.deploy_app(AppDeploy(APP, version, data if archive else None, db, APP, {}))
+    return time.perf_counter() - t0, version, info.app_url
+
+
+class Poller:
+    """GET / every 10 ms; records (time, ok) of each request."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.samples: list[tuple[float, bool]] = []
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop:
+            ok = False
+            with contextlib.suppress(Exception), urllib.request.urlopen(self.url, timeout=2) as r:  # noqa: S310
+                ok = r.status == 200 and b'"greeting"' in r.read()
+            self.samples.append((time.perf_counter(), ok))
+            time.sleep(0.01)
+
+    def __enter__(self) -> Poller:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop = True
+        self.thread.join(10)
+
+    def longest_gap(self) -> float:
+        """Longest time between two successful answers (seconds)."""
+        oks = [t for t, ok in self.samples if ok]
+        return max((b - a for a, b in zip(oks, oks[1:], strict=False)), default=float("inf"))
+
+    def failures(self) -> int:
+        return sum(1 for _, ok in self.samples if not ok)
+
+
+def main() -> None:
+    root = tmpdir("bd")
+    eng = LocalEngine(root / "d")
+    src = root / APP
+    shutil.copytree(REPO / "examples" / APP, src, ignore=shutil.ignore_patterns("__pycache__"))
+    try:
+        a = eng.provision("bench_a", "bench_user", PW)
+        b = eng.provision("bench_b", "bench_user", PW)  # before any app runs (see the tests' data dir mode bug)
+        db_a = AppDatabaseAccess("bench_a", a.hostname, a.port, "bench_user", PW)
+        db_b = AppDatabaseAccess("bench_b", b.hostname, b.port, "bench_user", PW)
+        first, _, url = deploy(eng, src, db_a)  # builds the virtualenv (uv), not counted
+        print(f"first deploy (virtualenv built): {first:.1f} s")
+        ensure_db(db_a, ["byhand", "byhand_dbos_sys"])
+        set_greeting(src, "Warm-up")
+        _, version, _ = deploy(eng, src, db_a)  # warm-up, not counted
+        by_hand(eng, db_a, version)  # warm-up (creates the by-hand tables), not counted
+        ours, raw = [], []
+        for i in range(N):
+            set_greeting(src, f"Hello {i}")
+            elapsed, version, _ = deploy(eng, src, db_a)
+            ours.append(elapsed)
+            raw.append(by_hand(eng, db_a, version))
+        print(f"by hand (dbos migrate + python3 main.py until the port answers): median {median(raw) * 1000:.0f} ms"
+              f"  (n={N}: " + ", ".join(f"{x * 1000:.0f}" for x in raw) + ")")
+        print(f"deploy_app, unchanged environment: median {median(ours) * 1000:.0f} ms  (n={N}: "
+              + ", ".join(f"{x * 1000:.0f}" for x in ours) + ")")
+
+        # (b) change-database-instance under load
+        with urllib.request.urlopen(url + "/", timeout=5) as r:  # noqa: S310
+            assert r.status == 200
+        with Poller(url + "/") as poll:
+            time.sleep(0.5)
+            t0 = time.perf_counter()
+            info = eng.deploy_app(AppDeploy(APP, version, None, db_b, APP, {}))
+            moved = time.perf_counter() - t0
+            time.sleep(1.0)
+        assert info.instance_name == "bench_b"
+        gap = poll.longest_gap()
+        print(f"change-database-instance: deploy {moved:.1f} s; {len(poll.samples)} GETs every 10 ms, "
+              f"{poll.failures()} failed; longest gap without an answer: {gap * 1000:.0f} ms (target < 1000)")
+        ratio = median(ours) / median(raw)
+        print(f"ratio: {ratio:.2f}")
+    finally:
+        with contextlib.suppress(Exception):
+            eng.delete_app(APP)
+        cleanup_engine(root / "d")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
