@@ -17,7 +17,8 @@ from tests.e2e.conftest import PROGRAM_HEADER
 PW = "Apps-e2e-passw0rd"
 
 PROGRAM = PROGRAM_HEADER + """
-a = dbos.DatabaseInstance("a", instance_name="inst_a", username="app_user", password=cfg.require_secret("pw"))
+a = dbos.DatabaseInstance("a", instance_name="inst_a", username="app_user", password=cfg.require_secret("pw"),
+                          retention_hours=spec.get("retention", 24))
 insts = {"a": a}
 if "restore_time" in spec:
     insts["b"] = dbos.RestoredInstance("b", instance_name="inst_b", source=a, restore_time=spec["restore_time"])
@@ -184,3 +185,21 @@ def test_changing_migrate_reruns_it(make_project: Any, shop: Path) -> None:
     assert second["migrated_at"] > first["migrated_at"]
     with psycopg.connect(second["url"]) as c:
         assert c.execute("SELECT to_regclass('customers')").fetchone()[0] is not None
+
+
+def test_instance_only_change_leaves_apps_alone_and_errors_are_one_message(make_project: Any, shop: Path) -> None:
+    p = make_project(PROGRAM)
+    p.stack.set_config("pw", auto.ConfigValue(PW, secret=True))
+    p.set_spec({"app": "a", "config": str(shop / "dbos-config.yaml")})
+    p.up()
+    # a retention change is the instance's alone: the app's inputs (host, port, user, password) are known
+    p.set_spec({"app": "a", "config": str(shop / "dbos-config.yaml"), "retention": 48})
+    assert {k: v for k, v in p.preview().change_summary.items() if v} == {"update": 1, "same": 2}
+    # a provider failure is its message and hint, not a Python traceback
+    p.set_spec({"app": "a", "config": str(shop / "dbos-config.yaml"), "app_kw": {"migrate": ["false"]}})
+    with pytest.raises(auto.CommandError) as err:
+        p.up()
+    text = str(err.value)
+    assert "migrate command `false` failed with exit code 1" in text and "hint:" in text
+    assert "Traceback (most recent call last)" not in text
+

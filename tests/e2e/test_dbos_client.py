@@ -65,3 +65,19 @@ def test_db_connect_then_dbos_cli_acts_on_the_instance(make_project: Any, tmp_ro
         time.sleep(1)
     assert workflow_id in cp.stdout
     assert not list(src.glob("*.sqlite"))  # DBOS did not fall back to a local SQLite file
+
+    # the CLI's view, as `dbos-cloud app list|status|versions|logs` (--json: DBOS Cloud's field names)
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["pulumi-dbos", "--data-dir", str(p.data_dir), *args], env=env,  # noqa: S603,S607
+                              capture_output=True, text=True, timeout=120)
+
+    listed = json.loads(cli("app", "list", "--json").stdout)
+    assert [(a["Name"], a["Status"], a["AppURL"]) for a in listed] == [("greet", "AVAILABLE", app_url)]
+    status = json.loads(cli("app", "status", "greet", "--json").stdout)
+    assert status["PostgresInstanceName"] == "cl_db" and status["ApplicationDatabaseName"] == "greet"
+    versions = json.loads(cli("app", "versions", "greet", "--json").stdout)
+    assert [v["Version"] for v in versions] == [status["Version"]]
+    assert "DBOS launched" in cli("app", "logs", "greet").stdout
+    missing = cli("app", "status", "nope")
+    assert missing.returncode == 1 and "not found" in missing.stderr
+

@@ -20,17 +20,12 @@ password reaches them only through a 0600 ``PGPASSFILE``, never their environmen
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import os
 import pwd
 import shlex
 import shutil
-import sys
-import time
 from pathlib import Path
 
-import psutil
 import psycopg
 from psycopg import sql
 
@@ -41,84 +36,13 @@ from ...timeutil import to_rfc3339, utcnow
 from .. import proc
 from ..contract import AppDatabaseAccess, AppDeploy, AppInfo, AppStatus, AppVersion, Problem
 from ..waits import wait_until
-from . import ports
+from . import ports, runtime
 from .catalog import AppCatalog, AppRecord, Catalog
 from .paths import Layout
 
 APP_START_TIMEOUT = float(os.environ.get("PULUMI_DBOS_APP_START_TIMEOUT", "120"))
-ENV_TIMEOUT = float(os.environ.get("PULUMI_DBOS_ENV_TIMEOUT", "900"))
 MIGRATE_TIMEOUT = float(os.environ.get("PULUMI_DBOS_MIGRATE_TIMEOUT", "600"))
 BACKEND_PORTS = tuple(int(p) for p in os.environ.get("PULUMI_DBOS_APP_BACKEND_PORTS", "61000-61999").split("-"))
-
-
-def default_app_user() -> str | None:
-    env = os.environ.get("PULUMI_DBOS_APP_USER")
-    if env:
-        return env
-    return "dbosapp" if os.geteuid() == 0 else None
-
-
-def app_python() -> str:
-    """The interpreter of the apps' environments; as root one the apps' user can run (not under /root)."""
-    env = os.environ.get("PULUMI_DBOS_APP_PYTHON")
-    if env:
-        return env
-    return "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-
-
-def _uv() -> str:
-    from uv import find_uv_bin
-
-    return str(find_uv_bin())
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    proc.reap()
-    try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
-
-
-def _listens(pid: int, port: int) -> bool:
-    """Whether ``pid`` (or a child of it) listens on ``port``: a port that answers may be someone else's."""
-    try:
-        p = psutil.Process(pid)
-        for q in (p, *p.children(recursive=True)):
-            if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
-                   for c in q.net_connections(kind="tcp")):
-                return True
-    except psutil.Error:
-        return False
-    return False
-
-
-def _stop(pid: int | None, grace: float = 10) -> None:
-    if not _alive(pid):
-        return
-    assert pid is not None
-    with contextlib.suppress(psutil.Error):
-        p = psutil.Process(pid)
-        for child in p.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                child.terminate()
-        p.terminate()
-        if wait_until(lambda: not _alive(pid), grace, f"process {pid} exiting", interval=0.05,
-                      raise_on_timeout=False) is None:
-            for child in p.children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    child.kill()
-            p.kill()
-    wait_until(lambda: not _alive(pid), 5, f"process {pid} exiting", interval=0.05, raise_on_timeout=False)
-
-
-def _pgpass_line(db: AppDatabaseAccess) -> str:
-    def esc(v: str) -> str:
-        return v.replace("\\", "\\\\").replace(":", "\\:")
-
-    return f"{esc(db.hostname)}:{db.port}:*:{esc(db.username)}:{esc(db.password)}\n"
 
 
 class LocalApps:
@@ -128,7 +52,7 @@ class LocalApps:
         """``catalog`` None: the data dir has none yet (checks and reads only; nothing exists)."""
         self.layout = layout
         self._catalog = catalog
-        user = default_app_user()
+        user = runtime.default_app_user()
         self.run_as = proc.RunAs(user if user and os.geteuid() == 0 else None)
 
     @property
@@ -215,7 +139,7 @@ class LocalApps:
         status = rec.status
         if rec.version and status != AppStatus.DEPLOYING.value:
             healthy = bool(rec.backend_pid and rec.backend_port and rec.proxy_pid
-                           and _listens(rec.backend_pid, rec.backend_port) and _listens(rec.proxy_pid, rec.port))
+                           and runtime.listens(rec.backend_pid, rec.backend_port) and runtime.listens(rec.proxy_pid, rec.port))
             status = AppStatus.AVAILABLE.value if healthy else AppStatus.UNHEALTHY.value
         return AppInfo(name=rec.name, status=status, version=rec.version, instance_name=rec.instance,
                        app_db_name=rec.app_db_name, app_url=f"http://127.0.0.1:{rec.port}", port=rec.port,
@@ -281,39 +205,6 @@ class LocalApps:
                 os.chown(p, self.run_as.uid, self.run_as.gid)
         return rel
 
-    def _env(self, release: Path) -> Path:
-        """The virtualenv for the release's requirements.txt (built once per distinct content, with uv)."""
-        req = release / "requirements.txt"
-        python = app_python()
-        content = req.read_bytes() if req.exists() else b""
-        key = hashlib.sha256(content + python.encode()).hexdigest()[:16]
-        env = self.root / "_envs" / key
-        if (env / ".ready").exists():
-            return env
-        with open(self.root / "_envs" / f"{key}.lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if (env / ".ready").exists():
-                return env
-            shutil.rmtree(env, ignore_errors=True)
-            # uv's own cache (per user, machine-wide): a package is downloaded once, then linked
-            uv_env = proc.clean_env({"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"})
-            for k in ("UV_CACHE_DIR", "XDG_CACHE_HOME", "PIP_INDEX_URL", "UV_INDEX_URL", "PIP_CERT", "SSL_CERT_FILE",
-                      "REQUESTS_CA_BUNDLE"):
-                if k in os.environ:
-                    uv_env[k] = os.environ[k]
-            try:
-                proc.run([_uv(), "venv", "--quiet", "--python", python, str(env)], env=uv_env, timeout=ENV_TIMEOUT,
-                         hint="creating the app's virtualenv failed")
-                if content:
-                    proc.run([_uv(), "pip", "install", "--quiet", "--python", str(env / "bin" / "python"), "-r",
-                              str(req)], env=uv_env, timeout=ENV_TIMEOUT,
-                             hint="installing the app's requirements.txt failed")
-            except BaseException:
-                shutil.rmtree(env, ignore_errors=True)
-                raise
-            (env / ".ready").write_text(python)
-        return env
-
     @staticmethod
     def _databases(db: AppDatabaseAccess, names: list[str]) -> None:
         try:
@@ -372,13 +263,13 @@ class LocalApps:
         archive = self._store(req.app_name, req.version, req.archive)
         release = self._release(req.app_name, req.version, archive)
         cfg = read_config(release)
-        env_dir = self._env(release)
+        env_dir = runtime.build_env(self.root / "_envs", release)
         run = self.app_dir(req.app_name) / "run"
         self._mkdir(run)
         self._databases(req.database, [req.app_db_name, f"{req.app_db_name}_dbos_sys"])
         port = self._backend_port(req.app_name)
         pgpass = run / f"pgpass.{port}"
-        pgpass.write_text(_pgpass_line(req.database))
+        pgpass.write_text(runtime.pgpass_line(req.database))
         self._own(pgpass, 0o600)
         env = self._environment(req, env_dir, run, pgpass, port)
         log = run / "app.log"
@@ -398,16 +289,16 @@ class LocalApps:
         pid = proc.spawn(shlex.split(cfg.start[0]), run_as=self.run_as, env=env, cwd=release, log=log)
 
         def healthy() -> bool:
-            if not _alive(pid):
+            if not runtime.alive(pid):
                 raise self._fail(req.app_name, f"version {req.version} exited before it was healthy", log, since,
                                  masks)
-            return _listens(pid, port)
+            return runtime.listens(pid, port)
 
         try:
             wait_until(healthy, APP_START_TIMEOUT, f"app {req.app_name!r} version {req.version} did not answer on "
                        f"port {port}", interval=0.05)
         except BaseException as exc:
-            _stop(pid, grace=2)
+            runtime.stop(pid, grace=2)
             pgpass.unlink(missing_ok=True)
             ports.release(port, self.layout.data_dir, f"appb:{req.app_name}")
             if isinstance(exc, DbosError) and "Last log lines" not in exc.message:
@@ -416,8 +307,8 @@ class LocalApps:
         try:
             proxy_pid = self._switch(old, port, run)
         except EngineError:
-            if req.port is not None or _alive(old.proxy_pid):
-                _stop(pid, grace=2)
+            if req.port is not None or runtime.alive(old.proxy_pid):
+                runtime.stop(pid, grace=2)
                 pgpass.unlink(missing_ok=True)
                 ports.release(port, self.layout.data_dir, f"appb:{req.app_name}")
                 raise
@@ -425,7 +316,7 @@ class LocalApps:
             old = self._move_port(old)
             proxy_pid = self._switch(old, port, run)
         if old.backend_pid and old.backend_pid != pid:
-            _stop(old.backend_pid)
+            runtime.stop(old.backend_pid)
             if old.backend_port:
                 (run / f"pgpass.{old.backend_port}").unlink(missing_ok=True)
                 ports.release(old.backend_port, self.layout.data_dir, f"appb:{req.app_name}")
@@ -452,17 +343,17 @@ class LocalApps:
         tmp.write_text(str(backend_port))
         self._own(tmp, 0o600)
         os.replace(tmp, target)
-        if rec.proxy_pid and _listens(rec.proxy_pid, rec.port):
+        if rec.proxy_pid and runtime.listens(rec.proxy_pid, rec.port):
             return rec.proxy_pid
-        _stop(rec.proxy_pid, grace=2)
+        runtime.stop(rec.proxy_pid, grace=2)
         ready = run / "proxy.ready"
         ready.unlink(missing_ok=True)
-        pid = proc.spawn([app_python(), str(self.root / "proxy.py"), str(rec.port), str(target), str(ready)],
+        pid = proc.spawn([runtime.app_python(), str(self.root / "proxy.py"), str(rec.port), str(target), str(ready)],
                          run_as=self.run_as, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, cwd=run,
                          log=run / "proxy.log")
 
         def listening() -> bool:
-            if not _alive(pid):
+            if not runtime.alive(pid):
                 tail = (run / "proxy.log").read_text(errors="replace").strip().splitlines()[-1:]
                 raise EngineError(f"the proxy of app {rec.name!r} could not listen on port {rec.port}: "
                                   f"{' '.join(tail)}", hint="another process took the port: set `port`")
@@ -474,22 +365,12 @@ class LocalApps:
     def delete(self, name: str) -> None:
         rec = self.rows.get(name) if self._catalog is not None else None
         if rec is not None:
-            _stop(rec.backend_pid, grace=5)
-            _stop(rec.proxy_pid, grace=2)
-        self._kill_leftovers(name)
+            runtime.stop(rec.backend_pid, grace=5)
+            runtime.stop(rec.proxy_pid, grace=2)
+        runtime.kill_under(self.app_dir(name))
         shutil.rmtree(self.app_dir(name), ignore_errors=True)
         if rec is not None:
             ports.release(rec.port, self.layout.data_dir, f"app:{name}")
             if rec.backend_port:
                 ports.release(rec.backend_port, self.layout.data_dir, f"appb:{name}")
             self.rows.delete(name)
-
-    def _kill_leftovers(self, name: str) -> None:
-        """Processes of the app whatever the catalog says (a deploy killed midway)."""
-        base = str(self.app_dir(name).resolve())
-        for p in psutil.process_iter(["cwd"]):
-            with contextlib.suppress(psutil.Error):
-                if p.info["cwd"] and (p.info["cwd"] == base or p.info["cwd"].startswith(base + "/")):
-                    p.kill()
-        time.sleep(0.05)
-        proc.reap()
