@@ -7,6 +7,7 @@ lists (``resources/_base.py``), the resource classes' props, the stack config en
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
@@ -95,8 +96,7 @@ class Spec(BaseModel):
     @classmethod
     def fields(cls, **want: Any) -> list[str]:
         """Names of the fields whose Meta matches ``want`` (e.g. ``replace=True``)."""
-        return [n for n, f in cls.model_fields.items()
-                if all(getattr(meta_of(f), k) == v for k, v in want.items())]
+        return list(_fields(cls, tuple(sorted(want.items()))))
 
     @classmethod
     def inputs(cls) -> list[str]:
@@ -297,6 +297,11 @@ def _clean(msg: str, kind: str) -> str:
     return msg
 
 
+@functools.cache
+def _fields(cls: type[Spec], want: tuple[tuple[str, Any], ...]) -> tuple[str, ...]:
+    return tuple(n for n, f in cls.model_fields.items() if all(getattr(meta_of(f), k) == v for k, v in want))
+
+
 def _derived(spec: type[Spec], names: list[str], model_name: str, camel: bool) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for name in names:
@@ -308,11 +313,13 @@ def _derived(spec: type[Spec], names: list[str], model_name: str, camel: bool) -
     return create_model(model_name, __config__=config, **fields)  # type: ignore[call-overload, no-any-return]
 
 
+@functools.cache
 def stack_model(spec: type[Spec]) -> type[BaseModel]:
     """The stack config entry model of ``spec``: its ``stack`` fields, camelCase keys, same rules."""
     return _derived(spec, spec.fields(stack=True, output=False), f"{spec.__name__.removesuffix('Spec')}Cfg", True)
 
 
+@functools.cache
 def input_model(spec: type[Spec]) -> type[BaseModel]:
     """What the provider's ``check()`` validates: the provider inputs of ``spec``, same rules."""
     return _derived(spec, spec.inputs(), f"{spec.__name__.removesuffix('Spec')}Inputs", False)

@@ -80,8 +80,16 @@ def database_url(username: str, password: str | None, host: str, port: int, dbna
     return url_for(username, password, host, port, dbname) if password else None
 
 
+_engines: dict[tuple[str, str | None, str | None], Engine] = {}
+
+
 def engine_for(props: Props) -> Engine:
-    return get_engine(props.get("engine") or "local", props.get("data_dir"), props.get("run_as"))
+    """The engine a resource names (one object per engine and data dir in this process: engines hold no
+    connections, and reusing one spares re-checking its data dir on every call)."""
+    key = (props.get("engine") or "local", props.get("data_dir"), props.get("run_as"))
+    if key not in _engines:
+        _engines[key] = get_engine(*key)
+    return _engines[key]
 
 
 def _backend_url() -> str:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from pulumi.dynamic import CheckFailure
 
-from .. import apps
 from ..appsource import pack, read_config
 from ..config import AppSpec, is_unknown
 from ..engine import AppDatabaseAccess, AppDeploy, AppInfo, AppStatus
@@ -82,6 +81,8 @@ class AppProvider(b.BaseProvider):
         return self._outs(props, info) if info else None
 
     def do_delete(self, id_: str, props: b.Props) -> None:
+        from .. import apps  # psycopg, only when a database is touched
+
         b.engine_for(props).delete_app(props.get("app_name") or id_)
         if props.get("drop_on_delete") and props.get("instance_password"):  # `app delete --dropdb`
             admin = _admin(props)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pulumi.dynamic import CheckFailure
 
-from .. import apps
 from ..config import AppDatabaseSpec, is_unknown
 from ..errors import DbosError, ValidationError
 from . import _base as b
 
+if TYPE_CHECKING:
+    from .. import apps
+
 
 def _admin(props: b.Props) -> apps.Conn:
+    from .. import apps  # psycopg, only when a database is touched
+
     if not props.get("instance_password") or not props.get("instance_host"):
         raise DbosError(
             f"app {props.get('app_name')!r}: the instance's credentials are not known",
@@ -28,6 +33,8 @@ class AppDatabaseProvider(b.BaseProvider):
 
     def defaults(self, inputs: b.Props) -> list[CheckFailure]:
         """Fill app_db_name/migrate/rollback/working_dir from the dbos-config.yaml (explicit inputs win)."""
+        from .. import apps  # psycopg, only when a database is touched
+
         failures: list[CheckFailure] = []
         cfg_path = inputs.get("dbos_config")
         if cfg_path and not is_unknown(cfg_path):
@@ -54,6 +61,8 @@ class AppDatabaseProvider(b.BaseProvider):
     def _bind(self, props: b.Props, migrate: bool, owner_password: str | None) -> b.Props:
         """Ensure the database (and owner role) on the bound instance; run ``migrate`` when asked or when
         the database had to be created (a new or replaced instance)."""
+        from .. import apps  # psycopg, only when a database is touched
+
         admin = _admin(props)
         dbname = props["app_db_name"]
         created = apps.ensure_database(admin, dbname)
@@ -75,6 +84,8 @@ class AppDatabaseProvider(b.BaseProvider):
         return props["app_name"], outs
 
     def do_update(self, olds: b.Props, news: b.Props) -> b.Props:
+        from .. import apps  # psycopg, only when a database is touched
+
         # migrations run on an instance change (change-database-instance) or a changed list, never for a
         # password rotation or a port move of the same instance
         moved = olds.get("instance_name") != news.get("instance_name")
@@ -86,6 +97,8 @@ class AppDatabaseProvider(b.BaseProvider):
         return outs
 
     def do_read(self, id_: str, props: b.Props) -> b.Props | None:
+        from .. import apps  # psycopg, only when a database is touched
+
         try:
             exists = apps.database_exists(_admin(props), props["app_db_name"])
         except DbosError:
@@ -93,6 +106,8 @@ class AppDatabaseProvider(b.BaseProvider):
         return props if exists else None
 
     def do_delete(self, id_: str, props: b.Props) -> None:
+        from .. import apps  # psycopg, only when a database is touched
+
         if not props.get("drop_on_delete") or not props.get("instance_password"):
             return  # like `dbos-cloud app delete` without --dropdb: the data stays
         admin = _admin(props)

@@ -1,0 +1,422 @@
+"""The ``local`` engine's facade: each instance is a real PostgreSQL cluster on this machine.
+
+A thin facade implementing :class:`~pulumi_dbos.engine.contract.Engine` over modules by domain:
+``paths`` (layout, data-dir checks), ``ports`` (machine-wide claims), ``server`` (pg_ctl,
+readiness, crash leftovers), ``template`` (the cluster instances are cloned from), ``roles``
+(the user's role, SCRAM verifiers), ``pitr`` (backups, retention, restore) and ``catalog``
+(typed records in SQLite). Thread-safe; holds no open connections.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import logging
+import os
+import re
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+from ...errors import AlreadyExistsError, DbosError, EngineError, NotFoundError
+from ...timeutil import parse_rfc3339, to_rfc3339, utcnow
+from .. import pgbin, proc
+from ..contract import (
+    AppDeploy,
+    AppInfo,
+    AppVersion,
+    BackupInfo,
+    InstanceInfo,
+    Kind,
+    Preflight,
+    Problem,
+    Status,
+)
+from . import checks, ports, roles
+from .apps import LocalApps
+from .catalog import BackupRecord, Catalog, InstanceRecord
+from .paths import Layout, check_data_dir, default_data_dir, default_run_as
+from .pitr import Pitr
+from .ports import HOST
+from .server import Server
+from .template import ensure_template, template_wal
+
+log = logging.getLogger("pulumi_dbos.engine")
+
+_LIFECYCLE_BUSY = (Status.CREATING.value, Status.RESTORING.value)
+
+
+class LocalEngine:
+    """Instances as local PostgreSQL clusters under ``data_dir`` (see ``paths`` for the layout)."""
+
+    kind = "local"
+
+    def __init__(self, data_dir: str | Path | None = None, run_as: str | None | bool = True) -> None:
+        self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+        if run_as is True:
+            run_as = default_run_as()
+        user = run_as if isinstance(run_as, str) and os.geteuid() == 0 else None
+        self.layout = Layout(self.data_dir, proc.RunAs(user))
+        self.server = Server(self.layout)
+        self._catalog: Catalog | None = None
+
+    # ---------------------------------------------------------------- plumbing
+    @property
+    def run_as(self) -> proc.RunAs:
+        return self.layout.run_as
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self.layout.prepare()
+            self._catalog = Catalog(self.data_dir)
+        return self._catalog
+
+    @property
+    def pitr(self) -> Pitr:
+        return Pitr(self.layout, self.catalog, self.server)
+
+    def existing_catalog(self) -> Catalog | None:
+        """The catalog when the data dir has one (checks create nothing)."""
+        return self.catalog if self.layout.catalog_file.exists() else None
+
+    def inst_dir(self, name: str) -> Path:
+        return self.layout.inst_dir(name)
+
+    def pgdata(self, name: str) -> Path:
+        return self.layout.pgdata(name)
+
+    def template(self) -> Path:
+        return ensure_template(self.layout, self.catalog.locked())
+
+    def describe(self) -> str:
+        return f"the local engine at {self.data_dir}"
+
+    def _require(self, name: str) -> InstanceRecord:
+        rec = self.catalog.get(name)
+        if rec is None:
+            raise NotFoundError(f"instance {name!r} does not exist in {self.describe()}",
+                                hint="`pulumi-dbos db list` shows the instances this engine knows")
+        return rec
+
+    def _require_local(self, name: str, why: str) -> InstanceRecord:
+        rec = self._require(name)
+        if rec.linked:
+            raise EngineError(f"{name!r} is a linked instance: {why}")
+        return rec
+
+    def _info(self, rec: InstanceRecord) -> InstanceInfo:
+        status, latest, earliest = rec.status, None, None
+        if not rec.linked:
+            earliest = self.pitr.earliest(rec)
+            if status in _LIFECYCLE_BUSY:
+                pass
+            elif not self.pgdata(rec.name).is_dir():
+                status = Status.MISSING.value  # removed out of band; `pulumi refresh` drops it
+            elif self.server.running(rec.name):
+                status, latest = Status.AVAILABLE.value, to_rfc3339(utcnow())
+            else:
+                status, latest = Status.STOPPED.value, self.pitr.last_archived_time(rec.name)
+        return InstanceInfo(
+            name=rec.name, status=status, hostname=rec.hostname, port=rec.port, username=rec.username,
+            kind=rec.kind, retention_hours=rec.retention_hours, created_at=rec.created_at,
+            earliest_restorable_time=earliest, latest_restorable_time=latest, source_instance=rec.source,
+            restored_to=rec.restored_to, owner=rec.owner)
+
+    def _current(self, name: str) -> InstanceInfo:
+        info = self.info(name)
+        if info is None:
+            raise NotFoundError(f"instance {name!r} disappeared from {self.describe()}",
+                                hint="run `pulumi refresh`, then `pulumi up` to recreate it")
+        return info
+
+    # ---------------------------------------------------------------- create skeleton
+    def _reserve(self, rec: InstanceRecord, wanted_port: int | None) -> InstanceRecord:
+        """Register ``rec`` (status creating/restoring) with a claimed port, or raise AlreadyExistsError."""
+        # defence in depth: names become paths and SQL identifiers (the resources validate them too)
+        if not re.match(r"^[a-z0-9_]{3,16}$", rec.name) or not re.match(r"^[a-z0-9_]{1,63}$", rec.username):
+            raise EngineError(f"invalid instance name or username: {rec.name!r}, {rec.username!r}",
+                              hint="names are 3-16 characters of [a-z0-9_]")
+        with self.catalog.locked() as db:
+            if Catalog.exists(db, rec.name):
+                raise AlreadyExistsError(f"an instance named {rec.name!r} already exists in {self.describe()}",
+                                         hint="choose another instance_name, or set adopt=True to take it over")
+            if self.inst_dir(rec.name).exists():
+                # a directory without a catalog row is debris of a crashed create: ours to remove
+                log.warning("removing leftover directory %s of a failed create", self.inst_dir(rec.name))
+                shutil.rmtree(self.inst_dir(rec.name))
+            if not rec.linked:
+                rec.port = ports.allocate(db, self.data_dir, wanted_port, rec.name)
+                rec.pg_version = pgbin.server_version()
+            Catalog.insert(db, rec)
+        return rec
+
+    def _abort_create(self, name: str) -> None:
+        """Undo a half-made create: server, directory, port claim, catalog row (each best effort)."""
+        with contextlib.suppress(Exception):
+            rec = self.catalog.get(name)
+            if rec is not None and not rec.linked:
+                ports.release(rec.port, self.data_dir, name)
+        with contextlib.suppress(Exception):
+            self.server.kill(name)
+        with contextlib.suppress(OSError):
+            shutil.rmtree(self.inst_dir(name))
+        with contextlib.suppress(Exception):
+            self.catalog.delete(name)
+
+    @contextlib.contextmanager
+    def _creating(self, name: str, what: str) -> Iterator[None]:
+        """Around the steps after :meth:`_reserve`: any failure removes everything made, then says so."""
+        try:
+            yield
+        except BaseException as exc:
+            self._abort_create(name)
+            if isinstance(exc, DbosError):
+                raise EngineError(f"{what} {name!r} failed and was rolled back: {exc.message}",
+                                  hint=exc.hint) from None
+            if isinstance(exc, (OSError, sqlite3.Error)):
+                raise EngineError(f"{what} {name!r} failed and was rolled back: {exc}",
+                                  hint="is the data dir's file system writable and not full?") from None
+            raise
+
+    def _new_record(self, name: str, kind: Kind, username: str, status: Status, retention_hours: int,
+                    owner: str | None, **fields: str | None) -> InstanceRecord:
+        return InstanceRecord(name=name, kind=kind, status=status.value, hostname=fields.pop("hostname", None) or HOST,
+                              port=0, username=username, retention_hours=retention_hours,
+                              created_at=to_rfc3339(utcnow()), owner=owner, **fields)
+
+    # ---------------------------------------------------------------- contract: checks
+    def preflight(self, req: Preflight) -> list[Problem]:
+        return checks.preflight(self, req)
+
+    # ---------------------------------------------------------------- contract: instances
+    def provision(self, name: str, username: str, password: str, *, port: int | None = None,
+                  retention_hours: int = 24, owner: str | None = None) -> InstanceInfo:
+        try:
+            template = self.template()
+            rec = self._reserve(self._new_record(name, Kind.PROVISIONED, username, Status.CREATING,
+                                                 retention_hours, owner), port)
+        except (OSError, sqlite3.Error) as exc:
+            raise EngineError(f"cannot register instance {name!r} in {self.data_dir}: {exc}",
+                              hint="is the data dir's file system writable and not full?") from None
+        with self._creating(name, "provisioning instance"):
+            self.layout.make_instance_dirs(name)
+            started = to_rfc3339(utcnow())
+            # The cluster is a copy of the template; the template itself, hard-linked, is the
+            # instance's first (cold) base backup: it is never started, so its files never change.
+            proc.run(["cp", "-a", str(template), str(self.pgdata(name))], run_as=self.run_as, timeout=120)
+            backup_dir = self.layout.backups(name) / "base-000"
+            proc.run(["cp", "-al", str(template), str(backup_dir)], run_as=self.run_as, timeout=120)
+            self.server.write_conf(name, rec.port)
+            self.server.start(name, rec.port)
+            with self.server.admin(name, rec.port) as conn:
+                roles.create_user(conn, username, password)
+                earliest = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+            self.catalog.add_backup(BackupRecord(name, "base-000", started, started, str(backup_dir),
+                                                 template_wal(self.layout, template)))
+            self.catalog.update(name, status=Status.AVAILABLE.value, earliest=to_rfc3339(earliest))
+        return self._current(name)
+
+    def takeover(self, name: str, owner: str | None, *, adopt: bool = False) -> InstanceInfo | None:
+        catalog = self.existing_catalog()
+        rec = catalog.get(name) if catalog else None
+        if rec is None:
+            return None
+        ours = owner is not None and rec.owner == owner
+        if ours and (rec.status in _LIFECYCLE_BUSY or (not rec.linked and not self.pgdata(name).is_dir())):
+            log.warning("removing half-made instance %r left by an interrupted create", name)
+            self.destroy(name)
+            return None
+        if not ours and not adopt:
+            return None
+        if not ours:
+            self.catalog.update(name, owner=owner)
+        return self.ensure_running(name)
+
+    def info(self, name: str) -> InstanceInfo | None:
+        rec = self.catalog.get(name)
+        if rec is None or (not rec.linked and not self.pgdata(name).is_dir()):
+            return None  # never made, or deleted out of band (the catalog row is stale)
+        return self._info(rec)
+
+    def list(self) -> builtins.list[InstanceInfo]:
+        return [self._info(r) for r in self.catalog.all()]
+
+    def ensure_running(self, name: str) -> InstanceInfo:
+        rec = self._require(name)
+        if not rec.linked and not self.server.running(name):
+            self.server.clear_after_crash(name)
+            self.server.start(name, rec.port)
+        return self._current(name)
+
+    start = ensure_running  # the CLI's and tests' name
+
+    def stop(self, name: str) -> InstanceInfo:
+        rec = self._require(name)
+        if not rec.linked and self.server.running(name):
+            self.server.stop(name)
+        return self._current(name)
+
+    def reset_credentials(self, name: str, username: str, password: str) -> InstanceInfo:
+        rec = self._require(name)
+        if rec.linked:
+            raise EngineError(f"{name!r} is a linked instance: its password is managed on its own server",
+                              hint="change it there, then update the LinkedInstance's password")
+        self.ensure_running(name)
+        with self.server.admin(name, rec.port) as conn:
+            roles.set_password(conn, username, password)
+            roles.end_sessions(conn, username)
+        return self._current(name)
+
+    def check_credentials(self, name: str, username: str, password: str) -> bool:
+        rec = self._require(name)
+        return roles.credentials_work(rec.hostname, rec.port, username, password)
+
+    def set_retention(self, name: str, retention_hours: int) -> InstanceInfo:
+        self._require(name)
+        self.catalog.update(name, retention_hours=retention_hours)
+        rec = self._require(name)
+        if not rec.linked:
+            self.pitr.prune(rec)
+        return self._current(name)
+
+    def set_port(self, name: str, port: int) -> InstanceInfo:
+        rec = self._require_local(name, "its port is its server's")
+        if rec.port == port:
+            return self._current(name)
+        with self.catalog.locked() as db:
+            ports.allocate(db, self.data_dir, port, name)
+            self.catalog.update(name, db=db, port=port)
+        ports.release(rec.port, self.data_dir, name)
+        was_running = self.server.running(name)
+        if was_running:
+            self.server.stop(name)
+        self.server.write_conf(name, port)
+        try:
+            self.server.start(name, port)
+        except DbosError:
+            # leave the old instance working: back to the old port
+            self.catalog.update(name, port=rec.port)
+            ports.claim(rec.port, self.data_dir, name)
+            ports.release(port, self.data_dir, name)
+            self.server.write_conf(name, rec.port)
+            if was_running:
+                self.server.start(name, rec.port)
+            raise
+        return self._current(name)
+
+    def destroy(self, name: str) -> None:
+        rec = self.catalog.get(name)
+        if rec is not None and rec.linked:
+            self.catalog.delete(name)
+            return
+        if self.inst_dir(name).exists():
+            self.server.stop_or_kill(name)
+            shutil.rmtree(self.inst_dir(name))
+        if rec is not None:
+            ports.release(rec.port, self.data_dir, name)
+            self.catalog.delete(name)
+
+    # ---------------------------------------------------------------- contract: backups and restores
+    def backup(self, name: str) -> BackupInfo:
+        rec = self._require_local(name, "backups of linked instances are up to their own server")
+        self.ensure_running(name)
+        return self.pitr.backup(rec)
+
+    def prune(self, name: str) -> None:
+        self.pitr.prune(self._require_local(name, "it has no backups here"))
+
+    def restore_window(self, name: str) -> tuple[datetime, datetime]:
+        rec = self._require_local(name, "it has no WAL archive here to restore from")
+        info = self._info(rec)
+        if info.earliest_restorable_time is None or info.latest_restorable_time is None:
+            raise EngineError(f"instance {name!r} has no restorable window yet (status {info.status})",
+                              hint="restores need a running source with archived WAL")
+        return parse_rfc3339(info.earliest_restorable_time), parse_rfc3339(info.latest_restorable_time)
+
+    def restore_to_new(self, source: str, name: str, restore_time: str, *, password: str,
+                       port: int | None = None, retention_hours: int | None = None,
+                       owner: str | None = None) -> InstanceInfo:
+        src = self._require(source)
+        if src.linked:
+            raise EngineError(f"cannot restore from {source!r}: it is a linked instance",
+                              hint="point-in-time restore needs an instance this engine archives WAL for")
+        if not self.server.running(source):
+            raise EngineError(f"cannot restore from {source!r}: its server is stopped",
+                              hint="run `pulumi up` (which starts it) and retry")
+        earliest, _ = self.restore_window(source)
+        archived_to = self.pitr.archive_now(source, src.port)
+        target = archived_to if restore_time == "latest" else parse_rfc3339(restore_time)
+        if target < earliest or target > archived_to:
+            raise EngineError(f"restore_time {to_rfc3339(target)} is outside {source!r}'s restorable window "
+                              f"[{to_rfc3339(earliest)}, {to_rfc3339(archived_to)}]")
+        base = self.pitr.base_for(source, target)
+        rec = self._reserve(self._new_record(
+            name, Kind.RESTORED, src.username, Status.RESTORING, retention_hours or src.retention_hours, owner,
+            source=source, restored_to=to_rfc3339(target)), port)
+        with self._creating(name, f"restoring from {source!r} into"):
+            self.layout.make_instance_dirs(name)
+            self.pitr.recover(source, name, rec.port, base, target)
+            with self.server.admin(name, rec.port) as conn:
+                # the role's password as of the target may predate a reset: the restore's is the given one
+                roles.set_password(conn, src.username, password)
+                ts = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+            self.pitr.inherit(source, name, base)
+            self.catalog.update(name, status=Status.AVAILABLE.value, earliest=to_rfc3339(ts))
+        return self._current(name)
+
+    # ---------------------------------------------------------------- contract: linked servers
+    def link(self, name: str, hostname: str, port: int, username: str, password: str, *,
+             owner: str | None = None) -> InstanceInfo:
+        roles.verify_connection(hostname, port, username, password)
+        rec = self.catalog.get(name)
+        if rec is None:
+            new = self._new_record(name, Kind.LINKED, username, Status.AVAILABLE, 0, owner, hostname=hostname)
+            new.port = port
+            self._reserve(new, None)
+        elif not rec.linked:
+            raise AlreadyExistsError(f"an instance named {name!r} already exists and is not linked")
+        else:
+            self.catalog.update(name, hostname=hostname, port=port, username=username,
+                                status=Status.AVAILABLE.value)
+        return self._current(name)
+
+    def unlink(self, name: str) -> None:
+        rec = self.catalog.get(name)
+        if rec is not None and not rec.linked:
+            raise EngineError(f"{name!r} is not a linked instance", hint="destroy it instead")
+        self.catalog.delete(name)
+
+
+    # ---------------------------------------------------------------- contract: apps
+    @property
+    def apps(self) -> LocalApps:
+        return LocalApps(self.layout, self.catalog)
+
+    def app_preflight(self, app_name: str, *, port: int | None, version: str | None, owner: str | None,
+                      creating: bool) -> builtins.list[Problem]:
+        problems = [Problem("data_dir", p) for p in check_data_dir(self.data_dir, self.run_as.user)]
+        return problems or LocalApps(self.layout, self.existing_catalog()).preflight(
+            app_name, port=port, version=version, owner=owner, creating=creating)
+
+    def deploy_app(self, req: AppDeploy) -> AppInfo:
+        return self.apps.deploy(req)
+
+    def app_info(self, app_name: str) -> AppInfo | None:
+        return self.apps.info(app_name) if self.existing_catalog() else None
+
+    def list_apps(self) -> builtins.list[AppInfo]:
+        return self.apps.all()
+
+    def app_versions(self, app_name: str) -> builtins.list[AppVersion]:
+        return LocalApps(self.layout, self.existing_catalog()).versions(app_name)
+
+    def app_logs(self, app_name: str, lines: int = 100) -> str:
+        return self.apps.logs(app_name, lines)
+
+    def delete_app(self, app_name: str) -> None:
+        if self.existing_catalog() is not None:
+            self.apps.delete(app_name)
+
