@@ -19,6 +19,7 @@ import psutil
 from .. import proc
 from ..contract import AppDatabaseAccess
 from ..waits import wait_until
+from . import server
 
 ENV_TIMEOUT = float(os.environ.get("PULUMI_DBOS_ENV_TIMEOUT", "900"))
 
@@ -45,13 +46,11 @@ def _uv() -> str:
 
 
 def alive(pid: int | None) -> bool:
+    """``server.alive`` after reaping our own exited children (spawned apps would stay zombies)."""
     if not pid:
         return False
     proc.reap()
-    try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
+    return server.alive(pid)
 
 
 def listens(pid: int, port: int) -> bool:
