@@ -59,9 +59,13 @@ fi
 # --- pulumi CLI -----------------------------------------------------------------------
 pulumi_bin="$(scripts/ensure-pulumi.sh)"
 
+# --- the official DBOS Cloud CLI (npm), for the conformance tests against `pulumi-dbos serve` ---
+dbos_cloud="$(scripts/ensure-dbos-cloud.sh)"
+
 cat > .state/env <<ENV
 export PATH="$here/.venv/bin:$pulumi_bin:\$PATH"
 export PULUMI_SKIP_UPDATE_CHECK=true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
 export PULUMI_DBOS_PULUMI_BIN="$pulumi_bin"
+export PULUMI_DBOS_DBOS_CLOUD="$dbos_cloud"
 ENV
