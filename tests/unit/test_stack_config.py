@@ -98,3 +98,29 @@ def test_all_problems_reported_at_once() -> None:
     paths = {p.split(":", 2)[1].split(" ")[0] for p in problems}
     assert {"instances.prod_db.password", "instances.prod_db.colour", "apps.shop.instance",
             "restores.prod_r1.source"} <= {p.rstrip(":") for p in paths}
+
+
+# ---------------------------------------------------------------------------- engine settings
+def test_dbos_cloud_engine_with_its_settings_is_accepted(tmp_path: Any) -> None:
+    ca = tmp_path / "cert.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    raw = {**copy.deepcopy(GOOD), "engine": "dbos-cloud", "cloudDomain": "127.0.0.1:8443",
+           "cloudToken": "eyJ.x.y", "cloudCaCert": str(ca)}
+    raw.pop("apps")
+    cfg, problems = validate_stack_config(raw, tmp_path)
+    assert problems == [] and cfg is not None and cfg.cloudDomain == "127.0.0.1:8443"
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ({"engine": "docker"}, "dbos:engine: 'docker' is not available (use one of: local, dbos-cloud)"),
+    ({"cloudToken": "t0ken"}, "dbos:cloudToken: only used with `dbos:engine: dbos-cloud`"),
+    ({"engine": "dbos-cloud", "dataDir": "/srv/x"}, "dbos:dataDir: not used by the dbos-cloud engine"),
+    ({"engine": "dbos-cloud", "cloudCaCert": "nope.pem"}, "dbos:cloudCaCert: nope.pem is not a file"),
+    ({"cloudTokn": "x"}, "did you mean 'cloudToken'"),
+])
+def test_engine_setting_mistakes_are_named(extra: dict[str, Any], expected: str, tmp_path: Any) -> None:
+    raw = {**copy.deepcopy(GOOD), **extra}
+    raw.pop("apps")
+    _cfg, problems = validate_stack_config(raw, tmp_path)
+    assert any(expected in p for p in problems), problems
+    assert not any("t0ken" in p for p in problems)  # a token never shows in a message

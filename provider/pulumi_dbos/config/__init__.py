@@ -36,8 +36,10 @@ from .spec import (
     validate,
 )
 from .stack import (
+    ENGINE_NAMES,
     ENGINE_SETTINGS,
     ENTRY_MODELS,
+    PROVIDER_SETTINGS,
     SECTION_SPECS,
     SECTIONS,
     StackConfig,
@@ -50,7 +52,7 @@ from .stack import (
 )
 
 __all__ = [
-    "ENGINE_SETTINGS", "ENTRY_MODELS", "MAX_RETENTION_HOURS", "RESERVED_USERNAMES", "SECTIONS", "SECTION_SPECS",
+    "ENGINE_NAMES", "ENGINE_SETTINGS", "PROVIDER_SETTINGS", "ENTRY_MODELS", "MAX_RETENTION_HOURS", "RESERVED_USERNAMES", "SECTIONS", "SECTION_SPECS",
     "SPECS",
     "UNKNOWN", "AppDatabaseSpec", "AppSpec", "DatabaseInstanceSpec", "LinkedInstanceSpec", "Meta", "RestoredInstanceSpec",
     "Spec", "StackConfig", "check_app_name", "check_db_name", "check_name", "check_password", "check_port",

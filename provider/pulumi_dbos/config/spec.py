@@ -87,8 +87,11 @@ class Spec(BaseModel):
     data_dir: Annotated[str | None, Meta("engine data dir (`dbos:dataDir`)", replace=True, stack=False)] = None
     run_as: Annotated[str | None, Meta("OS user running the clusters as root (`dbos:runAs`)", replace=True,
                                        stack=False)] = None
+    cloud_domain: Annotated[str | None, Meta("DBOS Cloud's API host[:port] for `engine: dbos-cloud` "
+                                             "(`dbos:cloudDomain`, default `cloud.dbos.dev`)", replace=True,
+                                             stack=False)] = None
     replace_on_engine_change: Annotated[bool, Meta(
-        "allow a change of engine, data_dir or run_as to replace an instance (its data is deleted); "
+        "allow a change of engine, data_dir, run_as or cloud_domain to replace an instance (its data is deleted); "
         "stack config `dbos:replaceOnEngineChange`", stack=False, diffed=False)] = False
     owner: Annotated[str | None, Meta("the managing stack and resource (set by the resource class)",
                                       stack=False, diffed=False)] = None
@@ -120,7 +123,7 @@ class Spec(BaseModel):
 
     @classmethod
     def engine_keys(cls) -> list[str]:
-        return ["engine", "data_dir", "run_as"]
+        return ["engine", "data_dir", "run_as", "cloud_domain"]
 
     @classmethod
     def arguments(cls) -> list[str]:

@@ -17,8 +17,14 @@ from .spec import SPECS, Spec, _clean, meta_of, stack_model
 
 # ---------------------------------------------------------------------------- stack config (DESIGN §3)
 #: top-level ``dbos:*`` keys that are not sections: stack key -> resource field
-ENGINE_SETTINGS = {"engine": "engine", "dataDir": "data_dir", "runAs": "run_as",
+ENGINE_SETTINGS = {"engine": "engine", "dataDir": "data_dir", "runAs": "run_as", "cloudDomain": "cloud_domain",
                    "replaceOnEngineChange": "replace_on_engine_change"}
+#: top-level keys read by the provider process itself, never resource inputs (a token that rotates must not
+#: show as a change of every resource): the ``dbos-cloud`` engine's bearer token (a secret) and the CA
+#: certificate it trusts (``pulumi-dbos serve``'s self-signed one)
+PROVIDER_SETTINGS = ("cloudToken", "cloudCaCert")
+#: the engines a stack may name
+ENGINE_NAMES = ("local", "dbos-cloud")
 
 
 
@@ -48,6 +54,7 @@ def _entry_type(section: str) -> Any:
 def _stack_config_model() -> type[BaseModel]:
     fields: dict[str, Any] = {
         "engine": (str, "local"), "dataDir": (str | None, None), "runAs": (str | None, None),
+        "cloudDomain": (str | None, None), "cloudToken": (str | None, None), "cloudCaCert": (str | None, None),
         "replaceOnEngineChange": (bool, False)}
     for section, specs in SECTION_SPECS.items():
         key_type = AppName if specs[0].name_field == "app_name" else InstanceName
@@ -76,7 +83,7 @@ def _unknown_key_message(loc: list[str], tag_spec: type[Spec] | None = None) -> 
         if "." in key and section in SECTIONS:
             return (f"unknown key: `dbos:{key}` was set as one flat key; nested keys need "
                     f"`pulumi config set --path 'dbos:{key}' ...` (add --secret for a password)")
-        return "unknown key" + _suggest(key, [*ENGINE_SETTINGS, *SECTIONS])
+        return "unknown key" + _suggest(key, [*ENGINE_SETTINGS, *PROVIDER_SETTINGS, *SECTIONS])
     if len(loc) == 3 and loc[0] in SECTIONS:
         return "unknown key" + _suggest(loc[2], stack_keys(loc[0], tag_spec))
     return "unknown key (not one of the documented inputs)"
@@ -86,8 +93,14 @@ def _reference_problems(raw: dict[str, Any]) -> list[str]:
     """Cross-references of the raw config (checked even when fields have errors, to report all at once)."""
     problems: list[str] = []
     engine = raw.get("engine", "local")
-    if engine != "local":
-        problems.append(f"dbos:engine: {engine!r} is not available (use 'local')")
+    if engine not in ENGINE_NAMES:
+        problems.append(f"dbos:engine: {engine!r} is not available (use one of: {', '.join(ENGINE_NAMES)})")
+    cloud_keys = [k for k in ("cloudDomain", *PROVIDER_SETTINGS) if raw.get(k) is not None]
+    if engine == "local" and cloud_keys:
+        problems.append(f"dbos:{cloud_keys[0]}: only used with `dbos:engine: dbos-cloud` (the engine is 'local')")
+    if engine == "dbos-cloud":
+        problems += [f"dbos:{k}: not used by the dbos-cloud engine (instances live in DBOS Cloud)"
+                     for k in ("dataDir", "runAs") if raw.get(k) is not None]
 
     def entries_of(key: str) -> dict[str, Any]:
         v = raw.get(key)
@@ -180,6 +193,12 @@ def validate_stack_config(raw: dict[str, Any], root: Path | None = None) -> tupl
     return (cfg if not out else None), out
 
 
+def resolve_project_path(path: str, root: Path) -> Path:
+    """A path from the stack config: absolute, or relative to the project root (where Pulumi.yaml is)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else root / p
+
+
 def file_problems(raw: dict[str, Any], root: Path) -> list[str]:
     """Problems of the files the apps' entries name (paths relative to ``root``), with their config paths,
     so they are reported together with every other problem of the stack config."""
@@ -188,6 +207,9 @@ def file_problems(raw: dict[str, Any], root: Path) -> list[str]:
     from ..errors import ValidationError as Invalid
 
     out: list[str] = []
+    ca = raw.get("cloudCaCert")
+    if isinstance(ca, str) and not resolve_project_path(ca, root).is_file():
+        out.append(f"dbos:cloudCaCert: {ca} is not a file (a PEM certificate; relative paths are to the project root)")
     apps = raw.get("apps") if isinstance(raw.get("apps"), dict) else {}
     for name, entry in (apps or {}).items():
         if not isinstance(entry, dict):
@@ -229,5 +251,6 @@ def reference_markdown() -> str:
                          for o in spec.outputs())
         lines += ["", f"Outputs: {outs}.", ""]
     lines += ["Engine settings (top-level keys, every resource): "
-              + ", ".join(f"`dbos:{k}` (`{v}`)" for k, v in ENGINE_SETTINGS.items()) + "."]
+              + ", ".join(f"`dbos:{k}` (`{v}`)" for k, v in ENGINE_SETTINGS.items()) + "; read by the provider "
+              "process only (not inputs): " + ", ".join(f"`dbos:{k}`" for k in PROVIDER_SETTINGS) + "."]
     return "\n".join(lines) + "\n"

@@ -80,16 +80,45 @@ def database_url(username: str, password: str | None, host: str, port: int, dbna
     return url_for(username, password, host, port, dbname) if password else None
 
 
-_engines: dict[tuple[str, str | None, str | None], Engine] = {}
+_engines: dict[tuple[str, str | None, str | None, str | None], Engine] = {}
+#: ``dbos:cloudToken`` and ``dbos:cloudCaCert`` as the provider process received them (``configure``):
+#: read by the provider, never resource inputs, so a rotated token is no change of every resource
+_provider_settings: dict[str, str | None] = {}
 
 
 def engine_for(props: Props) -> Engine:
-    """The engine a resource names (one object per engine and data dir in this process: engines hold no
-    connections, and reusing one spares re-checking its data dir on every call)."""
-    key = (props.get("engine") or "local", props.get("data_dir"), props.get("run_as"))
+    """The engine a resource names (one object per engine and location in this process: engines hold no
+    connections, and reusing one spares re-checking its data dir, or re-reading DBOS Cloud's profile and
+    instance list, on every call)."""
+    key = (props.get("engine") or "local", props.get("data_dir"), props.get("run_as"), props.get("cloud_domain"))
     if key not in _engines:
-        _engines[key] = get_engine(*key)
+        name, data_dir, run_as, domain = key
+        if name == "local":
+            _engines[key] = get_engine(name, data_dir, run_as)
+        else:
+            _engines[key] = get_engine(name, domain=domain, token=_provider_settings.get("cloudToken"),
+                                       ca_cert=_provider_settings.get("cloudCaCert"))
     return _engines[key]
+
+
+def _project_root() -> Path:
+    here = Path.cwd()
+    for d in (here, *here.parents):
+        if (d / "Pulumi.yaml").is_file():
+            return d
+    return here
+
+
+def configure_provider(config: Any) -> None:
+    """Take the provider-only settings from the stack config (Pulumi's ``configure`` of a dynamic provider)."""
+    from ..config.stack import resolve_project_path
+
+    for key in ("cloudToken", "cloudCaCert"):
+        value = config.get(f"dbos:{key}")
+        if value is not None and key == "cloudCaCert":
+            value = str(resolve_project_path(str(value), _project_root()))
+        if value is not None:
+            _provider_settings[key] = str(value)
 
 
 def _backend_url() -> str:
@@ -122,13 +151,18 @@ def owner(resource_name: str) -> str:
     return f"{pulumi.get_project()}/{pulumi.get_stack()}/{resource_name}#{digest}"
 
 
-def engine_defaults(engine: str | None, data_dir: str | None, run_as: str | None) -> Props:
-    """Engine inputs for a resource: explicit arguments, else stack config ``dbos:*``, else defaults."""
+def engine_defaults(engine: str | None, data_dir: str | None, run_as: str | None,
+                    cloud_domain: str | None = None) -> Props:
+    """Engine inputs for a resource: explicit arguments, else stack config ``dbos:*``, else defaults.
+    The local engine has a data dir and an OS user; the dbos-cloud engine a domain (DBOS Cloud's host)."""
     cfg = pulumi.Config("dbos")
+    name = engine or cfg.get("engine") or "local"
+    cloud = name == "dbos-cloud"
     return {
-        "engine": engine or cfg.get("engine") or "local",
-        "data_dir": str(data_dir or cfg.get("dataDir") or default_data_dir()),
-        "run_as": run_as or cfg.get("runAs") or default_run_as(),
+        "engine": name,
+        "data_dir": None if cloud else str(data_dir or cfg.get("dataDir") or default_data_dir()),
+        "run_as": None if cloud else (run_as or cfg.get("runAs") or default_run_as()),
+        "cloud_domain": (cloud_domain or cfg.get("cloudDomain") or "cloud.dbos.dev") if cloud else None,
         "replace_on_engine_change": bool(cfg.get_bool("replaceOnEngineChange")),
     }
 
@@ -149,6 +183,9 @@ class BaseProvider(ResourceProvider):
     kind: ClassVar[Kind | None] = None
     #: the status of a healthy resource; any other in the state (a refresh saw it) makes `up` repair it
     healthy: ClassVar[str | None] = "available"
+
+    def configure(self, req: Any) -> None:
+        configure_provider(req.config)
 
     # ------------------------------------------------------------ check
     def defaults(self, inputs: Props) -> list[CheckFailure]:
@@ -224,7 +261,7 @@ class BaseProvider(ResourceProvider):
         try:
             problems = engine_for(news).preflight(req)
         except DbosError as exc:
-            return [CheckFailure("data_dir", exc.message)]
+            return [CheckFailure("data_dir" if news.get("engine", "local") == "local" else "engine", exc.message)]
         return [CheckFailure(p.field, p.message) for p in problems]
 
     def preview_outputs(self, olds: Props, inputs: Props) -> None:
@@ -334,7 +371,8 @@ class DbosResource(pulumi.dynamic.Resource):
             if value is None and not info.is_required():
                 value = info.default
             props[name] = pulumi.Output.secret(value) if name in spec.secrets() and value is not None else value
-        props.update(engine_defaults(inputs.get("engine"), inputs.get("data_dir"), inputs.get("run_as")))
+        props.update(engine_defaults(inputs.get("engine"), inputs.get("data_dir"), inputs.get("run_as"),
+                                     inputs.get("cloud_domain")))
         if inputs.get("replace_on_engine_change") is not None:
             props["replace_on_engine_change"] = inputs["replace_on_engine_change"]
         props["owner"] = owner(resource_name)
