@@ -304,6 +304,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_data_dir(args: argparse.Namespace) -> Path:
+    return Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import run
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise DbosError("--tls-cert and --tls-key go together", hint="pass both, or neither for a self-signed one")
+    return run(listen=args.listen, data_dir=_serve_data_dir(args),
+               tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+               tls_key=Path(args.tls_key) if args.tls_key else None, backup_interval=args.backup_interval)
+
+
+def cmd_serve_token(args: argparse.Namespace) -> int:
+    from .serve import issue_token
+
+    print(issue_token(_serve_data_dir(args), args.org, args.user, args.ttl_hours))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pulumi-dbos", description=__doc__)
     p.add_argument("--engine", default=None, help="engine (default: $PULUMI_DBOS_ENGINE or local)")
@@ -352,6 +373,21 @@ def build_parser() -> argparse.ArgumentParser:
     s = app.add_parser("list", help="apps known to the engine")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_app_list)
+    s = sub.add_parser("serve", help="DBOS Cloud's REST API over the local engine (HTTPS)")
+    s.add_argument("--listen", default="127.0.0.1:8443", help="HOST:PORT (default 127.0.0.1:8443)")
+    s.add_argument("--data-dir", dest="data_dir", default=argparse.SUPPRESS,
+                   help="serve's data dir (default: the local engine's); organizations live in D/orgs/<org>")
+    s.add_argument("--tls-cert", default=None, help="certificate (PEM); default: a self-signed one in D/serve/tls")
+    s.add_argument("--tls-key", default=None, help="its private key (PEM)")
+    s.add_argument("--backup-interval", type=float, default=3600.0,
+                   help="seconds between scheduled base backups (and retention pruning), default 3600")
+    s.set_defaults(fn=cmd_serve)
+    tok = s.add_subparsers(dest="serve_cmd").add_parser("token", help="print a signed bearer token (a JWT)")
+    tok.add_argument("--org", required=True, help="the organization (the paths' {org})")
+    tok.add_argument("--user", required=True)
+    tok.add_argument("--data-dir", dest="data_dir", default=argparse.SUPPRESS, help="serve's data dir")
+    tok.add_argument("--ttl-hours", type=float, default=24.0, help="validity in hours (default 24)")
+    tok.set_defaults(fn=cmd_serve_token)
     s = sub.add_parser("preview-report", help="`pulumi preview --json` -> Markdown for a PR comment")
     s.add_argument("file", nargs="?", default="-")
     s.add_argument("--title", default="pulumi preview")

@@ -1,0 +1,85 @@
+"""``pulumi-dbos serve``: DBOS Cloud's REST API (``pulumi_dbos.cloudapi``) served over the local engine.
+
+HTTPS only (a self-signed certificate is made when none is given), bearer tokens signed by the
+server (``pulumi-dbos serve token``), one local engine per organization under ``D/orgs/<org>``,
+serve's own state under ``D/serve`` (see :mod:`.state`). Before it listens it removes what a killed
+server left half-made; then a background thread starts the organizations' instances and apps and
+takes scheduled base backups (:mod:`.background`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+
+from ..errors import DbosError
+
+DEFAULT_LISTEN = "127.0.0.1:8443"
+DEFAULT_BACKUP_INTERVAL = 3600.0
+
+log = logging.getLogger("pulumi_dbos.serve")
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise DbosError(f"--listen must be HOST:PORT, got {listen!r}", hint=f"e.g. {DEFAULT_LISTEN}")
+    return host, int(port)
+
+
+def issue_token(data_dir: Path, org: str, user: str, ttl_hours: float) -> str:
+    """A bearer token for ``user`` of ``org`` (the signing key is made on first use)."""
+    from . import auth, state
+
+    return auth.issue(auth.load_or_create_key(state.prepare(data_dir)), org, user, ttl_hours)
+
+
+def run(*, listen: str = DEFAULT_LISTEN, data_dir: Path, tls_cert: Path | None = None, tls_key: Path | None = None,
+        backup_interval: float = DEFAULT_BACKUP_INTERVAL) -> int:
+    """Serve until SIGTERM/SIGINT (then stop cleanly: requests in flight finish, the background thread stops)."""
+    import uvicorn
+
+    from . import auth, state, tls
+    from .app import create_app
+    from .background import Background, recover
+
+    host, port = parse_listen(listen)
+    if (tls_cert is None) != (tls_key is None):
+        raise DbosError("--tls-cert and --tls-key go together", hint="pass both, or neither for a self-signed one")
+    if backup_interval <= 0:
+        raise DbosError(f"--backup-interval must be a positive number of seconds, got {backup_interval}")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    data_dir = data_dir.expanduser().resolve()
+    sdir = state.prepare(data_dir)
+    st = state.ServeState(data_dir)
+    st.acquire()
+    if tls_cert is None or tls_key is None:
+        tls_cert, tls_key = tls.ensure_self_signed(sdir / "tls")
+    for f in (tls_cert, tls_key):
+        if not f.is_file():
+            raise DbosError(f"{f}: no such file")
+    key = auth.load_or_create_key(sdir)
+    recover(st)
+    app = create_app(st, key, Background(st, backup_interval))
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=host, port=port, ssl_certfile=str(tls_cert), ssl_keyfile=str(tls_key), log_level="info",
+        server_header=False, timeout_graceful_shutdown=60, lifespan="on"))
+
+    def announce() -> None:
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if server.started:
+            print(f"serving DBOS Cloud's API on https://{host}:{port} (cert: {tls_cert}; data: {data_dir})",
+                  flush=True)
+
+    threading.Thread(target=announce, name="serve-announce", daemon=True).start()
+    server.run()
+    return 0 if server.started else 1
+
+
+__all__ = ["DEFAULT_BACKUP_INTERVAL", "DEFAULT_LISTEN", "issue_token", "parse_listen", "run"]

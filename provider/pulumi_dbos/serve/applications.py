@@ -1,0 +1,331 @@
+"""Application routes (A1-A8 of DBOS Cloud's API, secrets, logs) over the local engine's apps.
+
+An app is *registered* first (serve keeps the registration: its database, language, memory) and
+*deployed* later: a deploy runs the local engine's ``deploy_app`` synchronously, with the instance's
+credentials serve holds and the app's secrets as its environment. Version ids are the archive's
+digest, the same rule as :func:`pulumi_dbos.appsource.pack`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import logging
+import re
+import uuid
+import zipfile
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from ..appsource import CONFIG
+from ..cloudapi import paths
+from ..cloudapi.models import (
+    Application,
+    ApplicationVersion,
+    ChangeDatabaseRequest,
+    DeleteAppRequest,
+    DeployOutput,
+    DeployRequest,
+    LogsOutput,
+    RegisterRequest,
+    SecretRequest,
+    UpdateAppRequest,
+)
+from ..config import rules
+from ..engine.contract import AppDatabaseAccess, AppDeploy, AppInfo
+from ..errors import DbosError, NotFoundError, ValidationError
+from .databases import not_found as db_not_found
+from .http import ApiError, as_int, check, ok, owned, status_of, validation_message
+from .state import ServeState
+
+log = logging.getLogger("pulumi_dbos.serve")
+
+LANGUAGES = ("node", "python")
+SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+#: the environment the engine gives every app (DBOS Cloud's names): a secret may not replace it
+RESERVED_SECRETS = re.compile(r"^(DBOS_.*|DBOS__.*|PG.*|PATH|HOME|PORT|LANG|LC_ALL|VIRTUAL_ENV|PYTHON.*)$")
+MAX_SECRET = 64 * 1024
+DEFAULT_MEMORY_MIB = 512
+
+
+def app_not_found(app: str) -> ApiError:
+    return ApiError(404, f"application {app} not found")  # the CLI matches this text
+
+
+def archive_config(archive: bytes) -> dict[str, Any]:
+    """The archive's root ``dbos-config.yaml`` as a mapping (400 when it is not a zip holding one)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+            text = zf.read(CONFIG)
+    except KeyError:
+        raise ApiError(400, f"the application archive has no {CONFIG} at its root") from None
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise ApiError(400, "application_archive is not a zip archive") from None
+    try:
+        doc = YAML(typ="safe").load(text.decode("utf-8", errors="replace")) or {}
+    except YAMLError:
+        raise ApiError(400, f"the archive's {CONFIG} is not valid YAML") from None
+    if not isinstance(doc, dict):
+        raise ApiError(400, f"the archive's {CONFIG} must be a mapping")
+    return doc
+
+
+def router(state: ServeState) -> APIRouter:
+    r = APIRouter()
+
+    def engine_app(org: str, app: str) -> AppInfo | None:
+        return state.engine(org).app_info(app) if state.has_catalog(org) else None
+
+    def view(org: str, app: str) -> Application | None:
+        reg = state.apps.get(org, app)
+        info = engine_app(org, app)
+        if reg is None and info is None:
+            return None
+        reg = reg or {}
+        deployed = info is not None and bool(info.version)
+        if deployed and info is not None:
+            status, version, url, db_name = info.status, info.version or "", info.app_url.rstrip("/") + "/", \
+                info.app_db_name
+        else:
+            status, version, url, db_name = "REGISTERED", "", "", ""
+        return Application(
+            Name=app, ID=str(reg.get("ID") or app),
+            PostgresInstanceName=info.instance_name if deployed and info else str(reg.get("database", "")),
+            ApplicationDatabaseName=db_name, Status=status, Version=version, AppURL=url,
+            ExecutorsMemoryMib=int(reg.get("ExecutorsMemoryMib") or DEFAULT_MEMORY_MIB),
+            Port=info.port if info else reg.get("Port"), Owner=(info.owner if info else None) or reg.get("Owner"))
+
+    def view_or_404(org: str, app: str) -> Application:
+        v = view(org, app) if _valid_app(app) else None
+        if v is None:
+            raise app_not_found(app)
+        return v
+
+    # ------------------------------------------------------------------ A1-A3
+    @r.get(paths.APPS)
+    def list_apps(org: str, request: Request) -> Response:
+        org = owned(request, org)
+        names = set(state.apps.items(org))
+        if state.has_catalog(org):
+            names |= {a.name for a in state.engine(org).list_apps()}
+        return ok([v for v in (view(org, n) for n in sorted(names)) if v is not None])
+
+    @r.get(paths.APP)
+    def get_app(org: str, app: str, request: Request) -> Response:
+        org = owned(request, org)
+        return ok(view_or_404(org, app))
+
+    @r.put(paths.APPS)
+    def register(org: str, body: RegisterRequest, request: Request) -> Response:
+        org = owned(request, org)
+        check(rules.check_app_name, body.name)
+        if body.language not in LANGUAGES:
+            raise ApiError(400, f"language must be one of {', '.join(LANGUAGES)}, got {body.language!r}")
+        memory = as_int(body.executors_memory_mib, "executors_memory_mib", 128, 65536)
+        check(rules.check_port, body.Port)
+        if not _valid_name(body.database) or not state.has_catalog(org) \
+                or state.engine(org).info(body.database) is None:
+            raise db_not_found(body.database)
+        with state.locked("app", org, body.name):
+            if view(org, body.name) is not None:
+                raise ApiError(409, f"application {body.name} is already registered")
+            app_id = str(uuid.uuid4())
+            state.apps.set(org, body.name, {
+                "ID": app_id, "database": body.database, "language": body.language,
+                "ExecutorsMemoryMib": memory or DEFAULT_MEMORY_MIB, "provenancedb": body.provenancedb,
+                "Port": body.Port, "Owner": body.Owner})
+        log.info("org %s: registered app %s on %s", org, body.name, body.database)
+        return JSONResponse(app_id)
+
+    # ------------------------------------------------------------------ A4-A5 deploy
+    def deploy(org: str, app: str, body: DeployRequest, target: str | None) -> DeployOutput:
+        current = view_or_404(org, app)
+        if (body.application_archive is None) == (body.previous_version is None):
+            raise ApiError(400, "send exactly one of application_archive and previous_version")
+        reg: dict[str, Any] = state.apps.get(org, app) or {}
+        instance = target or current.PostgresInstanceName
+        eng = state.engine(org)
+        if not _valid_name(instance) or not state.has_catalog(org) or eng.info(instance) is None:
+            raise db_not_found(instance)
+        creds = state.credentials(org, instance)
+        if creds is None:
+            raise ApiError(400, f"this server holds no credentials for database {instance} (it was not provisioned, "
+                           "restored or linked through this server)")
+        info = eng.info(instance)
+        assert info is not None
+        if info.status == "stopped":
+            info = eng.ensure_running(instance)
+        archive: bytes | None = None
+        deployed = engine_app(org, app)
+        if body.application_archive is not None:
+            try:
+                archive = base64.b64decode(body.application_archive, validate=True)
+            except (binascii.Error, ValueError):
+                raise ApiError(400, "application_archive is not base64") from None
+            cfg = archive_config(archive)
+            language = cfg.get("language") or reg.get("language") or "python"
+            if language != "python":
+                raise ApiError(400, f"this server runs Python apps only (the app's language is {language!r}): set "
+                               f"`language: python` in {CONFIG}")
+            version = hashlib.sha256(archive).hexdigest()[:12]  # appsource.pack's rule
+            db = cfg.get("database")
+            from_config = db.get("app_db_name") if isinstance(db, dict) else None
+            app_db_name = body.AppDbName or (from_config if isinstance(from_config, str) and from_config else None) \
+                or (deployed.app_db_name if deployed and deployed.version else None) or app
+        else:
+            version = str(body.previous_version)
+            known = [v.version for v in eng.app_versions(app)] if state.has_catalog(org) else []
+            if version not in known:
+                raise ApiError(400, f"version {version} of {app} is not stored; known: {', '.join(known) or 'none'}")
+            app_db_name = body.AppDbName or (deployed.app_db_name if deployed else None) or app
+        check(rules.check_db_name, app_db_name)
+        env = {k: str(v) for k, v in state.secrets.items(org).get(app, {}).items()}
+        access = AppDatabaseAccess(instance, info.hostname, info.port, creds.username, creds.password)
+        req = AppDeploy(app, version, archive, access, app_db_name, env,
+                        port=reg.get("Port"), owner=(deployed.owner if deployed else None) or reg.get("Owner"))
+        with state.locked("app", org, app):
+            try:
+                eng.deploy_app(req)
+            except DbosError as exc:
+                detail = validation_message(exc) if isinstance(exc, ValidationError) else exc.message
+                log.warning("org %s: deploy of %s version %s failed", org, app, version)
+                raise ApiError(status_of(exc) if status_of(exc) != 404 else 400,
+                               f"deploy of {app} version {version} failed: {detail.splitlines()[0]}",
+                               detailed=detail) from None
+            state.apps.update(org, app, lambda old: {**(old or {"ID": str(uuid.uuid4()), "language": "python"}),
+                                                     "database": instance})
+        log.info("org %s: deployed %s version %s on %s", org, app, version, instance)
+        return DeployOutput(ApplicationName=app, ApplicationVersion=version)
+
+    @r.post(paths.APP)
+    def deploy_app(org: str, app: str, body: DeployRequest, request: Request) -> Response:
+        org = owned(request, org)
+        return ok(deploy(org, app, body, None))
+
+    @r.post(paths.APP_CHANGE_DB)
+    def change_database(org: str, app: str, body: ChangeDatabaseRequest, request: Request) -> Response:
+        org = owned(request, org)
+        view_or_404(org, app)
+        return ok(deploy(org, app, body, body.target_database_name))
+
+    # ------------------------------------------------------------------ A6-A8
+    @r.delete(paths.APP)
+    def delete_app(org: str, app: str, request: Request, body: DeleteAppRequest | None = None) -> Response:
+        org = owned(request, org)
+        view_or_404(org, app)
+        with state.locked("app", org, app):
+            info = engine_app(org, app)
+            if info is not None:
+                state.engine(org).delete_app(app)
+            if body is not None and body.dropdb and info is not None and info.app_db_name:
+                drop_app_databases(state, org, info.instance_name, info.app_db_name)
+            state.apps.delete(org, app)
+            state.secrets.delete(org, app)
+        log.info("org %s: deleted app %s%s", org, app, " and its databases" if body and body.dropdb else "")
+        return Response(status_code=204)
+
+    @r.get(paths.APP_VERSIONS)
+    def versions(org: str, app: str, request: Request) -> Response:
+        org = owned(request, org)
+        view_or_404(org, app)
+        vs = state.engine(org).app_versions(app) if state.has_catalog(org) else []
+        return ok([ApplicationVersion(ApplicationName=app, Version=v.version, CreationTime=v.created_at) for v in vs])
+
+    @r.patch(paths.APP)
+    def update(org: str, app: str, body: UpdateAppRequest, request: Request) -> Response:
+        org = owned(request, org)
+        current = view_or_404(org, app)
+        memory = as_int(body.executors_memory_mib, "executors_memory_mib", 128, 65536)
+        min_vms = as_int(body.min_vms, "min_vms", 0, 100)
+
+        def apply(old: Any) -> dict[str, Any]:
+            new = dict(old or {"ID": current.ID, "database": current.PostgresInstanceName, "language": "python"})
+            if memory is not None:
+                new["ExecutorsMemoryMib"] = memory
+            if min_vms is not None:
+                new["MinVms"] = min_vms
+            return new
+
+        state.apps.update(org, app, apply)
+        return ok(view_or_404(org, app))
+
+    # ------------------------------------------------------------------ secrets
+    @r.post(paths.APP_SECRETS)
+    def create_secret(org: str, body: SecretRequest, request: Request) -> Response:
+        org = owned(request, org)
+        view_or_404(org, body.ApplicationName)
+        if not SECRET_NAME.match(body.SecretName) or RESERVED_SECRETS.match(body.SecretName):
+            raise ApiError(400, f"invalid secret name {body.SecretName!r}: letters, digits and _, not starting with "
+                           "a digit; DBOS_*, PG*, PATH, HOME, PORT, ... are set by the server")
+        if len(body.ClearSecretValue) > MAX_SECRET:
+            raise ApiError(400, f"a secret's value is limited to {MAX_SECRET} characters")
+        state.secrets.update(org, body.ApplicationName,
+                             lambda old: {**(old or {}), body.SecretName: body.ClearSecretValue})
+        log.info("org %s: secret %s of %s set", org, body.SecretName, body.ApplicationName)
+        return JSONResponse({"ApplicationName": body.ApplicationName, "SecretName": body.SecretName},
+                            status_code=200)  # the CLI wants exactly 200
+
+    @r.get(paths.APP_SECRET_LIST)
+    def list_secrets(org: str, app: str, request: Request) -> Response:
+        org = owned(request, org)
+        view_or_404(org, app)
+        return JSONResponse(sorted(state.secrets.get(org, app) or {}))
+
+    @r.delete(paths.APP_SECRET)
+    def delete_secret(org: str, app: str, secret: str, request: Request) -> Response:
+        org = owned(request, org)
+        view_or_404(org, app)
+        if secret not in (state.secrets.get(org, app) or {}):
+            raise ApiError(404, f"secret {secret} of application {app} not found")
+        state.secrets.update(org, app, lambda old: {k: v for k, v in (old or {}).items() if k != secret} or None)
+        log.info("org %s: secret %s of %s deleted", org, secret, app)
+        return Response(status_code=204)  # the CLI wants exactly 204
+
+    # ------------------------------------------------------------------ logs
+    @r.get(paths.APP_LOGS)
+    def logs(org: str, app: str, request: Request, limit: int | None = Query(None)) -> Response:
+        # `last`, `format=json` and `since` (the CLI's) are accepted and ignored: the whole tail is one page
+        org = owned(request, org)
+        view_or_404(org, app)
+        lines = max(1, min(limit or 1000, 100_000))
+        try:
+            body = state.engine(org).app_logs(app, lines) if state.has_catalog(org) else ""
+        except NotFoundError:
+            body = ""  # registered, never deployed
+        return ok(LogsOutput(body=body, end=True, next_timestamp=None))
+
+    return r
+
+
+def drop_app_databases(state: ServeState, org: str, instance: str, app_db_name: str) -> None:
+    """``--dropdb``: the app's database and its DBOS system database, on its instance (as its admin user)."""
+    from ..apps import Conn, drop_database
+
+    eng = state.engine(org)
+    info = eng.info(instance)
+    creds = state.credentials(org, instance)
+    if info is None:
+        return  # the instance is gone, and its databases with it
+    if creds is None:
+        raise ApiError(400, f"this server holds no credentials for database {instance}: cannot drop {app_db_name}")
+    admin = Conn(info.hostname, info.port, creds.username, creds.password)
+    for name in (app_db_name, f"{app_db_name}_dbos_sys"):
+        drop_database(admin, name)
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        rules.check_name(name)
+    except ValueError:
+        return False
+    return True
+
+
+_valid_app = _valid_name

@@ -1,0 +1,158 @@
+"""What serve does on its own: crash recovery before it listens, then (a daemon thread) a restart of the
+organizations' instances and apps, and scheduled base backups with retention pruning.
+
+Crash recovery: a create or restore cut short by a killed server is removed (never left half-made),
+with the credentials stored for it; an app whose first deploy was cut short is removed from the
+engine (its registration stays). Restart: every stopped instance is started, every deployed app whose
+process is not running is redeployed at its current version with the credentials serve holds.
+Nothing logged here carries a secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from pathlib import Path
+
+import psutil
+
+from ..engine.contract import AppDatabaseAccess, AppDeploy, AppStatus, Status
+from ..errors import DbosError
+from .state import ServeState
+
+log = logging.getLogger("pulumi_dbos.serve")
+
+_HALF_MADE = (Status.CREATING.value, Status.RESTORING.value)
+
+
+def _kill_under(path: Path) -> None:
+    """Kill processes working on ``path`` (a copy or a recovering server of a killed create)."""
+    prefix = str(path) + "/"
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if any(arg == str(path) or arg.startswith(prefix) for arg in p.info["cmdline"] or ()):
+                p.kill()
+
+
+def recover(state: ServeState) -> None:
+    """Remove what a killed server left half-made (run before serving: nothing else is in flight)."""
+    for org in state.orgs():
+        eng = state.engine(org)
+        for rec in eng.catalog.all():
+            if rec.status in _HALF_MADE:
+                log.warning("org %s: removing %s, left %s by an interrupted server", org, rec.name, rec.status)
+                _kill_under(eng.inst_dir(rec.name))
+                try:
+                    eng.destroy(rec.name)
+                except DbosError as exc:
+                    log.error("org %s: could not remove half-made %s: %s", org, rec.name, exc.message)
+                    continue
+        for app in eng.list_apps():
+            if not app.version:
+                log.warning("org %s: removing app %s, whose first deploy was interrupted", org, app.name)
+                eng.delete_app(app.name)
+    for org in state.credentials_store.orgs():
+        known = state.engine(org).catalog if state.has_catalog(org) else None
+        for name in state.credentials_store.items(org):
+            if known is None or known.get(name) is None:
+                state.forget_credentials(org, name)
+
+
+class Background:
+    """The daemon thread: restart once, then every ``interval`` seconds a backup and prune of every
+    available, non-linked instance of every organization."""
+
+    def __init__(self, state: ServeState, interval: float) -> None:
+        self.state = state
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="serve-background", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 60) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("background work did not finish within %.0fs", timeout)
+
+    def _run(self) -> None:
+        try:
+            self.restart()
+        except Exception:
+            log.exception("restart of instances and apps failed")
+        while not self._stop.wait(self.interval):
+            try:
+                self.backup_all()
+            except Exception:
+                log.exception("scheduled backups failed")
+
+    # ---------------------------------------------------------------- restart (after a reboot or a crash)
+    def restart(self) -> None:
+        for org in self.state.orgs():
+            eng = self.state.engine(org)
+            for info in eng.list():
+                if self._stop.is_set():
+                    return
+                if info.is_linked or info.status != Status.STOPPED.value:
+                    if info.status == Status.MISSING.value:
+                        log.warning("org %s: the data of %s is missing", org, info.name)
+                    continue
+                with self.state.locked("db", org, info.name):
+                    try:
+                        eng.ensure_running(info.name)
+                        log.info("org %s: started %s", org, info.name)
+                    except DbosError as exc:
+                        log.error("org %s: could not start %s: %s", org, info.name, exc.message)
+            for app in eng.list_apps():
+                if self._stop.is_set():
+                    return
+                if app.version and app.status != AppStatus.AVAILABLE.value:
+                    self._restart_app(org, app.name)
+
+    def _restart_app(self, org: str, name: str) -> None:
+        eng = self.state.engine(org)
+        with self.state.locked("app", org, name):
+            app = eng.app_info(name)
+            if app is None or not app.version or app.status == AppStatus.AVAILABLE.value:
+                return
+            inst = eng.info(app.instance_name)
+            creds = self.state.credentials(org, app.instance_name)
+            if inst is None or creds is None:
+                log.error("org %s: cannot restart app %s: %s", org, name,
+                          f"database {app.instance_name} is gone" if inst is None
+                          else f"no credentials held for {app.instance_name}")
+                return
+            env = {k: str(v) for k, v in (self.state.secrets.get(org, name) or {}).items()}
+            access = AppDatabaseAccess(inst.name, inst.hostname, inst.port, creds.username, creds.password)
+            try:
+                eng.deploy_app(AppDeploy(name, app.version, None, access, app.app_db_name, env, owner=app.owner))
+                log.info("org %s: restarted app %s version %s", org, name, app.version)
+            except DbosError as exc:
+                log.error("org %s: could not restart app %s: %s", org, name, exc.message.splitlines()[0])
+
+    # ---------------------------------------------------------------- scheduled backups
+    def backup_all(self) -> None:
+        for org in self.state.orgs():
+            eng = self.state.engine(org)
+            for info in eng.list():
+                if self._stop.is_set():
+                    return
+                if info.is_linked or info.status != Status.AVAILABLE.value:
+                    continue
+                lock = self.state.lock("db", org, info.name)
+                if not lock.acquire(blocking=False):
+                    continue  # being changed right now: next round
+                try:
+                    b = eng.backup(info.name)
+                    eng.prune(info.name)
+                    log.info("org %s: base backup %s of %s", org, b.backup_id, info.name)
+                except DbosError as exc:
+                    log.warning("org %s: scheduled backup of %s failed: %s", org, info.name, exc.message)
+                finally:
+                    lock.release()

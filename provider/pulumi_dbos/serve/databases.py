@@ -1,0 +1,257 @@
+"""Database routes (E1-E8 of DBOS Cloud's API, and serve's extensions: patch, backup, start, stop, preflight)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from ..cloudapi import paths
+from ..cloudapi.models import (
+    BackupOutput,
+    CredentialsRequest,
+    DatabasePatch,
+    LinkRequest,
+    PreflightProblem,
+    PreflightRequest,
+    ProvisionRequest,
+    RestoreRequest,
+    UserDBInstance,
+)
+from ..config import rules
+from ..engine.contract import InstanceInfo, Kind, Preflight
+from ..errors import DbosError
+from .http import ApiError, check, from_dbos, ok, owned
+from .state import Credentials, ServeState
+
+log = logging.getLogger("pulumi_dbos.serve")
+
+DEFAULT_LINKED_USER = "dbosadmin"  # DBOS Cloud's fixed user of a linked server
+
+
+def not_found(name: str) -> ApiError:
+    return ApiError(404, f"database {name} not found")  # the CLI matches this text
+
+
+def to_wire(info: InstanceInfo, creds: Credentials | None) -> UserDBInstance:
+    return UserDBInstance(
+        PostgresInstanceName=info.name, Status=str(info.status), HostName=info.hostname, Port=info.port,
+        DatabaseUsername=info.username, IsLinked=info.is_linked,
+        SupabaseReference=creds.supabase if creds and info.is_linked else None,
+        Kind=str(info.kind), RetentionHours=info.retention_hours, CreatedAt=info.created_at,
+        EarliestRestorableTime=info.earliest_restorable_time, LatestRestorableTime=info.latest_restorable_time,
+        SourceInstance=info.source_instance, RestoredTo=info.restored_to, Owner=info.owner)
+
+
+def router(state: ServeState) -> APIRouter:
+    r = APIRouter()
+
+    def info_or_404(org: str, name: str) -> InstanceInfo:
+        if not state.has_catalog(org) or not _valid_name(name):
+            raise not_found(name)
+        info = state.engine(org).info(name)
+        if info is None:
+            raise not_found(name)
+        return info
+
+    def record_exists(org: str, name: str) -> bool:
+        return _valid_name(name) and state.has_catalog(org) and state.engine(org).catalog.get(name) is not None
+
+    def view(org: str, info: InstanceInfo) -> UserDBInstance:
+        return to_wire(info, state.credentials(org, info.name))
+
+    def taken(org: str, name: str) -> None:
+        if record_exists(org, name):
+            raise ApiError(409, f"database {name} already exists")
+
+    # ------------------------------------------------------------------ E1-E3
+    @r.get(paths.DATABASES)
+    def list_databases(org: str, request: Request) -> Response:
+        org = owned(request, org)
+        if not state.has_catalog(org):
+            return ok([])
+        return ok([view(org, i) for i in state.engine(org).list()])
+
+    @r.post(paths.PROVISION)
+    def provision(org: str, body: ProvisionRequest, request: Request) -> Response:
+        org = owned(request, org)
+        check(rules.check_instance_name, body.Name)
+        check(rules.check_username, body.AdminName)
+        check(rules.check_password, body.AdminPassword)
+        check(rules.check_port, body.Port)
+        check(rules.check_retention, body.RetentionHours)
+        with state.locked("db", org, body.Name):
+            taken(org, body.Name)
+            # stored first: a crash mid-create leaves the password of an instance the next start removes
+            state.set_credentials(org, body.Name, Credentials(body.AdminName, body.AdminPassword))
+            try:
+                info = state.engine(org).provision(body.Name, body.AdminName, body.AdminPassword, port=body.Port,
+                                                   retention_hours=body.RetentionHours or 24, owner=body.Owner)
+            except BaseException:
+                state.forget_credentials(org, body.Name)
+                raise
+        log.info("org %s: provisioned %s (port %s)", org, info.name, info.port)
+        return ok(view(org, info), 201)
+
+    @r.get(paths.DB_INFO)
+    def db_info(org: str, name: str, request: Request) -> Response:
+        org = owned(request, org)
+        return ok(view(org, info_or_404(org, name)))
+
+    # ------------------------------------------------------------------ E4 credentials
+    @r.post(paths.DB_CREDENTIALS)
+    def reset_password(org: str, name: str, body: CredentialsRequest, request: Request) -> Response:
+        org = owned(request, org)
+        info = info_or_404(org, name)
+        if info.is_linked:
+            raise ApiError(400, f"cannot reset the password of a linked database ({name}): change it on its server, "
+                           "then link it again")
+        check(rules.check_password, body.Password)
+        with state.locked("db", org, name):
+            state.engine(org).reset_credentials(name, info.username, body.Password)
+            state.set_credentials(org, name, Credentials(info.username, body.Password))
+        log.info("org %s: reset the password of %s", org, name)
+        return ok(view(org, info_or_404(org, name)))
+
+    # ------------------------------------------------------------------ E5 restore
+    @r.post(paths.DB_RESTORE)
+    def restore(org: str, name: str, body: RestoreRequest, request: Request) -> Response:
+        org = owned(request, org)
+        src = info_or_404(org, name)
+        check(rules.check_instance_name, body.RestoreName)
+        check(rules.check_restore_time, body.RestoreTimestamp)
+        check(rules.check_port, body.Port)
+        check(rules.check_retention, body.RetentionHours)
+        password = body.Password
+        if password is None:
+            held = state.credentials(org, name)
+            if held is None:
+                raise ApiError(400, f"this server holds no password for {name}: pass Password for the restored "
+                               "instance's user")
+            password = held.password
+        else:
+            check(rules.check_password, password)
+        with state.locked("db", org, body.RestoreName):
+            taken(org, body.RestoreName)
+            state.set_credentials(org, body.RestoreName, Credentials(src.username, password))
+            try:
+                info = state.engine(org).restore_to_new(
+                    name, body.RestoreName, body.RestoreTimestamp, password=password, port=body.Port,
+                    retention_hours=body.RetentionHours, owner=body.Owner)
+            except BaseException:
+                state.forget_credentials(org, body.RestoreName)
+                raise
+        log.info("org %s: restored %s as of %s into %s", org, name, info.restored_to, info.name)
+        return ok(view(org, info), 201)
+
+    # ------------------------------------------------------------------ E6 destroy
+    @r.delete(paths.DB)
+    def destroy(org: str, name: str, request: Request) -> Response:
+        org = owned(request, org)
+        if not record_exists(org, name):
+            raise not_found(name)
+        with state.locked("db", org, name):
+            state.engine(org).destroy(name)
+            state.forget_credentials(org, name)
+        log.info("org %s: destroyed %s", org, name)
+        return Response(status_code=204)
+
+    # ------------------------------------------------------------------ E7-E8 linked servers
+    @r.post(paths.LINK)
+    def link(org: str, body: LinkRequest, request: Request) -> Response:
+        org = owned(request, org)
+        check(rules.check_instance_name, body.Name)
+        check(rules.check_hostname, body.HostName)
+        if body.Port is None or not 1 <= body.Port <= 65535:
+            raise ApiError(400, f"Port must be a TCP port number, got {body.Port!r}")
+        check(rules.check_password, body.Password)
+        username = body.Username or DEFAULT_LINKED_USER
+        check(lambda v: rules.check_name(v, "Username"), username)
+        with state.locked("db", org, body.Name):
+            info = state.engine(org).link(body.Name, body.HostName, body.Port, username, body.Password,
+                                          owner=body.Owner)
+            state.set_credentials(org, body.Name, Credentials(username, body.Password, body.supabaseReference))
+        log.info("org %s: linked %s (%s:%s)", org, body.Name, body.HostName, body.Port)
+        return ok(view(org, info), 201)
+
+    @r.delete(paths.UNLINK)
+    def unlink(org: str, name: str, request: Request) -> Response:
+        org = owned(request, org)
+        if not record_exists(org, name):
+            raise not_found(name)
+        with state.locked("db", org, name):
+            state.engine(org).unlink(name)
+            state.forget_credentials(org, name)
+        log.info("org %s: unlinked %s", org, name)
+        return Response(status_code=204)
+
+    # ------------------------------------------------------------------ extensions
+    @r.patch(paths.DB)
+    def patch(org: str, name: str, body: DatabasePatch, request: Request) -> Response:
+        org = owned(request, org)
+        info_or_404(org, name)
+        check(rules.check_retention, body.RetentionHours)
+        check(rules.check_port, body.Port)
+        eng = state.engine(org)
+        with state.locked("db", org, name):
+            if body.Owner is not None:
+                eng.catalog.update(name, owner=body.Owner)
+            if body.RetentionHours is not None:
+                eng.set_retention(name, body.RetentionHours)
+            if body.Port is not None:
+                eng.set_port(name, body.Port)
+        return ok(view(org, info_or_404(org, name)))
+
+    @r.post(paths.DB_BACKUP)
+    def backup(org: str, name: str, request: Request) -> Response:
+        org = owned(request, org)
+        info_or_404(org, name)
+        with state.locked("db", org, name):
+            b = state.engine(org).backup(name)
+        return ok(BackupOutput(PostgresInstanceName=b.instance, BackupID=b.backup_id, StartedAt=b.started_at,
+                               FinishedAt=b.finished_at), 201)
+
+    @r.post(paths.DB_START)
+    def start(org: str, name: str, request: Request) -> Response:
+        org = owned(request, org)
+        info_or_404(org, name)
+        with state.locked("db", org, name):
+            info = state.engine(org).ensure_running(name)
+        return ok(view(org, info))
+
+    @r.post(paths.DB_STOP)
+    def stop(org: str, name: str, request: Request) -> Response:
+        org = owned(request, org)
+        info_or_404(org, name)
+        with state.locked("db", org, name):
+            info = state.engine(org).stop(name)
+        return ok(view(org, info))
+
+    @r.post(paths.DB_PREFLIGHT)
+    def preflight(org: str, body: PreflightRequest, request: Request) -> Response:
+        org = owned(request, org)
+        try:
+            kind = Kind(body.Kind)
+        except ValueError:
+            raise ApiError(400, f"Kind must be one of {', '.join(k.value for k in Kind)}, got {body.Kind!r}") from None
+        if body.RestoreTime is not None:
+            check(rules.check_restore_time, body.RestoreTime)
+        check(rules.check_port, body.Port)
+        try:
+            problems = state.engine(org).preflight(Preflight(
+                kind=kind, name=body.Name, owner=body.Owner, creating=body.Creating, adopt=body.Adopt,
+                port=body.Port, source=body.Source, restore_time=body.RestoreTime))
+        except DbosError as exc:
+            raise from_dbos(exc) from None
+        return ok([PreflightProblem(Field=p.field, Message=p.message) for p in problems])
+
+    return r
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        rules.check_name(name)
+    except ValueError:
+        return False
+    return True
