@@ -202,7 +202,7 @@ class ChangeDatabaseRequest(DeployRequest):
 class DeleteAppRequest(_Wire):
     """``DELETE /v1alpha1/{org}/applications/{app}`` with a JSON body (``{}`` without --dropdb)."""
 
-    dropdb: bool = False
+    dropdb: bool | None = None  # None: left out, as the CLI does without --dropdb (``{}``)
 
 
 class UpdateAppRequest(_Wire):

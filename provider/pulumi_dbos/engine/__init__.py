@@ -25,26 +25,39 @@ from .contract import (
 from .local import check_data_dir, default_data_dir, default_run_as
 
 if TYPE_CHECKING:
+    from .dbos_cloud.facade import DbosCloudEngine
     from .local.facade import LocalEngine
 
-ENGINES = ("local",)
+ENGINES = ("local", "dbos-cloud")
 
 
-def get_engine(name: str = "local", data_dir: str | None = None, run_as: str | None = None) -> Engine:
-    if name != "local":
-        raise DbosError(f"engine {name!r} is not available", hint=f"use one of: {', '.join(ENGINES)}")
-    from .local.facade import LocalEngine
+def get_engine(name: str = "local", data_dir: str | None = None, run_as: str | None = None, *,
+               domain: str | None = None, token: str | None = None, ca_cert: str | None = None) -> Engine:
+    """``local``: clusters under ``data_dir`` run as ``run_as``. ``dbos-cloud``: DBOS Cloud at ``domain``
+    (default ``$DBOS_DOMAIN`` or cloud.dbos.dev; or a ``pulumi-dbos serve``, trusted via ``ca_cert``) with
+    ``token`` (default ``$DBOS_CLOUD_TOKEN`` or the DBOS CLI's ./.dbos/credentials)."""
+    if name == "local":
+        from .local.facade import LocalEngine
 
-    return LocalEngine(data_dir or None, run_as if run_as else True)
+        return LocalEngine(data_dir or None, run_as if run_as else True)
+    if name == "dbos-cloud":
+        from .dbos_cloud.facade import DbosCloudEngine  # loads httpx: only when asked for
+
+        return DbosCloudEngine(domain, token, ca_cert)
+    raise DbosError(f"engine {name!r} is not available", hint=f"use one of: {', '.join(ENGINES)}")
 
 
-def __getattr__(name: str) -> Any:  # LocalEngine on first use: it loads psycopg and the rest
+def __getattr__(name: str) -> Any:  # engines on first use: they load psycopg, httpx and the rest
     if name == "LocalEngine":
         from .local.facade import LocalEngine
 
         return LocalEngine
+    if name == "DbosCloudEngine":
+        from .dbos_cloud.facade import DbosCloudEngine
+
+        return DbosCloudEngine
     raise AttributeError(name)
 
 
-__all__ = ["ENGINES", "AppDatabaseAccess", "AppDeploy", "AppInfo", "AppStatus", "AppVersion", "BackupInfo", "Engine", "InstanceInfo", "Kind", "LocalEngine", "Preflight", "Problem",
+__all__ = ["ENGINES", "AppDatabaseAccess", "AppDeploy", "AppInfo", "AppStatus", "AppVersion", "BackupInfo", "DbosCloudEngine", "Engine", "InstanceInfo", "Kind", "LocalEngine", "Preflight", "Problem",
            "Status", "check_data_dir", "default_data_dir", "default_run_as", "get_engine"]

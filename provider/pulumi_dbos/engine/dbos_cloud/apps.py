@@ -1,0 +1,236 @@
+"""The app half of the dbos-cloud engine (DBOS Cloud's ``app ...``): register, env, deploy, waits, delete.
+
+A deploy is what ``dbos-cloud app deploy`` / ``app change-database-instance`` send — register an app
+that is not there yet (``PUT applications``; never a database on the way: the official CLI would
+provision a missing one), set its environment through the secrets endpoints, then ``POST`` the archive
+(or a stored ``previous_version``) to the app, or to ``changedbinstance`` when the instance changes —
+followed by a wait the CLI does not have: until the app is ``AVAILABLE`` *with the new version*,
+with a deadline and failure states, the error carrying DBOS Cloud's log tail. The database password
+of :class:`AppDeploy` is not sent: DBOS Cloud holds the instance's credentials itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from ...cloudapi import paths
+from ...cloudapi.models import (
+    APP_READY,
+    Application,
+    ApplicationVersion,
+    ChangeDatabaseRequest,
+    DeployOutput,
+    DeployRequest,
+    LogsOutput,
+    RegisterRequest,
+    SecretRequest,
+    dump,
+)
+from ...errors import DbosError, EngineError, NotFoundError, TimeoutExpired, ValidationError
+from ..contract import AppDeploy, AppInfo, AppVersion, Problem
+from . import convert
+from .client import LONG_TIMEOUT, mask, parse, parse_list, poll
+
+if TYPE_CHECKING:
+    from .facade import DbosCloudEngine
+
+log = logging.getLogger("pulumi_dbos.engine.dbos_cloud")
+
+#: How long a deploy may take to become available before it is reported as failed.
+APP_DEADLINE = float(os.environ.get("PULUMI_DBOS_CLOUD_APP_DEADLINE", "600"))
+CLOUD_APP_PORT = ("DBOS Cloud gives each app its own URL (https://<organization>-<app>.<domain>): remove `port`, "
+                  "or use pulumi-dbos serve or the local engine")
+_LOG_TAIL = 25
+
+
+class CloudApps:
+    """Apps of the engine's organization; holds nothing but the engine and its deadline."""
+
+    def __init__(self, engine: DbosCloudEngine, deadline: float | None = None) -> None:
+        self.engine = engine
+        self.deadline = APP_DEADLINE if deadline is None else deadline
+
+    def _call(self, method: str, template: str, *, what: str, **kw: Any) -> Any:
+        return self.engine.call(method, template, what=what, **kw)
+
+    def _get(self, name: str) -> Application | None:
+        """The app, or None (DBOS Cloud: 404 ``application NAME not found`` = not registered)."""
+        try:
+            data = self._call("GET", paths.APP, what=f"reading app {name!r}", app=name)
+        except NotFoundError:
+            return None
+        return parse(Application, data, f"app {name!r}")
+
+    # ---------------------------------------------------------------- reads
+    def versions(self, name: str) -> list[AppVersion]:
+        try:
+            data = self._call("GET", paths.APP_VERSIONS, what=f"listing the versions of app {name!r}", app=name)
+        except NotFoundError:
+            return []
+        return convert.versions(parse_list(ApplicationVersion, data or [], f"the versions of app {name!r}"))
+
+    def info(self, name: str) -> AppInfo | None:
+        app = self._get(name)
+        return None if app is None else convert.app_info(app, self.versions(name))
+
+    def _list(self) -> list[Application]:
+        return parse_list(Application, self._call("GET", paths.APPS, what="listing apps") or [], "the app list")
+
+    def all(self) -> list[AppInfo]:
+        return [convert.app_info(app, self.versions(app.Name)) for app in self._list()]
+
+    def logs(self, name: str, lines: int = 100) -> str:
+        data = self._call("GET", paths.APP_LOGS, what=f"reading the logs of app {name!r}", app=name,
+                          params={"last": lines, "format": "json"})
+        if data is None:
+            return ""
+        if isinstance(data, str):
+            return data
+        return parse(LogsOutput, data, f"the logs of app {name!r}").body
+
+    # ---------------------------------------------------------------- checks
+    def preflight(self, name: str, *, port: int | None, version: str | None, owner: str | None,
+                  creating: bool) -> list[Problem]:
+        problems: list[Problem] = []
+        app = self._get(name)
+        if creating and app is not None and owner is not None and app.Owner not in (None, owner):
+            problems.append(Problem("app_name", f"an app named {name!r} already exists in {self.engine.describe()} "
+                                    f"(managed by {str(app.Owner).split('#')[0]})"))
+        if port is not None:
+            if not self.engine.serve:
+                problems.append(Problem("port", CLOUD_APP_PORT))
+            elif app is None or app.Port != port:
+                used = {a.Port: a.Name for a in self._list() if a.Port is not None and a.Name != name}
+                used.update({i.port: i.name for i in self.engine.list() if not i.is_linked and i.port not in used})
+                if port in used:
+                    problems.append(Problem("port", f"port {port} is already used by {used[port]!r}"))
+        if version is not None:
+            known = [v.version for v in self.versions(name)] if app is not None else []
+            if version not in known:
+                problems.append(Problem("previous_version", f"previous_version {version!r} is not a stored version "
+                                        f"of {name!r}; known: {', '.join(known) or 'none yet'}"))
+        return problems
+
+    # ---------------------------------------------------------------- deploy
+    def deploy(self, req: AppDeploy) -> AppInfo:
+        serve = self.engine.serve
+        name, instance = req.app_name, req.database.instance_name
+        masks = [req.database.password, *req.env.values()]
+        if req.port is not None and not serve:
+            raise ValidationError([("port", CLOUD_APP_PORT)])
+        app = self._get(name)
+        if req.archive is None:
+            known = [v.version for v in self.versions(name)] if app is not None else []
+            if req.version not in known:
+                raise EngineError(f"version {req.version!r} of app {name!r} is not stored (known: "
+                                  f"{', '.join(known) or 'none'})", hint="previous_version must be a deployed version")
+        if app is not None and not serve and app.ApplicationDatabaseName \
+                and app.ApplicationDatabaseName != req.app_db_name:
+            raise ValidationError([("app_db_name", f"app {name!r} is deployed with app_db_name "
+                                    f"{app.ApplicationDatabaseName!r}; DBOS Cloud cannot change it to {req.app_db_name!r}")])
+        before = None if app is None else (app.Status, app.Version)
+        if app is None:
+            self._register(req)
+        self._sync_env(name, req.env, existed=app is not None)
+        archive = base64.b64encode(req.archive).decode() if req.archive is not None else None
+        common: dict[str, Any] = dict(application_archive=archive,
+                                      previous_version=None if archive is not None else req.version)
+        if serve:
+            common["AppDbName"] = req.app_db_name
+        if app is not None and app.PostgresInstanceName != instance:
+            what = f"moving app {name!r} to instance {instance!r}"
+            data = self._call("POST", paths.APP_CHANGE_DB, what=what, app=name, secrets=masks, timeout=LONG_TIMEOUT,
+                              body=dump(ChangeDatabaseRequest(**common, target_database_name=instance)))
+        else:
+            what = f"deploying app {name!r}"
+            data = self._call("POST", paths.APP, what=what, app=name, secrets=masks, timeout=LONG_TIMEOUT,
+                              body=dump(DeployRequest(**common)))
+        version = parse(DeployOutput, data, what).ApplicationVersion
+        if serve and req.archive is not None and version != req.version:
+            log.warning("app %r: the server stored version %r for content %r", name, version, req.version)
+        self._wait_available(name, version, before, masks)
+        info = self.info(name)
+        if info is None:
+            raise EngineError(f"app {name!r} disappeared right after its deploy")
+        return info
+
+    def _register(self, req: AppDeploy) -> None:
+        ext: dict[str, Any] = dict(Port=req.port, Owner=req.owner) if self.engine.serve else {}
+        body = RegisterRequest(name=req.app_name, database=req.database.instance_name, language="python", **ext)
+        try:
+            self._call("PUT", paths.APPS, what=f"registering app {req.app_name!r}", body=dump(body))
+        except NotFoundError as exc:
+            raise NotFoundError(exc.message, hint=f"instance {req.database.instance_name!r} must exist first: "
+                                "this engine never provisions one on the way (the official CLI would)") from None
+
+    def _sync_env(self, name: str, env: dict[str, str], *, existed: bool) -> None:
+        """The app's environment is ``env`` exactly: each variable set (DBOS Cloud's secrets), stale ones removed."""
+        if existed:
+            data = self._call("GET", paths.APP_SECRET_LIST, what=f"listing the environment of app {name!r}", app=name)
+            for stale in sorted(_secret_names(data) - set(env)):
+                try:
+                    self._call("DELETE", paths.APP_SECRET, what=f"removing variable {stale!r} of app {name!r}",
+                               app=name, secret=stale)
+                except NotFoundError:
+                    pass
+        for key, value in sorted(env.items()):
+            self._call("POST", paths.APP_SECRETS, what=f"setting variable {key!r} of app {name!r}", secrets=[value],
+                       body=dump(SecretRequest(ApplicationName=name, SecretName=key, ClearSecretValue=value)))
+
+    def _wait_available(self, name: str, version: str, before: tuple[str, str] | None, masks: list[str]) -> None:
+        def probe() -> Application | None:
+            app = self._get(name)
+            if app is None:
+                raise EngineError(f"app {name!r} disappeared during its deploy")
+            if app.Status == APP_READY and app.Version == version:
+                return app
+            # a failure state seen already before the deploy (the old version crashed) is not this deploy's
+            if convert.app_failed(app.Status) and (app.Version == version or (app.Status, app.Version) != before):
+                raise self._failure(name, version, f"DBOS Cloud reports status {app.Status}", masks, app)
+            return None
+
+        try:
+            poll(probe, self.deadline, f"app {name!r} version {version} did not become {APP_READY}",
+                 sleep=self.engine.sleep)
+        except TimeoutExpired as exc:
+            raise self._failure(name, version, exc.message, masks, None) from None
+
+    def _failure(self, name: str, version: str, why: str, masks: list[str], app: Application | None) -> DbosError:
+        detail = ""
+        extra = (app.model_extra or {}) if app is not None else {}
+        if isinstance(extra.get("DetailedError"), str) and extra["DetailedError"].strip():
+            detail = "\n" + str(extra["DetailedError"]).strip()
+        try:
+            tail = "\n".join(self.logs(name, _LOG_TAIL).splitlines()[-_LOG_TAIL:])
+        except DbosError:
+            tail = ""
+        text = mask(f"app {name!r} version {version}: {why}{detail}"
+                    + (f". Last log lines:\n{tail}" if tail.strip() else ""), masks)
+        return EngineError(text, hint=f"`pulumi-dbos app logs {name}` shows more")
+
+    # ---------------------------------------------------------------- delete
+    def delete(self, name: str) -> None:
+        """``app delete`` without --dropdb (the databases are the caller's), then wait until it is gone."""
+        try:
+            self._call("DELETE", paths.APP, what=f"deleting app {name!r}", app=name, body={})
+        except NotFoundError:
+            return
+        poll(lambda: True if all(a.Name != name for a in self._list()) else None, self.deadline,
+             f"app {name!r} was not deleted", sleep=self.engine.sleep)
+
+
+def _secret_names(data: Any) -> set[str]:
+    """Names in the secrets list (DBOS Cloud's shape is not documented: strings or objects)."""
+    out: set[str] = set()
+    for item in data if isinstance(data, list) else []:
+        if isinstance(item, str):
+            out.add(item)
+        elif isinstance(item, dict):
+            for key in ("SecretName", "Name", "name", "secret_name"):
+                if isinstance(item.get(key), str):
+                    out.add(item[key])
+                    break
+    return out
