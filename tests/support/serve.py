@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -111,7 +112,8 @@ class Serve:
                 raise AssertionError(f"serve exited with code {self.proc.returncode}:\n{self._tail()}")
             if self.ca_cert.is_file():
                 with contextlib.suppress(httpx.HTTPError, OSError):
-                    r = httpx.get(f"{self.url}/v1alpha1/user/profile", verify=str(self.ca_cert), timeout=2)
+                    r = httpx.get(f"{self.url}/v1alpha1/user/profile", verify=ssl.create_default_context(cafile=str(self.ca_cert)),
+                                  timeout=2)
                     if r.status_code == 401:
                         return
             if time.monotonic() > deadline:

@@ -108,6 +108,23 @@ def router(state: ServeState) -> APIRouter:
             raise app_not_found(app)
         return v
 
+    # ------------------------------------------------------------------ secrets (first: POST .../applications/secrets
+    # would otherwise be taken for a deploy of an app named `secrets`, a name register refuses)
+    @r.post(paths.APP_SECRETS)
+    def create_secret(org: str, body: SecretRequest, request: Request) -> Response:
+        org = owned(request, org)
+        view_or_404(org, body.ApplicationName)
+        if not SECRET_NAME.match(body.SecretName) or RESERVED_SECRETS.match(body.SecretName):
+            raise ApiError(400, f"invalid secret name {body.SecretName!r}: letters, digits and _, not starting with "
+                           "a digit; DBOS_*, PG*, PATH, HOME, PORT, ... are set by the server")
+        if len(body.ClearSecretValue) > MAX_SECRET:
+            raise ApiError(400, f"a secret's value is limited to {MAX_SECRET} characters")
+        state.secrets.update(org, body.ApplicationName,
+                             lambda old: {**(old or {}), body.SecretName: body.ClearSecretValue})
+        log.info("org %s: secret %s of %s set", org, body.SecretName, body.ApplicationName)
+        return JSONResponse({"ApplicationName": body.ApplicationName, "SecretName": body.SecretName},
+                            status_code=200)  # the CLI wants exactly 200
+
     # ------------------------------------------------------------------ A1-A3
     @r.get(paths.APPS)
     def list_apps(org: str, request: Request) -> Response:
@@ -126,6 +143,8 @@ def router(state: ServeState) -> APIRouter:
     def register(org: str, body: RegisterRequest, request: Request) -> Response:
         org = owned(request, org)
         check(rules.check_app_name, body.name)
+        if body.name == "secrets":
+            raise ApiError(400, "app_name `secrets` is reserved (its paths are the secrets')")
         if body.language not in LANGUAGES:
             raise ApiError(400, f"language must be one of {', '.join(LANGUAGES)}, got {body.language!r}")
         memory = as_int(body.executors_memory_mib, "executors_memory_mib", 128, 65536)
@@ -255,22 +274,6 @@ def router(state: ServeState) -> APIRouter:
 
         state.apps.update(org, app, apply)
         return ok(view_or_404(org, app))
-
-    # ------------------------------------------------------------------ secrets
-    @r.post(paths.APP_SECRETS)
-    def create_secret(org: str, body: SecretRequest, request: Request) -> Response:
-        org = owned(request, org)
-        view_or_404(org, body.ApplicationName)
-        if not SECRET_NAME.match(body.SecretName) or RESERVED_SECRETS.match(body.SecretName):
-            raise ApiError(400, f"invalid secret name {body.SecretName!r}: letters, digits and _, not starting with "
-                           "a digit; DBOS_*, PG*, PATH, HOME, PORT, ... are set by the server")
-        if len(body.ClearSecretValue) > MAX_SECRET:
-            raise ApiError(400, f"a secret's value is limited to {MAX_SECRET} characters")
-        state.secrets.update(org, body.ApplicationName,
-                             lambda old: {**(old or {}), body.SecretName: body.ClearSecretValue})
-        log.info("org %s: secret %s of %s set", org, body.SecretName, body.ApplicationName)
-        return JSONResponse({"ApplicationName": body.ApplicationName, "SecretName": body.SecretName},
-                            status_code=200)  # the CLI wants exactly 200
 
     @r.get(paths.APP_SECRET_LIST)
     def list_secrets(org: str, app: str, request: Request) -> Response:
