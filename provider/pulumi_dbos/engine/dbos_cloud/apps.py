@@ -84,7 +84,7 @@ class CloudApps:
 
     def logs(self, name: str, lines: int = 100) -> str:
         data = self._call("GET", paths.APP_LOGS, what=f"reading the logs of app {name!r}", app=name,
-                          params={"last": lines, "format": "json"})
+                          params={"last": lines, "limit": lines, "format": "json"})
         if data is None:
             return ""
         if isinstance(data, str):
@@ -151,11 +151,8 @@ class CloudApps:
         version = parse(DeployOutput, data, what).ApplicationVersion
         if serve and req.archive is not None and version != req.version:
             log.warning("app %r: the server stored version %r for content %r", name, version, req.version)
-        self._wait_available(name, version, before, masks)
-        info = self.info(name)
-        if info is None:
-            raise EngineError(f"app {name!r} disappeared right after its deploy")
-        return info
+        app = self._wait_available(name, version, before, masks)
+        return convert.app_info(app, self.versions(name))
 
     def _register(self, req: AppDeploy) -> None:
         ext: dict[str, Any] = dict(Port=req.port, Owner=req.owner) if self.engine.serve else {}
@@ -180,7 +177,8 @@ class CloudApps:
             self._call("POST", paths.APP_SECRETS, what=f"setting variable {key!r} of app {name!r}", secrets=[value],
                        body=dump(SecretRequest(ApplicationName=name, SecretName=key, ClearSecretValue=value)))
 
-    def _wait_available(self, name: str, version: str, before: tuple[str, str] | None, masks: list[str]) -> None:
+    def _wait_available(self, name: str, version: str, before: tuple[str, str] | None,
+                        masks: list[str]) -> Application:
         def probe() -> Application | None:
             app = self._get(name)
             if app is None:
@@ -193,8 +191,9 @@ class CloudApps:
             return None
 
         try:
-            poll(probe, self.deadline, f"app {name!r} version {version} did not become {APP_READY}",
-                 sleep=self.engine.sleep)
+            app: Application = poll(probe, self.deadline, f"app {name!r} version {version} did not become "
+                                    f"{APP_READY}", sleep=self.engine.sleep)
+            return app
         except TimeoutExpired as exc:
             raise self._failure(name, version, exc.message, masks, None) from None
 

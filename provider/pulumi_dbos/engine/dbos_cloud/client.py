@@ -183,9 +183,9 @@ class CloudClient:
             segments = {"org": self.profile.organization, **segments}
         url = template.format(**segments)
         masks = [self._token, *secrets]
+        started = time.monotonic()
         resp = self._send(method, url, body, params, timeout, what, masks)
-        rid = resp.headers.get("x-request-id", "")
-        log.debug("%s %s -> %s %s", method, url, resp.status_code, rid)
+        log.debug("%s %s -> %s in %.3fs", method, url, resp.status_code, time.monotonic() - started)
         if resp.status_code >= 400:
             raise self._error(resp, what, masks)
         return _payload(resp)

@@ -210,9 +210,10 @@ class DbosCloudEngine:
                 self._rollback(name)
                 raise EngineError(f"{what} {name!r} failed and was rolled back: {exc.message}", hint=exc.hint) from None
             try:
-                self._wait_ready(name, what)
-                if after is not None:
-                    after()
+                ready = self._wait_ready(name, what)
+                if after is None:
+                    return convert.instance_info(ready)
+                after()
             except BaseException as exc:
                 self._rollback(name)
                 if isinstance(exc, DbosError):
