@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,9 @@ class FakeCloud:
             case "POST", ["databases", "byod"]:
                 self.dbs[body["Name"]] = db(body["Name"], user="dbosadmin", linked=True)
                 return httpx.Response(204)
+            case "POST", ["databases", "preflight"]:
+                problems = [{"Field": "instance_name", "Message": "taken (serve)"}] if body["Name"] in self.dbs else []
+                return httpx.Response(200, json=problems + [{"Field": "port", "Message": "in use by a process"}])
             case "GET", ["applications"]:
                 return httpx.Response(200, json=list(self.apps.values()))
             case "GET", ["applications", name]:
@@ -458,6 +462,27 @@ def test_serve_gets_the_extension_fields(eng: DbosCloudEngine) -> None:
     assert body == {"Name": "aaa", "AdminName": "dbuser", "AdminPassword": PW, "Port": 6000, "RetentionHours": 48,
                     "Owner": "me"}
     assert "pulumi-dbos serve" in e.describe()
+
+
+def test_serve_preflight_adds_what_the_list_cannot_say_once_per_field() -> None:
+    cloud = FakeCloud(serve=True)
+    cloud.dbs["aaa"] = db("aaa", Owner="them")
+    e = engine_for(cloud)
+    problems = e.preflight(Preflight(kind=Kind.PROVISIONED, name="aaa", owner="me", port=6000))
+    assert sorted(p.field for p in problems) == ["instance_name", "port"]
+    assert "taken (serve)" not in {p.message for p in problems}  # ours already said it
+    assert e.preflight(Preflight(kind=Kind.PROVISIONED, name="aaa", owner="them", creating=False)) == []
+    assert cloud.count("POST", "/preflight") == 1  # only for creates
+
+
+def test_concurrent_reads_share_the_list(cloud: FakeCloud, eng: DbosCloudEngine) -> None:
+    """One provider process makes up to 4 calls at once."""
+    for i in range(10):
+        cloud.dbs[f"db{i}"] = db(f"db{i}")
+    with ThreadPoolExecutor(4) as pool:
+        found = list(pool.map(lambda i: eng.info(f"db{i % 12}") is not None, range(200)))
+    assert found == [i % 12 < 10 for i in range(200)]
+    assert cloud.count("GET", "/databases") <= 4 and cloud.count("GET", "/user/profile") == 1
 
 
 # ---------------------------------------------------------------- apps

@@ -11,6 +11,7 @@ is a :class:`~pulumi_dbos.errors.DbosError` naming what was asked, the server's 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import os
@@ -119,8 +120,15 @@ def _ssl_context(ca_cert: str | None) -> ssl.SSLContext:
     if ca_cert:
         if not Path(ca_cert).is_file():
             raise DbosError(f"CA certificate {ca_cert} does not exist",
-                            hint="for pulumi-dbos serve use the ca.pem it wrote into its data dir")
+                            hint="for pulumi-dbos serve use the certificate it wrote into its data dir "
+                                 "(serve/tls/cert.pem)")
         return ssl.create_default_context(cafile=ca_cert)
+    return _default_context()
+
+
+@functools.lru_cache(maxsize=1)
+def _default_context() -> ssl.SSLContext:
+    """Loading the roots takes a while: one context for every client of the process (contexts are shareable)."""
     ctx = ssl.create_default_context()  # the system's roots, plus certifi's where the system has none
     try:
         import certifi
