@@ -311,9 +311,17 @@ def test_provision_deadline_removes_the_half_made_instance(cloud: FakeCloud) -> 
     e.sleep = time.sleep  # a real deadline
     with pytest.raises(DbosError) as err:
         e.provision("aaa", "dbuser", PW)
-    assert "did not finish within" in str(err.value) and "rolled back" in str(err.value)
+    assert "did not finish within" in str(err.value) and "it was rolled back" in str(err.value)
     assert cloud.count("DELETE", "/databases/userdb/aaa") == 1
     assert "aaa" not in cloud.dbs and e.info("aaa") is None
+
+
+def test_a_failed_rollback_is_said_with_what_to_do(cloud: FakeCloud, eng: DbosCloudEngine) -> None:
+    cloud.create_statuses = ["failed"]
+    cloud.hooks.append(flaky("DELETE", "/userdb/aaa", [api_error(500, "cannot delete now")]))
+    with pytest.raises(DbosError) as err:
+        eng.provision("aaa", "dbuser", PW)
+    assert "failed too (" in str(err.value) and "dbos-cloud db destroy aaa" in str(err.value)
 
 
 @pytest.mark.parametrize("state", ["failed", "incompatible-restore", "deleting"])
@@ -345,7 +353,7 @@ def test_restore_on_dbos_cloud_sets_the_password_and_rolls_back_when_that_fails(
     assert set(restore_body) == {"RestoreName", "RestoreTimestamp"} and restore_body["RestoreTimestamp"] != "latest"
 
     cloud.hooks.append(flaky("POST", "/rst2/credentials", [api_error(500, "nope")]))
-    with pytest.raises(DbosError, match="rolled back"):
+    with pytest.raises(DbosError, match="it was rolled back"):
         eng.restore_to_new("src", "rst2", "latest", password=PW)
     assert "rst2" not in cloud.dbs
 

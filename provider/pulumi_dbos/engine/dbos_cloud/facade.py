@@ -180,20 +180,25 @@ class DbosCloudEngine:
         return problems
 
     # ---------------------------------------------------------------- creates
-    def _rollback(self, name: str, linked: bool = False) -> None:
-        """Remove a half-made instance, best effort (the create's error is what the user must see)."""
+    def _rollback(self, name: str) -> str:
+        """Remove a half-made instance, best effort (the create's error is what the user must see); how it went,
+        for that error."""
         try:
-            self.call("DELETE", paths.UNLINK if linked else paths.DB, what=f"removing half-made instance {name!r}",
-                      name=name)
+            self.call("DELETE", paths.DB, what=f"removing half-made instance {name!r}", name=name)
         except NotFoundError:
-            return
+            return "nothing was left behind"
         except DbosError as exc:
             log.warning("could not remove half-made instance %r: %s", name, exc.message)
-            return
+            return (f"removing the half-made instance failed too ({exc.message.splitlines()[0]}): remove it with "
+                    f"`dbos-cloud db destroy {name}`")
         try:
             self._wait_gone(name, min(self.deadline, 120.0))
-        except DbosError as exc:
-            log.warning("half-made instance %r is still being removed: %s", name, exc.message)
+        except DbosError:
+            return "the half-made instance is still being removed"
+        return "it was rolled back"
+
+    def _failed(self, name: str, what: str, exc: DbosError) -> EngineError:
+        return EngineError(f"{what} {name!r} failed: {exc.message}; {self._rollback(name)}", hint=exc.hint)
 
     def _create(self, name: str, what: str, post: Callable[[], object],
                 after: Callable[[], object] | None = None) -> InstanceInfo:
@@ -207,18 +212,16 @@ class DbosCloudEngine:
             except DbosError as exc:
                 if type(exc) is DbosError:  # refused token or organization: nothing was made
                     raise
-                self._rollback(name)
-                raise EngineError(f"{what} {name!r} failed and was rolled back: {exc.message}", hint=exc.hint) from None
+                raise self._failed(name, what, exc) from None
             try:
                 ready = self._wait_ready(name, what)
                 if after is None:
                     return convert.instance_info(ready)
                 after()
-            except BaseException as exc:
+            except DbosError as exc:
+                raise self._failed(name, what, exc) from None
+            except BaseException:
                 self._rollback(name)
-                if isinstance(exc, DbosError):
-                    raise EngineError(f"{what} {name!r} failed and was rolled back: {exc.message}",
-                                      hint=exc.hint) from None
                 raise
         return self._current(name)
 
