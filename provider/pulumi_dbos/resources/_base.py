@@ -261,7 +261,8 @@ class BaseProvider(ResourceProvider):
         try:
             problems = engine_for(news).preflight(req)
         except DbosError as exc:
-            return [CheckFailure("data_dir" if news.get("engine", "local") == "local" else "engine", exc.message)]
+            field = "data_dir" if news.get("engine", "local") == "local" else "engine"
+            return [CheckFailure(field, exc.message + (f"; {exc.hint}" if exc.hint else ""))]
         return [CheckFailure(p.field, p.message) for p in problems]
 
     def preview_outputs(self, olds: Props, inputs: Props) -> None:
