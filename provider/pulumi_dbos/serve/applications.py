@@ -119,6 +119,8 @@ def router(state: ServeState) -> APIRouter:
                            "a digit; DBOS_*, PG*, PATH, HOME, PORT, ... are set by the server")
         if len(body.ClearSecretValue) > MAX_SECRET:
             raise ApiError(400, f"a secret's value is limited to {MAX_SECRET} characters")
+        if "\x00" in body.ClearSecretValue:
+            raise ApiError(400, "a secret's value cannot contain a NUL character (it becomes an environment variable)")
         state.secrets.update(org, body.ApplicationName,
                              lambda old: {**(old or {}), body.SecretName: body.ClearSecretValue})
         log.info("org %s: secret %s of %s set", org, body.SecretName, body.ApplicationName)

@@ -41,15 +41,21 @@ def serve_dir(data_dir: Path) -> Path:
     return data_dir / "serve"
 
 
-def prepare(data_dir: Path) -> Path:
-    """Create ``D`` (0711: the clusters' OS user must traverse it to reach ``orgs/``), ``D/orgs``
-    (0711) and ``D/serve`` (0700); returns ``D/serve``."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+def traversable(data_dir: Path) -> None:
+    """``D`` and ``D/orgs`` searchable by everyone (0711): the clusters' and the apps' OS users reach
+    ``orgs/<org>`` through them (a local engine using ``D`` itself as its data dir may reset ``D`` to 0700)."""
     for d in (data_dir, data_dir / "orgs"):
         d.mkdir(exist_ok=True)
         mode = os.stat(d).st_mode & 0o777
         if mode & 0o011 != 0o011:
             os.chmod(d, mode | 0o011)
+
+
+def prepare(data_dir: Path) -> Path:
+    """Create ``D`` and ``D/orgs`` (both 0711, see :func:`traversable`) and ``D/serve`` (0700); returns
+    ``D/serve``."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    traversable(data_dir)
     sdir = serve_dir(data_dir)
     sdir.mkdir(mode=0o700, exist_ok=True)
     os.chmod(sdir, 0o700)
@@ -182,6 +188,7 @@ class ServeState:
         return self.data_dir / "orgs" / org
 
     def engine(self, org: str) -> LocalEngine:
+        traversable(self.data_dir)
         with self._lock:
             eng = self._engines.get(org)
             if eng is None:
