@@ -17,7 +17,8 @@ from .resources_util import url_for
 DEBUG_ENV = "PULUMI_DBOS_DEBUG"
 PULUMI_HINT = "run it in the Pulumi project directory, with PULUMI_CONFIG_PASSPHRASE and the backend set"
 #: stack config key -> CLI option (``args`` attribute) for the engine settings
-STACK_ENGINE_KEYS = {"dbos:engine": "engine", "dbos:dataDir": "data_dir", "dbos:runAs": "run_as"}
+STACK_ENGINE_KEYS = {"dbos:engine": "engine", "dbos:dataDir": "data_dir", "dbos:runAs": "run_as",
+                     "dbos:cloudDomain": "cloud_domain", "dbos:cloudCaCert": "cloud_ca_cert"}
 
 
 def _engine(args: argparse.Namespace) -> Any:
@@ -31,6 +32,8 @@ def _engine(args: argparse.Namespace) -> Any:
             if getattr(args, attr, None) is None:
                 setattr(args, attr, value)
     engine = args.engine or os.environ.get("PULUMI_DBOS_ENGINE") or "local"
+    if engine == "dbos-cloud":
+        return _cloud_engine(args)
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
     try:
         has_catalog = (data_dir / "catalog.db").is_file()
@@ -44,6 +47,26 @@ def _engine(args: argparse.Namespace) -> Any:
             hint="pass the data dir the stack uses: --data-dir DIR (its `dbos:dataDir`), or `db url NAME --stack S`; "
             "without either, $PULUMI_DBOS_DATA_DIR or the default is used")
     return get_engine(engine, str(data_dir), args.run_as)
+
+
+def _cloud_engine(args: argparse.Namespace) -> Any:
+    """The dbos-cloud engine: the domain and CA certificate from the options or the stack; the token from
+    ``$DBOS_CLOUD_TOKEN``, else the stack's ``dbos:cloudToken`` secret (with ``--stack``), else the DBOS CLI's
+    ``.dbos/credentials`` in the current directory (the engine's own fallback)."""
+    token = os.environ.get("DBOS_CLOUD_TOKEN")
+    stack = getattr(args, "stack", None)
+    if not token and stack:
+        from .engine import proc
+
+        cp = proc.run(["pulumi", "config", "get", "dbos:cloudToken", "--stack", stack], env=dict(os.environ),
+                      timeout=120, check=False)
+        token = (cp.stdout or "").strip() or None
+    ca = getattr(args, "cloud_ca_cert", None)
+    if ca and not Path(ca).is_absolute() and stack:
+        from .config.stack import resolve_project_path
+
+        ca = str(resolve_project_path(ca, Path.cwd()))
+    return get_engine("dbos-cloud", domain=getattr(args, "cloud_domain", None), token=token, ca_cert=ca)
 
 
 def stack_engine_settings(stack: str, cwd: str | None = None) -> dict[str, str]:
@@ -331,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="engine data dir (default: the stack's with `db url --stack`, "
                    "else $PULUMI_DBOS_DATA_DIR or the engine's); it must exist")
     p.add_argument("--run-as", default=None, help="OS user running the clusters (as root; default postgres)")
+    p.add_argument("--cloud-domain", default=None,
+                   help="with --engine dbos-cloud: DBOS Cloud's host[:port] (default $DBOS_DOMAIN or cloud.dbos.dev); "
+                   "the token comes from $DBOS_CLOUD_TOKEN, the stack's dbos:cloudToken or ./.dbos/credentials")
+    p.add_argument("--cloud-ca-cert", default=None, help="with --engine dbos-cloud: a CA certificate to trust "
+                   "(pulumi-dbos serve's self-signed one)")
     sub = p.add_subparsers(dest="group", required=True)
     db = sub.add_parser("db", help="database instances").add_subparsers(dest="cmd", required=True)
     s = db.add_parser("list", help="instances known to the engine")
