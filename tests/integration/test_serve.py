@@ -7,6 +7,8 @@ backups, the crash in the middle of a restore and the restart of stopped instanc
 from __future__ import annotations
 
 import base64
+import hashlib
+import io
 import json
 import os
 import secrets
@@ -16,6 +18,7 @@ import ssl
 import threading
 import time
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -116,6 +119,22 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
 
 def get_json(url: str) -> dict[str, Any]:
     return json.loads(urllib.request.urlopen(url, timeout=30).read())  # type: ignore[no-any-return]  # noqa: S310
+
+
+def with_directory_entries(archive: bytes) -> bytes:
+    """``archive`` with an entry for every directory (``migrations/``) before its files."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(archive)) as src, zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as out:
+        seen: set[str] = set()
+        for info in src.infolist():
+            parts = info.filename.split("/")[:-1]
+            for n in range(1, len(parts) + 1):
+                d = "/".join(parts[:n]) + "/"
+                if d not in seen:
+                    seen.add(d)
+                    out.writestr(zipfile.ZipInfo(d), b"")
+            out.writestr(info, src.read(info))
+    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------- fixtures
@@ -335,7 +354,9 @@ def test_app_register_deploy_versions_previous_version_restart_and_delete(
 
         main = src / "main.py"
         main.write_text(main.read_text().replace('GREETING = "Hello"', 'GREETING = "Hi"'))
-        v2, z2 = pack(src)
+        _, z2 = pack(src)
+        z2 = with_directory_entries(z2)  # as the official CLI's JSZip archives have them
+        v2 = hashlib.sha256(z2).hexdigest()[:12]
         assert api.post(base, json={"application_archive": base64.b64encode(z2).decode()}).json()[
             "ApplicationVersion"] == v2
         assert get_json(a["AppURL"]) == {"app": app, "version": v2, "greeting": "Hi"}

@@ -77,6 +77,25 @@ def archive_config(archive: bytes) -> dict[str, Any]:
     return doc
 
 
+def without_directory_entries(archive: bytes) -> bytes:
+    """The archive without its directory entries (``sub/``): the official CLI's JSZip archives carry them,
+    and the local engine's unpacking expects files only. Unchanged (the same bytes) when it has none."""
+    with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+        infos = zf.infolist()
+        if not any(i.is_dir() for i in infos):
+            return archive
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as out:
+            for i in infos:
+                if i.is_dir():
+                    continue
+                entry = zipfile.ZipInfo(i.filename, date_time=i.date_time)
+                entry.external_attr = i.external_attr
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                out.writestr(entry, zf.read(i))
+    return buf.getvalue()
+
+
 def router(state: ServeState) -> APIRouter:
     r = APIRouter()
 
@@ -195,7 +214,11 @@ def router(state: ServeState) -> APIRouter:
             if language != "python":
                 raise ApiError(400, f"this server runs Python apps only (the app's language is {language!r}): set "
                                f"`language: python` in {CONFIG}")
-            version = hashlib.sha256(archive).hexdigest()[:12]  # appsource.pack's rule
+            version = hashlib.sha256(archive).hexdigest()[:12]  # appsource.pack's rule, on the bytes sent
+            try:
+                archive = without_directory_entries(archive)
+            except (zipfile.BadZipFile, OSError, ValueError):
+                raise ApiError(400, "application_archive is not a readable zip archive") from None
             db = cfg.get("database")
             from_config = db.get("app_db_name") if isinstance(db, dict) else None
             app_db_name = body.AppDbName or (from_config if isinstance(from_config, str) and from_config else None) \
