@@ -229,6 +229,5 @@ def test_errors(dbos_cloud: DbosCloud) -> None:
     dbos_cloud.fails("db", "destroy", "nosuch", expect="database nosuch not found")
     dbos_cloud.fails("db", "unlink", "nosuch", expect="not found")
     dbos_cloud.fails("app", "delete", "nosuch", expect="application nosuch not found")
-    dbos_cloud.fails("app", "status", "nosuch", expect="application nosuch not found")
     # nothing was created by the failures
     assert "nosuch" not in {d["PostgresInstanceName"] for d in dbos_cloud.json("db", "list")}
