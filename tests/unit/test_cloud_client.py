@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from pulumi_dbos.cloudapi.models import SERVE_SERVER
+from pulumi_dbos.config import UNKNOWN
 from pulumi_dbos.engine import get_engine
 from pulumi_dbos.engine.contract import AppDatabaseAccess, AppDeploy, Kind, Preflight
 from pulumi_dbos.engine.dbos_cloud import DbosCloudEngine, resolve_token
@@ -444,6 +445,57 @@ def test_what_only_serve_can_do_is_refused_naming_the_field(cloud: FakeCloud, en
     problems = eng.preflight(Preflight(kind=Kind.PROVISIONED, name="bbb", owner="me", port=6000))
     assert [p.field for p in problems] == ["port"] and "DBOS Cloud chooses" in problems[0].message
     assert cloud.sent("POST") == []
+
+
+def test_preflight_refuses_a_chosen_retention_on_dbos_cloud(cloud: FakeCloud, eng: DbosCloudEngine) -> None:
+    """Said at preview, not only when the create runs; an update to another retention too."""
+    cloud.dbs["aaa"] = db("aaa", Owner="me")
+    cloud.dbs["src"] = db("src")
+
+    def pf(**kw: Any) -> list[tuple[str, str]]:
+        kw.setdefault("kind", Kind.PROVISIONED)
+        kw.setdefault("name", "bbb")
+        return [(p.field, p.message) for p in eng.preflight(Preflight(owner="me", **kw))]
+
+    [(field, message)] = pf(retention_hours=48)
+    assert field == "retention_hours" and "DBOS Cloud chooses how long backups are kept" in message
+    assert pf(retention_hours=24) == [] and pf() == []  # its own retention, or none asked for: fine
+    assert [f for f, _ in pf(name="aaa", creating=False, retention_hours=72)] == ["retention_hours"]
+    assert [f for f, _ in pf(kind=Kind.RESTORED, source="src", restore_time="latest", retention_hours=1)] \
+        == ["retention_hours"]
+    assert [f for f, _ in pf(port=6000, retention_hours=48)] == ["port", "retention_hours"]
+    assert cloud.sent("POST") == [] and cloud.sent("PATCH") == []
+
+
+def test_preflight_lets_serve_keep_any_retention() -> None:
+    cloud = FakeCloud(serve=True)
+    e = engine_for(cloud)
+    problems = e.preflight(Preflight(kind=Kind.PROVISIONED, name="bbb", owner="me", retention_hours=48))
+    assert "retention_hours" not in {p.field for p in problems}  # (the fake serve always finds the port taken)
+    cloud.dbs["aaa"] = db("aaa", Owner="me", RetentionHours=24)
+    assert e.preflight(Preflight(kind=Kind.PROVISIONED, name="aaa", owner="me", creating=False,
+                                 retention_hours=168)) == []
+
+
+def test_resources_ask_for_a_retention_on_a_create_or_a_change_only() -> None:
+    from pulumi_dbos.resources.instance import DatabaseInstanceProvider
+
+    provider = DatabaseInstanceProvider()
+    olds = {"instance_name": "aaa", "retention_hours": 24, "port": 6000}
+
+    def asked(olds: dict[str, Any], **news: Any) -> int | None:
+        req = provider.preflight_request(olds, {"instance_name": "aaa", **news})
+        assert req is not None
+        return req.retention_hours
+
+    assert asked({}, retention_hours=48.0) == 48  # a create: numbers cross the wire as floats
+    assert asked({}) is None
+    assert asked(olds, retention_hours=24) is None  # unchanged
+    assert asked(olds, retention_hours=72.0) == 72
+    assert asked(olds, retention_hours=UNKNOWN) is None and asked({}, retention_hours=UNKNOWN) is None
+    assert asked({**olds, "instance_name": "zzz"}, retention_hours=24) == 24  # another instance: a create
+    req = provider.preflight_request(olds, {**olds, "retention_hours": 48})
+    assert req is not None and req.port is None and not req.creating
 
 
 def test_preflight_of_restores_from_the_list(cloud: FakeCloud, eng: DbosCloudEngine) -> None:

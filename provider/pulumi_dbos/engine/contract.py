@@ -91,7 +91,8 @@ class Preflight:
 
     ``owner`` identifies the managing stack (project, stack, backend, resource); ``creating`` is
     False when the resource already manages this instance (an update), so its own name and port
-    are no conflict.
+    are no conflict. ``port`` and ``retention_hours`` are what the resource asks for on a create or
+    a change (None = unchanged, or the engine's choice).
     """
 
     kind: Kind
@@ -102,6 +103,7 @@ class Preflight:
     port: int | None = None
     source: str | None = None
     restore_time: str | None = None  # RFC3339 or "latest"
+    retention_hours: int | None = None
 
 
 @dataclass(frozen=True)

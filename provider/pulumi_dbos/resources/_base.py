@@ -243,11 +243,13 @@ class BaseProvider(ResourceProvider):
         if self.kind is None or is_unknown(name) or not name:
             return None
         same = bool(olds) and olds.get("instance_name") == name and not self._moving(olds, news)
-        port = news.get("port")
+
+        def asked(key: str) -> int | None:  # a number asked for on a create or a change (None: unknown, unset)
+            return None if same and news.get(key) == olds.get(key) else as_int(news.get(key))
+
         return Preflight(
             kind=self.kind, name=str(name), owner=news.get("owner"), creating=not same,
-            adopt=bool(news.get("adopt")),
-            port=as_int(port) if port is not None and not (same and port == olds.get("port")) else None,
+            adopt=bool(news.get("adopt")), port=asked("port"), retention_hours=asked("retention_hours"),
             source=None if is_unknown(news.get("source")) else news.get("source"),
             restore_time=None if is_unknown(news.get("restore_time")) else news.get("restore_time"))
 

@@ -5,7 +5,8 @@ Importing this package loads httpx; :mod:`pulumi_dbos.engine` imports it only wh
 
 from __future__ import annotations
 
-from .client import DEFAULT_DOMAIN, CloudClient, resolve_token
+from .client import DEFAULT_DOMAIN, CloudClient
 from .facade import DbosCloudEngine
+from .tokens import resolve_token
 
 __all__ = ["DEFAULT_DOMAIN", "CloudClient", "DbosCloudEngine", "resolve_token"]

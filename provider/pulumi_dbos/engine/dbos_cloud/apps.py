@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...cloudapi import paths
 from ...cloudapi.models import (
@@ -32,10 +32,10 @@ from ...cloudapi.models import (
 from ...errors import DbosError, EngineError, NotFoundError, TimeoutExpired, ValidationError
 from ..contract import AppDeploy, AppInfo, AppVersion, Problem
 from . import convert
-from .client import LONG_TIMEOUT, mask, parse, parse_list, poll
-
-if TYPE_CHECKING:
-    from .facade import DbosCloudEngine
+from .answers import parse, parse_list
+from .client import LONG_TIMEOUT, poll
+from .session import CloudSession
+from .tokens import mask
 
 log = logging.getLogger("pulumi_dbos.engine.dbos_cloud")
 
@@ -47,9 +47,9 @@ _LOG_TAIL = 25
 
 
 class CloudApps:
-    """Apps of the engine's organization; holds nothing but the engine and its deadline."""
+    """Apps of the engine's organization; holds nothing but the engine's session and its deadline."""
 
-    def __init__(self, engine: DbosCloudEngine, deadline: float | None = None) -> None:
+    def __init__(self, engine: CloudSession, deadline: float | None = None) -> None:
         self.engine = engine
         self.deadline = APP_DEADLINE if deadline is None else deadline
 
@@ -58,11 +58,8 @@ class CloudApps:
 
     def _get(self, name: str) -> Application | None:
         """The app, or None (DBOS Cloud: 404 ``application NAME not found`` = not registered)."""
-        try:
-            data = self._call("GET", paths.APP, what=f"reading app {name!r}", app=name)
-        except NotFoundError:
-            return None
-        return parse(Application, data, f"app {name!r}")
+        return self.engine.read(Application, paths.APP, what=f"reading app {name!r}", label=f"app {name!r}",
+                                app=name)
 
     # ---------------------------------------------------------------- reads
     def versions(self, name: str) -> list[AppVersion]:

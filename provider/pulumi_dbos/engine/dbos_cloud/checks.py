@@ -8,10 +8,18 @@ because it also knows what the list does not say (ports taken by other processes
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from ...errors import DbosError
+from ...cloudapi import paths
+from ...cloudapi.models import PreflightProblem, PreflightRequest, dump
+from ...errors import DbosError, ValidationError
 from ...timeutil import parse_rfc3339, to_rfc3339, utcnow
 from ..contract import InstanceInfo, Kind, Preflight, Problem
+from .answers import parse_list
+from .convert import DEFAULT_RETENTION_HOURS
+
+if TYPE_CHECKING:
+    from .session import CloudSession
 
 CLOUD_PORT = ("DBOS Cloud chooses an instance's port (the API has no field for it): remove `port`, "
               "or use pulumi-dbos serve or the local engine")
@@ -19,7 +27,24 @@ CLOUD_RETENTION = ("DBOS Cloud chooses how long backups are kept (the API has no
                    "`retention_hours`, or use pulumi-dbos serve or the local engine")
 
 
-def preflight(req: Preflight, instances: list[InstanceInfo], *, serve: bool, where: str) -> list[Problem]:
+def preflight(session: CloudSession, req: Preflight) -> list[Problem]:
+    """From the cached list; for a create on ``pulumi-dbos serve`` also its preflight extension, whose
+    problems are added for inputs ours do not already speak of (one problem per input)."""
+    serve = session.serve
+    problems = from_list(req, session.list(), serve=serve, where=session.describe())
+    if req.creating and serve:
+        body = PreflightRequest(Kind=str(req.kind), Name=req.name, Owner=req.owner, Creating=req.creating,
+                                Adopt=req.adopt, Port=req.port, Source=req.source, RestoreTime=req.restore_time)
+        data = session.call("POST", paths.DB_PREFLIGHT, what=f"checking instance {req.name!r}", body=dump(body))
+        seen = {p.field for p in problems}
+        for p in parse_list(PreflightProblem, data or [], "the preflight"):
+            if p.Field not in seen:
+                seen.add(p.Field)
+                problems.append(Problem(p.Field, p.Message))
+    return problems
+
+
+def from_list(req: Preflight, instances: list[InstanceInfo], *, serve: bool, where: str) -> list[Problem]:
     by_name = {i.name: i for i in instances}
     existing = by_name.get(req.name)
     problems: list[Problem] = []
@@ -27,16 +52,33 @@ def preflight(req: Preflight, instances: list[InstanceInfo], *, serve: bool, whe
         whose = f" (managed by {existing.owner.split('#')[0]})" if existing.owner else ""
         problems.append(Problem("instance_name", f"an instance named {req.name!r} already exists in {where}{whose}; "
                                 "choose another instance_name, or set adopt=True to take it over"))
-    if req.port is not None and req.kind is not Kind.LINKED:
-        if not serve:
-            problems.append(Problem("port", CLOUD_PORT))
-        elif req.creating or existing is None or existing.port != req.port:
-            users = [i.name for i in instances if i.port == req.port and i.name != req.name and not i.is_linked]
-            if users:
-                problems.append(Problem("port", f"port {req.port} is already used by instance {users[0]!r}"))
+    port = req.port if req.kind is not Kind.LINKED else None
+    if not serve:
+        problems += cloud_limits(port, req.retention_hours)
+    elif port is not None and (req.creating or existing is None or existing.port != port):
+        users = [i.name for i in instances if i.port == port and i.name != req.name and not i.is_linked]
+        if users:
+            problems.append(Problem("port", f"port {port} is already used by instance {users[0]!r}"))
     if req.kind is Kind.RESTORED:
         problems += restore_problems(req, by_name.get(str(req.source)) if req.source else None)
     return problems
+
+
+def cloud_limits(port: int | None, retention_hours: int | None) -> list[Problem]:
+    """What DBOS Cloud itself (no extensions) cannot honour: a chosen port, a retention other than its own."""
+    problems = []
+    if port is not None:
+        problems.append(Problem("port", CLOUD_PORT))
+    if retention_hours is not None and retention_hours != DEFAULT_RETENTION_HOURS:
+        problems.append(Problem("retention_hours", CLOUD_RETENTION))
+    return problems
+
+
+def refuse_cloud_limits(serve: bool, port: int | None, retention_hours: int | None) -> None:
+    """Before a create on DBOS Cloud: a ValidationError naming each field :func:`cloud_limits` speaks of."""
+    problems = [] if serve else cloud_limits(port, retention_hours)
+    if problems:
+        raise ValidationError([(p.field, p.message) for p in problems])
 
 
 def restore_problems(req: Preflight, src: InstanceInfo | None) -> list[Problem]:

@@ -5,47 +5,36 @@ is behind a lock. HTTPS only, like the official CLI. Retries (tenacity, exponent
 jitter) only where a repeat cannot do something twice: idempotent methods on 429/502/503/504 and
 transport errors; POST/PUT only on a refused connection (nothing was sent) and on 429. Every error
 is a :class:`~pulumi_dbos.errors.DbosError` naming what was asked, the server's message and its
-``[requestID]``; the token and the request's secrets are masked out of every message.
+``[requestID]`` (:mod:`.answers`); the token (:mod:`.tokens`) and the request's secrets are masked out of
+every message.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
-import json
 import logging
-import os
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-from pydantic import BaseModel
-from pydantic import ValidationError as PydanticValidationError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
 from ...cloudapi import paths
-from ...cloudapi.models import SERVE_SERVER, CloudAPIError, UserProfile
-from ...errors import (
-    AlreadyExistsError,
-    DbosError,
-    EngineError,
-    NotFoundError,
-    TimeoutExpired,
-    ValidationError,
-)
+from ...cloudapi.models import SERVE_SERVER, UserProfile
+from ...errors import DbosError, EngineError, TimeoutExpired
+from . import answers
+from .answers import parse
+from .tokens import mask, resolve_token
 
 log = logging.getLogger("pulumi_dbos.engine.dbos_cloud")
 
 DEFAULT_DOMAIN = "cloud.dbos.dev"
-TOKEN_ENV = "DBOS_CLOUD_TOKEN"
 DOMAIN_ENV = "DBOS_DOMAIN"  # the official CLI's variable
-CREDENTIALS_FILE = Path(".dbos") / "credentials"  # the official CLI's, relative to the working directory
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
@@ -53,50 +42,6 @@ LONG_TIMEOUT = 900.0  # deploys, restores, backups: the server may answer only w
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PATCH"})
-
-TOKEN_HINT = ("get a new token — for pulumi-dbos serve: `pulumi-dbos serve token --org ORG --user USER`; for "
-              "DBOS Cloud: `dbos-cloud login` — and pass it as the `dbos:cloudToken` secret "
-              f"(`pulumi config set --secret dbos:cloudToken ...`) or in {TOKEN_ENV}")
-
-M = TypeVar("M", bound=BaseModel)
-
-
-# ---------------------------------------------------------------------------- token
-def resolve_token(token: str | None, cwd: Path | None = None) -> str:
-    """The bearer token: explicit, else ``$DBOS_CLOUD_TOKEN``, else the DBOS CLI's ``./.dbos/credentials``."""
-    for candidate in (token, os.environ.get(TOKEN_ENV)):
-        if candidate and candidate.strip():
-            return candidate.strip()
-    creds = (cwd or Path.cwd()) / CREDENTIALS_FILE
-    if creds.is_file():
-        try:
-            data = json.loads(creds.read_text())
-        except (OSError, ValueError) as exc:
-            raise DbosError(f"cannot read the DBOS CLI's credentials file {creds}: {type(exc).__name__}",
-                            hint="run `dbos-cloud login` again, or set the `dbos:cloudToken` secret") from None
-        value = data.get("token") if isinstance(data, dict) else None
-        if isinstance(value, str) and value.replace("\r", "").replace("\n", "").strip():
-            return value.replace("\r", "").replace("\n", "").strip()
-    raise DbosError("no DBOS Cloud token: the dbos-cloud engine needs one",
-                    hint="set the `dbos:cloudToken` secret (`pulumi config set --secret dbos:cloudToken <token>`), "
-                         f"or {TOKEN_ENV}, or run `dbos-cloud login` in the project directory (it writes "
-                         "./.dbos/credentials); for pulumi-dbos serve: `pulumi-dbos serve token --org ORG --user USER`")
-
-
-def token_expiry(token: str) -> datetime | None:
-    """The ``exp`` of a JWT, read without checking its signature (only to word an error)."""
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        return datetime.fromtimestamp(float(claims["exp"]), tz=timezone.utc)
-    except (IndexError, ValueError, KeyError, TypeError):
-        return None
-
-
-def mask(text: str, secrets: Iterable[str | None]) -> str:
-    for s in sorted((s for s in secrets if s and len(s) >= 3), key=len, reverse=True):
-        text = text.replace(s, "[secret]")
-    return text
 
 
 # ---------------------------------------------------------------------------- profile
@@ -196,7 +141,7 @@ class CloudClient:
         log.debug("%s %s -> %s in %.3fs", method, url, resp.status_code, time.monotonic() - started)
         if resp.status_code >= 400:
             raise self._error(resp, what, masks)
-        return _payload(resp)
+        return answers.payload(resp)
 
     def _send(self, method: str, url: str, body: Mapping[str, Any] | None, params: Mapping[str, Any] | None,
               timeout: float | None, what: str, masks: list[str | None]) -> httpx.Response:
@@ -239,99 +184,10 @@ class CloudClient:
                               f"{mask(str(exc), masks) or type(exc).__name__}") from None
         raise AssertionError("unreachable")  # pragma: no cover - Retrying re-raises or returns
 
-    # ------------------------------------------------------------ errors
     def _error(self, resp: httpx.Response, what: str, masks: list[str | None]) -> DbosError:
-        payload = _payload(resp)
-        api: CloudAPIError | None = None
-        if isinstance(payload, dict):
-            try:
-                api = CloudAPIError.model_validate(payload)
-            except PydanticValidationError:
-                api = None
-        status = resp.status_code
-        if api is not None:
-            message, rid = api.message, f" [{api.requestID}]"
-            detail = f"\n{api.DetailedError.strip()}" if api.DetailedError and api.DetailedError.strip() else ""
-        else:
-            message, rid, detail = _plain_message(payload, resp), "", ""
-        message, detail = mask(message.strip().rstrip("."), masks), mask(detail, masks)
-        if status == 404:
-            return NotFoundError(f"{what}: {message}{rid}{detail}",
-                                 hint="`pulumi-dbos db list` / `app list` show what exists")
-        if status == 409:
-            return AlreadyExistsError(f"{what}: {message}{rid}{detail}",
-                                      hint="choose another name, or set adopt=True to take it over")
-        if status in (400, 422):
-            return ValidationError([(_field(payload) or what, f"{message}{rid}{detail}")])
-        if status == 401:
-            exp = token_expiry(self._token or "")
-            why = (f"expired at {exp.isoformat(timespec='seconds')}" if exp and exp <= datetime.now(timezone.utc)
-                   else "was not accepted")
-            return DbosError(f"{what}: DBOS Cloud at {self.domain} refused the token: it {why} "
-                             f"({message}){rid}", hint=TOKEN_HINT)
-        if status == 403:
-            prof = self._profile
-            org = f" of organization {prof.organization!r}" if prof else ""
-            return DbosError(f"{what}: forbidden for this token{org}: {message}{rid}",
-                             hint="the object belongs to another organization, or the token's user may not do "
-                                  "this: use a token of the organization that owns it")
-        if status == 429:
-            return EngineError(f"{what}: DBOS Cloud is rate-limiting requests ({self.attempts} attempts): "
-                               f"{message}{rid}", hint="retry in a minute")
-        return EngineError(f"{what}: DBOS Cloud at {self.domain} answered {status}: {message}{rid}{detail}",
-                           hint="retry; if it persists, DBOS Cloud's status page or support can help with the "
-                                "request ID" if rid else None)
-
-
-def _payload(resp: httpx.Response) -> Any:
-    if not resp.content:
-        return None
-    try:
-        return resp.json()
-    except ValueError:
-        return resp.text
-
-
-def _plain_message(payload: Any, resp: httpx.Response) -> str:
-    if isinstance(payload, dict):
-        detail = payload.get("detail")
-        if isinstance(detail, list) and detail and isinstance(detail[0], dict):  # FastAPI's 422
-            return "; ".join(str(d.get("msg", d)) for d in detail)
-        for key in ("message", "detail", "error"):
-            if isinstance(payload.get(key), str):
-                return str(payload[key])
-    if isinstance(payload, str) and payload.strip():
-        return payload.strip()[:500]
-    return resp.reason_phrase or f"HTTP {resp.status_code}"
-
-
-def _field(payload: Any) -> str | None:
-    """The input a 400/422 is about, when the server says (a ``Field`` of ours or FastAPI's ``loc``)."""
-    if not isinstance(payload, dict):
-        return None
-    for key in ("Field", "field"):
-        if isinstance(payload.get(key), str) and payload[key]:
-            return str(payload[key])
-    detail = payload.get("detail")
-    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
-        loc = [str(x) for x in detail[0].get("loc", []) if x not in ("body", "query", "path")]
-        return ".".join(loc) or None
-    return None
-
-
-def parse(model: type[M], data: Any, what: str) -> M:
-    """``data`` as ``model``, or an EngineError saying the server's answer was not what the API promises."""
-    try:
-        return model.model_validate(data)
-    except PydanticValidationError as exc:
-        raise EngineError(f"unexpected answer from DBOS Cloud for {what}: {exc.error_count()} field(s) do not "
-                          f"match {model.__name__} ({exc.errors()[0].get('loc')})") from None
-
-
-def parse_list(model: type[M], data: Any, what: str) -> list[M]:
-    if not isinstance(data, list):
-        raise EngineError(f"unexpected answer from DBOS Cloud for {what}: expected a list")
-    return [parse(model, item, what) for item in data]
+        org = self._profile.organization if self._profile else None
+        return answers.error(resp, what, masks, domain=self.domain, token=self._token, organization=org,
+                             attempts=self.attempts)
 
 
 # ---------------------------------------------------------------------------- polling
@@ -350,3 +206,4 @@ def poll(probe: Callable[[], Any], timeout: float, what: str, *, hint: str | Non
             raise TimeoutExpired(f"{what} within {timeout:.0f}s", hint=hint)
         sleep(min(delay, left))
         delay = min(delay * 2, most)
+
