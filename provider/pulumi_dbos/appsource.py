@@ -89,6 +89,9 @@ def unpack(data: bytes, dest: Path) -> None:
             target = (dest / info.filename).resolve()
             if not str(target).startswith(str(dest.resolve()) + "/"):
                 raise ValidationError([("source", f"archive entry {info.filename!r} escapes the app directory")])
+            if info.is_dir():  # zips made by other tools (the official CLI's JSZip) list directories too
+                target.mkdir(parents=True, exist_ok=True)
+                continue
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(zf.read(info))
             target.chmod(0o755 if (info.external_attr >> 16) & 0o111 else 0o644)

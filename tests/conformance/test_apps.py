@@ -140,13 +140,22 @@ def test_app_lifecycle(dbos_cloud: DbosCloud, names: Names, app_dir: tuple[str, 
     with connect(xinfo, "conf_user", PW, dbname=app_db) as conn:
         assert conn.execute("SELECT count(*) FROM greetings WHERE name = 'ann'").fetchone() == (0,)
 
+    # --- deploy -p: a stored version again (v2), on the app's current instance (y), same URL
+    out = dbos_cloud.ok("app", "deploy", "-p", v2, cwd=src, timeout=DEPLOY)
+    assert assigned_version(out) == v2
+    assert get(url + "/") == {"app": app, "version": v2, "greeting": "Hi"}
+    info = status(dbos_cloud, src)
+    assert info["PostgresInstanceName"] == y and info["Version"] == v2
+    # --- logs: the app's own output
+    assert dbos_cloud.ok("app", "logs", cwd=src).strip()
+
     # --- status / list, JSON and text
     listed = [a for a in dbos_cloud.json("app", "list", cwd=src) if a["Name"] == app]
     assert len(listed) == 1 and listed[0] == info
     text = dbos_cloud.ok("app", "status", cwd=src)
     assert f"Application Name: {app}" in text and f"Postgres Instance Name: {y}" in text
     text = dbos_cloud.ok("app", "list", cwd=src)
-    assert f"Application Name: {app}" in text and f"Version: {v1}" in text
+    assert f"Application Name: {app}" in text and f"Version: {v2}" in text
 
     # --- delete --dropdb: gone, stops serving, its app database dropped on its instance (y)
     out = dbos_cloud.ok("app", "delete", "--dropdb", cwd=src, timeout=POLLING)

@@ -84,6 +84,8 @@ def test_provision_list_status_url(dbos_cloud: DbosCloud, provisioned: dict[str,
     with psycopg.connect(urls[0], connect_timeout=5) as conn:
         row = conn.execute("SELECT current_user, current_database()").fetchone()
         assert row == ("conf_user", "postgres")
+    # db connect: the same command under its 2.x alias
+    assert URL_RE.findall(dbos_cloud.ok("db", "connect", x, "-S", "-W", PW)) == urls
 
 
 def test_reset_password(dbos_cloud: DbosCloud, provisioned: dict[str, dict[str, Any]]) -> None:
