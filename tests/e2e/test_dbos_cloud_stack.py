@@ -15,7 +15,8 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT
-from tests.e2e.test_stacks import RepoCopy, repo  # noqa: F401 - the fixture
+from tests.e2e.test_stacks import RepoCopy
+from tests.e2e.test_stacks import repo as repo  # noqa: F401 - the fixture, by its name
 from tests.support.serve import Serve, running_serve
 
 HOST_PORT = re.compile(r"(?<=@|/)(127\.0\.0\.1|localhost):\d+")
