@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .rules import (
     MAX_RETENTION_HOURS,
     RESERVED_USERNAMES,
@@ -35,21 +37,37 @@ from .spec import (
     stack_model,
     validate,
 )
-from .stack import (
-    ENGINE_NAMES,
-    ENGINE_SETTINGS,
-    ENTRY_MODELS,
-    PROVIDER_SETTINGS,
-    SECTION_SPECS,
-    SECTIONS,
-    StackConfig,
-    reference_markdown,
-    restore_cycles,
-    restore_order,
-    spec_of_entry,
-    stack_keys,
-    validate_stack_config,
-)
+
+if TYPE_CHECKING:  # loaded on first use (PEP 562): building the stack config models costs every provider
+    # process and every program that does not read a stack config (a program of resources) ~0.1 s
+    from .stack import (
+        ENGINE_NAMES,
+        ENGINE_SETTINGS,
+        ENTRY_MODELS,
+        PROVIDER_SETTINGS,
+        SECTION_SPECS,
+        SECTIONS,
+        StackConfig,
+        reference_markdown,
+        restore_cycles,
+        restore_order,
+        spec_of_entry,
+        stack_keys,
+        validate_stack_config,
+    )
+
+_STACK_NAMES = frozenset({
+    "ENGINE_NAMES", "ENGINE_SETTINGS", "ENTRY_MODELS", "PROVIDER_SETTINGS", "SECTION_SPECS", "SECTIONS", "StackConfig",
+    "reference_markdown", "restore_cycles", "restore_order", "spec_of_entry", "stack_keys", "validate_stack_config"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _STACK_NAMES:
+        from . import stack
+
+        return getattr(stack, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ENGINE_NAMES", "ENGINE_SETTINGS", "PROVIDER_SETTINGS", "ENTRY_MODELS", "MAX_RETENTION_HOURS", "RESERVED_USERNAMES", "SECTIONS", "SECTION_SPECS",

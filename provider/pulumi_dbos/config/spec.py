@@ -73,7 +73,9 @@ def meta_of(info: FieldInfo) -> Meta:
 class Spec(BaseModel):
     """A resource's inputs and outputs. Subclasses set ``stack_section`` and ``name_field``."""
 
-    model_config = ConfigDict(extra="forbid", strict=False)
+    # a Spec is never validated itself (its fields' metadata is read; ``input_model``/``stack_model`` validate):
+    # deferring its pydantic schema spares every program and provider process building one per Spec (~0.1 s)
+    model_config = ConfigDict(extra="forbid", strict=False, defer_build=True)
 
     stack_section: ClassVar[str] = ""
     name_field: ClassVar[str] = "instance_name"
@@ -103,7 +105,7 @@ class Spec(BaseModel):
 
     @classmethod
     def inputs(cls) -> list[str]:
-        return [n for n in cls.fields(output=False) if meta_of(cls.model_fields[n]).provider]
+        return list(_inputs(cls))
 
     @classmethod
     def outputs(cls) -> list[str]:
@@ -119,7 +121,7 @@ class Spec(BaseModel):
 
     @classmethod
     def diff_keys(cls) -> list[str]:
-        return [n for n in cls.inputs() if meta_of(cls.model_fields[n]).diffed]
+        return list(_diff_keys(cls))
 
     @classmethod
     def engine_keys(cls) -> list[str]:
@@ -303,6 +305,16 @@ def _clean(msg: str, kind: str) -> str:
 @functools.cache
 def _fields(cls: type[Spec], want: tuple[tuple[str, Any], ...]) -> tuple[str, ...]:
     return tuple(n for n, f in cls.model_fields.items() if all(getattr(meta_of(f), k) == v for k, v in want))
+
+
+@functools.cache
+def _inputs(cls: type[Spec]) -> tuple[str, ...]:
+    return tuple(n for n in cls.fields(output=False) if meta_of(cls.model_fields[n]).provider)
+
+
+@functools.cache
+def _diff_keys(cls: type[Spec]) -> tuple[str, ...]:
+    return tuple(n for n in _inputs(cls) if meta_of(cls.model_fields[n]).diffed)
 
 
 def _derived(spec: type[Spec], names: list[str], model_name: str, camel: bool) -> type[BaseModel]:

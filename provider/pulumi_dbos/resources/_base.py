@@ -111,11 +111,11 @@ def _project_root() -> Path:
 
 def configure_provider(config: Any) -> None:
     """Take the provider-only settings from the stack config (Pulumi's ``configure`` of a dynamic provider)."""
-    from ..config.stack import resolve_project_path
-
     for key in ("cloudToken", "cloudCaCert"):
         value = config.get(f"dbos:{key}")
         if value is not None and key == "cloudCaCert":
+            from ..config.stack import resolve_project_path  # only then: the stack config models cost ~0.1 s
+
             value = str(resolve_project_path(str(value), _project_root()))
         if value is not None:
             _provider_settings[key] = str(value)
@@ -200,7 +200,8 @@ class BaseProvider(ResourceProvider):
                 if inputs.get(name) is None and not info.is_required() and info.default is not None:
                     inputs[name] = info.default
             failures = self.defaults(inputs)
-            values = {k: v for k, v in inputs.items() if k in self.spec.inputs() and v is not None}
+            names = set(self.spec.inputs())
+            values = {k: v for k, v in inputs.items() if k in names and v is not None}
             failures += [CheckFailure(f, r) for f, r in validate(input_model(self.spec), values)]
             if not failures and self.kind is not None:
                 failures += self._moves(olds, inputs) or self._preflight(olds, inputs)
