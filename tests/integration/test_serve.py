@@ -445,18 +445,26 @@ def test_a_restore_cut_by_a_crash_leaves_nothing_half_made(busy: Serve) -> None:
         # while serve is down, the source's server stops (a reboot): the restarted serve starts it again
         LocalEngine(busy.data_dir / "orgs" / "acme").stop(src["PostgresInstanceName"])
         busy.start()
-        r = api.get(f"/v1alpha1/acme/databases/userdb/info/{target}")
-        if r.status_code == 200:  # finished before the kill: whole
-            assert r.json()["Status"] == "available" and rows(r.json(), PW) == [1]
-            api.delete(f"/v1alpha1/acme/databases/userdb/{target}")
-        else:
-            cloud_error(r, 404)
-        assert all(i["Status"] not in ("creating", "restoring")
-                   for i in api.get("/v1alpha1/acme/databases").json())
-        wait_for(lambda: info(api, src["PostgresInstanceName"])["Status"] == "available", 60,
-                 "the stopped source was not started again")
-        r = api.post(path, json=body)  # the same restore again
-        assert r.status_code < 300, r.text
-        assert rows(info(api, target), PW) == [1]
-        for db in (target, src["PostgresInstanceName"]):
-            api.delete(f"/v1alpha1/acme/databases/userdb/{db}")
+        try:
+            after_the_crash(api, src, target, path, body)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- serve's log:\n{busy.log()[-6000:]}") from None
+
+
+def after_the_crash(api: httpx.Client, src: dict[str, Any], target: str, path: str, body: dict[str, Any]) -> None:
+    """The half-made instance is gone, or whole; the stopped source runs again; the restore can be re-run."""
+    r = api.get(f"/v1alpha1/acme/databases/userdb/info/{target}")
+    if r.status_code == 200:  # finished before the kill: whole
+        assert r.json()["Status"] == "available" and rows(r.json(), PW) == [1]
+        api.delete(f"/v1alpha1/acme/databases/userdb/{target}")
+    else:
+        cloud_error(r, 404)
+    assert all(i["Status"] not in ("creating", "restoring")
+               for i in api.get("/v1alpha1/acme/databases").json())
+    wait_for(lambda: info(api, src["PostgresInstanceName"])["Status"] == "available", 60,
+             "the stopped source was not started again")
+    r = api.post(path, json=body)  # the same restore again
+    assert r.status_code < 300, r.text
+    assert rows(info(api, target), PW) == [1]
+    for db in (target, src["PostgresInstanceName"]):
+        api.delete(f"/v1alpha1/acme/databases/userdb/{db}")

@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -21,42 +23,64 @@ from ..engine.contract import AppDatabaseAccess, AppDeploy, AppStatus, Status
 from ..errors import DbosError
 from .state import ServeState
 
+if TYPE_CHECKING:
+    from ..engine.local.facade import LocalEngine
+
 log = logging.getLogger("pulumi_dbos.serve")
 
 _HALF_MADE = (Status.CREATING.value, Status.RESTORING.value)
 
 
 def _kill_under(path: Path) -> None:
-    """Kill processes working on ``path`` (a copy or a recovering server of a killed create)."""
+    """Kill processes working on ``path`` (a copy or a recovering server of a killed create), and wait
+    until they are gone (a copy still writing would make the directory's removal fail)."""
     prefix = str(path) + "/"
+    victims = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         with contextlib.suppress(psutil.Error):
             if any(arg == str(path) or arg.startswith(prefix) for arg in p.info["cmdline"] or ()):
                 p.kill()
+                victims.append(p)
+    psutil.wait_procs(victims, timeout=10)
+
+
+def _remove_half_made(org: str, eng: LocalEngine, name: str) -> None:
+    for attempt in range(5):
+        _kill_under(eng.inst_dir(name))
+        try:
+            eng.destroy(name)
+            return
+        except (DbosError, OSError) as exc:  # a server's last children may still be writing: again
+            if attempt == 4:
+                log.error("org %s: could not remove half-made %s: %s", org, name,
+                          exc.message if isinstance(exc, DbosError) else exc)
+            time.sleep(0.5 * (attempt + 1))
 
 
 def recover(state: ServeState) -> None:
     """Remove what a killed server left half-made (run before serving: nothing else is in flight)."""
     for org in state.orgs():
-        eng = state.engine(org)
-        for rec in eng.catalog.all():
-            if rec.status in _HALF_MADE:
-                log.warning("org %s: removing %s, left %s by an interrupted server", org, rec.name, rec.status)
-                _kill_under(eng.inst_dir(rec.name))
-                try:
-                    eng.destroy(rec.name)
-                except DbosError as exc:
-                    log.error("org %s: could not remove half-made %s: %s", org, rec.name, exc.message)
-                    continue
-        for app in eng.list_apps():
-            if not app.version:
-                log.warning("org %s: removing app %s, whose first deploy was interrupted", org, app.name)
-                eng.delete_app(app.name)
+        try:
+            _recover_org(state, org)
+        except Exception:  # one organization's trouble does not keep the others from being served
+            log.exception("org %s: crash recovery failed", org)
     for org in state.credentials_store.orgs():
         known = state.engine(org).catalog if state.has_catalog(org) else None
         for name in state.credentials_store.items(org):
             if known is None or known.get(name) is None:
                 state.forget_credentials(org, name)
+
+
+def _recover_org(state: ServeState, org: str) -> None:
+    eng = state.engine(org)
+    for rec in eng.catalog.all():
+        if rec.status in _HALF_MADE:
+            log.warning("org %s: removing %s, left %s by an interrupted server", org, rec.name, rec.status)
+            _remove_half_made(org, eng, rec.name)
+    for app in eng.list_apps():
+        if not app.version:
+            log.warning("org %s: removing app %s, whose first deploy was interrupted", org, app.name)
+            eng.delete_app(app.name)
 
 
 class Background:
