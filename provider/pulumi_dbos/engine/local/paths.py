@@ -135,8 +135,10 @@ class Layout:
         if problems:
             raise EngineError("; ".join(problems))
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # 0711 once apps exist: their OS user must traverse it to reach apps/ (instances/ stays 0700)
-        self.own(self.data_dir, 0o711 if (self.data_dir / "apps").is_dir() else 0o700)
+        # 0711 once apps exist (their OS user must traverse it to reach apps/; instances/ stays 0700), or
+        # when it is also pulumi-dbos serve's data dir (the organizations' engines and their apps live below)
+        traverse = (self.data_dir / "apps").is_dir() or (self.data_dir / "orgs").is_dir()
+        self.own(self.data_dir, 0o711 if traverse else 0o700)
         for d in (self.data_dir / "instances", self.data_dir / "templates"):
             self.mkdir(d)
 
