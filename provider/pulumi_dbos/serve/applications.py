@@ -39,7 +39,7 @@ from ..config import rules
 from ..engine.contract import AppDatabaseAccess, AppDeploy, AppInfo
 from ..errors import DbosError, NotFoundError, ValidationError
 from .databases import not_found as db_not_found
-from .http import ApiError, as_int, check, ok, owned, status_of, validation_message
+from .http import ApiError, as_int, check, ok, owned, status_of, valid_name, validation_message
 from .state import ServeState
 
 log = logging.getLogger("pulumi_dbos.serve")
@@ -122,7 +122,7 @@ def router(state: ServeState) -> APIRouter:
             Port=info.port if info else reg.get("Port"), Owner=(info.owner if info else None) or reg.get("Owner"))
 
     def view_or_404(org: str, app: str) -> Application:
-        v = view(org, app) if _valid_app(app) else None
+        v = view(org, app) if valid_name(app) else None
         if v is None:
             raise app_not_found(app)
         return v
@@ -170,7 +170,7 @@ def router(state: ServeState) -> APIRouter:
             raise ApiError(400, f"language must be one of {', '.join(LANGUAGES)}, got {body.language!r}")
         memory = as_int(body.executors_memory_mib, "executors_memory_mib", 128, 65536)
         check(rules.check_port, body.Port)
-        if not _valid_name(body.database) or not state.has_catalog(org) \
+        if not valid_name(body.database) or not state.has_catalog(org) \
                 or state.engine(org).info(body.database) is None:
             raise db_not_found(body.database)
         with state.locked("app", org, body.name):
@@ -192,7 +192,7 @@ def router(state: ServeState) -> APIRouter:
         reg: dict[str, Any] = state.apps.get(org, app) or {}
         instance = target or current.PostgresInstanceName
         eng = state.engine(org)
-        if not _valid_name(instance) or not state.has_catalog(org) or eng.info(instance) is None:
+        if not valid_name(instance) or not state.has_catalog(org) or eng.info(instance) is None:
             raise db_not_found(instance)
         creds = state.credentials(org, instance)
         if creds is None:
@@ -346,14 +346,3 @@ def drop_app_databases(state: ServeState, org: str, instance: str, app_db_name: 
     admin = Conn(info.hostname, info.port, creds.username, creds.password)
     for name in (app_db_name, f"{app_db_name}_dbos_sys"):
         drop_database(admin, name)
-
-
-def _valid_name(name: str) -> bool:
-    try:
-        rules.check_name(name)
-    except ValueError:
-        return False
-    return True
-
-
-_valid_app = _valid_name

@@ -22,7 +22,7 @@ from ..cloudapi.models import (
 from ..config import rules
 from ..engine.contract import InstanceInfo, Kind, Preflight
 from ..errors import DbosError
-from .http import ApiError, check, from_dbos, ok, owned
+from .http import ApiError, check, from_dbos, ok, owned, valid_name
 from .state import Credentials, ServeState
 
 log = logging.getLogger("pulumi_dbos.serve")
@@ -48,7 +48,7 @@ def router(state: ServeState) -> APIRouter:
     r = APIRouter()
 
     def info_or_404(org: str, name: str) -> InstanceInfo:
-        if not state.has_catalog(org) or not _valid_name(name):
+        if not state.has_catalog(org) or not valid_name(name):
             raise not_found(name)
         info = state.engine(org).info(name)
         if info is None:
@@ -56,7 +56,7 @@ def router(state: ServeState) -> APIRouter:
         return info
 
     def record_exists(org: str, name: str) -> bool:
-        return _valid_name(name) and state.has_catalog(org) and state.engine(org).catalog.get(name) is not None
+        return valid_name(name) and state.has_catalog(org) and state.engine(org).catalog.get(name) is not None
 
     def view(org: str, info: InstanceInfo) -> UserDBInstance:
         return to_wire(info, state.credentials(org, info.name))
@@ -148,14 +148,7 @@ def router(state: ServeState) -> APIRouter:
     # ------------------------------------------------------------------ E6 destroy
     @r.delete(paths.DB)
     def destroy(org: str, name: str, request: Request) -> Response:
-        org = owned(request, org)
-        if not record_exists(org, name):
-            raise not_found(name)
-        with state.locked("db", org, name):
-            state.engine(org).destroy(name)
-            state.forget_credentials(org, name)
-        log.info("org %s: destroyed %s", org, name)
-        return Response(status_code=204)
+        return remove(owned(request, org), name, linked=False)
 
     # ------------------------------------------------------------------ E7-E8 linked servers
     @r.post(paths.LINK)
@@ -177,13 +170,17 @@ def router(state: ServeState) -> APIRouter:
 
     @r.delete(paths.UNLINK)
     def unlink(org: str, name: str, request: Request) -> Response:
-        org = owned(request, org)
+        return remove(owned(request, org), name, linked=True)
+
+    def remove(org: str, name: str, *, linked: bool) -> Response:
+        """Destroy an instance (E6) or unlink a linked one (E8), and forget its credentials."""
         if not record_exists(org, name):
             raise not_found(name)
         with state.locked("db", org, name):
-            state.engine(org).unlink(name)
+            eng = state.engine(org)
+            (eng.unlink if linked else eng.destroy)(name)
             state.forget_credentials(org, name)
-        log.info("org %s: unlinked %s", org, name)
+        log.info("org %s: %s %s", org, "unlinked" if linked else "destroyed", name)
         return Response(status_code=204)
 
     # ------------------------------------------------------------------ extensions
@@ -247,11 +244,3 @@ def router(state: ServeState) -> APIRouter:
         return ok([PreflightProblem(Field=p.field, Message=p.message) for p in problems])
 
     return r
-
-
-def _valid_name(name: str) -> bool:
-    try:
-        rules.check_name(name)
-    except ValueError:
-        return False
-    return True

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from ..cloudapi.models import CloudAPIError
+from ..config import rules
 from ..errors import (
     AlreadyExistsError,
     CommandError,
@@ -104,3 +105,12 @@ def as_int(value: int | str | None, what: str, lo: int, hi: int) -> int | None:
 
 def validation_message(exc: ValidationError) -> str:
     return "; ".join(msg for _path, msg in exc.problems) or exc.message
+
+
+def valid_name(name: str) -> bool:
+    """Whether ``name`` could name an instance or app (a lookup of any other answers "not found")."""
+    try:
+        rules.check_name(name)
+    except ValueError:
+        return False
+    return True
