@@ -33,11 +33,11 @@ class AppDatabaseProvider(b.BaseProvider):
 
     def defaults(self, inputs: b.Props) -> list[CheckFailure]:
         """Fill app_db_name/migrate/rollback/working_dir from the dbos-config.yaml (explicit inputs win)."""
-        from .. import apps  # psycopg, only when a database is touched
-
         failures: list[CheckFailure] = []
         cfg_path = inputs.get("dbos_config")
         if cfg_path and not is_unknown(cfg_path):
+            from .. import apps  # psycopg: only when there is a config file to read
+
             try:
                 cfg = apps.read_dbos_config(cfg_path)
             except ValidationError as exc:
