@@ -2,26 +2,37 @@
 
 1. `pulumi preview` with no changes on a stack of 30 resources (20 instances + 10 apps) against
    the same stack shape built from a trivial dynamic provider that does no I/O (Noop), same run,
-   medians of BENCH_N (default 3). Target ≤ 1.2×: preview does no database round-trips.
-2. `pulumi up` creating 10 instances: wall time against 10× one engine provision.
-Ends with ``ratio: X.XX`` (the preview ratio).
+   medians of BENCH_N (default 3), previews interleaved:
+   - on the ``local`` engine (target ≤ 1.05×: preview does no database round-trips);
+   - on the ``dbos-cloud`` engine against a ``pulumi-dbos serve`` on this machine (DBOS Cloud's API over
+     HTTPS; the token a secret config value set through stdin), printed as ``ratio (dbos-cloud
+     preview): X.XX`` (target ≤ 1.3×: one list call per provider process, not one per resource).
+2. `pulumi up` creating 10 instances (local engine): wall time against 10× one engine provision.
+Ends with ``ratio: X.XX``: the LOCAL engine's preview ratio, as before (the dbos-cloud figure is the line
+above it). BENCH_CLOUD=0 skips the dbos-cloud part.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT))  # tests.support.serve
 from pulumi import automation as auto  # noqa: E402
 
 from _util import cleanup_engine, median, tmpdir  # noqa: E402
 from pulumi_dbos.engine import LocalEngine  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "3"))
+CLOUD = os.environ.get("BENCH_CLOUD", "1") != "0"
 PW = "Bench-passw0rd"
 
 REAL = f"""
@@ -45,23 +56,52 @@ for j in range(apps):
 """
 
 
-def stack(root: Path, name: str, program: str) -> auto.Stack:
+def stack_env(root: Path) -> dict[str, str]:
+    return {"PULUMI_BACKEND_URL": f"file://{root / 'backend'}", "PULUMI_CONFIG_PASSPHRASE": "bench-throwaway",
+            "PULUMI_SKIP_UPDATE_CHECK": "true", "PYTHONPATH": str(ROOT)}  # tests.support.noop
+
+
+def stack(root: Path, name: str, program: str, data_dir: bool = True) -> auto.Stack:
     work = root / name
     work.mkdir()
     (work / "Pulumi.yaml").write_text(
         f'{{"name": "{name}", "runtime": {{"name": "python", "options": {{"virtualenv": "{sys.prefix}"}}}}}}')
     (work / "__main__.py").write_text(program)
-    env = {"PULUMI_BACKEND_URL": f"file://{root / 'backend'}", "PULUMI_CONFIG_PASSPHRASE": "bench-throwaway",
-           "PULUMI_SKIP_UPDATE_CHECK": "true",
-           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}  # tests.support.noop
-    s = auto.create_or_select_stack("bench", work_dir=str(work), opts=auto.LocalWorkspaceOptions(env_vars=env))
-    s.set_config("dbos:dataDir", auto.ConfigValue(str(root / "d")))
+    s = auto.create_or_select_stack("bench", work_dir=str(work),
+                                    opts=auto.LocalWorkspaceOptions(env_vars=stack_env(root)))
+    if data_dir:
+        s.set_config("dbos:dataDir", auto.ConfigValue(str(root / "d")))
     return s
 
 
-def timed(fn: object) -> float:
+@contextlib.contextmanager
+def cloud_stack(root: Path) -> Iterator[auto.Stack | None]:
+    """The REAL program on the dbos-cloud engine against a serve of its own (None with BENCH_CLOUD=0);
+    destroyed, and serve with everything it made removed, afterwards (also on failure)."""
+    if not CLOUD:
+        yield None
+        return
+    from tests.support.serve import running_serve
+
+    with running_serve() as serve:
+        s = stack(root, "cloud", REAL, data_dir=False)
+        for key, value in (("dbos:engine", "dbos-cloud"), ("dbos:cloudDomain", serve.domain),
+                           ("dbos:cloudCaCert", str(serve.ca_cert))):
+            s.set_config(key, auto.ConfigValue(value))
+        # the token is a secret: through stdin, never in argv
+        subprocess.run(["pulumi", "config", "set", "--secret", "dbos:cloudToken", "--stack", "bench",  # noqa: S603,S607
+                        "--cwd", str(root / "cloud")], input=serve.token("bench", "bench"), text=True,
+                       capture_output=True, env={**os.environ, **stack_env(root)}, timeout=120, check=True)
+        try:
+            yield s
+        finally:
+            with contextlib.suppress(Exception):
+                s.destroy(on_output=lambda _: None)
+
+
+def timed(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
-    fn()  # type: ignore[operator]
+    fn()
     return time.perf_counter() - t0
 
 
@@ -72,13 +112,22 @@ def main() -> None:
         real, noop = stack(root, "real", REAL), stack(root, "noop", NOOP)
         t_up = timed(lambda: real.up(on_output=lambda _: None))
         noop.up(on_output=lambda _: None)
-        rp, np_ = [], []
-        for _ in range(N):
-            rp.append(timed(lambda: real.preview(on_output=lambda _: None)))
-            np_.append(timed(lambda: noop.preview(on_output=lambda _: None)))
         print(f"initial pulumi up of 20 instances + 10 apps: {t_up:.1f} s")
+        with cloud_stack(root) as cloud:
+            if cloud is not None:
+                t_cup = timed(lambda: cloud.up(on_output=lambda _: None))
+                print(f"initial pulumi up of 20 instances + 10 apps, dbos-cloud engine via serve: {t_cup:.1f} s")
+            rp, np_, cp = [], [], []
+            for _ in range(N):
+                rp.append(timed(lambda: real.preview(on_output=lambda _: None)))
+                np_.append(timed(lambda: noop.preview(on_output=lambda _: None)))
+                if cloud is not None:
+                    cp.append(timed(lambda: cloud.preview(on_output=lambda _: None)))
         print(f"preview, no changes, 30 resources: ours median {median(rp):.2f} s, no-I/O provider "
               f"median {median(np_):.2f} s")
+        if cp:
+            print(f"preview, no changes, 30 resources, dbos-cloud engine via serve: ours median {median(cp):.2f} s "
+                  f"(" + ", ".join(f"{x:.2f}" for x in cp) + f"), no-I/O provider median {median(np_):.2f} s")
         real.destroy(on_output=lambda _: None)
 
         # pulumi up creating 10 instances vs 10x a single engine provision
@@ -98,6 +147,8 @@ def main() -> None:
               f"{10 * median(singles):.1f} s ({10 * median(singles) / t10:.2f}x from parallelism, "
               "pulumi overhead included)")
         real.destroy(on_output=lambda _: None)
+        if cp:
+            print(f"ratio (dbos-cloud preview): {median(cp) / median(np_):.2f}")
         print(f"ratio: {median(rp) / median(np_):.2f}")
     finally:
         cleanup_engine(root / "d")
