@@ -338,7 +338,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise DbosError("--tls-cert and --tls-key go together", hint="pass both, or neither for a self-signed one")
     return run(listen=args.listen, data_dir=_serve_data_dir(args),
                tls_cert=Path(args.tls_cert) if args.tls_cert else None,
-               tls_key=Path(args.tls_key) if args.tls_key else None, backup_interval=args.backup_interval)
+               tls_key=Path(args.tls_key) if args.tls_key else None, backup_interval=args.backup_interval,
+               advertise_host=args.advertise_host)
 
 
 def cmd_serve_token(args: argparse.Namespace) -> int:
@@ -409,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tls-key", default=None, help="its private key (PEM)")
     s.add_argument("--backup-interval", type=float, default=3600.0,
                    help="seconds between scheduled base backups (and retention pruning), default 3600")
+    s.add_argument("--advertise-host", default=None, metavar="HOST",
+                   help="an address of this machine other stacks reach: instances and apps listen there too "
+                   "(besides 127.0.0.1) and report it (default: 127.0.0.1 only)")
     s.set_defaults(fn=cmd_serve)
     tok = s.add_subparsers(dest="serve_cmd").add_parser("token", help="print a signed bearer token (a JWT)")
     tok.add_argument("--org", required=True, help="the organization (the paths' {org})")

@@ -40,6 +40,7 @@ class Serve:
     ca_cert: Path
     proc: subprocess.Popen[bytes] | None
     backup_interval: float | None = None
+    advertise_host: str | None = None
     _log: Path | None = field(default=None, repr=False)
 
     @property
@@ -101,6 +102,8 @@ class Serve:
         argv = [*_cli(), "serve", "--listen", self.domain, "--data-dir", str(self.data_dir)]
         if self.backup_interval is not None:
             argv += ["--backup-interval", str(self.backup_interval)]
+        if self.advertise_host is not None:
+            argv += ["--advertise-host", self.advertise_host]
         with open(self.log_path, "ab") as out:
             out.write(f"\n==== start {time.strftime('%H:%M:%S')}\n".encode())
             out.flush()
@@ -122,14 +125,15 @@ class Serve:
 
 
 @contextlib.contextmanager
-def running_serve(data_dir: Path | None = None, *, backup_interval: float | None = None) -> Iterator[Serve]:
+def running_serve(data_dir: Path | None = None, *, backup_interval: float | None = None,
+                  advertise_host: str | None = None) -> Iterator[Serve]:
     """A started serve; stopped and everything it made removed afterwards, also when the test fails."""
     root = None
     if data_dir is None:
         root = _short_tmpdir("sv")
         data_dir = root / "d"
     serve = Serve(data_dir=data_dir, port=free_port(), ca_cert=data_dir / "serve" / "tls" / "cert.pem", proc=None,
-                  backup_interval=backup_interval)
+                  backup_interval=backup_interval, advertise_host=advertise_host)
     try:
         serve.start()
         yield serve

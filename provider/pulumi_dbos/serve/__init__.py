@@ -4,12 +4,14 @@ HTTPS only (a self-signed certificate is made when none is given), bearer tokens
 server (``pulumi-dbos serve token``), one local engine per organization under ``D/orgs/<org>``,
 serve's own state under ``D/serve`` (see :mod:`.state`). Before it listens it removes what a killed
 server left half-made; then a background thread starts the organizations' instances and apps and
-takes scheduled base backups (:mod:`.background`).
+takes scheduled base backups (:mod:`.background`). With ``--advertise-host HOST`` the instances and
+app proxies listen on HOST too (besides 127.0.0.1) and report HOST as their address.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import threading
 import time
@@ -31,6 +33,27 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def check_advertise_host(host: str) -> str:
+    """``host`` if it is a valid listen host naming an address of this machine (a free port binds there)."""
+    from ..engine.local.ports import check_listen_host
+
+    check_listen_host(host)
+    why = "it names no address"
+    try:
+        infos = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        infos, why = [], str(exc)
+    for family, kind, proto, _name, addr in infos:
+        try:
+            with socket.socket(family, kind, proto) as s:
+                s.bind(addr)
+            return host  # one address binds (as for the proxies, an unavailable family is skipped)
+        except OSError as exc:
+            why = str(exc)
+    raise DbosError(f"--advertise-host {host!r} is not an address of this machine: {why}",
+                    hint="a host name or IP address of one of this machine's interfaces")
+
+
 def issue_token(data_dir: Path, org: str, user: str, ttl_hours: float) -> str:
     """A bearer token for ``user`` of ``org`` (the signing key is made on first use)."""
     from . import auth, state
@@ -39,7 +62,7 @@ def issue_token(data_dir: Path, org: str, user: str, ttl_hours: float) -> str:
 
 
 def run(*, listen: str = DEFAULT_LISTEN, data_dir: Path, tls_cert: Path | None = None, tls_key: Path | None = None,
-        backup_interval: float = DEFAULT_BACKUP_INTERVAL) -> int:
+        backup_interval: float = DEFAULT_BACKUP_INTERVAL, advertise_host: str | None = None) -> int:
     """Serve until SIGTERM/SIGINT (then stop cleanly: requests in flight finish, the background thread stops)."""
     import uvicorn
 
@@ -52,11 +75,13 @@ def run(*, listen: str = DEFAULT_LISTEN, data_dir: Path, tls_cert: Path | None =
         raise DbosError("--tls-cert and --tls-key go together", hint="pass both, or neither for a self-signed one")
     if backup_interval <= 0:
         raise DbosError(f"--backup-interval must be a positive number of seconds, got {backup_interval}")
+    if advertise_host is not None:
+        check_advertise_host(advertise_host)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data_dir = data_dir.expanduser().resolve()
     sdir = state.prepare(data_dir)
-    st = state.ServeState(data_dir)
+    st = state.ServeState(data_dir, advertise_host)
     st.acquire()
     if tls_cert is None or tls_key is None:
         tls_cert, tls_key = tls.ensure_self_signed(sdir / "tls")
@@ -82,4 +107,4 @@ def run(*, listen: str = DEFAULT_LISTEN, data_dir: Path, tls_cert: Path | None =
     return 0 if server.started else 1
 
 
-__all__ = ["DEFAULT_BACKUP_INTERVAL", "DEFAULT_LISTEN", "issue_token", "parse_listen", "run"]
+__all__ = ["DEFAULT_BACKUP_INTERVAL", "DEFAULT_LISTEN", "check_advertise_host", "issue_token", "parse_listen", "run"]

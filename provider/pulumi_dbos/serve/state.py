@@ -158,8 +158,10 @@ class Credentials:
 class ServeState:
     """Per-organization engines (made lazily, cached) and serve's stores. Thread-safe."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, advertise_host: str | None = None) -> None:
         self.data_dir = data_dir
+        #: ``--advertise-host``: the organizations' instances and apps listen there too and report it
+        self.advertise_host = advertise_host
         self.dir = serve_dir(data_dir)
         self.credentials_store = JsonStore(self.dir / "credentials.json")
         self.apps = JsonStore(self.dir / "apps.json")
@@ -194,7 +196,7 @@ class ServeState:
             if eng is None:
                 from ..engine.local.facade import LocalEngine
 
-                eng = self._engines[org] = LocalEngine(self.org_dir(org))
+                eng = self._engines[org] = LocalEngine(self.org_dir(org), listen_host=self.advertise_host)
             return eng
 
     def has_catalog(self, org: str) -> bool:

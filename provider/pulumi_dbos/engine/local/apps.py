@@ -48,9 +48,11 @@ BACKEND_PORTS = tuple(int(p) for p in os.environ.get("PULUMI_DBOS_APP_BACKEND_PO
 class LocalApps:
     """The app half of the local engine (see the module docstring)."""
 
-    def __init__(self, layout: Layout, catalog: Catalog | None) -> None:
-        """``catalog`` None: the data dir has none yet (checks and reads only; nothing exists)."""
+    def __init__(self, layout: Layout, catalog: Catalog | None, listen_host: str | None = None) -> None:
+        """``catalog`` None: the data dir has none yet (checks and reads only; nothing exists).
+        ``listen_host``: the proxies listen there too and the apps' URLs name it."""
         self.layout = layout
+        self.listen_host = listen_host
         self._catalog = catalog
         user = runtime.default_app_user()
         self.run_as = proc.RunAs(user if user and os.geteuid() == 0 else None)
@@ -142,8 +144,13 @@ class LocalApps:
                            and runtime.listens(rec.backend_pid, rec.backend_port) and runtime.listens(rec.proxy_pid, rec.port))
             status = AppStatus.AVAILABLE.value if healthy else AppStatus.UNHEALTHY.value
         return AppInfo(name=rec.name, status=status, version=rec.version, instance_name=rec.instance,
-                       app_db_name=rec.app_db_name, app_url=f"http://127.0.0.1:{rec.port}", port=rec.port,
+                       app_db_name=rec.app_db_name, app_url=f"http://{self._url_host}:{rec.port}", port=rec.port,
                        versions=self.versions(rec.name), owner=rec.owner)
+
+    @property
+    def _url_host(self) -> str:
+        host = self.listen_host or ports.HOST
+        return f"[{host}]" if ":" in host else host
 
     def info(self, name: str) -> AppInfo | None:
         rec = self.rows.get(name)
@@ -343,12 +350,14 @@ class LocalApps:
         tmp.write_text(str(backend_port))
         self._own(tmp, 0o600)
         os.replace(tmp, target)
-        if rec.proxy_pid and runtime.listens(rec.proxy_pid, rec.port):
-            return rec.proxy_pid
-        runtime.stop(rec.proxy_pid, grace=2)
         ready = run / "proxy.ready"
+        # the proxy listens on 127.0.0.1, and on the listen host when there is one (its 4th argument)
+        args = [str(rec.port), str(target), str(ready), *ports.listen_hosts(self.listen_host)[1:]]
+        if rec.proxy_pid and runtime.listens(rec.proxy_pid, rec.port) and runtime.runs_with(rec.proxy_pid, args):
+            return rec.proxy_pid
+        runtime.stop(rec.proxy_pid, grace=2)  # none, or listening elsewhere than now wanted
         ready.unlink(missing_ok=True)
-        pid = proc.spawn([runtime.app_python(), str(self.root / "proxy.py"), str(rec.port), str(target), str(ready)],
+        pid = proc.spawn([runtime.app_python(), str(self.root / "proxy.py"), *args],
                          run_as=self.run_as, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, cwd=run,
                          log=run / "proxy.log")
 

@@ -53,13 +53,18 @@ class LocalEngine:
 
     kind = "local"
 
-    def __init__(self, data_dir: str | Path | None = None, run_as: str | None | bool = True) -> None:
+    def __init__(self, data_dir: str | Path | None = None, run_as: str | None | bool = True,
+                 listen_host: str | None = None) -> None:
+        """``listen_host``: instances and app proxies listen there too (besides 127.0.0.1) and report it
+        as their address, pg_hba.conf then accepting scram-sha-256 from any address (``pulumi-dbos serve
+        --advertise-host``); existing instances pick it up at their next start."""
+        self.listen_host = ports.check_listen_host(listen_host) if listen_host else None
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
         if run_as is True:
             run_as = default_run_as()
         user = run_as if isinstance(run_as, str) and os.geteuid() == 0 else None
         self.layout = Layout(self.data_dir, proc.RunAs(user))
-        self.server = Server(self.layout)
+        self.server = Server(self.layout, self.listen_host)
         self._catalog: Catalog | None = None
 
     # ---------------------------------------------------------------- plumbing
@@ -119,8 +124,9 @@ class LocalEngine:
                 status, latest = Status.AVAILABLE.value, to_rfc3339(utcnow())
             else:
                 status, latest = Status.STOPPED.value, self.pitr.last_archived_time(rec.name)
+        hostname = self.listen_host if self.listen_host and not rec.linked else rec.hostname
         return InstanceInfo(
-            name=rec.name, status=status, hostname=rec.hostname, port=rec.port, username=rec.username,
+            name=rec.name, status=status, hostname=hostname, port=rec.port, username=rec.username,
             kind=rec.kind, retention_hours=rec.retention_hours, created_at=rec.created_at,
             earliest_restorable_time=earliest, latest_restorable_time=latest, source_instance=rec.source,
             restored_to=rec.restored_to, owner=rec.owner)
@@ -393,12 +399,12 @@ class LocalEngine:
     # ---------------------------------------------------------------- contract: apps
     @property
     def apps(self) -> LocalApps:
-        return LocalApps(self.layout, self.catalog)
+        return LocalApps(self.layout, self.catalog, self.listen_host)
 
     def app_preflight(self, app_name: str, *, port: int | None, version: str | None, owner: str | None,
                       creating: bool) -> builtins.list[Problem]:
         problems = [Problem("data_dir", p) for p in check_data_dir(self.data_dir, self.run_as.user)]
-        return problems or LocalApps(self.layout, self.existing_catalog()).preflight(
+        return problems or LocalApps(self.layout, self.existing_catalog(), self.listen_host).preflight(
             app_name, port=port, version=version, owner=owner, creating=creating)
 
     def deploy_app(self, req: AppDeploy) -> AppInfo:
@@ -411,7 +417,7 @@ class LocalEngine:
         return self.apps.all()
 
     def app_versions(self, app_name: str) -> builtins.list[AppVersion]:
-        return LocalApps(self.layout, self.existing_catalog()).versions(app_name)
+        return LocalApps(self.layout, self.existing_catalog(), self.listen_host).versions(app_name)
 
     def app_logs(self, app_name: str, lines: int = 100) -> str:
         return self.apps.logs(app_name, lines)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -19,6 +20,21 @@ from .catalog import Catalog
 
 HOST = "127.0.0.1"
 DEFAULT_PORT_RANGE = (54320, 59999)
+#: a listen host: a host name, an IPv4 or an IPv6 address (it goes into postgresql.conf and argv)
+_LISTEN_HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$")
+
+
+def check_listen_host(host: str) -> str:
+    """``host`` if it can be an extra listen address (a name or an address, no lists or quotes)."""
+    if not _LISTEN_HOST_RE.match(host):
+        raise EngineError(f"invalid listen host {host!r}",
+                          hint="a host name or an IP address of this machine, e.g. db1.example.com or 10.0.0.5")
+    return host
+
+
+def listen_hosts(listen_host: str | None) -> list[str]:
+    """Where instances and app proxies listen: always 127.0.0.1, and ``listen_host`` when given."""
+    return [HOST] if listen_host in (None, HOST) else [HOST, str(listen_host)]
 
 
 def port_free(port: int) -> bool:

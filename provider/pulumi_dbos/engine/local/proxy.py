@@ -1,10 +1,11 @@
 """An app's stable port: a small TCP proxy in front of whichever process serves the app now.
 
-Run as ``python3 proxy.py LISTEN_PORT TARGET_FILE READY_FILE`` (standard library only: the engine copies this
+Run as ``python3 proxy.py LISTEN_PORT TARGET_FILE READY_FILE [HOST]`` (standard library only: the engine copies this
 file next to the apps and runs it with the apps' interpreter, as the apps' OS user). Each new
 connection goes to the port written in ``TARGET_FILE``; a deploy starts the new version on its own
 port, waits until it is healthy, rewrites the file (atomically), then stops the old process — so
 clients of the app's port see no gap. Connections already open finish on the old process.
+It listens on 127.0.0.1, and on ``HOST`` too when given.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _target(path: str) -> int | None:
         return None
 
 
-async def main(listen: int, target_file: str, ready_file: str) -> None:
+async def main(listen: int, target_file: str, ready_file: str, host: str | None = None) -> None:
     async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         port = _target(target_file)
         if port is None:
@@ -49,7 +50,8 @@ async def main(listen: int, target_file: str, ready_file: str) -> None:
             return
         await asyncio.gather(_pipe(client_r, up_w), _pipe(up_r, client_w))
 
-    server = await asyncio.start_server(handle, "127.0.0.1", listen, reuse_address=True)
+    hosts: str | list[str] = ["127.0.0.1", host] if host else "127.0.0.1"  # duplicates are bound once
+    server = await asyncio.start_server(handle, hosts, listen, reuse_address=True)
     with open(ready_file, "w") as fh:  # the port is ours: the engine waits for this
         fh.write(str(os.getpid()))
     stop = asyncio.Event()
@@ -62,4 +64,4 @@ async def main(listen: int, target_file: str, ready_file: str) -> None:
 
 if __name__ == "__main__":
     os.umask(0o077)
-    asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3]))
+    asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None))

@@ -66,6 +66,15 @@ def listens(pid: int, port: int) -> bool:
     return False
 
 
+def runs_with(pid: int, args: list[str]) -> bool:
+    """Whether ``pid``'s command line ends with ``args`` (True when it cannot be read: keep what runs)."""
+    try:
+        cmdline = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return True
+    return len(cmdline) > len(args) and cmdline[-len(args):] == args
+
+
 def stop(pid: int | None, grace: float = 10) -> None:
     if not alive(pid):
         return

@@ -3,13 +3,19 @@
 Administration goes through the instance's Unix socket as the internal bootstrap superuser
 ``postgres`` with ``peer`` authentication, mapped only from the OS user running the cluster and
 from root; ``postgres`` is rejected over TCP.
+
+A server listens on 127.0.0.1, and with a ``listen_host`` (``pulumi-dbos serve --advertise-host``) on
+that host too, its pg_hba.conf then also accepting scram-sha-256 from any address. Every start applies
+the setting of the engine starting it, so existing instances pick a change up at their next start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -19,12 +25,20 @@ from ...errors import DbosError, EngineError
 from .. import pgbin, proc
 from ..waits import wait_until
 from .paths import Layout
-from .ports import HOST
+from .ports import check_listen_host, listen_hosts
 
 ADMIN_ROLE = "postgres"
 START_TIMEOUT = float(os.environ.get("PULUMI_DBOS_START_TIMEOUT", "60"))
 RECOVERY_TIMEOUT = float(os.environ.get("PULUMI_DBOS_RECOVERY_TIMEOUT", "900"))
 _TRANSIENT = ("starting up", "recovery", "shutting down")
+_LISTEN_LINE = re.compile(r"^listen_addresses = .*$", re.MULTILINE)
+#: appended to pg_hba.conf while the server listens beyond 127.0.0.1; the template's earlier
+#: ``host all postgres all reject`` line still refuses the internal superuser over TCP (first match wins)
+REMOTE_HBA = (
+    "# pulumi-dbos: listening beyond 127.0.0.1 (serve --advertise-host): TCP from any address, scram only\n"
+    "host    all          all       0.0.0.0/0     scram-sha-256\n"
+    "host    all          all       ::/0          scram-sha-256\n"
+)
 
 
 def alive(pid: int) -> bool:
@@ -37,8 +51,13 @@ def alive(pid: int) -> bool:
 class Server:
     """Start, stop and reach the cluster of one instance at a time (stateless apart from the layout)."""
 
-    def __init__(self, layout: Layout) -> None:
+    def __init__(self, layout: Layout, listen_host: str | None = None) -> None:
         self.layout = layout
+        self.listen_host = check_listen_host(listen_host) if listen_host else None
+
+    @property
+    def listen_line(self) -> str:
+        return f"listen_addresses = '{','.join(listen_hosts(self.listen_host))}'"
 
     def write_conf(self, name: str, port: int, extra: str = "") -> None:
         """``instance.conf``, included by the template's postgresql.conf: port, socket, archiving."""
@@ -46,7 +65,7 @@ class Server:
         (data / "instance.conf").write_text(
             "# written by pulumi-dbos; do not edit\n"
             f"port = {port}\n"
-            f"listen_addresses = '{HOST}'\n"
+            f"{self.listen_line}\n"
             f"unix_socket_directories = '{self.layout.sockdir(name)}'\n"
             "unix_socket_permissions = 0700\n"
             f"cluster_name = 'dbos-{name}'\n"
@@ -54,6 +73,32 @@ class Server:
             + extra
         )
         self.layout.own(data / "instance.conf", 0o600)
+
+    def _rewrite(self, path: Path, text: str) -> None:
+        """Replace ``path`` by a new file (never writing through a hard link into a backup)."""
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        self.layout.own(tmp, 0o600)
+        os.replace(tmp, path)
+
+    def apply_listen(self, name: str) -> None:
+        """Make ``instance.conf`` and ``pg_hba.conf`` say this engine's listen setting (rewritten only on a change)."""
+        data = self.layout.pgdata(name)
+        for path, edit in ((data / "instance.conf", self._listen_conf), (data / "pg_hba.conf", self._listen_hba)):
+            try:
+                text = path.read_text()
+            except OSError:
+                continue  # none yet (written before the first start) or not ours to read: pg_ctl will say
+            new = edit(text)
+            if new != text:
+                self._rewrite(path, new)
+
+    def _listen_conf(self, text: str) -> str:
+        return _LISTEN_LINE.sub(self.listen_line, text, count=1)
+
+    def _listen_hba(self, text: str) -> str:
+        remote = len(listen_hosts(self.listen_host)) > 1
+        return text.replace(REMOTE_HBA, "") + (REMOTE_HBA if remote else "")
 
     def pid(self, name: str) -> int | None:
         """The postmaster's pid when it runs (its pid file names a live postgres process)."""
@@ -76,6 +121,7 @@ class Server:
 
     def start(self, name: str, port: int, timeout: float = START_TIMEOUT) -> None:
         """Start the server; wait (polling its socket every 10 ms; pg_ctl -w polls every 100 ms) until ready."""
+        self.apply_listen(name)
         try:
             proc.run([pgbin.tool("pg_ctl"), "start", "-D", str(self.layout.pgdata(name)), "-W", "-s",
                       "-l", str(self.layout.server_log(name))], run_as=self.layout.run_as, timeout=60)
