@@ -81,7 +81,7 @@ def engines(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str | None, str 
         seen.append((name, data_dir, run_as))
         return FakeEngine()
 
-    monkeypatch.setattr(cli, "get_engine", get_engine)
+    monkeypatch.setattr(cli.common, "get_engine", get_engine)
     return seen
 
 

@@ -1,0 +1,7 @@
+"""`python -m pulumi_dbos.cli`."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,117 @@
+"""`pulumi-dbos db ...`: instances, as `dbos-cloud db ...`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from ..errors import DbosError
+from ..resources_util import url_for
+from .common import app_state, config_file, engine_from_args, password_from_stack
+
+
+def _row(info: Any) -> dict[str, Any]:
+    d: dict[str, Any] = info.to_dict()
+    d.pop("extra", None)
+    d["linked"] = d.pop("is_linked")
+    return d
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = [_row(i) for i in engine_from_args(args).list()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    cols = ("name", "status", "hostname", "port", "username", "linked")
+    widths = [max([len(c)] + [len(str(r[c])) for r in rows]) for c in cols]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(w) for c, w in zip(cols, widths, strict=True)))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    info = engine_from_args(args).info(args.name)
+    if info is None:
+        raise DbosError(f"instance {args.name!r} not found", hint="`pulumi-dbos db list` shows the known instances")
+    row = _row(info)
+    if args.json:
+        print(json.dumps(row, indent=2))
+    else:
+        for k, v in row.items():
+            print(f"{k:26} {v}")
+    return 0
+
+
+def cmd_url(args: argparse.Namespace) -> int:
+    info = engine_from_args(args).info(args.name)
+    if info is None:
+        raise DbosError(f"instance {args.name!r} not found", hint="`pulumi-dbos db list` shows the known instances")
+    password = None
+    if args.show_password:
+        # an explicit --stack wins over $PGPASSWORD (which may be left over from another database)
+        password = (password_from_stack(args.name, args.stack) if args.stack
+                    else os.environ.get("PGPASSWORD") or password_from_stack(args.name, None))
+    print(url_for(info.username, password, info.hostname, info.port))
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    b = engine_from_args(args).backup(args.name)
+    print(f"base backup {b.backup_id} of {b.instance}: consistent from {b.finished_at}")
+    return 0
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    from ..apps import Conn, write_connection
+
+    if args.config:
+        config_file(args.config)  # before asking pulumi anything
+    outs = app_state(args.app, args.stack)
+    missing = [k for k in ("hostname", "port", "username", "app_db_name") if outs.get(k) in (None, "")]
+    if missing:
+        raise DbosError(f"app {args.app!r} in the stack has no {', '.join(missing)}", hint="run `pulumi up` first")
+    path = config_file(args.config or outs.get("dbos_config")
+                        or os.path.join(outs.get("working_dir") or ".", "dbos-config.yaml"))
+    url = outs.get("database_url")
+    # database_url holds the password percent-encoded; unknown -> treat it as needing escapes
+    password = Conn.from_url(url).password if isinstance(url, str) and url else None
+    in_file = write_connection(path, outs["hostname"], int(outs["port"]), outs["username"], outs["app_db_name"],
+                               password=password, url_safe=None if password else False)
+    print(f"{path}: {args.app} -> {outs['hostname']}:{outs['port']}/{outs['app_db_name']} as {outs['username']} "
+          "(password from $PGPASSWORD)")
+    if not in_file:
+        print("note: the password has characters a URL must escape, so the URLs in the file carry no password; "
+              "libpq (which DBOS uses through psycopg) reads it from $PGPASSWORD: set PGPASSWORD when you run the app")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """The `db` commands."""
+    db = sub.add_parser("db", help="database instances").add_subparsers(dest="cmd", required=True)
+    s = db.add_parser("list", help="instances known to the engine")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_list)
+    s = db.add_parser("status", help="one instance's status")
+    s.add_argument("name")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_status)
+    s = db.add_parser("url", help="the instance's connection URL")
+    s.add_argument("name")
+    s.add_argument("-S", "--show-password", action="store_true",
+                   help="include the password (with --stack: from that stack's state; else $PGPASSWORD, "
+                   "else from the current stack's state)")
+    s.add_argument("--stack", default=None,
+                   help="the stack: its dbos:dataDir/runAs/engine are used unless given as options")
+    s.set_defaults(fn=cmd_url)
+    s = db.add_parser("backup", help="take a new base backup now (and prune outside retention)")
+    s.add_argument("name")
+    s.set_defaults(fn=cmd_backup)
+    s = db.add_parser("connect", help="write APP's connection into its dbos-config.yaml")
+    s.add_argument("app")
+    s.add_argument("--stack", default=None)
+    s.add_argument("--config", default=None, help="path of the dbos-config.yaml (default: the app's)")
+    s.set_defaults(fn=cmd_connect)
+
