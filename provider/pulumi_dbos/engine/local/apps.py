@@ -26,9 +26,6 @@ import shlex
 import shutil
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
-
 from ...appsource import read_config, unpack
 from ...errors import DbosError, EngineError, NotFoundError
 from ...resources_util import url_for
@@ -214,6 +211,9 @@ class LocalApps:
 
     @staticmethod
     def _databases(db: AppDatabaseAccess, names: list[str]) -> None:
+        import psycopg  # on first use: a preview's checks never connect
+        from psycopg import sql
+
         try:
             with psycopg.connect(host=db.hostname, port=db.port, user=db.username, password=db.password,
                                  dbname="postgres", connect_timeout=10, autocommit=True) as conn:

@@ -16,16 +16,18 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
-import psycopg
 
 from ...errors import DbosError, EngineError
 from .. import pgbin, proc
 from ..waits import wait_until
 from .paths import Layout
 from .ports import check_listen_host, listen_hosts
+
+if TYPE_CHECKING:  # psycopg loads on first use: a preview's checks never connect
+    import psycopg
 
 ADMIN_ROLE = "postgres"
 START_TIMEOUT = float(os.environ.get("PULUMI_DBOS_START_TIMEOUT", "60"))
@@ -133,6 +135,7 @@ class Server:
         waited = 0
 
         def ready() -> bool:
+            import psycopg
             nonlocal waited
             waited += 1
             if sock.exists():
@@ -187,6 +190,7 @@ class Server:
     @contextlib.contextmanager
     def admin(self, name: str, port: int, dbname: str = "postgres") -> Iterator[psycopg.Connection[Any]]:
         """An admin connection over the instance's private Unix socket (peer auth, no password)."""
+        import psycopg
         try:
             conn = psycopg.connect(host=str(self.layout.sockdir(name)), port=port, user=ADMIN_ROLE,
                                    dbname=dbname, connect_timeout=10, autocommit=True, sslmode="disable")
