@@ -35,7 +35,7 @@ def resolve_token(token: str | None, cwd: Path | None = None) -> str:
         if isinstance(value, str) and value.replace("\r", "").replace("\n", "").strip():
             return value.replace("\r", "").replace("\n", "").strip()
     raise DbosError("no DBOS Cloud token: the dbos-cloud engine needs one",
-                    hint="set the `dbos:cloudToken` secret (`pulumi config set --secret dbos:cloudToken <token>`), "
+                    hint="set the `dbos:cloudToken` secret (`pulumi config set --secret dbos:cloudToken`, which prompts for it or reads stdin), "
                          f"or {TOKEN_ENV}, or run `dbos-cloud login` in the project directory (it writes "
                          "./.dbos/credentials); for pulumi-dbos serve: `pulumi-dbos serve token --org ORG --user USER`")
 
