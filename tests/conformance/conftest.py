@@ -132,16 +132,19 @@ class DbosCloud:
         return output(proc)
 
     # ------------------------------------------------------------------ databases, through the CLI
-    def provision(self, name: str, username: str, password: str) -> dict[str, Any]:
+    def provision(self, name: str, username: str, password: str, cwd: Path | None = None) -> dict[str, Any]:
         """``db provision`` (which polls: 5 s at least), checked; then ``db status --json``."""
-        out = self.ok("db", "provision", name, "-U", username, "-W", password, timeout=POLLING)
+        out = self.ok("db", "provision", name, "-U", username, "-W", password, cwd=cwd, timeout=POLLING)
         assert "Database successfully provisioned" in out, out
         return self.status(name)
 
     def provision_all(self, names: list[str], username: str, password: str) -> list[dict[str, Any]]:
-        """Several ``db provision`` at once (each CLI call waits 5 s before its first status check)."""
+        """Several ``db provision`` at once (each CLI call waits 5 s before its first status check). Each in
+        a directory of its own: every CLI call rewrites ``./.dbos/credentials`` after its profile request, and
+        another CLI reading it meanwhile finds it half-written ("Unexpected end of JSON input")."""
+        dirs = {n: self.workdir(self.root / f"p_{n}") for n in names}
         with ThreadPoolExecutor(len(names)) as pool:
-            return list(pool.map(lambda n: self.provision(n, username, password), names))
+            return list(pool.map(lambda n: self.provision(n, username, password, dirs[n]), names))
 
     def status(self, name: str) -> dict[str, Any]:
         info = self.json("db", "status", name)
