@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -24,6 +26,8 @@ from ..engine.contract import InstanceInfo, Kind, Preflight
 from ..errors import DbosError
 from .http import ApiError, check, from_dbos, ok, owned, valid_name
 from .state import Credentials, ServeState
+
+T = TypeVar("T")
 
 log = logging.getLogger("pulumi_dbos.serve")
 
@@ -200,29 +204,27 @@ def router(state: ServeState) -> APIRouter:
                 eng.set_port(name, body.Port)
         return ok(view(org, info_or_404(org, name)))
 
-    @r.post(paths.DB_BACKUP)
-    def backup(org: str, name: str, request: Request) -> Response:
+    def on_instance(request: Request, org: str, name: str, op: Callable[[Any, str], T]) -> tuple[str, T]:
+        """``op(engine, name)`` on an existing instance of the caller's organization, under its lock."""
         org = owned(request, org)
         info_or_404(org, name)
         with state.locked("db", org, name):
-            b = state.engine(org).backup(name)
+            return org, op(state.engine(org), name)
+
+    @r.post(paths.DB_BACKUP)
+    def backup(org: str, name: str, request: Request) -> Response:
+        _, b = on_instance(request, org, name, lambda eng, n: eng.backup(n))
         return ok(BackupOutput(PostgresInstanceName=b.instance, BackupID=b.backup_id, StartedAt=b.started_at,
                                FinishedAt=b.finished_at), 201)
 
     @r.post(paths.DB_START)
     def start(org: str, name: str, request: Request) -> Response:
-        org = owned(request, org)
-        info_or_404(org, name)
-        with state.locked("db", org, name):
-            info = state.engine(org).ensure_running(name)
+        org, info = on_instance(request, org, name, lambda eng, n: eng.ensure_running(n))
         return ok(view(org, info))
 
     @r.post(paths.DB_STOP)
     def stop(org: str, name: str, request: Request) -> Response:
-        org = owned(request, org)
-        info_or_404(org, name)
-        with state.locked("db", org, name):
-            info = state.engine(org).stop(name)
+        org, info = on_instance(request, org, name, lambda eng, n: eng.stop(n))
         return ok(view(org, info))
 
     @r.post(paths.DB_PREFLIGHT)
