@@ -40,3 +40,49 @@ class Noop(pulumi.dynamic.Resource, module="dbos", name="Noop"):
         # a dynamic provider's outputs lose the secretness of their inputs unless listed here
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["value"]))
         super().__init__(NoopProvider(), resource_name, {"value": value, "length": None}, opts)
+
+
+class MirrorProvider(ResourceProvider):
+    """No I/O, like NoopProvider, on a pulumi_dbos resource's property set (see :class:`Mirror`)."""
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        changed = any(olds.get(k) != v for k, v in news.items() if not k.startswith("__"))
+        return DiffResult(changes=changed, replaces=[], stables=[], delete_before_replace=False)
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        digest = hashlib.sha256(str(sorted(props)).encode()).hexdigest()[:16]
+        return CreateResult(f"mirror-{digest}", self._outputs(props))
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        return ReadResult(id_, props)
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(self._outputs(news))
+
+    @staticmethod
+    def _outputs(props: dict[str, Any]) -> dict[str, Any]:
+        port = props.get("port") or props.get("instance_port") or 5432
+        return {**{k: v for k, v in props.items() if not k.startswith("__")}, "hostname": "127.0.0.1",
+                "port": port, "status": "available", "username": props.get("username") or "bench_user",
+                "database_url": f"postgresql://bench_user@127.0.0.1:{port}/postgres"}
+
+
+class Mirror(pulumi.dynamic.Resource, module="dbos", name="Mirror"):
+    """A resource with exactly the properties (inputs, defaults, secrets, outputs) a pulumi_dbos resource
+    registers, from the same generated field lists, and a provider that does no I/O: the baseline of
+    ``bench/scale.py`` that prices Pulumi's own handling of those properties apart from our provider's work."""
+
+    def __init__(self, resource_name: str, resource: str, inputs: dict[str, Any],
+                 opts: pulumi.ResourceOptions | None = None):
+        from pulumi_dbos.config.fields import fields_of
+
+        fields = fields_of(resource)
+        props: dict[str, Any] = {}
+        for name in fields.inputs:
+            value = inputs.get(name)
+            value = fields.default(name) if value is None else value
+            props[name] = pulumi.Output.secret(value) if name in fields.secrets and value is not None else value
+        for name in fields.outputs:
+            props.setdefault(name, None)
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=list(fields.secrets)))
+        super().__init__(MirrorProvider(), resource_name, props, opts)

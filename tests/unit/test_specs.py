@@ -10,14 +10,16 @@ from pulumi_dbos.config import (
     ENTRY_MODELS,
     SPECS,
     Spec,
+    fields_of,
     meta_of,
     reference_markdown,
     stack_keys,
 )
+from pulumi_dbos.config.spec import fields_of_spec, render_fields_table
 from pulumi_dbos.resources import app, app_database, instance, linked, restored
 from tests.conftest import ROOT
 
-PROVIDERS = {p.spec: p for p in (instance.DatabaseInstanceProvider, restored.RestoredInstanceProvider,
+PROVIDERS = {p.fields.spec: p for p in (instance.DatabaseInstanceProvider, restored.RestoredInstanceProvider,
                                   linked.LinkedInstanceProvider, app_database.AppDatabaseProvider,
                                   app.AppProvider)}
 
@@ -42,7 +44,7 @@ def test_every_input_is_reachable_from_the_stack_config(spec: type[Spec]) -> Non
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.__name__)
 def test_the_resource_class_takes_the_specs_arguments_and_nothing_else(spec: type[Spec]) -> None:
     cls = _class(spec)
-    assert cls.spec is spec
+    assert cls.fields.model() is spec
     args = set(spec.arguments())
     assert {spec.name_field, *ENTRY_MODELS[spec].model_fields} <= args
     if spec.is_instance:
@@ -55,10 +57,32 @@ def test_the_resource_class_takes_the_specs_arguments_and_nothing_else(spec: typ
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.__name__)
 def test_provider_lists_come_from_the_spec(spec: type[Spec]) -> None:
-    assert PROVIDERS[spec].spec is spec
+    provider = PROVIDERS[spec.__name__]
+    assert provider.fields.model() is spec
+    assert provider.fields == fields_of_spec(spec) == fields_of(spec.__name__.removesuffix("Spec"))
+    assert set(provider.fields.inputs) == set(spec.inputs())
     assert set(spec.replace_keys()) <= set(spec.diff_keys())
     for secret in spec.secrets():
         assert meta_of(spec.model_fields[secret]).secret
+
+
+def test_the_generated_field_lists_are_the_specs() -> None:
+    """config/fields_table.py (read by programs and providers without pydantic) is what the Specs give."""
+    table = ROOT / "provider" / "pulumi_dbos" / "config" / "fields_table.py"
+    assert table.read_text() == render_fields_table(), (
+        "config/fields_table.py is stale: run `python -m pulumi_dbos.config.fields`")
+
+
+def test_a_program_of_resources_loads_no_pydantic() -> None:
+    """The resource classes and providers start on the generated lists: pydantic loads only to validate."""
+    import sys
+
+    from pulumi_dbos.engine import proc
+
+    code = ("import sys, pulumi_dbos as d; d.DatabaseInstance, d.RestoredInstance, d.LinkedInstance, d.AppDatabase, "
+            "d.App; print(sorted(m for m in ('pydantic', 'psycopg', 'httpx') if m in sys.modules))")
+    out = proc.run([sys.executable, "-c", code], timeout=60)
+    assert out.stdout.strip() == "[]"
 
 
 def test_stack_config_keys_are_camel_case_spec_fields() -> None:

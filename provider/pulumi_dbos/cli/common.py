@@ -62,7 +62,7 @@ def _cloud_engine(args: argparse.Namespace) -> Any:
         token = (cp.stdout or "").strip() or None
     ca = getattr(args, "cloud_ca_cert", None)
     if ca and not Path(ca).is_absolute() and stack:
-        from ..config.stack import resolve_project_path
+        from ..resources_util import resolve_project_path
 
         ca = str(resolve_project_path(ca, Path.cwd()))
     return get_engine("dbos-cloud", domain=getattr(args, "cloud_domain", None), token=token, ca_cert=ca)

@@ -11,21 +11,12 @@ from typing import Annotated, Any
 from pydantic import AfterValidator
 
 from ..timeutil import parse_rfc3339
-
-# Pulumi's marker for a value not known until apply (pulumi.runtime.rpc.UNKNOWN).
-UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+from .fields import UNKNOWN, is_unknown  # noqa: F401 (UNKNOWN is re-exported)
 
 RESERVED_USERNAMES = frozenset({"dbosadmin", "dbos", "postgres", "admin"})
 _NAME = re.compile(r"^[a-z0-9_]{3,16}$")
 _FORBIDDEN_PW = set("@/\\\"'")
 MAX_RETENTION_HOURS = 720
-
-
-def is_unknown(v: Any) -> bool:
-    """A value known only after apply: Pulumi's sentinel string, or the SDK's ``Unknown`` object."""
-    if isinstance(v, str):
-        return v == UNKNOWN
-    return type(v).__name__ == "Unknown" and type(v).__module__.startswith("pulumi")
 
 
 # ---------------------------------------------------------------------------- field rules

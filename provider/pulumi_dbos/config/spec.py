@@ -7,14 +7,17 @@ lists (``resources/_base.py``), the resource classes' props, the stack config en
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, create_model
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
+from .fields import Fields, is_unknown
 from .rules import (
     AppName,
     Commands,
@@ -30,7 +33,6 @@ from .rules import (
     Retention,
     Username,
     check_port,
-    is_unknown,
 )
 
 
@@ -125,7 +127,7 @@ class Spec(BaseModel):
 
     @classmethod
     def engine_keys(cls) -> list[str]:
-        return ["engine", "data_dir", "run_as", "cloud_domain"]
+        return list(Fields.engine_keys)
 
     @classmethod
     def arguments(cls) -> list[str]:
@@ -338,3 +340,43 @@ def stack_model(spec: type[Spec]) -> type[BaseModel]:
 def input_model(spec: type[Spec]) -> type[BaseModel]:
     """What the provider's ``check()`` validates: the provider inputs of ``spec``, same rules."""
     return _derived(spec, spec.inputs(), f"{spec.__name__.removesuffix('Spec')}Inputs", False)
+
+
+# ---------------------------------------------------------------------------- the pydantic-free field lists
+def fields_of_spec(spec: type[Spec]) -> Fields:
+    """What ``config/fields_table.py`` holds for ``spec`` (see ``config/fields.py``)."""
+    inputs = spec.inputs()
+    required = [n for n in inputs if spec.model_fields[n].is_required()]
+    return Fields(
+        spec=spec.__name__, name_field=spec.name_field, is_instance=spec.is_instance, inputs=tuple(inputs),
+        required=tuple(required),
+        defaults=tuple((n, spec.model_fields[n].default) for n in inputs
+                       if n not in required and spec.model_fields[n].default is not None),
+        outputs=tuple(spec.outputs()), secrets=tuple(spec.secrets()), replace_keys=tuple(spec.replace_keys()),
+        diff_keys=tuple(spec.diff_keys()), arguments=tuple(spec.arguments()), paths=tuple(spec.fields(path=True)))
+
+
+def render_fields_table() -> str:
+    """The text of ``config/fields_table.py``: every Spec's field lists as literals."""
+    lines = ['"""Generated from the Specs (config/spec.py) by `python -m pulumi_dbos.config.fields`: do not edit.',
+             "",
+             "tests/unit/test_specs.py fails when this is not what the Specs give.",
+             '"""', "", "from __future__ import annotations", "", "from .fields import Fields", "",
+             "TABLE: dict[str, Fields] = {"]
+    for spec in SPECS:
+        f = fields_of_spec(spec)
+        lines.append(f"    {spec.__name__.removesuffix('Spec')!r}: Fields(")
+        for field in dataclasses.fields(Fields):
+            name, value = field.name, getattr(f, field.name)
+            if eval(repr(value)) != value:  # noqa: S307 - literals we wrote ourselves, checked to round-trip
+                raise ValueError(f"{spec.__name__}.{name}: {value!r} has no literal form")
+            lines.append(f"        {name}={value!r},")
+        lines.append("    ),")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def write_fields_table() -> Path:
+    path = Path(__file__).with_name("fields_table.py")
+    path.write_text(render_fields_table())
+    return path

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, create_model
 from pydantic.alias_generators import to_camel
 
+from ..resources_util import resolve_project_path
 from .rules import AppName, InstanceName
 from .spec import SPECS, Spec, _clean, meta_of, stack_model
 
@@ -191,12 +192,6 @@ def validate_stack_config(raw: dict[str, Any], root: Path | None = None) -> tupl
     if root is not None:
         out += file_problems(raw, root)
     return (cfg if not out else None), out
-
-
-def resolve_project_path(path: str, root: Path) -> Path:
-    """A path from the stack config: absolute, or relative to the project root (where Pulumi.yaml is)."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else root / p
 
 
 def file_problems(raw: dict[str, Any], root: Path) -> list[str]:

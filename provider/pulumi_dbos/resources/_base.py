@@ -33,10 +33,10 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from ..config import Spec, input_model, is_unknown, validate
+from ..config.fields import Fields, is_unknown
 from ..engine import Engine, Kind, Preflight, default_data_dir, default_run_as, get_engine
 from ..errors import DbosError
-from ..resources_util import url_for
+from ..resources_util import resolve_project_path, url_for
 
 Props = dict[str, Any]
 
@@ -114,8 +114,6 @@ def configure_provider(config: Any) -> None:
     for key in ("cloudToken", "cloudCaCert"):
         value = config.get(f"dbos:{key}")
         if value is not None and key == "cloudCaCert":
-            from ..config.stack import resolve_project_path  # only then: the stack config models cost ~0.1 s
-
             value = str(resolve_project_path(str(value), _project_root()))
         if value is not None:
             _provider_settings[key] = str(value)
@@ -178,7 +176,7 @@ def protected_delete_error(name: str) -> DbosError:
 class BaseProvider(ResourceProvider):
     """check → diff → create/read/update/delete, from the Spec; subclasses implement the ``do_*`` steps."""
 
-    spec: ClassVar[type[Spec]]
+    fields: ClassVar[Fields]
     #: the engine kind for preflight (None: the resource does not create instances)
     kind: ClassVar[Kind | None] = None
     #: the status of a healthy resource; any other in the state (a refresh saw it) makes `up` repair it
@@ -195,14 +193,18 @@ class BaseProvider(ResourceProvider):
     def check(self, olds: Props, news: Props) -> CheckResult:
         with _clean_errors():
             inputs = dict(news)
-            for name in self.spec.inputs():
-                info = self.spec.model_fields[name]
-                if inputs.get(name) is None and not info.is_required() and info.default is not None:
-                    inputs[name] = info.default
+            for name, _ in self.fields.defaults:
+                if inputs.get(name) is None:
+                    inputs[name] = self.fields.default(name)
             failures = self.defaults(inputs)
-            names = set(self.spec.inputs())
-            values = {k: v for k, v in inputs.items() if k in names and v is not None}
-            failures += [CheckFailure(f, r) for f, r in validate(input_model(self.spec), values)]
+            if not failures and olds and all(olds.get(k) == inputs.get(k) for k in self.fields.inputs):
+                # the inputs this resource was last created or updated with: validated and checked then,
+                # and nothing the engine could say changes the plan (a no-op preview asks it nothing)
+                return _check_result(inputs, [])
+            from ..config.spec import input_model, validate  # pydantic: only for inputs that changed
+
+            values = {k: v for k, v in inputs.items() if k in self.fields.inputs and v is not None}
+            failures += [CheckFailure(f, r) for f, r in validate(input_model(self.fields.model()), values)]
             if not failures and self.kind is not None:
                 failures += self._moves(olds, inputs) or self._preflight(olds, inputs)
             if not failures:
@@ -216,7 +218,7 @@ class BaseProvider(ResourceProvider):
         return []
 
     def _moving(self, olds: Props, news: Props) -> list[str]:
-        return [k for k in self.spec.engine_keys()
+        return [k for k in self.fields.engine_keys
                 if olds and k in olds and not is_unknown(news.get(k)) and olds.get(k) != news.get(k)]
 
     def _moves(self, olds: Props, news: Props) -> list[CheckFailure]:
@@ -231,7 +233,7 @@ class BaseProvider(ResourceProvider):
                 "pg_dump/pg_restore), then allow it with replace_on_engine_change=True "
                 "(stack config: `dbos:replaceOnEngineChange: true`); or keep the old engine settings"))]
         if olds and olds.get("deletion_protection"):
-            changing = [k for k in self.spec.replace_keys() if k in olds and olds.get(k) != news.get(k)
+            changing = [k for k in self.fields.replace_keys if k in olds and olds.get(k) != news.get(k)
                         and not is_unknown(news.get(k))]
             if changing:
                 return [CheckFailure(changing[0], (
@@ -272,7 +274,7 @@ class BaseProvider(ResourceProvider):
         """For an update, outputs that do not change are known at preview: Pulumi's preview of an update
         shows the checked inputs as outputs, so an instance's host, port and user are filled in here and
         the apps bound to it see no false change (a retention change is not an app change)."""
-        if self.kind is None or not olds or any(olds.get(k) != inputs.get(k) for k in self.spec.replace_keys()):
+        if self.kind is None or not olds or any(olds.get(k) != inputs.get(k) for k in self.fields.replace_keys):
             return
         try:
             info = engine_for(inputs).info(str(inputs.get("instance_name")))
@@ -281,22 +283,22 @@ class BaseProvider(ResourceProvider):
         if info is None:
             return
         for key, value in (("hostname", info.hostname), ("username", info.username), ("port", info.port)):
-            if key in self.spec.model_fields and inputs.get(key) is None:
+            if key in (*self.fields.inputs, *self.fields.outputs) and inputs.get(key) is None:
                 inputs[key] = value
 
     # ------------------------------------------------------------ diff
     def replace_keys(self, olds: Props, news: Props) -> list[str]:
-        return self.spec.replace_keys()
+        return list(self.fields.replace_keys)
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
         with _clean_errors():
             replace_keys = self.replace_keys(olds, news)
-            changes = [k for k in self.spec.diff_keys() if olds.get(k) != news.get(k)
+            changes = [k for k in self.fields.diff_keys if olds.get(k) != news.get(k)
                        and not (k == "port" and news.get(k) is None)]  # unset port: whatever was allocated
             replaces = [k for k in changes if k in replace_keys]
             if self.healthy and olds.get("status") not in (None, self.healthy) and not replaces:
                 changes.append("status")  # stopped, crashed or password drifted out of band: `up` repairs it
-            same_place = olds.get(self.spec.name_field) == news.get(self.spec.name_field) \
+            same_place = olds.get(self.fields.name_field) == news.get(self.fields.name_field) \
                 and not self._moving(olds, news)
             return DiffResult(changes=bool(changes), replaces=replaces, stables=[],
                               delete_before_replace=bool(replaces) and same_place)
@@ -355,34 +357,33 @@ class DbosResource(pulumi.dynamic.Resource):
     inputs with defaults, secrets wrapped, outputs declared, engine settings from the stack config, the
     owner, and Pulumi's ``protect`` for ``deletion_protection=True``. Inputs accept plain values or Outputs."""
 
-    spec: ClassVar[type[Spec]]
+    fields: ClassVar[Fields]
     provider: ClassVar[type[BaseProvider]]
 
     def __init__(self, resource_name: str, opts: pulumi.ResourceOptions | None = None, **arguments: Any) -> None:
-        spec = self.spec
-        unexpected = sorted(set(arguments) - set(spec.arguments()))
+        fields = self.fields
+        unexpected = sorted(set(arguments) - set(fields.arguments))
         if unexpected:
             raise TypeError(f"{type(self).__name__}() got unexpected argument(s) {', '.join(unexpected)}; "
-                            f"it takes: {', '.join(spec.arguments())}")
-        self._register(resource_name, {spec.name_field: resource_name, **arguments}, opts)
+                            f"it takes: {', '.join(fields.arguments)}")
+        self._register(resource_name, {fields.name_field: resource_name, **arguments}, opts)
 
     def _register(self, resource_name: str, inputs: Props, opts: pulumi.ResourceOptions | None) -> None:
-        spec = self.spec
+        fields = self.fields
         props: Props = {}
-        for name in spec.inputs():
-            info = spec.model_fields[name]
+        for name in fields.inputs:
             value = inputs.get(name)
-            if value is None and not info.is_required():
-                value = info.default
-            props[name] = pulumi.Output.secret(value) if name in spec.secrets() and value is not None else value
+            if value is None:
+                value = fields.default(name)
+            props[name] = pulumi.Output.secret(value) if name in fields.secrets and value is not None else value
         props.update(engine_defaults(inputs.get("engine"), inputs.get("data_dir"), inputs.get("run_as"),
                                      inputs.get("cloud_domain")))
         if inputs.get("replace_on_engine_change") is not None:
             props["replace_on_engine_change"] = inputs["replace_on_engine_change"]
         props["owner"] = owner(resource_name)
-        for name in spec.outputs():
+        for name in fields.outputs:
             props.setdefault(name, None)
-        extra = pulumi.ResourceOptions(additional_secret_outputs=spec.secrets())
+        extra = pulumi.ResourceOptions(additional_secret_outputs=list(fields.secrets))
         if props.get("deletion_protection") is True:
             extra.protect = True
         super().__init__(self.provider(), resource_name, props, pulumi.ResourceOptions.merge(opts, extra))
@@ -397,19 +398,19 @@ class BoundResource(DbosResource):
 
     def __init__(self, resource_name: str, opts: pulumi.ResourceOptions | None = None, **arguments: Any) -> None:
         cls = type(self).__name__
-        unexpected = sorted(set(arguments) - set(self.spec.arguments()))
+        unexpected = sorted(set(arguments) - set(self.fields.arguments))
         if unexpected:
             raise TypeError(f"{cls}() got unexpected argument(s) {', '.join(unexpected)}; "
-                            f"it takes: {', '.join(self.spec.arguments())}")
+                            f"it takes: {', '.join(self.fields.arguments)}")
         given = arguments.pop("instance", None)
         if not isinstance(given, pulumi.Resource):
             raise DbosError(f"{cls}.instance must be an instance resource "
                             "(DatabaseInstance, RestoredInstance or LinkedInstance)")
         inst: Any = given
-        for key in self.spec.fields(path=True):
+        for key in self.fields.paths:
             if arguments.get(key):
                 arguments[key] = os.path.abspath(arguments[key])
         self._register(resource_name, {
-            self.spec.name_field: resource_name, **arguments, "instance_name": inst.instance_name,
+            self.fields.name_field: resource_name, **arguments, "instance_name": inst.instance_name,
             "instance_host": inst.hostname, "instance_port": inst.port, "instance_user": inst.username,
             "instance_password": inst.password}, opts)

@@ -13,7 +13,7 @@ from pathlib import Path
 from pulumi.dynamic import CheckFailure
 
 from ..appsource import pack, read_config
-from ..config import AppSpec, is_unknown
+from ..config.fields import fields_of, is_unknown
 from ..engine import AppDatabaseAccess, AppDeploy, AppInfo, AppStatus
 from ..errors import DbosError, ValidationError
 from ..resources_util import url_for
@@ -22,7 +22,7 @@ from .app_database import _admin
 
 
 class AppProvider(b.BaseProvider):
-    spec = AppSpec
+    fields = fields_of("App")
     healthy = AppStatus.AVAILABLE.value
 
     def defaults(self, inputs: b.Props) -> list[CheckFailure]:
@@ -93,5 +93,5 @@ class AppProvider(b.BaseProvider):
 class App(b.BoundResource, module="dbos", name="App"):
     """A DBOS app deployed and running, bound to an instance (``dbos-cloud app deploy``)."""
 
-    spec = AppSpec
+    fields = fields_of("App")
     provider = AppProvider

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from pulumi.dynamic import CheckFailure
 
-from ..config import AppDatabaseSpec, is_unknown
+from ..config.fields import fields_of, is_unknown
 from ..errors import DbosError, ValidationError
 from . import _base as b
 
@@ -28,7 +28,7 @@ def _admin(props: b.Props) -> apps.Conn:
 
 
 class AppDatabaseProvider(b.BaseProvider):
-    spec = AppDatabaseSpec
+    fields = fields_of("AppDatabase")
     healthy = None
 
     def defaults(self, inputs: b.Props) -> list[CheckFailure]:
@@ -126,5 +126,5 @@ class AppDatabase(b.BoundResource, module="dbos", name="AppDatabase"):
     ``owner_role=True`` adds a role owning only this database (``owner_database_url``).
     """
 
-    spec = AppDatabaseSpec
+    fields = fields_of("AppDatabase")
     provider = AppDatabaseProvider

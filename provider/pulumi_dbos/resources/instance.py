@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import DatabaseInstanceSpec
+from ..config.fields import fields_of
 from ..engine import Engine, InstanceInfo, Kind
 from ..engine.contract import STATUS_CREDENTIALS_INVALID
 from . import _base as b
@@ -50,7 +50,7 @@ def delete_instance(props: b.Props, id_: str) -> None:
 
 
 class DatabaseInstanceProvider(b.BaseProvider):
-    spec = DatabaseInstanceSpec
+    fields = fields_of("DatabaseInstance")
     kind = Kind.PROVISIONED
 
     def do_create(self, props: b.Props) -> tuple[str, b.Props]:
@@ -88,5 +88,5 @@ class DatabaseInstance(b.DbosResource, module="dbos", name="DatabaseInstance"):
     existing instance of the same name (dynamic resources cannot ``pulumi import``).
     """
 
-    spec = DatabaseInstanceSpec
+    fields = fields_of("DatabaseInstance")
     provider = DatabaseInstanceProvider

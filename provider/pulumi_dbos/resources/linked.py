@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ..config import LinkedInstanceSpec
+from ..config.fields import fields_of
 from ..engine import Kind, Status
 from . import _base as b
 
 
 class LinkedInstanceProvider(b.BaseProvider):
-    spec = LinkedInstanceSpec
+    fields = fields_of("LinkedInstance")
     kind = Kind.LINKED
     healthy = None  # unreachable is reported, not repaired: the server is not ours
 
@@ -43,5 +43,5 @@ class LinkedInstanceProvider(b.BaseProvider):
 class LinkedInstance(b.DbosResource, module="dbos", name="LinkedInstance"):
     """An existing Postgres server, registered (create verifies it connects); destroy only unlinks."""
 
-    spec = LinkedInstanceSpec
+    fields = fields_of("LinkedInstance")
     provider = LinkedInstanceProvider

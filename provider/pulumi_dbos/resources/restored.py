@@ -6,7 +6,7 @@ from typing import Any
 
 import pulumi
 
-from ..config import RestoredInstanceSpec, is_unknown
+from ..config.fields import fields_of, is_unknown
 from ..engine import InstanceInfo, Kind
 from ..errors import DbosError
 from . import _base as b
@@ -14,13 +14,13 @@ from .instance import delete_instance, instance_outputs, read_instance, update_i
 
 
 class RestoredInstanceProvider(b.BaseProvider):
-    spec = RestoredInstanceSpec
+    fields = fields_of("RestoredInstance")
     kind = Kind.RESTORED
 
     def replace_keys(self, olds: b.Props, news: b.Props) -> list[str]:
         # A restore is independent of its source's lifecycle (like DBOS Cloud's): when the source is
         # itself being replaced, `source` is unknown here, and that alone must not replace the restore.
-        return [k for k in self.spec.replace_keys() if not is_unknown(news.get(k))]
+        return [k for k in self.fields.replace_keys if not is_unknown(news.get(k))]
 
     def _outs(self, props: b.Props, info: InstanceInfo) -> b.Props:
         return instance_outputs(self, props, info, props.get("password"), source_instance=info.source_instance,
@@ -60,7 +60,7 @@ class RestoredInstance(b.DbosResource, module="dbos", name="RestoredInstance"):
     while ``deletion_protection=True``).
     """
 
-    spec = RestoredInstanceSpec
+    fields = fields_of("RestoredInstance")
     provider = RestoredInstanceProvider
 
     def __init__(self, resource_name: str, opts: pulumi.ResourceOptions | None = None, **arguments: Any) -> None:
