@@ -2,7 +2,7 @@
 
 1. `pulumi preview` with no changes on a stack of 30 resources (20 instances + 10 apps) against
    the same stack shape built from a trivial dynamic provider that does no I/O (Noop: one property
-   per resource), same run, medians of BENCH_N (default 3), previews interleaved:
+   per resource), same run, medians of BENCH_N (default 7: single previews vary by ±15%), previews interleaved:
    - on the ``local`` engine (target ≤ 1.05×: preview does no database round-trips);
    - on the ``dbos-cloud`` engine against a ``pulumi-dbos serve`` on this machine (DBOS Cloud's API over
      HTTPS; the token a secret config value set through stdin), printed as ``ratio (dbos-cloud
@@ -35,7 +35,7 @@ from pulumi import automation as auto  # noqa: E402
 from _util import cleanup_engine, median, tmpdir  # noqa: E402
 from pulumi_dbos.engine import LocalEngine  # noqa: E402
 
-N = int(os.environ.get("BENCH_N", "3"))
+N = int(os.environ.get("BENCH_N", "7"))
 CLOUD = os.environ.get("BENCH_CLOUD", "1") != "0"
 PW = "Bench-passw0rd"
 
