@@ -84,7 +84,7 @@ def run(*, listen: str = DEFAULT_LISTEN, data_dir: Path, tls_cert: Path | None =
     st = state.ServeState(data_dir, advertise_host)
     st.acquire()
     if tls_cert is None or tls_key is None:
-        tls_cert, tls_key = tls.ensure_self_signed(sdir / "tls")
+        tls_cert, tls_key = tls.ensure_self_signed(sdir / "tls", tls.cert_hosts(host, advertise_host))
     for f in (tls_cert, tls_key):
         if not f.is_file():
             raise DbosError(f"{f}: no such file")
