@@ -136,18 +136,19 @@ class DbosCloud:
         """``db provision`` (which polls: 5 s at least), checked; then ``db status --json``."""
         out = self.ok("db", "provision", name, "-U", username, "-W", password, cwd=cwd, timeout=POLLING)
         assert "Database successfully provisioned" in out, out
-        return self.status(name)
+        return self.status(name, cwd=cwd)  # the same directory: see provision_all
 
     def provision_all(self, names: list[str], username: str, password: str) -> list[dict[str, Any]]:
         """Several ``db provision`` at once (each CLI call waits 5 s before its first status check). Each in
-        a directory of its own: every CLI call rewrites ``./.dbos/credentials`` after its profile request, and
-        another CLI reading it meanwhile finds it half-written ("Unexpected end of JSON input")."""
+        a directory of its own, the ``db status`` that follows included: every CLI call rewrites
+        ``./.dbos/credentials`` after its profile request, and another CLI reading it meanwhile finds it
+        half-written ("Unexpected end of JSON input")."""
         dirs = {n: self.workdir(self.root / f"p_{n}") for n in names}
         with ThreadPoolExecutor(len(names)) as pool:
             return list(pool.map(lambda n: self.provision(n, username, password, dirs[n]), names))
 
-    def status(self, name: str) -> dict[str, Any]:
-        info = self.json("db", "status", name)
+    def status(self, name: str, cwd: Path | None = None) -> dict[str, Any]:
+        info = self.json("db", "status", name, cwd=cwd)
         assert isinstance(info, dict), info
         return info
 

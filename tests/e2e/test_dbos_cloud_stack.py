@@ -20,6 +20,8 @@ from tests.e2e.test_stacks import repo as repo  # noqa: F401 - the fixture, by i
 from tests.support.serve import Serve, running_serve
 
 HOST_PORT = re.compile(r"(?<=@|/)(127\.0\.0\.1|localhost):\d+")
+#: a request in serve's access log
+REQUEST = re.compile(r'"((?:GET|POST|PUT|PATCH|DELETE) /\S*) HTTP/1\.1"')
 
 
 @pytest.fixture
@@ -85,9 +87,15 @@ def test_example_stack_on_local_and_on_dbos_cloud_via_serve(repo: RepoCopy, serv
     export = repo.pulumi("stack", "export", "--stack", "cloud").stdout
     assert token not in export and token not in (repo.work / "stacks" / "Pulumi.cloud.yaml").read_text()
 
-    # a no-change preview reads the service once per kind, and shows no change
+    # a no-change preview shows no change; the project refreshes first (`refresh: always`), which reads
+    # the instances with list calls (one per provider process: refresh's and preview's), never one info
+    # call per instance; the preview itself asks nothing
+    before = len(REQUEST.findall(serve.log()))
     pv = json.loads(repo.pulumi("preview", "--json", "--stack", "cloud").stdout)
     assert {k for k, v in pv.get("changeSummary", {}).items() if v and k != "same"} == set()
+    during = REQUEST.findall(serve.log())[before:]
+    assert not [r for r in during if "/info/" in r], during
+    assert 1 <= during.count("GET /v1alpha1/acme/databases") <= 2, during
 
     repo.pulumi("destroy", "--yes", "--stack", "cloud")
     with httpx.Client(base_url=serve.url, verify=str(serve.ca_cert), headers=headers, timeout=30) as api:

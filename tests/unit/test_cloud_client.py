@@ -384,6 +384,18 @@ def test_info_of_n_names_is_one_list_call(cloud: FakeCloud, eng: DbosCloudEngine
     assert cloud.count("GET", "/user/profile") == 1  # the organization, once
 
 
+def test_checking_the_passwords_of_n_instances_reads_the_list_once(cloud: FakeCloud, eng: DbosCloudEngine) -> None:
+    """A refresh checks every instance's password (drift); it finds host and port in the cached list."""
+    for i in range(5):
+        cloud.dbs[f"db{i:02d}"] = db(f"db{i:02d}", HostName="127.0.0.1", Port=1)  # refused at once
+    for i in range(5):
+        assert eng.check_credentials(f"db{i:02d}", "dbuser", PW) is False
+    assert cloud.count("GET", "/databases") == 1
+    assert not [r for r in cloud.sent("GET") if "/info/" in r[0]]
+    with pytest.raises(NotFoundError):
+        eng.check_credentials("nope", "dbuser", PW)
+
+
 def test_a_mutation_drops_the_cached_list(cloud: FakeCloud, eng: DbosCloudEngine) -> None:
     assert eng.info("aaa") is None
     eng.provision("aaa", "dbuser", PW)

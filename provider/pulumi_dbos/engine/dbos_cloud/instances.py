@@ -91,9 +91,14 @@ def set_password(s: CloudSession, name: str, password: str, what: str) -> None:
 def check_credentials(s: CloudSession, name: str, username: str, password: str) -> bool:
     import psycopg  # only here: the rest of the engine is HTTP
 
-    db = s.require(name)
+    info = s.info(name)  # the cached list: a refresh of N instances checks N passwords with one list call
+    if info is not None:
+        host, port = info.hostname, info.port
+    else:  # not in the list a moment ago: ask for it (a missing name is the usual "not found")
+        db = s.require(name)
+        host, port = db.HostName, db.Port
     try:
-        with psycopg.connect(host=db.HostName, port=db.Port, user=username, password=password,
+        with psycopg.connect(host=host, port=port, user=username, password=password,
                              dbname="postgres", connect_timeout=5):
             return True
     except psycopg.OperationalError:
