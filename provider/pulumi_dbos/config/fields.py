@@ -37,7 +37,6 @@ class Fields:
     name_field: str
     is_instance: bool
     inputs: tuple[str, ...]  #: the provider's inputs, in the Spec's order
-    required: tuple[str, ...]  #: inputs without a default
     defaults: tuple[tuple[str, Any], ...]  #: (input, default) for the inputs whose default is not None
     outputs: tuple[str, ...]
     secrets: tuple[str, ...]

@@ -346,12 +346,10 @@ def input_model(spec: type[Spec]) -> type[BaseModel]:
 def fields_of_spec(spec: type[Spec]) -> Fields:
     """What ``config/fields_table.py`` holds for ``spec`` (see ``config/fields.py``)."""
     inputs = spec.inputs()
-    required = [n for n in inputs if spec.model_fields[n].is_required()]
     return Fields(
         spec=spec.__name__, name_field=spec.name_field, is_instance=spec.is_instance, inputs=tuple(inputs),
-        required=tuple(required),
         defaults=tuple((n, spec.model_fields[n].default) for n in inputs
-                       if n not in required and spec.model_fields[n].default is not None),
+                       if not spec.model_fields[n].is_required() and spec.model_fields[n].default is not None),
         outputs=tuple(spec.outputs()), secrets=tuple(spec.secrets()), replace_keys=tuple(spec.replace_keys()),
         diff_keys=tuple(spec.diff_keys()), arguments=tuple(spec.arguments()), paths=tuple(spec.fields(path=True)))
 
