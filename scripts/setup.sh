@@ -39,6 +39,14 @@ if [ "$(id -u)" -eq 0 ] && ! id -u "${PULUMI_DBOS_APP_USER:-dbosapp}" >/dev/null
     say "creating the unprivileged OS user '${PULUMI_DBOS_APP_USER:-dbosapp}' that runs the apps"
     useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "${PULUMI_DBOS_APP_USER:-dbosapp}"
 fi
+# bubblewrap: the sandbox of every piece of tenant code under `pulumi-dbos serve` (apps, migrations, builds)
+if ! command -v bwrap >/dev/null 2>&1; then
+    say "installing bubblewrap (Debian package 'bubblewrap'), the apps' sandbox..."
+    sudo_=""; [ "$(id -u)" -ne 0 ] && sudo_="sudo"
+    $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap >&2 || {
+        $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap >&2; }
+fi
 if ! [ -x /usr/bin/python3 ] && [ -z "${PULUMI_DBOS_APP_PYTHON:-}" ]; then
     say "installing Debian's python3 (the apps' interpreter, reachable by their OS user)..."
     sudo_=""; [ "$(id -u)" -ne 0 ] && sudo_="sudo"

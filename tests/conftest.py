@@ -78,6 +78,6 @@ def engine(data_dir: Path) -> LocalEngine:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(str(item.fspath)).parts
-        for marker in ("unit", "integration", "e2e", "reliability", "contract", "conformance"):
+        for marker in ("unit", "integration", "e2e", "reliability", "contract", "conformance", "security"):
             if marker in parts:
                 item.add_marker(getattr(pytest.mark, marker))
