@@ -108,23 +108,62 @@ def owner_role_name(app_name: str) -> str:
     return f"{app_name}_owner"
 
 
+def _owner_door(c: psycopg.Connection[Any]) -> bool:
+    """Whether the server offers the owner-role functions to this user (``roles.OWNER_FUNCTIONS``).
+
+    They exist on the local engine's instances (serve's included) on every PostgreSQL version: the
+    cluster's superuser made them, because the instance's user has no CREATEROLE there on < 16.
+    Elsewhere (DBOS Cloud, a linked server) the user manages owner roles itself, with CREATEROLE.
+    """
+    from .engine.local.roles import OWNER_SCHEMA
+
+    row = c.execute("SELECT bool_and(has_function_privilege(p.oid, 'EXECUTE')) FROM pg_proc p "
+                    "JOIN pg_namespace n ON n.oid = p.pronamespace "
+                    "WHERE n.nspname = %s AND p.proname IN ('ensure_owner_role', 'drop_owner_role') "
+                    "HAVING count(*) = 2", (OWNER_SCHEMA,)).fetchone()
+    return bool(row and row[0])
+
+
+def _owner_fn(which: int) -> sql.Composable:
+    from .engine.local.roles import OWNER_FUNCTIONS
+
+    schema, name = OWNER_FUNCTIONS[which].split(".")
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+
+
+def _cannot_manage_roles(role: str, exc: psycopg.Error) -> DbosError:
+    return DbosError(f"cannot create or change owner role {role!r}: {str(exc).strip()}",
+                     hint="owner_role=True needs an instance user allowed to manage roles (CREATEROLE: DBOS Cloud's "
+                          "user has it; pulumi-dbos's own instances offer a narrower way): grant it on this "
+                          "server, or set owner_role=False")
+
+
 def ensure_owner_role(admin: Conn, app_name: str, dbname: str, password: str | None = None) -> Conn:
     """A role that owns only ``dbname``; other roles but the instance's user lose CONNECT on it.
 
     Returns its connection. The password is generated unless given (kept by the caller as a secret);
-    it is sent as a SCRAM verifier, never as text.
+    it is sent as a SCRAM verifier, never as text. On the local engine's instances the role is made
+    through the superuser's functions (the instance's user has no CREATEROLE); elsewhere by the user.
     """
     role = owner_role_name(app_name)
     password = password or secrets.token_urlsafe(24).replace("-", "x").replace("_", "y")
     with admin.connect(autocommit=True) as c:
         verifier = c.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
-        if c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-            # only the password: attributes were set at creation, and altering them needs a superuser
-            c.execute(sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier)))
-        else:
-            c.execute(sql.SQL("CREATE ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
-                sql.Identifier(role), sql.Literal(verifier)))
-        c.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(admin.username)))
+        try:
+            if _owner_door(c):
+                c.execute(sql.SQL("SELECT {}({}, {})").format(_owner_fn(0), sql.Literal(app_name),
+                                                               sql.Literal(verifier))).fetchall()
+            else:
+                if c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                    # only the password: attributes were set at creation, and altering them needs a superuser
+                    c.execute(sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(sql.Identifier(role),
+                                                                              sql.Literal(verifier)))
+                else:
+                    c.execute(sql.SQL("CREATE ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}")
+                              .format(sql.Identifier(role), sql.Literal(verifier)))
+                c.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(admin.username)))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise _cannot_manage_roles(role, exc) from None
         c.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(dbname), sql.Identifier(role)))
         c.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(dbname)))
         c.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(dbname), sql.Identifier(role)))
@@ -146,8 +185,13 @@ def release_owner_role(admin: Conn, app_name: str, dbname: str) -> None:
 def drop_owner_role(admin: Conn, app_name: str) -> None:
     role = owner_role_name(app_name)
     with admin.connect(autocommit=True) as c:
-        if c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-            c.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+        try:
+            if _owner_door(c):
+                c.execute(sql.SQL("SELECT {}({})").format(_owner_fn(1), sql.Literal(app_name))).fetchall()
+            elif c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                c.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise _cannot_manage_roles(role, exc) from None
 
 
 @dataclass

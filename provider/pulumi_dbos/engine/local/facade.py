@@ -122,6 +122,7 @@ class LocalEngine:
                 status = Status.MISSING.value  # removed out of band; `pulumi refresh` drops it
             elif self.server.running(rec.name):
                 status, latest = Status.AVAILABLE.value, to_rfc3339(utcnow())
+                self._harden(rec, strict=False)
             else:
                 status, latest = Status.STOPPED.value, self.pitr.last_archived_time(rec.name)
         hostname = self.listen_host if self.listen_host and not rec.linked else rec.hostname
@@ -130,6 +131,30 @@ class LocalEngine:
             kind=rec.kind, retention_hours=rec.retention_hours, created_at=rec.created_at,
             earliest_restorable_time=earliest, latest_restorable_time=latest, source_instance=rec.source,
             restored_to=rec.restored_to, owner=rec.owner)
+
+    def _harden(self, rec: InstanceRecord, *, strict: bool = True) -> None:
+        """Once per instance (a marker in its directory): no way to the server's OS user for its roles
+        (``roles.harden``). Instances made by older code gave their user CREATEROLE on PostgreSQL < 16: the
+        first time this engine sees one running (it starts it, or only lists it) it takes that away. Not
+        ``strict`` (from ``info``/``list``): a failure is logged and tried again next time."""
+        inst_dir = self.inst_dir(rec.name)
+        if rec.linked or roles.hardened(inst_dir):
+            return
+        try:
+            with self.server.admin(rec.name, rec.port) as conn:
+                roles.harden(conn, rec.username)
+            roles.mark_hardened(inst_dir)
+        except (DbosError, OSError, ImportError) as exc:
+            if strict:
+                raise
+            log.warning("instance %r: could not revoke its roles' ways to the server's OS user yet: %s",
+                        rec.name, exc)
+        except Exception as exc:  # psycopg.Error, without importing psycopg here
+            if strict:
+                raise EngineError(f"instance {rec.name!r}: could not check its roles: {exc}",
+                                  hint="is it running? `pulumi-dbos db status NAME`; `pulumi up` starts it") from None
+            log.warning("instance %r: could not revoke its roles' ways to the server's OS user yet: %s",
+                        rec.name, exc)
 
     def _current(self, name: str) -> InstanceInfo:
         info = self.info(name)
@@ -218,8 +243,9 @@ class LocalEngine:
             self.server.write_conf(name, rec.port)
             self.server.start(name, rec.port)
             with self.server.admin(name, rec.port) as conn:
-                roles.create_user(conn, username, password)
+                roles.create_user(conn, username, password)  # hardened too
                 earliest = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+            roles.mark_hardened(self.inst_dir(name))
             self.catalog.add_backup(BackupRecord(name, "base-000", started, started, str(backup_dir),
                                                  template_wal(self.layout, template)))
             self.catalog.update(name, status=Status.AVAILABLE.value, earliest=to_rfc3339(earliest))
@@ -255,6 +281,7 @@ class LocalEngine:
         if not rec.linked and not self.server.running(name):
             self.server.clear_after_crash(name)
             self.server.start(name, rec.port)
+        self._harden(rec)
         return self._current(name)
 
     start = ensure_running  # the CLI's and tests' name
@@ -368,7 +395,10 @@ class LocalEngine:
             with self.server.admin(name, rec.port) as conn:
                 # the role's password as of the target may predate a reset: the restore's is the given one
                 roles.set_password(conn, src.username, password)
+                # the source's roles as of the target: perhaps made by older code (CREATEROLE), repaired here
+                roles.harden(conn, src.username)
                 ts = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+            roles.mark_hardened(self.inst_dir(name))
             self.pitr.inherit(source, name, base)
             self.catalog.update(name, status=Status.AVAILABLE.value, earliest=to_rfc3339(ts))
         return self._current(name)

@@ -2,21 +2,41 @@
 
 A claim is a file ``<ports dir>/<port>`` holding ``<data dir>\\n<name>\\n``, created with
 ``O_EXCL``, so engines using other data dirs never take the port of a *stopped* instance.
-A claim whose instance no longer exists is stale and reclaimed.
+A claim whose instance no longer exists (its data dir has no catalog, or the catalog gives that
+port to nobody of that name) is stale and reclaimed.
+
+Only the engine writes claims (issue 18: an app, running as another OS user, filled a world-writable
+claims directory with fake, backdated claims and blocked every provision). The directory is the
+engine's own: as root ``/var/tmp/pulumi-dbos-ports``, root-owned 0755; otherwise
+``/var/tmp/pulumi-dbos-ports-<uid>``, 0700 (so engines of different OS users no longer see each
+other's stopped instances' ports: a port in use is still never taken). ``$PULUMI_DBOS_PORTS_DIR``
+overrides it. A directory there that is not ours (another owner, a symlink, not a directory) is
+replaced when it is the default path and refused when configured; ours with group or other write
+permission (the old 1777) is repaired, and every entry in it not owned by us removed. Only regular
+files owned by the engine's user count as claims: anything else met where a claim should be is
+removed. Paths there are never followed: the directory is opened with ``O_NOFOLLOW`` and its entries
+reached through that descriptor, each with ``O_NOFOLLOW``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
+import shutil
 import socket
 import sqlite3
+import stat
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ...errors import EngineError
 from .catalog import Catalog
+
+log = logging.getLogger("pulumi_dbos.engine")
 
 HOST = "127.0.0.1"
 DEFAULT_PORT_RANGE = (54320, 59999)
@@ -47,8 +67,121 @@ def port_free(port: int) -> bool:
     return True
 
 
+DEFAULT_PORTS_DIR = "/var/tmp/pulumi-dbos-ports"
+_dir_lock = threading.Lock()
+_MAX_CLAIM = 4096  # a claim is two lines; anything longer is not one of ours
+
+
 def ports_dir() -> Path:
-    return Path(os.environ.get("PULUMI_DBOS_PORTS_DIR", "/var/tmp/pulumi-dbos-ports"))
+    """``$PULUMI_DBOS_PORTS_DIR``, else root's shared directory, else one per OS user."""
+    env = os.environ.get("PULUMI_DBOS_PORTS_DIR")
+    if env:
+        return Path(env)
+    uid = os.geteuid()
+    return Path(DEFAULT_PORTS_DIR if uid == 0 else f"{DEFAULT_PORTS_DIR}-{uid}")
+
+
+def _dir_mode() -> int:
+    return 0o755 if os.geteuid() == 0 else 0o700
+
+
+def _trusted_dir(st: os.stat_result) -> bool:
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _replace_untrusted(d: Path, st: os.stat_result) -> None:
+    """``d`` is not a directory of ours: remove it (never following it) so that a new one can be made."""
+    configured = "PULUMI_DBOS_PORTS_DIR" in os.environ
+    what = ("a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory" if not stat.S_ISDIR(st.st_mode)
+            else f"owned by uid {st.st_uid}")
+    if configured or (st.st_uid != os.geteuid() and os.geteuid() != 0):
+        raise EngineError(f"the port claims directory {d} is {what}: only the engine's own OS user may write claims",
+                          hint="remove it, or set PULUMI_DBOS_PORTS_DIR to a directory of this user's "
+                               "that no one else can write")
+    log.warning("port claims directory %s was %s: replaced", d, what)
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(d)  # fd-based on Linux: symlinks inside are removed, never followed
+    else:
+        os.unlink(d)
+
+
+def _sweep(dfd: int) -> None:
+    """Remove every entry not a regular file owned by us (claims others made while the directory was open)."""
+    me = os.geteuid()
+    for entry in os.listdir(dfd):
+        with contextlib.suppress(OSError):
+            st = os.stat(entry, dir_fd=dfd, follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != me:
+                if stat.S_ISDIR(st.st_mode):
+                    shutil.rmtree(entry, dir_fd=dfd)
+                else:
+                    os.unlink(entry, dir_fd=dfd)
+
+
+def _open_dir() -> int:
+    """A descriptor of the claims directory, made or repaired first (see the module's docstring)."""
+    d = ports_dir()
+    with _dir_lock:
+        for _ in range(3):
+            try:
+                st = os.lstat(d)
+            except FileNotFoundError:
+                d.parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(d, _dir_mode())
+                continue
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                _replace_untrusted(d, st)
+                continue
+            try:
+                dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            except OSError:
+                continue  # replaced under us: look again
+            fst = os.fstat(dfd)
+            if stat.S_ISDIR(fst.st_mode) and fst.st_uid == os.geteuid() and fst.st_mode & 0o022:
+                log.warning("port claims directory %s was writable by others (mode %o): repaired", d,
+                            fst.st_mode & 0o7777)
+                os.fchmod(dfd, _dir_mode())
+                _sweep(dfd)
+                fst = os.fstat(dfd)
+            if _trusted_dir(fst):
+                return dfd
+            os.close(dfd)
+    raise EngineError(f"cannot make the port claims directory {d} (it keeps changing under us)",
+                      hint="is another process replacing it? set PULUMI_DBOS_PORTS_DIR to a directory of your own")
+
+
+@contextlib.contextmanager
+def _claims_dir() -> Iterator[int]:
+    dfd = _open_dir()
+    try:
+        yield dfd
+    finally:
+        os.close(dfd)
+
+
+def _read_claim(dfd: int, entry: str) -> tuple[str, float] | None:
+    """(text, age in seconds) of a claim we wrote; None when there is no entry. An entry that is not a
+    regular file owned by us is removed (it is nobody's claim), then None."""
+    try:
+        fd = os.open(entry, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
+    except FileNotFoundError:
+        return None
+    except OSError:  # a symlink (ELOOP), a socket...: not a claim
+        with contextlib.suppress(OSError):
+            os.unlink(entry, dir_fd=dfd)
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+            return fh.read(_MAX_CLAIM).decode(errors="replace"), time.time() - st.st_mtime
+    log.warning("removing port claim %s not written by this engine's OS user (uid %d)", entry, st.st_uid)
+    with contextlib.suppress(OSError):
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(entry, dir_fd=dfd)
+        else:
+            os.unlink(entry, dir_fd=dfd)
+    return None
 
 
 def port_range() -> tuple[int, int]:
@@ -95,43 +228,35 @@ def _claim_is_live(owner: str, port: int, age: float = CLAIM_GRACE + 1) -> bool:
 
 def claim(port: int, data_dir: Path, name: str) -> bool:
     """Reserve ``port`` for (data_dir, name) machine-wide; False when someone else holds it."""
-    d = ports_dir()
-    if not d.exists():
-        d.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(OSError):
-            os.chmod(d, 0o1777)
-    path = d / str(port)
+    entry = str(port)
     mine = _claim_text(data_dir, name)
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+    with _claims_dir() as dfd:
+        for _ in range(3):
             try:
-                holder = path.read_text()
-            except OSError:
+                fd = os.open(entry, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o644, dir_fd=dfd)
+            except FileExistsError:
+                held = _read_claim(dfd, entry)
+                if held is None:
+                    continue  # gone, or not a claim (removed): try again
+                holder, age = held
+                if holder == mine:
+                    return True
+                if _claim_is_live(holder, port, age):
+                    return False
+                with contextlib.suppress(OSError):
+                    os.unlink(entry, dir_fd=dfd)
                 continue
-            if holder == mine:
-                return True
-            try:
-                age = time.time() - path.stat().st_mtime
-            except OSError:
-                continue
-            if _claim_is_live(holder, port, age):
-                return False
-            with contextlib.suppress(OSError):
-                path.unlink()
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(mine)
-        return True
+            with os.fdopen(fd, "w") as fh:
+                fh.write(mine)
+            return True
     return False
 
 
 def release(port: int, data_dir: Path, name: str) -> None:
-    path = ports_dir() / str(port)
-    with contextlib.suppress(OSError):
-        if path.read_text() == _claim_text(data_dir, name):
-            path.unlink()
+    with contextlib.suppress(OSError), _claims_dir() as dfd:
+        held = _read_claim(dfd, str(port))
+        if held is not None and held[0] == _claim_text(data_dir, name):
+            os.unlink(str(port), dir_fd=dfd)
 
 
 def problem(catalog: Catalog | None, port: int, name: str) -> str | None:
