@@ -18,7 +18,7 @@ import shlex
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from .errors import ValidationError
 
@@ -83,9 +83,102 @@ def pack(root: Path) -> tuple[str, bytes]:
     return hashlib.sha256(data).hexdigest()[:12], data
 
 
-def unpack(data: bytes, dest: Path) -> None:
+MIB = 1024 * 1024
+#: :func:`unpack`'s limits unless told otherwise (``pulumi-dbos serve`` checks its own first, usually lower)
+MAX_UNPACKED = 1024 * MIB
+MAX_ENTRIES = 50_000
+MAX_ENTRY = 512 * MIB
+_CHUNK = 1024 * 1024
+
+
+class ArchiveLimitError(ValidationError):
+    """An archive over one of the limits; ``limit`` says which: ``total``, ``entries`` or ``entry``."""
+
+    def __init__(self, limit: str, message: str) -> None:
+        self.limit = limit
+        super().__init__([("application_archive", message)])
+
+
+def _size(n: int) -> str:
+    return f"{n // MIB} MiB" if n >= MIB and n % MIB == 0 else f"{n} bytes"
+
+
+class _Budget:
+    """The bytes and entries an archive may still unpack to; the counts are of what is really decompressed
+    (a zip's declared sizes can lie)."""
+
+    def __init__(self, max_total: int, max_entries: int, max_entry: int) -> None:
+        self.max_total, self.max_entries, self.max_entry = max_total, max_entries, max_entry
+        self.total = 0
+
+    def check_directory(self, infos: list[zipfile.ZipInfo]) -> None:
+        """The central directory's word, before anything is decompressed."""
+        if len(infos) > self.max_entries:
+            raise ArchiveLimitError("entries", f"the archive holds {len(infos)} entries, more than the limit of "
+                                    f"{self.max_entries}")
+        for info in infos:
+            if info.file_size > self.max_entry:
+                raise ArchiveLimitError("entry", f"archive entry {info.filename!r} unpacks to {_size(info.file_size)}, "
+                                        f"more than the limit of {_size(self.max_entry)} for one file")
+        declared = sum(i.file_size for i in infos)
+        if declared > self.max_total:
+            raise ArchiveLimitError("total", f"the archive unpacks to {_size(declared)}, more than the limit of "
+                                    f"{_size(self.max_total)}")
+
+    def copy(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: IO[bytes] | None) -> None:
+        """Decompress ``info`` into ``out`` (or nowhere), counting; stop at the first byte over a limit."""
+        entry = 0
+        with zf.open(info) as src:
+            while chunk := src.read(_CHUNK):
+                entry += len(chunk)
+                self.total += len(chunk)
+                if entry > self.max_entry:
+                    raise ArchiveLimitError("entry", f"archive entry {info.filename!r} unpacks to more than the "
+                                            f"limit of {_size(self.max_entry)} for one file")
+                if self.total > self.max_total:
+                    raise ArchiveLimitError("total", f"the archive unpacks to more than the limit of "
+                                            f"{_size(self.max_total)}")
+                if out is not None:
+                    out.write(chunk)
+
+
+def check_archive(data: bytes, *, max_total: int = MAX_UNPACKED, max_entries: int = MAX_ENTRIES,
+                  max_entry: int = MAX_ENTRY, drop_directories: bool = False) -> bytes:
+    """Check that the zip ``data`` stays within the limits, by its central directory and by decompressing every
+    entry (nothing is written anywhere; memory stays at one chunk). Returns ``data``, or with
+    ``drop_directories`` and directory entries present, the same archive without them (rebuilt in memory,
+    compressed). Raises :class:`ArchiveLimitError` naming the limit, ``zipfile.BadZipFile`` when unreadable."""
+    budget = _Budget(max_total, max_entries, max_entry)
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        for info in zf.infolist():
+        infos = zf.infolist()
+        budget.check_directory(infos)
+        if not (drop_directories and any(i.is_dir() for i in infos)):
+            for info in infos:
+                budget.copy(zf, info, None)
+            return data
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as out:
+            for info in infos:
+                if info.is_dir():
+                    continue
+                entry = zipfile.ZipInfo(info.filename, date_time=info.date_time)
+                entry.external_attr = info.external_attr
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                entry.file_size = info.file_size  # a hint for zip64 only: the real size is what is written
+                with out.open(entry, "w") as dst:
+                    budget.copy(zf, info, dst)
+        return buf.getvalue()
+
+
+def unpack(data: bytes, dest: Path, *, max_total: int = MAX_UNPACKED, max_entries: int = MAX_ENTRIES,
+           max_entry: int = MAX_ENTRY) -> None:
+    """Unpack the zip ``data`` into ``dest``, streamed (one chunk in memory), within the limits (raises
+    :class:`ArchiveLimitError`; what was written so far stays, ``dest`` is the caller's to remove)."""
+    budget = _Budget(max_total, max_entries, max_entry)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        infos = zf.infolist()
+        budget.check_directory(infos)
+        for info in infos:
             target = (dest / info.filename).resolve()
             if not str(target).startswith(str(dest.resolve()) + "/"):
                 raise ValidationError([("source", f"archive entry {info.filename!r} escapes the app directory")])
@@ -93,7 +186,8 @@ def unpack(data: bytes, dest: Path) -> None:
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(zf.read(info))
+            with open(target, "wb") as out:
+                budget.copy(zf, info, out)
             target.chmod(0o755 if (info.external_attr >> 16) & 0o111 else 0o644)
 
 

@@ -12,7 +12,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +41,7 @@ class Serve:
     proc: subprocess.Popen[bytes] | None
     backup_interval: float | None = None
     advertise_host: str | None = None
+    extra_args: tuple[str, ...] = ()  # more flags of `pulumi-dbos serve` (limits, --link-allow...)
     _log: Path | None = field(default=None, repr=False)
 
     @property
@@ -104,6 +105,7 @@ class Serve:
             argv += ["--backup-interval", str(self.backup_interval)]
         if self.advertise_host is not None:
             argv += ["--advertise-host", self.advertise_host]
+        argv += list(self.extra_args)
         with open(self.log_path, "ab") as out:
             out.write(f"\n==== start {time.strftime('%H:%M:%S')}\n".encode())
             out.flush()
@@ -126,14 +128,14 @@ class Serve:
 
 @contextlib.contextmanager
 def running_serve(data_dir: Path | None = None, *, backup_interval: float | None = None,
-                  advertise_host: str | None = None) -> Iterator[Serve]:
+                  advertise_host: str | None = None, extra_args: Sequence[str] = ()) -> Iterator[Serve]:
     """A started serve; stopped and everything it made removed afterwards, also when the test fails."""
     root = None
     if data_dir is None:
         root = _short_tmpdir("sv")
         data_dir = root / "d"
     serve = Serve(data_dir=data_dir, port=free_port(), ca_cert=data_dir / "serve" / "tls" / "cert.pem", proc=None,
-                  backup_interval=backup_interval, advertise_host=advertise_host)
+                  backup_interval=backup_interval, advertise_host=advertise_host, extra_args=tuple(extra_args))
     try:
         serve.start()
         yield serve

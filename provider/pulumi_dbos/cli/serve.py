@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..engine import default_data_dir
 from ..errors import DbosError
+
+if TYPE_CHECKING:
+    from ..serve.limits import Limits
 
 
 def _serve_data_dir(args: argparse.Namespace) -> Path:
@@ -22,7 +25,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run(listen=args.listen, data_dir=_serve_data_dir(args),
                tls_cert=Path(args.tls_cert) if args.tls_cert else None,
                tls_key=Path(args.tls_key) if args.tls_key else None, backup_interval=args.backup_interval,
-               advertise_host=args.advertise_host)
+               advertise_host=args.advertise_host, limits=limits_of(args))
+
+
+def limits_of(args: argparse.Namespace) -> Limits:
+    """The :class:`pulumi_dbos.serve.limits.Limits` of ``serve``'s flags (their defaults from the environment)."""
+    from ..serve.limits import MIB, Limits, env_default, env_networks, parse_network
+
+    def flag(name: str, default: int) -> int:
+        value = getattr(args, name.replace("-", "_"), None)
+        return int(value) if value is not None else env_default(name, default)
+
+    d = Limits()
+    allow = args.link_allow if args.link_allow else env_networks()
+    return Limits(
+        max_body=flag("max-body-mib", d.max_body // MIB) * MIB,
+        max_archive=flag("max-archive-mib", d.max_archive // MIB) * MIB,
+        max_archive_entries=flag("max-archive-entries", d.max_archive_entries),
+        max_archive_entry=flag("max-archive-entry-mib", d.max_archive_entry // MIB) * MIB,
+        max_instances=flag("max-instances", d.max_instances), max_apps=flag("max-apps", d.max_apps),
+        org_concurrency=flag("org-concurrency", d.org_concurrency), org_queue=flag("org-queue", d.org_queue),
+        max_connections=flag("max-connections", d.max_connections),
+        link_allow=tuple(parse_network(n) for n in allow))
 
 
 def cmd_serve_token(args: argparse.Namespace) -> int:
@@ -34,7 +58,8 @@ def cmd_serve_token(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     """The `serve` command and its `token` subcommand."""
-    s = sub.add_parser("serve", help="DBOS Cloud's REST API over the local engine (HTTPS)")
+    s = sub.add_parser("serve", help="DBOS Cloud's REST API over the local engine (HTTPS)",
+                       allow_abbrev=False)  # `serve token --org` is not an abbreviation of --org-queue
     s.add_argument("--listen", default="127.0.0.1:8443", help="HOST:PORT (default 127.0.0.1:8443)")
     s.add_argument("--data-dir", dest="data_dir", default=argparse.SUPPRESS,
                    help="serve's data dir (default: the local engine's); organizations live in D/orgs/<org>")
@@ -45,6 +70,24 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--advertise-host", default=None, metavar="HOST",
                    help="an address of this machine other stacks reach: instances and apps listen there too "
                    "(besides 127.0.0.1) and report it (default: 127.0.0.1 only)")
+    lim = s.add_argument_group(
+        "limits", "what one organization may ask of this server; each flag's default may also come from the "
+        "environment variable PULUMI_DBOS_SERVE_<FLAG> (e.g. PULUMI_DBOS_SERVE_MAX_INSTANCES)")
+    for flag, default, what in (
+            ("--max-body-mib", 32, "largest request body (a deploy's base64 archive), MiB: 413 beyond"),
+            ("--max-archive-mib", 512, "largest uncompressed size of an application archive, MiB: 400 beyond"),
+            ("--max-archive-entries", 20000, "most entries in an application archive: 400 beyond"),
+            ("--max-archive-entry-mib", 256, "largest uncompressed file in an application archive, MiB"),
+            ("--max-instances", 50, "database instances per organization (restored and linked ones count too)"),
+            ("--max-apps", 50, "applications per organization"),
+            ("--org-concurrency", 8, "requests that change something (deploy, link, provision, restore...) one "
+             "organization runs at once (reads: twice as many); more wait their turn without a worker thread"),
+            ("--org-queue", 64, "requests of one organization waiting their turn, per kind: 429 beyond"),
+            ("--max-connections", 1000, "open connections and requests in all: 503 beyond")):
+        lim.add_argument(flag, type=int, default=None, metavar="N", help=f"{what} (default {default})")
+    lim.add_argument("--link-allow", action="append", default=[], metavar="CIDR",
+                     help="repeatable: links may only target servers whose every address lies in one of these "
+                     "networks (default: any; env PULUMI_DBOS_SERVE_LINK_ALLOW, comma-separated)")
     s.set_defaults(fn=cmd_serve)
     tok = s.add_subparsers(dest="serve_cmd").add_parser("token", help="print a signed bearer token (a JWT)")
     tok.add_argument("--org", required=True, help="the organization (the paths' {org})")

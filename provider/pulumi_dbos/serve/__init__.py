@@ -5,7 +5,9 @@ server (``pulumi-dbos serve token``), one local engine per organization under ``
 serve's own state under ``D/serve`` (see :mod:`.state`). Before it listens it removes what a killed
 server left half-made; then a background thread starts the organizations' instances and apps and
 takes scheduled base backups (:mod:`.background`). With ``--advertise-host HOST`` the instances and
-app proxies listen on HOST too (besides 127.0.0.1) and report HOST as their address.
+app proxies listen on HOST too (besides 127.0.0.1) and report HOST as their address. What one
+organization may ask of it (body and archive sizes, quotas, concurrent requests, link targets) is
+bounded by :class:`.limits.Limits`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 
 from ..errors import DbosError
+from .limits import Limits
 
 DEFAULT_LISTEN = "127.0.0.1:8443"
 DEFAULT_BACKUP_INTERVAL = 3600.0
@@ -62,7 +65,8 @@ def issue_token(data_dir: Path, org: str, user: str, ttl_hours: float) -> str:
 
 
 def run(*, listen: str = DEFAULT_LISTEN, data_dir: Path, tls_cert: Path | None = None, tls_key: Path | None = None,
-        backup_interval: float = DEFAULT_BACKUP_INTERVAL, advertise_host: str | None = None) -> int:
+        backup_interval: float = DEFAULT_BACKUP_INTERVAL, advertise_host: str | None = None,
+        limits: Limits | None = None) -> int:
     """Serve until SIGTERM/SIGINT (then stop cleanly: requests in flight finish, the background thread stops)."""
     import uvicorn
 
@@ -90,10 +94,14 @@ def run(*, listen: str = DEFAULT_LISTEN, data_dir: Path, tls_cert: Path | None =
             raise DbosError(f"{f}: no such file")
     key = auth.load_or_create_key(sdir)
     recover(st)
-    app = create_app(st, key, Background(st, backup_interval))
+    limits = limits or Limits()
+    if limits.link_allow:
+        log.info("links allowed only to %s", ", ".join(str(n) for n in limits.link_allow))
+    app = create_app(st, key, Background(st, backup_interval), limits)
     server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, ssl_certfile=str(tls_cert), ssl_keyfile=str(tls_key), log_level="info",
-        server_header=False, timeout_graceful_shutdown=60, lifespan="on"))
+        server_header=False, timeout_graceful_shutdown=60, lifespan="on",
+        limit_concurrency=limits.max_connections))  # beyond: 503
 
     def announce() -> None:
         while not server.started and not server.should_exit:
@@ -107,4 +115,4 @@ def run(*, listen: str = DEFAULT_LISTEN, data_dir: Path, tls_cert: Path | None =
     return 0 if server.started else 1
 
 
-__all__ = ["DEFAULT_BACKUP_INTERVAL", "DEFAULT_LISTEN", "check_advertise_host", "issue_token", "parse_listen", "run"]
+__all__ = ["DEFAULT_BACKUP_INTERVAL", "DEFAULT_LISTEN", "Limits", "check_advertise_host", "issue_token", "parse_listen", "run"]

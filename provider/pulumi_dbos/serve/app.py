@@ -17,6 +17,7 @@ from ..errors import DbosError
 from . import applications, auth, databases
 from .background import Background
 from .http import ApiError, claims_of, error_response, ok, status_of
+from .limits import BodyLimit, Limits, OrgGate, widen_thread_pool
 from .state import ServeState
 
 log = logging.getLogger("pulumi_dbos.serve")
@@ -31,9 +32,15 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-def create_app(state: ServeState, key: bytes, background: Background | None = None) -> FastAPI:
+def create_app(state: ServeState, key: bytes, background: Background | None = None,
+               limits: Limits | None = None) -> FastAPI:
+    """The application. Its middlewares, outermost first: the body cap (413), authentication (401/403), the
+    per-organization gate (a queue, then 429; see :mod:`.limits`), then the routes."""
+    limits = limits or Limits()
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        widen_thread_pool()
         if background is not None:
             background.start()
         try:
@@ -44,6 +51,7 @@ def create_app(state: ServeState, key: bytes, background: Background | None = No
 
     app = FastAPI(title="pulumi-dbos serve: DBOS Cloud's API over the local engine", docs_url=None,
                   redoc_url=None, lifespan=lifespan)
+    app.add_middleware(OrgGate, limits=limits)  # added first: inside authentication (the token's org)
 
     @app.middleware("http")
     async def authenticate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -61,6 +69,8 @@ def create_app(state: ServeState, key: bytes, background: Background | None = No
                 return error_response(403, f"this token cannot access organization {parts[2]}")
             request.state.claims = claims
         return await call_next(request)
+
+    app.add_middleware(BodyLimit, limit=limits.max_body)  # added last: the outermost
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> Response:
@@ -95,8 +105,8 @@ def create_app(state: ServeState, key: bytes, background: Background | None = No
         return ok(UserProfile(Name=c.user, Email=f"{c.user}@{c.org}.local", Organization=c.org,
                               SubscriptionPlan="pulumi-dbos", Server=SERVE_SERVER))
 
-    app.include_router(databases.router(state))
-    app.include_router(applications.router(state))
+    app.include_router(databases.router(state, limits))
+    app.include_router(applications.router(state, limits))
     return app
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from ..appsource import CONFIG
+from ..appsource import CONFIG, ArchiveLimitError, check_archive
 from ..cloudapi import paths
 from ..cloudapi.models import (
     Application,
@@ -40,6 +40,7 @@ from ..engine.contract import AppDatabaseAccess, AppDeploy, AppInfo
 from ..errors import DbosError, NotFoundError, ValidationError
 from .databases import not_found as db_not_found
 from .http import ApiError, as_int, check, ok, owned, status_of, valid_name, validation_message
+from .limits import Limits
 from .state import ServeState
 
 log = logging.getLogger("pulumi_dbos.serve")
@@ -49,6 +50,8 @@ SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 #: the environment the engine gives every app (DBOS Cloud's names): a secret may not replace it
 RESERVED_SECRETS = re.compile(r"^(DBOS_.*|DBOS__.*|PG.*|PATH|HOME|PORT|LANG|LC_ALL|VIRTUAL_ENV|PYTHON.*)$")
 MAX_SECRET = 64 * 1024
+#: the flag of each archive limit (:class:`pulumi_dbos.appsource.ArchiveLimitError`'s ``limit``)
+ARCHIVE_FLAGS = {"total": "--max-archive-mib", "entries": "--max-archive-entries", "entry": "--max-archive-entry-mib"}
 DEFAULT_MEMORY_MIB = 512
 
 
@@ -77,27 +80,25 @@ def archive_config(archive: bytes) -> dict[str, Any]:
     return doc
 
 
-def without_directory_entries(archive: bytes) -> bytes:
-    """The archive without its directory entries (``sub/``): the official CLI's JSZip archives carry them,
-    and the local engine's unpacking expects files only. Unchanged (the same bytes) when it has none."""
-    with zipfile.ZipFile(io.BytesIO(archive)) as zf:
-        infos = zf.infolist()
-        if not any(i.is_dir() for i in infos):
-            return archive
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as out:
-            for i in infos:
-                if i.is_dir():
-                    continue
-                entry = zipfile.ZipInfo(i.filename, date_time=i.date_time)
-                entry.external_attr = i.external_attr
-                entry.compress_type = zipfile.ZIP_DEFLATED
-                out.writestr(entry, zf.read(i))
-    return buf.getvalue()
+def checked_archive(archive: bytes, limits: Limits) -> bytes:
+    """The archive once within this server's limits (uncompressed total, entry count, one entry's size: by its
+    central directory and by decompressing it, nothing stored), without its directory entries (``sub/``: the
+    official CLI's JSZip archives carry them; the local engine's versions hold files only). 400 naming the
+    limit otherwise."""
+    try:
+        return check_archive(archive, max_total=limits.max_archive, max_entries=limits.max_archive_entries,
+                             max_entry=limits.max_archive_entry, drop_directories=True)
+    except ArchiveLimitError as exc:
+        flag = ARCHIVE_FLAGS[exc.limit]
+        raise ApiError(400, f"application_archive refused: {validation_message(exc)} (this server's limit, "
+                       f"{flag}): make the archive smaller (.dbosignore what the app does not need)") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError):
+        raise ApiError(400, "application_archive is not a readable zip archive") from None
 
 
-def router(state: ServeState) -> APIRouter:
+def router(state: ServeState, limits: Limits | None = None) -> APIRouter:
     r = APIRouter()
+    limits = limits or Limits()
 
     def engine_app(org: str, app: str) -> AppInfo | None:
         return state.engine(org).app_info(app) if state.has_catalog(org) else None
@@ -173,9 +174,14 @@ def router(state: ServeState) -> APIRouter:
         if not valid_name(body.database) or not state.has_catalog(org) \
                 or state.engine(org).info(body.database) is None:
             raise db_not_found(body.database)
-        with state.locked("app", org, body.name):
+        with state.locked("app", org, body.name), state.locked("app-quota", org):
             if view(org, body.name) is not None:
                 raise ApiError(409, f"application {body.name} is already registered")
+            known = set(state.apps.items(org)) | ({a.name for a in state.engine(org).list_apps()}
+                                                  if state.has_catalog(org) else set())
+            if len(known) >= limits.max_apps:
+                raise ApiError(400, f"organization {org} has {len(known)} applications, the most this server allows "
+                               f"(--max-apps {limits.max_apps}): delete one first")
             app_id = str(uuid.uuid4())
             state.apps.set(org, body.name, {
                 "ID": app_id, "database": body.database, "language": body.language,
@@ -209,16 +215,13 @@ def router(state: ServeState) -> APIRouter:
                 archive = base64.b64decode(body.application_archive, validate=True)
             except (binascii.Error, ValueError):
                 raise ApiError(400, "application_archive is not base64") from None
+            version = hashlib.sha256(archive).hexdigest()[:12]  # appsource.pack's rule, on the bytes sent
+            archive = checked_archive(archive, limits)  # before anything is read out of it or stored
             cfg = archive_config(archive)
             language = cfg.get("language") or reg.get("language") or "python"
             if language != "python":
                 raise ApiError(400, f"this server runs Python apps only (the app's language is {language!r}): set "
                                f"`language: python` in {CONFIG}")
-            version = hashlib.sha256(archive).hexdigest()[:12]  # appsource.pack's rule, on the bytes sent
-            try:
-                archive = without_directory_entries(archive)
-            except (zipfile.BadZipFile, OSError, ValueError):
-                raise ApiError(400, "application_archive is not a readable zip archive") from None
             db = cfg.get("database")
             from_config = db.get("app_db_name") if isinstance(db, dict) else None
             app_db_name = body.AppDbName or (from_config if isinstance(from_config, str) and from_config else None) \

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
@@ -23,8 +24,9 @@ from ..cloudapi.models import (
 )
 from ..config import rules
 from ..engine.contract import InstanceInfo, Kind, Preflight
-from ..errors import DbosError
+from ..errors import AlreadyExistsError, DbosError, NotFoundError
 from .http import ApiError, check, from_dbos, ok, owned, valid_name
+from .limits import Limits, link_allowed
 from .state import Credentials, ServeState
 
 T = TypeVar("T")
@@ -32,6 +34,15 @@ T = TypeVar("T")
 log = logging.getLogger("pulumi_dbos.serve")
 
 DEFAULT_LINKED_USER = "dbosadmin"  # DBOS Cloud's fixed user of a linked server
+#: the one answer to every failed link: whether the port is closed, is not PostgreSQL or refused the password
+#: stays in serve's own log (a link is no port scanner of the networks serve reaches)
+LINK_FAILED = ("cannot connect to a PostgreSQL server with these settings: check HostName, Port, Username and "
+               "Password, and that the server accepts TCP connections from this server")
+
+
+def printable(text: str, limit: int = 500) -> str:
+    """A remote server's text, safe for a log line (no control characters), bounded."""
+    return "".join(c if c.isprintable() else "?" for c in text)[:limit]
 
 
 def not_found(name: str) -> ApiError:
@@ -48,8 +59,29 @@ def to_wire(info: InstanceInfo, creds: Credentials | None) -> UserDBInstance:
         SourceInstance=info.source_instance, RestoredTo=info.restored_to, Owner=info.owner)
 
 
-def router(state: ServeState) -> APIRouter:
+def router(state: ServeState, limits: Limits | None = None) -> APIRouter:
     r = APIRouter()
+    lim = limits or Limits()
+    creating: dict[str, set[str]] = {}  # org -> names of instances being provisioned, restored or linked
+
+    @contextlib.contextmanager
+    def instance_quota(org: str, name: str) -> Iterator[None]:
+        """Hold a place for instance ``name`` of ``org`` while it is made: 400 when the organization has
+        ``--max-instances`` instances already (provisioned, restored and linked alike, those being made
+        included)."""
+        with state.locked("instance-quota", org):
+            existing = {rec.name for rec in state.engine(org).catalog.all()} if state.has_catalog(org) else set()
+            names = existing | creating.get(org, set())
+            if name not in names and len(names) >= lim.max_instances:
+                raise ApiError(400, f"organization {org} has {len(names)} database instances, the most this server "
+                               f"allows (--max-instances {lim.max_instances}; restored and linked ones count too): "
+                               "destroy or unlink one first")
+            creating.setdefault(org, set()).add(name)
+        try:
+            yield
+        finally:
+            with state.locked("instance-quota", org):
+                creating.get(org, set()).discard(name)
 
     def info_or_404(org: str, name: str) -> InstanceInfo:
         if not state.has_catalog(org) or not valid_name(name):
@@ -85,7 +117,7 @@ def router(state: ServeState) -> APIRouter:
         check(rules.check_password, body.AdminPassword)
         check(rules.check_port, body.Port)
         check(rules.check_retention, body.RetentionHours)
-        with state.locked("db", org, body.Name):
+        with state.locked("db", org, body.Name), instance_quota(org, body.Name):
             taken(org, body.Name)
             # stored first: a crash mid-create leaves the password of an instance the next start removes
             state.set_credentials(org, body.Name, Credentials(body.AdminName, body.AdminPassword))
@@ -136,7 +168,7 @@ def router(state: ServeState) -> APIRouter:
             password = held.password
         else:
             check(rules.check_password, password)
-        with state.locked("db", org, body.RestoreName):
+        with state.locked("db", org, body.RestoreName), instance_quota(org, body.RestoreName):
             taken(org, body.RestoreName)
             state.set_credentials(org, body.RestoreName, Credentials(src.username, password))
             try:
@@ -165,9 +197,25 @@ def router(state: ServeState) -> APIRouter:
         check(rules.check_password, body.Password)
         username = body.Username or DEFAULT_LINKED_USER
         check(lambda v: rules.check_name(v, "Username"), username)
-        with state.locked("db", org, body.Name):
-            info = state.engine(org).link(body.Name, body.HostName, body.Port, username, body.Password,
-                                          owner=body.Owner)
+        target = f"{body.HostName}:{body.Port}"
+        if not link_allowed(body.HostName, body.Port, lim.link_allow):
+            log.warning("org %s: link of %s to %s refused: not inside the networks of --link-allow", org, body.Name,
+                        printable(target))
+            raise ApiError(400, f"HostName {body.HostName} is not a server this one may link to: it must resolve only "
+                           "to addresses inside the networks its administrator allows (--link-allow)")
+        with state.locked("db", org, body.Name), instance_quota(org, body.Name):
+            try:
+                info = state.engine(org).link(body.Name, body.HostName, body.Port, username, body.Password,
+                                              owner=body.Owner)
+            except (AlreadyExistsError, NotFoundError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever the target does, one answer
+                # the engine's message (the password masked) tells refused from not-PostgreSQL from a wrong
+                # password, with the remote server's text: for serve's log only
+                why = exc.message if isinstance(exc, DbosError) else f"{type(exc).__name__}: {exc}"
+                log.warning("org %s: link of %s to %s failed: %s", org, body.Name, printable(target),
+                            printable(why.replace(body.Password, "[secret]")))
+                raise ApiError(400, LINK_FAILED) from None
             state.set_credentials(org, body.Name, Credentials(username, body.Password, body.supabaseReference))
         log.info("org %s: linked %s (%s:%s)", org, body.Name, body.HostName, body.Port)
         return ok(view(org, info), 201)
