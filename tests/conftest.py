@@ -33,7 +33,7 @@ def kill_servers_under(path: Path) -> None:
         with contextlib.suppress(OSError):
             cmd = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ")
             cwd = os.readlink(pid_dir / "cwd") if (pid_dir / "cwd").exists() else ""
-            if (b"postgres" in cmd or b"proxy.py" in cmd) and str(path).encode() in cmd \
+            if (b"postgres" in cmd or b"proxy.py" in cmd or b"bwrap" in cmd) and str(path).encode() in cmd \
                     or cwd.startswith(str(path) + "/"):
                 os.kill(int(pid_dir.name), signal.SIGKILL)
 

@@ -167,8 +167,11 @@ def dead(p: psutil.Process) -> bool:
 
 
 def backend_processes(data_dir: Path) -> list[psutil.Process]:
-    return [p for p in app_processes(data_dir)
-            if "main.py" in " ".join(p.cmdline()) and "/releases/" in (p.cwd() or "")]
+    """The apps' serving processes: one per running version (as root, the outer process of its sandbox,
+    working in the app's directory; not its children)."""
+    procs = [p for p in app_processes(data_dir) if "main.py" in " ".join(p.cmdline())]
+    pids = {p.pid for p in procs}
+    return [p for p in procs if p.ppid() not in pids]
 
 
 def leftover_processes(root: Path) -> list[str]:

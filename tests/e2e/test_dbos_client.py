@@ -51,13 +51,14 @@ def test_db_connect_then_dbos_cli_acts_on_the_instance(make_project: Any, tmp_ro
     # as DBOS Cloud's environment would: the app's own database for its Alembic migrations
     client_env = {"PATH": f"{dbos_cli.parent}:/usr/bin:/bin", "PGPASSWORD": PW, "HOME": str(tmp_root),
                   "LANG": "C.UTF-8", "DBOS_DATABASE_URL": f"postgresql://app_user@127.0.0.1:{port}/greet"}
-    cp = subprocess.run([str(dbos_cli), "migrate"], cwd=src, env=client_env, capture_output=True, text=True,  # noqa: S603
+    # (its scripts name the environment's path inside the apps' sandbox: run them with its interpreter)
+    cp = subprocess.run([str(dbos_cli.parent / "python"), str(dbos_cli), "migrate"], cwd=src, env=client_env, capture_output=True, text=True,  # noqa: S603
                         timeout=300)
     assert cp.returncode == 0, cp.stdout + cp.stderr
     assert f"127.0.0.1:{port}/greet_dbos_sys" in cp.stdout and "sqlite" not in cp.stdout.lower()
     deadline = time.monotonic() + 60
     while True:
-        cp = subprocess.run([str(dbos_cli), "workflow", "list"], cwd=src, env=client_env, capture_output=True,  # noqa: S603
+        cp = subprocess.run([str(dbos_cli.parent / "python"), str(dbos_cli), "workflow", "list"], cwd=src, env=client_env, capture_output=True,  # noqa: S603
                             text=True, timeout=300)
         assert cp.returncode == 0, cp.stdout + cp.stderr
         if workflow_id in cp.stdout or time.monotonic() > deadline:

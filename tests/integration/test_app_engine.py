@@ -118,11 +118,11 @@ def test_a_deploy_is_healthy_only_when_its_own_process_serves(
         engine: LocalEngine, data_dir: Path, access: AppDatabaseAccess, greet: tuple[str, bytes],
         backend_port: int) -> None:
     version, archive = greet
-    run = data_dir / "apps" / "greet" / "run"
+    run = data_dir / "apps" / "greet" / "ctl"
     intruder: list[_Intruder] = []
 
     def take_the_port() -> None:
-        # the engine writes run/pgpass.<port> right after picking the port, before it starts the app
+        # the engine writes ctl/pgpass.<port> right after picking the port, before it starts the app
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not (run / f"pgpass.{backend_port}").exists():
             time.sleep(0.01)

@@ -28,6 +28,8 @@ from tests.support.serve import Serve, running_serve
 
 HERE = Path(__file__).resolve().parent
 PW = "Tenant-pw-1"
+#: bravo's admin password: found anywhere alpha can read, it is a leak
+BRAVO_PW = "Bravo-secret-pw-9"
 STRIPE_KEY = "sk_live_" + "b" * 24
 
 
@@ -113,7 +115,7 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tenants]:
     with running_serve() as serve:
         alpha, bravo = client(serve, serve.token("alpha", "mallory")), client(serve, serve.token("bravo", "bob"))
         try:
-            adb, bdb = provision(alpha, "alpha", "alpha_db"), provision(bravo, "bravo", "bravo_db")
+            adb, bdb = provision(alpha, "alpha", "alpha_db"), provision(bravo, "bravo", "bravo_db", BRAVO_PW)
             shell = register_and_deploy(alpha, "alpha", "shell", "alpha_db", copy_app("shell", work, "shell"))
             victim = register_and_deploy(bravo, "bravo", "victim", "bravo_db", copy_app("victim", work, "victim"),
                                          env={"STRIPE_KEY": STRIPE_KEY})

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from pulumi_dbos.engine.local.runtime import org_user, remove_user
 from tests.conftest import _short_tmpdir, cleanup_data_dir, kill_servers_under
 
 READY_DEADLINE = 60.0
@@ -144,6 +145,8 @@ def running_serve(data_dir: Path | None = None, *, backup_interval: float | None
             serve.stop()
         for org in sorted((data_dir / "orgs").glob("*")):
             cleanup_data_dir(org)
+            with contextlib.suppress(Exception):
+                remove_user(org_user(org.name))  # the organization's OS user (serve makes one per org)
         kill_servers_under(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
         with contextlib.suppress(OSError):

@@ -170,6 +170,8 @@ class AppDeploy:
     env: dict[str, str]
     port: int | None = None
     owner: str | None = None
+    #: the app's memory limit (DBOS Cloud's ``ExecutorsMemoryMib``); None: the engine's default
+    memory_mib: int | None = None
 
 
 @runtime_checkable

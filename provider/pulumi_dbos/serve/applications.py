@@ -236,7 +236,8 @@ def router(state: ServeState, limits: Limits | None = None) -> APIRouter:
         env = {k: str(v) for k, v in state.secrets.items(org).get(app, {}).items()}
         access = AppDatabaseAccess(instance, info.hostname, info.port, creds.username, creds.password)
         req = AppDeploy(app, version, archive, access, app_db_name, env,
-                        port=reg.get("Port"), owner=(deployed.owner if deployed else None) or reg.get("Owner"))
+                        port=reg.get("Port"), owner=(deployed.owner if deployed else None) or reg.get("Owner"),
+                        memory_mib=int(reg.get("ExecutorsMemoryMib") or DEFAULT_MEMORY_MIB))
         with state.locked("app", org, app):
             try:
                 eng.deploy_app(req)

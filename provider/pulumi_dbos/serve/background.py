@@ -155,7 +155,9 @@ class Background:
             env = {k: str(v) for k, v in (self.state.secrets.get(org, name) or {}).items()}
             access = AppDatabaseAccess(inst.name, inst.hostname, inst.port, creds.username, creds.password)
             try:
-                eng.deploy_app(AppDeploy(name, app.version, None, access, app.app_db_name, env, owner=app.owner))
+                memory = (self.state.apps.get(org, name) or {}).get("ExecutorsMemoryMib")
+                eng.deploy_app(AppDeploy(name, app.version, None, access, app.app_db_name, env, owner=app.owner,
+                                         memory_mib=int(memory) if memory else None))
                 log.info("org %s: restarted app %s version %s", org, name, app.version)
             except DbosError as exc:
                 log.error("org %s: could not restart app %s: %s", org, name, exc.message.splitlines()[0])

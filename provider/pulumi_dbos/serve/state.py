@@ -33,6 +33,8 @@ from ..errors import DbosError
 if TYPE_CHECKING:
     from ..engine.local.facade import LocalEngine
 
+#: stored versions kept per app (older ones are pruned after a deploy; never the serving or the previous one)
+KEEP_VERSIONS = int(os.environ.get("PULUMI_DBOS_SERVE_KEEP_VERSIONS", "10"))
 #: organization names (they become directory names): letters, digits, ``_`` and ``-``
 ORG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,29}$")
 
@@ -195,8 +197,10 @@ class ServeState:
             eng = self._engines.get(org)
             if eng is None:
                 from ..engine.local.facade import LocalEngine
+                from ..engine.local.runtime import org_user
 
-                eng = self._engines[org] = LocalEngine(self.org_dir(org), listen_host=self.advertise_host)
+                eng = self._engines[org] = LocalEngine(self.org_dir(org), listen_host=self.advertise_host,
+                                                       app_user=org_user(org), keep_versions=KEEP_VERSIONS)
             return eng
 
     def has_catalog(self, org: str) -> bool:

@@ -1,20 +1,32 @@
 """DBOS apps on the local engine: versions, environments, `dbos migrate`, processes, zero-gap switches.
 
-Layout under ``data_dir/apps`` (the data dir becomes 0711 once an app exists, so the apps' OS user
-can reach this directory and nothing else)::
+Layout under ``data_dir/apps`` (the data dir and ``apps/`` are 0711 root: the apps' OS user can reach
+its own app directories and nothing else)::
 
     proxy.py                    the stable-port proxy (copied here so the apps' user can run it)
-    _envs/<requirements hash>/  a virtualenv per distinct requirements.txt (uv), shared by versions
-    <app>/versions/<id>.zip     each deployed version's archive (immutable; DBOS Cloud's format)
-    <app>/releases/<id>/        the unpacked version the process runs in
-    <app>/run/                  app.log, the proxy's target file, the running process's password file
+    _envs/                      root, 0750 root:<app group>
+        <requirements hash>/    a virtualenv per distinct requirements.txt (uv), built by the apps' user
+        _cache/                 uv's cache of this data dir's builds (the apps' user)
+    <app>/                      root, 0750 root:<app group>
+        versions/<id>.zip       each deployed version's archive (immutable; DBOS Cloud's format); root 0700
+        releases/<id>/          the unpacked version the process runs in (root-owned, read-only to the app)
+        ctl/                    root 0750: ``target`` (the proxy's backend port), ``pgpass.<port>`` (the
+                                app's 0600 password file)
+        log/                    root 0700: app.log, proxy.log (root opens them; the app writes through the fd)
+        home/                   the app's only writable directory (its HOME), owned by its OS user
+
+Root never follows a path the app controls: every file root writes, reads or serves back lives in a
+root-owned directory the app can at most read (``home/`` is only ever removed, with
+``shutil.rmtree``, which does not follow links).
 
 A deploy: store the version → environment → databases (app and ``<app_db_name>_dbos_sys``) →
 ``dbos migrate`` (DBOS's system tables, then the config's ``database.migrate``) → start the
 version on a port of its own → healthy → the proxy on the app's stable port switches to it → the
 previous process is stopped. Any failure before the switch leaves the previous process serving.
-As root, apps run as an unprivileged OS user that is not the clusters' (``dbosapp``). The database
-password reaches them only through a 0600 ``PGPASSFILE``, never their environment or argv.
+As root, apps, their migrations and their environment builds run in the sandbox of
+:mod:`.sandbox` as an unprivileged OS user that is not the clusters' (``dbosapp``, or one per
+organization under serve). The database password reaches them only through a 0600 ``PGPASSFILE``,
+never their environment or argv.
 """
 
 from __future__ import annotations
@@ -24,6 +36,8 @@ import os
 import pwd
 import shlex
 import shutil
+import stat
+import threading
 from pathlib import Path
 
 from ...appsource import read_config, unpack
@@ -33,26 +47,77 @@ from ...timeutil import to_rfc3339, utcnow
 from .. import proc
 from ..contract import AppDatabaseAccess, AppDeploy, AppInfo, AppStatus, AppVersion, Problem
 from ..waits import wait_until
-from . import ports, runtime
+from . import ports, runtime, sandbox
 from .catalog import AppCatalog, AppRecord, Catalog
 from .paths import Layout
 
 APP_START_TIMEOUT = float(os.environ.get("PULUMI_DBOS_APP_START_TIMEOUT", "120"))
 MIGRATE_TIMEOUT = float(os.environ.get("PULUMI_DBOS_MIGRATE_TIMEOUT", "600"))
 BACKEND_PORTS = tuple(int(p) for p in os.environ.get("PULUMI_DBOS_APP_BACKEND_PORTS", "61000-61999").split("-"))
+#: the most of an app's log a read returns (its tail)
+LOG_READ_LIMIT = 1024 * 1024
+#: inside the sandbox: the release (read-only), its control files (read-only), the app's home (writable)
+APP_INSIDE, CTL_INSIDE, HOME_INSIDE, PROXY_INSIDE = "/dbos/app", "/dbos/ctl", "/dbos/home", "/dbos/proxy.py"
+
+
+def _private_dir(path: Path, mode: int, gid: int | None = None) -> None:
+    """``path`` a root-owned directory (made if missing; ``gid`` its group), never a link."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise EngineError(f"{path} is not a directory (a link or a file took its place)")
+    if os.geteuid() == 0 and (st.st_uid != 0 or (gid is not None and st.st_gid != gid)):
+        os.lchown(path, 0, 0 if gid is None else gid)
+    os.chmod(path, mode)  # not a link (checked), in a directory only root writes
+
+
+def _write_file(path: Path, data: bytes, mode: int, uid: int | None = None, gid: int | None = None) -> None:
+    """Write ``path`` atomically in its (root-owned) directory: a new file (O_EXCL, O_NOFOLLOW) renamed over
+    the old one, owned by ``uid``/``gid`` when given."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, data)
+        if uid is not None and os.geteuid() == 0:
+            os.fchown(fd, uid, -1 if gid is None else gid)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def read_tail(path: Path, limit: int = LOG_READ_LIMIT) -> str:
+    """The last ``limit`` bytes of ``path`` (never through a link; empty when it cannot be read)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, size - limit))
+        return fh.read(limit).decode(errors="replace")
 
 
 class LocalApps:
     """The app half of the local engine (see the module docstring)."""
 
-    def __init__(self, layout: Layout, catalog: Catalog | None, listen_host: str | None = None) -> None:
+    def __init__(self, layout: Layout, catalog: Catalog | None, listen_host: str | None = None,
+                 app_user: runtime.AppUser | None = None, keep_versions: int | None = None) -> None:
         """``catalog`` None: the data dir has none yet (checks and reads only; nothing exists).
-        ``listen_host``: the proxies listen there too and the apps' URLs name it."""
+        ``listen_host``: the proxies listen there too and the apps' URLs name it. ``app_user``: the OS
+        user of the apps (as root; default ``dbosapp``). ``keep_versions``: stored versions kept per app
+        (older ones are pruned after a deploy; None keeps all)."""
         self.layout = layout
         self.listen_host = listen_host
         self._catalog = catalog
-        user = runtime.default_app_user()
-        self.run_as = proc.RunAs(user if user and os.geteuid() == 0 else None)
+        self.keep_versions = keep_versions
+        self.user = (app_user or runtime.default_app_user()) if os.geteuid() == 0 else None
+        self.run_as = proc.RunAs(self.user.name if self.user else None)
 
     @property
     def catalog(self) -> Catalog:
@@ -64,6 +129,10 @@ class LocalApps:
     def rows(self) -> AppCatalog:
         return AppCatalog(self.catalog)
 
+    @property
+    def boxed(self) -> bool:
+        return sandbox.enabled() and self.user is not None
+
     # ---------------------------------------------------------------- places
     @property
     def root(self) -> Path:
@@ -72,43 +141,55 @@ class LocalApps:
     def app_dir(self, name: str) -> Path:
         return self.root / name
 
-    def _own(self, path: Path, mode: int) -> None:
-        os.chmod(path, mode)
-        if os.geteuid() == 0 and self.run_as.user:
-            os.chown(path, self.run_as.uid, self.run_as.gid)
+    @property
+    def _gid(self) -> int | None:
+        return self.run_as.gid if self.user else None
 
-    def _mkdir(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        self._own(path, 0o700)
+    def _app_dirs(self, name: str) -> dict[str, Path]:
+        """The app's directories (made, with the owners and modes of the module docstring)."""
+        top = self.app_dir(name)
+        _private_dir(top, 0o750, self._gid)
+        legacy = top / "run"  # the layout before 0.5: a directory the app owned
+        if os.path.lexists(legacy):
+            shutil.rmtree(legacy, ignore_errors=True)
+        dirs = {"versions": top / "versions", "releases": top / "releases", "ctl": top / "ctl", "log": top / "log",
+                "home": top / "home"}
+        _private_dir(dirs["versions"], 0o700)
+        _private_dir(dirs["releases"], 0o750, self._gid)
+        _private_dir(dirs["ctl"], 0o750, self._gid)
+        _private_dir(dirs["log"], 0o700)
+        with contextlib.suppress(FileExistsError):
+            dirs["home"].mkdir(mode=0o700)
+        st = os.lstat(dirs["home"])
+        if not stat.S_ISDIR(st.st_mode):
+            raise EngineError(f"{dirs['home']} is not a directory")
+        if os.geteuid() == 0 and self.user and st.st_uid != self.run_as.uid:
+            os.lchown(dirs["home"], self.run_as.uid, self.run_as.gid)
+        return dirs
 
     def _prepare(self) -> None:
-        if self.run_as.user:
-            try:
-                pwd.getpwnam(self.run_as.user)
-            except KeyError:
-                raise EngineError(f"OS user {self.run_as.user!r} for apps does not exist",
-                                  hint="the set-up creates it (`useradd --system dbosapp`), or set "
-                                  "PULUMI_DBOS_APP_USER") from None
+        if self.user:
+            runtime.ensure_user(self.user)
+            if self.boxed:
+                sandbox.require()
         self.layout.prepare()
         os.chmod(self.layout.data_dir, 0o711)  # traversable by the apps' user; instances/ stays 0700
-        for d in (self.root, self.root / "_envs"):
-            d.mkdir(exist_ok=True)
-            os.chmod(d, 0o711 if d == self.root else 0o755)
+        _private_dir(self.root, 0o711)
+        _private_dir(self.root / "_envs", 0o750 if self.user else 0o755, self._gid)
         script = self.root / "proxy.py"
         source = Path(__file__).with_name("proxy.py")
         if not script.exists() or script.read_bytes() != source.read_bytes():
-            shutil.copyfile(source, script)
-            os.chmod(script, 0o644)
+            _write_file(script, source.read_bytes(), 0o644)
 
     # ---------------------------------------------------------------- checks
     def preflight(self, app_name: str, *, port: int | None, version: str | None, owner: str | None,
                   creating: bool) -> list[Problem]:
         problems: list[Problem] = []
-        if self.run_as.user:
+        if self.user and self.user.comment is None:
             try:
-                pwd.getpwnam(self.run_as.user)
+                pwd.getpwnam(self.user.name)
             except KeyError:
-                problems.append(Problem("app_name", f"OS user {self.run_as.user!r} for apps does not exist: the "
+                problems.append(Problem("app_name", f"OS user {self.user.name!r} for apps does not exist: the "
                                         "set-up creates it, or set PULUMI_DBOS_APP_USER"))
         rec = self.rows.get(app_name) if self._catalog is not None else None
         if creating and rec is not None and owner is not None and rec.owner not in (None, owner):
@@ -159,11 +240,7 @@ class LocalApps:
     def logs(self, name: str, lines: int = 100) -> str:
         if self.rows.get(name) is None:
             raise NotFoundError(f"app {name!r} does not exist", hint="`pulumi-dbos app list` shows the apps")
-        log = self.app_dir(name) / "run" / "app.log"
-        try:
-            return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return "\n".join(read_tail(self.app_dir(name) / "log" / "app.log").splitlines()[-lines:])
 
     # ---------------------------------------------------------------- deploy
     def _reserve(self, req: AppDeploy) -> AppRecord:
@@ -178,36 +255,63 @@ class LocalApps:
         assert rec is not None
         return rec
 
-    def _store(self, name: str, version: str, archive: bytes | None) -> bytes:
-        vdir = self.app_dir(name) / "versions"
-        self._mkdir(vdir)
+    def _store(self, name: str, version: str, archive: bytes | None, vdir: Path) -> bytes:
         path = vdir / f"{version}.zip"
         if archive is None:
-            if not path.exists():
+            if not path.is_file():
                 known = ", ".join(v.version for v in self.versions(name)) or "none"
                 raise EngineError(f"version {version!r} of app {name!r} is not stored (known: {known})")
-            return path.read_bytes()
+            return path.read_bytes()  # root's own 0700 directory
         if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(archive)
-            os.replace(tmp, path)
-            self._own(path, 0o600)
+            _write_file(path, archive, 0o600)
         self.rows.add_version(name, version, to_rfc3339(utcnow()))
         return archive
 
-    def _release(self, name: str, version: str, archive: bytes) -> Path:
-        rel = self.app_dir(name) / "releases" / version
-        if (rel / ".ready").exists():
-            return rel
-        shutil.rmtree(rel, ignore_errors=True)
-        self._mkdir(rel.parent)
-        rel.mkdir()
-        unpack(archive, rel)
-        (rel / ".ready").write_text(version)
-        if os.geteuid() == 0 and self.run_as.user:
-            for p in [rel, *rel.rglob("*")]:
-                os.chown(p, self.run_as.uid, self.run_as.gid)
+    def _release(self, releases: Path, version: str, archive: bytes) -> Path:
+        """The unpacked version: root-owned, readable by the app's group, made under a temporary name and
+        renamed (a directory that exists is complete)."""
+        rel = releases / version
+        with contextlib.suppress(OSError):
+            if os.lstat(rel).st_uid == 0 or os.geteuid() != 0:
+                return rel
+        if os.path.lexists(rel):
+            shutil.rmtree(rel, ignore_errors=True)  # not root's: an older layout's, rebuilt
+        tmp = releases / f".{version}.{os.getpid()}.{threading.get_ident()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(mode=0o700)
+        try:
+            unpack(archive, tmp)
+            if os.geteuid() == 0 and self.user:
+                for p in [tmp, *tmp.rglob("*")]:
+                    os.lchown(p, 0, self.run_as.gid)
+                    mode = os.lstat(p).st_mode
+                    os.chmod(p, 0o750 if stat.S_ISDIR(mode) or mode & 0o111 else 0o640)
+            os.rename(tmp, rel)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return rel
+
+    def prune_versions(self, name: str, protect: set[str]) -> list[str]:
+        """Remove the oldest stored versions beyond :attr:`keep_versions` (never one in ``protect``:
+        the current and the previous serving version); the removed ids."""
+        if self.keep_versions is None:
+            return []
+        stored = [v.version for v in self.versions(name)]
+        extra = len(stored) - self.keep_versions
+        removed = []
+        for version in stored:
+            if extra <= 0:
+                break
+            if version in protect:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                (self.app_dir(name) / "versions" / f"{version}.zip").unlink()
+            shutil.rmtree(self.app_dir(name) / "releases" / version, ignore_errors=True)
+            self.rows.delete_version(name, version)
+            removed.append(version)
+            extra -= 1
+        return removed
 
     @staticmethod
     def _databases(db: AppDatabaseAccess, names: list[str]) -> None:
@@ -226,20 +330,37 @@ class LocalApps:
                               f"{str(exc).replace(db.password, '[secret]').strip()}",
                               hint="is the instance available, and does its password in the stack work?") from None
 
-    def _environment(self, req: AppDeploy, env_dir: Path, run: Path, pgpass: Path, port: int) -> dict[str, str]:
+    def _places(self, dirs: dict[str, Path], release: Path, env_dir: Path, env_inside: str) -> dict[str, str]:
+        """Where the app finds its release, control files, home and environment (inside its sandbox, or
+        the real paths without one)."""
+        if self.boxed:
+            return {"app": APP_INSIDE, "ctl": CTL_INSIDE, "home": HOME_INSIDE, "env": env_inside}
+        return {"app": str(release), "ctl": str(dirs["ctl"]), "home": str(dirs["home"]), "env": str(env_dir)}
+
+    def _binds(self, dirs: dict[str, Path], release: Path, env_dir: Path, env_inside: str) -> list[sandbox.Bind]:
+        return [sandbox.Bind(release, APP_INSIDE), sandbox.Bind(dirs["ctl"], CTL_INSIDE),
+                sandbox.Bind(dirs["home"], HOME_INSIDE, writable=True), sandbox.Bind(env_dir, env_inside)]
+
+    def _environment(self, req: AppDeploy, places: dict[str, str], port: int) -> dict[str, str]:
         db = req.database
         return {
             **req.env,
-            "PATH": f"{env_dir / 'bin'}:/usr/local/bin:/usr/bin:/bin", "VIRTUAL_ENV": str(env_dir),
-            "HOME": str(run), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONUNBUFFERED": "1",
+            "PATH": f"{places['env']}/bin:/usr/local/bin:/usr/bin:/bin", "VIRTUAL_ENV": places["env"],
+            "HOME": places["home"], "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONUNBUFFERED": "1",
             "PORT": str(port), "DBOS_APP_NAME": req.app_name,
             "DBOS_DATABASE_URL": url_for(db.username, None, db.hostname, db.port, req.app_db_name),
             "DBOS_SYSTEM_DATABASE_URL": url_for(db.username, None, db.hostname, db.port,
                                                 f"{req.app_db_name}_dbos_sys"),
             "DBOS__APPVERSION": req.version,
             "DBOS__VMID": f"dbos-{req.app_name}",  # stable: DBOS recovers only its own executor's workflows
-            "PGPASSFILE": str(pgpass),
+            "PGPASSFILE": f"{places['ctl']}/pgpass.{port}",
         }
+
+    def _unit(self, name: str, what: str) -> str:
+        return sandbox.unit_name(self.user.name if self.user else "self", f"{name}.{what}")
+
+    def _limits(self, req: AppDeploy) -> sandbox.Limits:
+        return sandbox.Limits(memory_mib=req.memory_mib)
 
     def _backend_port(self, name: str) -> int:
         """A port of the app's own for a new process, claimed machine-wide (engines of other data dirs
@@ -254,46 +375,66 @@ class LocalApps:
         raise EngineError(f"no free app port in {lo}-{hi}", hint="set PULUMI_DBOS_APP_BACKEND_PORTS")
 
     def _fail(self, name: str, what: str, log: Path, since: int, masks: list[str]) -> DbosError:
+        text = read_tail(log)
         try:
-            with open(log, "rb") as fh:
-                fh.seek(since)
-                tail = fh.read().decode(errors="replace").splitlines()[-25:]
+            size = log.stat().st_size
         except OSError:
-            tail = []
-        text = proc.mask("\n".join(tail), masks)
-        return EngineError(f"app {name!r}: {what}; the previous version keeps serving. Last log lines:\n{text}",
-                           hint=f"`pulumi-dbos app logs {name}` shows more")
+            size = 0
+        tail = text[max(0, len(text) - max(0, size - since)):].splitlines()[-25:] if size > since else []
+        return EngineError(f"app {name!r}: {what}; the previous version keeps serving. Last log lines:\n"
+                           f"{proc.mask(chr(10).join(tail), masks)}", hint=f"`pulumi-dbos app logs {name}` shows more")
+
+    def _start(self, argv: list[str], *, req: AppDeploy, dirs: dict[str, Path], binds: list[sandbox.Bind],
+               cwd: str, env: dict[str, str], log: Path, unit: str) -> int:
+        if self.boxed:
+            return sandbox.spawn(argv, user=self.run_as, binds=binds, cwd=cwd, env=env, host_cwd=self.app_dir(
+                req.app_name), log_path=log, limits=self._limits(req), unit=unit)
+        return proc.spawn(argv, run_as=self.run_as, env=env, cwd=cwd, log=log)
 
     def deploy(self, req: AppDeploy) -> AppInfo:
         self._prepare()
         old = self._reserve(req)
-        archive = self._store(req.app_name, req.version, req.archive)
-        release = self._release(req.app_name, req.version, archive)
+        dirs = self._app_dirs(req.app_name)
+        archive = self._store(req.app_name, req.version, req.archive, dirs["versions"])
+        release = self._release(dirs["releases"], req.version, archive)
         cfg = read_config(release)
-        env_dir = runtime.build_env(self.root / "_envs", release)
-        run = self.app_dir(req.app_name) / "run"
-        self._mkdir(run)
+        env_dir, env_inside = runtime.build_env(self.root / "_envs", release, self.run_as)
+        places = self._places(dirs, release, env_dir, env_inside)
+        binds = self._binds(dirs, release, env_dir, env_inside)
         self._databases(req.database, [req.app_db_name, f"{req.app_db_name}_dbos_sys"])
         port = self._backend_port(req.app_name)
-        pgpass = run / f"pgpass.{port}"
-        pgpass.write_text(runtime.pgpass_line(req.database))
-        self._own(pgpass, 0o600)
-        env = self._environment(req, env_dir, run, pgpass, port)
-        log = run / "app.log"
+        pgpass = dirs["ctl"] / f"pgpass.{port}"
+        _write_file(pgpass, runtime.pgpass_line(req.database).encode(), 0o600,
+                    self.run_as.uid if self.user else None, self._gid)
+        env = self._environment(req, places, port)
+        log = dirs["log"] / "app.log"
         masks = [req.database.password, *req.env.values()]
-        with open(log, "ab") as fh:
+        with open(log, "ab") as fh:  # root's own directory
             fh.write(f"\n==== {to_rfc3339(utcnow())} deploy {req.version} on {req.database.instance_name}\n".encode())
             since = fh.tell()
+
+        def give_up() -> None:
+            pgpass.unlink(missing_ok=True)
+            ports.release(port, self.layout.data_dir, f"appb:{req.app_name}")
+
         # `dbos migrate`: DBOS's system tables, then the config's database.migrate (run by dbos itself)
-        cp = proc.run([str(env_dir / "bin" / "dbos"), "migrate", "-s", env["DBOS_SYSTEM_DATABASE_URL"]],
-                      run_as=self.run_as, env=env, cwd=release, timeout=MIGRATE_TIMEOUT, check=False, secrets=masks)
+        migrate = [f"{places['env']}/bin/dbos", "migrate", "-s", env["DBOS_SYSTEM_DATABASE_URL"]]
+        if self.boxed:
+            cp = sandbox.run(migrate, user=self.run_as, binds=binds, cwd=places["app"], env=env,
+                             host_cwd=self.app_dir(req.app_name), limits=self._limits(req),
+                             unit=self._unit(req.app_name, "migrate"), timeout=MIGRATE_TIMEOUT, check=False,
+                             secrets=masks)
+        else:
+            cp = proc.run(migrate, run_as=self.run_as, env=env, cwd=release, timeout=MIGRATE_TIMEOUT, check=False,
+                          secrets=masks)
         with open(log, "ab") as fh:
             fh.write(proc.mask(cp.stdout + cp.stderr, masks).encode())
         if cp.returncode != 0:
-            pgpass.unlink(missing_ok=True)
-            ports.release(port, self.layout.data_dir, f"appb:{req.app_name}")
+            give_up()
             raise self._fail(req.app_name, f"`dbos migrate` failed with exit code {cp.returncode}", log, since, masks)
-        pid = proc.spawn(shlex.split(cfg.start[0]), run_as=self.run_as, env=env, cwd=release, log=log)
+        unit = self._unit(req.app_name, str(port))
+        pid = self._start(shlex.split(cfg.start[0]), req=req, dirs=dirs, binds=binds, cwd=places["app"], env=env,
+                          log=log, unit=unit)
 
         def healthy() -> bool:
             if not runtime.alive(pid):
@@ -305,34 +446,39 @@ class LocalApps:
             wait_until(healthy, APP_START_TIMEOUT, f"app {req.app_name!r} version {req.version} did not answer on "
                        f"port {port}", interval=0.05)
         except BaseException as exc:
-            runtime.stop(pid, grace=2)
-            pgpass.unlink(missing_ok=True)
-            ports.release(port, self.layout.data_dir, f"appb:{req.app_name}")
+            self._stop(pid, unit, grace=2)
+            give_up()
             if isinstance(exc, DbosError) and "Last log lines" not in exc.message:
                 raise self._fail(req.app_name, exc.message, log, since, masks) from None
             raise
         try:
-            proxy_pid = self._switch(old, port, run)
+            proxy_pid = self._switch(old, port, dirs)
         except EngineError:
             if req.port is not None or runtime.alive(old.proxy_pid):
-                runtime.stop(pid, grace=2)
-                pgpass.unlink(missing_ok=True)
-                ports.release(port, self.layout.data_dir, f"appb:{req.app_name}")
+                self._stop(pid, unit, grace=2)
+                give_up()
                 raise
             # an allocated port someone else took while the app was not serving: take another one
             old = self._move_port(old)
-            proxy_pid = self._switch(old, port, run)
+            proxy_pid = self._switch(old, port, dirs)
         if old.backend_pid and old.backend_pid != pid:
-            runtime.stop(old.backend_pid)
+            self._stop(old.backend_pid, self._unit(req.app_name, str(old.backend_port)))
             if old.backend_port:
-                (run / f"pgpass.{old.backend_port}").unlink(missing_ok=True)
+                (dirs["ctl"] / f"pgpass.{old.backend_port}").unlink(missing_ok=True)
                 ports.release(old.backend_port, self.layout.data_dir, f"appb:{req.app_name}")
         self.rows.update(req.app_name, version=req.version, backend_port=port, backend_pid=pid, proxy_pid=proxy_pid,
                          status=AppStatus.AVAILABLE.value, instance=req.database.instance_name,
                          app_db_name=req.app_db_name, owner=req.owner)
+        self.prune_versions(req.app_name, {req.version, *([old.version] if old.version else [])})
         info = self.info(req.app_name)
         assert info is not None
         return info
+
+    def _stop(self, pid: int | None, unit: str, grace: float = 10) -> None:
+        runtime.stop(pid, grace=grace)
+        if self.boxed:
+            sandbox.kill_unit(unit)
+            sandbox.release_unit(unit)
 
     def _move_port(self, rec: AppRecord) -> AppRecord:
         with self.catalog.locked() as db:
@@ -343,30 +489,35 @@ class LocalApps:
         assert moved is not None
         return moved
 
-    def _switch(self, rec: AppRecord, backend_port: int, run: Path) -> int:
+    def _switch(self, rec: AppRecord, backend_port: int, dirs: dict[str, Path]) -> int:
         """Point the app's stable port at ``backend_port`` (starting its proxy if it is not running)."""
-        target = run / "target"
-        tmp = run / "target.tmp"
-        tmp.write_text(str(backend_port))
-        self._own(tmp, 0o600)
-        os.replace(tmp, target)
-        ready = run / "proxy.ready"
+        _write_file(dirs["ctl"] / "target", str(backend_port).encode(), 0o644)
+        ctl = CTL_INSIDE if self.boxed else str(dirs["ctl"])
+        script = PROXY_INSIDE if self.boxed else str(self.root / "proxy.py")
         # the proxy listens on 127.0.0.1, and on the listen host when there is one (its 4th argument)
-        args = [str(rec.port), str(target), str(ready), *ports.listen_hosts(self.listen_host)[1:]]
+        args = [str(rec.port), f"{ctl}/target", "/tmp/proxy.ready" if self.boxed else str(dirs["home"] / "proxy.ready"),
+                *ports.listen_hosts(self.listen_host)[1:]]
         if rec.proxy_pid and runtime.listens(rec.proxy_pid, rec.port) and runtime.runs_with(rec.proxy_pid, args):
             return rec.proxy_pid
-        runtime.stop(rec.proxy_pid, grace=2)  # none, or listening elsewhere than now wanted
-        ready.unlink(missing_ok=True)
-        pid = proc.spawn([runtime.app_python(), str(self.root / "proxy.py"), *args],
-                         run_as=self.run_as, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, cwd=run,
-                         log=run / "proxy.log")
+        unit = self._unit(rec.name, "proxy")
+        self._stop(rec.proxy_pid, unit, grace=2)  # none, or listening elsewhere than now wanted
+        log = dirs["log"] / "proxy.log"
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+        argv = [runtime.app_python(), script, *args]
+        if self.boxed:
+            pid = sandbox.spawn(argv, user=self.run_as, binds=[
+                sandbox.Bind(dirs["ctl"], CTL_INSIDE), sandbox.Bind(self.root / "proxy.py", PROXY_INSIDE)],
+                cwd="/tmp", env=env, host_cwd=self.app_dir(rec.name), log_path=log, limits=sandbox.Limits(256),
+                unit=unit)
+        else:
+            pid = proc.spawn(argv, run_as=self.run_as, env=env, cwd=dirs["home"], log=log)
 
         def listening() -> bool:
             if not runtime.alive(pid):
-                tail = (run / "proxy.log").read_text(errors="replace").strip().splitlines()[-1:]
+                tail = read_tail(log, 4096).strip().splitlines()[-1:]
                 raise EngineError(f"the proxy of app {rec.name!r} could not listen on port {rec.port}: "
                                   f"{' '.join(tail)}", hint="another process took the port: set `port`")
-            return ready.exists() and ready.read_text().strip() == str(pid)
+            return runtime.listens(pid, rec.port)
 
         wait_until(listening, 10, f"the proxy of app {rec.name!r} did not listen on port {rec.port}", interval=0.02)
         return pid
@@ -374,12 +525,26 @@ class LocalApps:
     def delete(self, name: str) -> None:
         rec = self.rows.get(name) if self._catalog is not None else None
         if rec is not None:
-            runtime.stop(rec.backend_pid, grace=5)
-            runtime.stop(rec.proxy_pid, grace=2)
+            self._stop(rec.backend_pid, self._unit(name, str(rec.backend_port)), grace=5)
+            self._stop(rec.proxy_pid, self._unit(name, "proxy"), grace=2)
         runtime.kill_under(self.app_dir(name))
+        if self.boxed:
+            sandbox.kill_units(self._unit(name, ""))  # whatever of the app is left in its cgroups
         shutil.rmtree(self.app_dir(name), ignore_errors=True)
         if rec is not None:
             ports.release(rec.port, self.layout.data_dir, f"app:{name}")
             if rec.backend_port:
                 ports.release(rec.backend_port, self.layout.data_dir, f"appb:{name}")
             self.rows.delete(name)
+        if self.user and self.user.comment is not None and self._catalog is not None and not self.rows.all():
+            self.retire_user()
+
+    def retire_user(self) -> None:
+        """Once serve's organization has no app left: its environments (its user's files) and the OS user
+        itself go (a later deploy makes them again)."""
+        if not self.user or self.user.comment is None:
+            return
+        shutil.rmtree(self.root / "_envs", ignore_errors=True)
+        for lock in self.root.glob("_envs.*"):
+            lock.unlink(missing_ok=True)
+        runtime.remove_user(self.user)

@@ -261,6 +261,10 @@ class AppCatalog:
         with _thread_lock, self.catalog._connect() as db:
             db.execute("INSERT OR IGNORE INTO app_versions VALUES (?, ?, ?)", (app, version, created_at))
 
+    def delete_version(self, app: str, version: str) -> None:
+        with _thread_lock, self.catalog._connect() as db:
+            db.execute("DELETE FROM app_versions WHERE app = ? AND version = ?", (app, version))
+
     def versions(self, app: str) -> list[tuple[str, str]]:
         with self.catalog._connect() as db:
             return [(r[0], r[1]) for r in db.execute(

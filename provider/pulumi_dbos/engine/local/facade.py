@@ -40,6 +40,7 @@ from .catalog import BackupRecord, Catalog, InstanceRecord
 from .paths import Layout, check_data_dir, default_data_dir, default_run_as
 from .pitr import Pitr
 from .ports import HOST
+from .runtime import AppUser
 from .server import Server
 from .template import ensure_template, template_wal
 
@@ -54,7 +55,8 @@ class LocalEngine:
     kind = "local"
 
     def __init__(self, data_dir: str | Path | None = None, run_as: str | None | bool = True,
-                 listen_host: str | None = None) -> None:
+                 listen_host: str | None = None, *, app_user: AppUser | None = None,
+                 keep_versions: int | None = None) -> None:
         """``listen_host``: instances and app proxies listen there too (besides 127.0.0.1) and report it
         as their address, pg_hba.conf then accepting scram-sha-256 from any address (``pulumi-dbos serve
         --advertise-host``); existing instances pick it up at their next start."""
@@ -66,6 +68,8 @@ class LocalEngine:
         self.layout = Layout(self.data_dir, proc.RunAs(user))
         self.server = Server(self.layout, self.listen_host)
         self._catalog: Catalog | None = None
+        self.app_user = app_user  # serve: one OS user per organization (None: dbosapp)
+        self.keep_versions = keep_versions
 
     # ---------------------------------------------------------------- plumbing
     @property
@@ -427,14 +431,17 @@ class LocalEngine:
 
 
     # ---------------------------------------------------------------- contract: apps
+    def _apps_over(self, catalog: Catalog | None) -> LocalApps:
+        return LocalApps(self.layout, catalog, self.listen_host, self.app_user, self.keep_versions)
+
     @property
     def apps(self) -> LocalApps:
-        return LocalApps(self.layout, self.catalog, self.listen_host)
+        return self._apps_over(self.catalog)
 
     def app_preflight(self, app_name: str, *, port: int | None, version: str | None, owner: str | None,
                       creating: bool) -> builtins.list[Problem]:
         problems = [Problem("data_dir", p) for p in check_data_dir(self.data_dir, self.run_as.user)]
-        return problems or LocalApps(self.layout, self.existing_catalog(), self.listen_host).preflight(
+        return problems or self._apps_over(self.existing_catalog()).preflight(
             app_name, port=port, version=version, owner=owner, creating=creating)
 
     def deploy_app(self, req: AppDeploy) -> AppInfo:
@@ -447,7 +454,7 @@ class LocalEngine:
         return self.apps.all()
 
     def app_versions(self, app_name: str) -> builtins.list[AppVersion]:
-        return LocalApps(self.layout, self.existing_catalog(), self.listen_host).versions(app_name)
+        return self._apps_over(self.existing_catalog()).versions(app_name)
 
     def app_logs(self, app_name: str, lines: int = 100) -> str:
         return self.apps.logs(app_name, lines)

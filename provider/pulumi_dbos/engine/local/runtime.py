@@ -9,26 +9,92 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import pwd
+import re
 import shutil
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
+from ...errors import EngineError, ValidationError
 from .. import proc
 from ..contract import AppDatabaseAccess
 from ..waits import wait_until
-from . import server
+from . import sandbox, server
 
 ENV_TIMEOUT = float(os.environ.get("PULUMI_DBOS_ENV_TIMEOUT", "900"))
 
 
-def default_app_user() -> str | None:
+@dataclass(frozen=True)
+class AppUser:
+    """The OS user an engine's apps run as. ``comment`` set: a user serve creates for one organization
+    (and recognises by that GECOS field before it uses or removes it); None: an existing user (the
+    set-up's ``dbosapp``) that is never created or removed here."""
+
+    name: str
+    comment: str | None = None
+
+
+def default_app_user() -> AppUser | None:
     env = os.environ.get("PULUMI_DBOS_APP_USER")
     if env:
-        return env
-    return "dbosapp" if os.geteuid() == 0 else None
+        return AppUser(env)
+    return AppUser("dbosapp") if os.geteuid() == 0 else None
+
+
+def org_user(org: str) -> AppUser:
+    """Serve's OS user for organization ``org``: ``dboso_<org, lowercased, 16 chars>_<6 hex of its digest>``
+    (organization names are case-sensitive; user names are not, so the digest keeps them apart)."""
+    slug = "".join(c if c.isalnum() else "_" for c in org.lower())[:16]
+    return AppUser(f"dboso_{slug}_{hashlib.sha256(org.encode()).hexdigest()[:6]}",
+                   f"pulumi-dbos serve organization {org}")
+
+
+_users_lock = threading.Lock()
+
+
+def ensure_user(user: AppUser) -> None:
+    """``user`` exists (serve's organization users are created on first use); an existing user of that
+    name that serve did not create is refused, never taken over."""
+    with _users_lock:
+        try:
+            pw = pwd.getpwnam(user.name)
+        except KeyError:
+            if user.comment is None:
+                raise EngineError(f"OS user {user.name!r} for apps does not exist",
+                                  hint="the set-up creates it (`useradd --system dbosapp`), or set "
+                                  "PULUMI_DBOS_APP_USER") from None
+            proc.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
+                      "--shell", "/usr/sbin/nologin", "--comment", user.comment, user.name], timeout=60,
+                     hint="creating the organization's OS user failed")
+            return
+        if user.comment is not None and pw.pw_gecos != user.comment:
+            raise EngineError(f"OS user {user.name!r} exists but was not made by pulumi-dbos serve for this "
+                              "organization", hint="remove or rename that user")
+        if pw.pw_uid == 0:
+            raise EngineError(f"OS user {user.name!r} for apps is root", hint="apps never run as root")
+
+
+def remove_user(user: AppUser) -> None:
+    """Remove one of serve's organization users (no-op for others or when it is gone)."""
+    if user.comment is None:
+        return
+    with _users_lock:
+        try:
+            if pwd.getpwnam(user.name).pw_gecos != user.comment:
+                return
+        except KeyError:
+            return
+        uid = pwd.getpwnam(user.name).pw_uid
+        for p in psutil.process_iter(["uids"]):
+            with contextlib.suppress(psutil.Error):
+                if p.info["uids"] and p.info["uids"].real == uid:
+                    p.kill()
+        proc.run(["userdel", user.name], timeout=60, check=False)
 
 
 def app_python() -> str:
@@ -101,38 +167,113 @@ def pgpass_line(db: AppDatabaseAccess) -> str:
     return f"{esc(db.hostname)}:{db.port}:*:{esc(db.username)}:{esc(db.password)}\n"
 
 
-def build_env(envs: Path, release: Path) -> Path:
-    """The virtualenv under ``envs`` for the release's requirements.txt (built once per distinct content, with uv)."""
+#: where an app's environment is inside its sandbox (built there, so its scripts' paths hold)
+ENVS_INSIDE = "/opt/envs"
+BUILD_MEMORY_MIB = int(os.environ.get("PULUMI_DBOS_BUILD_MEMORY_MIB", "2048"))
+_URL_REQ = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._ -]*\])?\s*@\s*(git\+)?https?://\S+")
+
+
+def check_requirements(text: str) -> list[str]:
+    """Why ``requirements.txt`` cannot be built (empty: it can): only requirements from the index or
+    ``https://`` URLs; no options (``-e``, ``-r``, ``-c``, ``--index-url``, ``-f``...), no local paths or
+    ``file:`` URLs (an earlier upload's directory would run its own build backend)."""
+    problems = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("-"):
+            problems.append(f"requirements.txt line {n}: options ({line.split()[0]}) are not allowed; list "
+                            "packages from the index or https:// URLs")
+        elif _URL_REQ.match(line):
+            continue
+        elif "://" in line or line.startswith((".", "/", "~", "file:")) or "/" in line.split(";")[0] \
+                or "\\" in line:
+            problems.append(f"requirements.txt line {n}: {line!r} is not a package from the index or an "
+                            "https:// URL (local paths and file: URLs are not allowed)")
+    return problems
+
+
+def build_env(envs: Path, release: Path, user: proc.RunAs) -> tuple[Path, str]:
+    """The virtualenv under ``envs`` for the release's requirements.txt (built once per distinct content, with
+    uv): its directory here, and its path as the app sees it. As root the build runs in the app's sandbox
+    as the app's OS user (never as root: an sdist's build backend is tenant code), the environment at
+    :data:`ENVS_INSIDE`, the organization's own uv cache beside it."""
     req = release / "requirements.txt"
     python = app_python()
     content = req.read_bytes() if req.exists() else b""
-    key = hashlib.sha256(content + python.encode()).hexdigest()[:16]
+    problems = check_requirements(content.decode(errors="replace"))
+    if problems:
+        raise ValidationError([("requirements.txt", p) for p in problems])
+    boxed = sandbox.enabled() and user.user is not None
+    key = hashlib.sha256(content + python.encode() + (b"\0sandbox-1" if boxed else b"")).hexdigest()[:16]
     env = envs / key
-    if (env / ".ready").exists():
-        return env
+    inside = f"{ENVS_INSIDE}/{key}" if boxed else str(env)
+    if (envs / f"{key}.ready").exists():
+        return env, inside
     with open(envs / f"{key}.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (env / ".ready").exists():
-            return env
+        if (envs / f"{key}.ready").exists():
+            return env, inside
         shutil.rmtree(env, ignore_errors=True)
-        # uv's own cache (per user, machine-wide): a package is downloaded once, then linked
         uv_env = proc.clean_env({"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"})
-        for k in ("UV_CACHE_DIR", "XDG_CACHE_HOME", "PIP_INDEX_URL", "UV_INDEX_URL", "PIP_CERT", "SSL_CERT_FILE",
-                  "REQUESTS_CA_BUNDLE"):
+        for k in ("PIP_INDEX_URL", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "PIP_CERT", "SSL_CERT_FILE",
+                  "REQUESTS_CA_BUNDLE", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
             if k in os.environ:
                 uv_env[k] = os.environ[k]
         try:
-            proc.run([_uv(), "venv", "--quiet", "--python", python, str(env)], env=uv_env, timeout=ENV_TIMEOUT,
-                     hint="creating the app's virtualenv failed")
-            if content:
-                proc.run([_uv(), "pip", "install", "--quiet", "--python", str(env / "bin" / "python"), "-r",
-                          str(req)], env=uv_env, timeout=ENV_TIMEOUT,
-                         hint="installing the app's requirements.txt failed")
+            if boxed:
+                _build_boxed(envs, key, req if content else None, python, user, uv_env)
+            else:
+                # uv's own cache (per user, machine-wide): a package is downloaded once, then linked
+                for k in ("UV_CACHE_DIR", "XDG_CACHE_HOME"):
+                    if k in os.environ:
+                        uv_env[k] = os.environ[k]
+                proc.run([_uv(), "venv", "--quiet", "--python", python, str(env)], env=uv_env,
+                         timeout=ENV_TIMEOUT, hint="creating the app's virtualenv failed")
+                if content:
+                    proc.run([_uv(), "pip", "install", "--quiet", "--python", str(env / "bin" / "python"), "-r",
+                              str(req)], env=uv_env, timeout=ENV_TIMEOUT,
+                             hint="installing the app's requirements.txt failed")
         except BaseException:
             shutil.rmtree(env, ignore_errors=True)
             raise
-        (env / ".ready").write_text(python)
-    return env
+        (envs / f"{key}.ready").write_text(python)  # in root's directory: nothing the build could plant
+    return env, inside
+
+
+def _build_boxed(envs: Path, key: str, req: Path | None, python: str, user: proc.RunAs,
+                 uv_env: dict[str, str]) -> None:
+    cache = envs / "_cache"
+    for d in (envs / key, cache):
+        d.mkdir(exist_ok=True)
+        st = os.lstat(d)
+        if not os.path.isdir(d) or os.path.islink(d):
+            raise EngineError(f"{d} is not a directory")
+        if st.st_uid != user.uid:
+            os.lchown(d, user.uid, user.gid)
+        os.chmod(d, 0o700 if d == cache else 0o755)
+    binds = [sandbox.Bind(envs, ENVS_INSIDE, writable=True), sandbox.Bind(Path(_uv()), "/opt/uv/uv")]
+    if req is not None:
+        binds.append(sandbox.Bind(req, "/opt/req/requirements.txt"))
+    for k in ("SSL_CERT_FILE", "PIP_CERT", "REQUESTS_CA_BUNDLE"):
+        f = uv_env.get(k)
+        if f and os.path.isfile(f) and not f.startswith(("/etc/", "/usr/")):
+            binds.append(sandbox.Bind(Path(f), f))
+    env = {**uv_env, "HOME": "/tmp", "UV_CACHE_DIR": f"{ENVS_INSIDE}/_cache", "PATH": "/usr/bin:/bin"}
+    env.pop("USER", None)
+    env.pop("LOGNAME", None)
+    inside = f"{ENVS_INSIDE}/{key}"
+    limits = sandbox.Limits(memory_mib=BUILD_MEMORY_MIB)
+    unit = sandbox.unit_name(str(user.user), f"build-{key}")
+    common = {"user": user, "binds": binds, "cwd": "/tmp", "env": env, "host_cwd": envs, "limits": limits,
+              "unit": unit, "timeout": ENV_TIMEOUT}
+    sandbox.run(["/opt/uv/uv", "venv", "--quiet", "--python", python, inside],
+                hint="creating the app's virtualenv failed", **common)  # type: ignore[arg-type]
+    if req is not None:
+        sandbox.run(["/opt/uv/uv", "pip", "install", "--quiet", "--python", f"{inside}/bin/python", "-r",
+                     "/opt/req/requirements.txt"], hint="installing the app's requirements.txt failed",
+                    **common)  # type: ignore[arg-type]
 
 
 def kill_under(directory: Path) -> None:
