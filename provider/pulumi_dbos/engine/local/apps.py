@@ -474,6 +474,42 @@ class LocalApps:
         assert info is not None
         return info
 
+    # ---------------------------------------------------------------- an instance's password reset
+    def _password_files(self, db_port: int, username: str) -> list[tuple[Path, list[str]]]:
+        """Every app's password file for ``username`` on the instance at ``db_port`` (those of running
+        processes and of a deploy under way), with its fields."""
+        found: list[tuple[Path, list[str]]] = []
+        if not self.root.is_dir():
+            return found
+        for app in sorted(self.root.iterdir()):
+            ctl = app / "ctl"
+            if app.name.startswith(("_", ".")) or not ctl.is_dir() or ctl.is_symlink():
+                continue
+            for f in sorted(ctl.glob("pgpass.*")):  # root's own directory: the app only reads it
+                try:
+                    fields = runtime.pgpass_fields(f.read_text())
+                except OSError:
+                    continue
+                if len(fields) == 5 and fields[1] == str(db_port) and fields[3] == username:
+                    found.append((f, fields))
+        return found
+
+    def rekey(self, instance: str, db_port: int, username: str, password: str) -> set[int]:
+        """Right after ``username``'s password changed on ``instance`` (listening on ``db_port``): each app's
+        password file says the new one (rewritten atomically; libpq reads it at every new connection,
+        so the running process needs no restart). Returns the client ports of the bound apps' database
+        sessions (they authenticated with what is now their password file's: not to be ended)."""
+        for path, fields in self._password_files(db_port, username):
+            access = AppDatabaseAccess(instance, fields[0], db_port, username, password)
+            st = os.lstat(path)
+            _write_file(path, runtime.pgpass_line(access).encode(), 0o600, st.st_uid, st.st_gid)
+        keep: set[int] = set()
+        if self._catalog is not None:
+            for rec in self.rows.all():
+                if rec.instance == instance:
+                    keep |= runtime.db_client_ports(rec.backend_pid, db_port)
+        return keep
+
     def _stop(self, pid: int | None, unit: str, grace: float = 10) -> None:
         runtime.stop(pid, grace=grace)
         if self.boxed:

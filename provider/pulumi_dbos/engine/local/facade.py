@@ -304,7 +304,10 @@ class LocalEngine:
         self.ensure_running(name)
         with self.server.admin(name, rec.port) as conn:
             roles.set_password(conn, username, password)
-            roles.end_sessions(conn, username)
+            # in the same step, the apps bound to it: their password files say the new password (their
+            # processes keep running), and their sessions are not among those ended
+            keep = self._apps_over(self.existing_catalog()).rekey(name, rec.port, username, password)
+            roles.end_sessions(conn, username, keep)
         return self._current(name)
 
     def check_credentials(self, name: str, username: str, password: str) -> bool:

@@ -35,6 +35,7 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -224,10 +225,12 @@ def set_password(conn: psycopg.Connection[Any], username: str, password: str) ->
         sql.Identifier(username), sql.Literal(verifier(conn, username, password))))
 
 
-def end_sessions(conn: psycopg.Connection[Any], username: str) -> None:
-    from psycopg import sql
-    conn.execute(sql.SQL("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {} "
-                         "AND pid <> pg_backend_pid()").format(sql.Literal(username))).fetchall()
+def end_sessions(conn: psycopg.Connection[Any], username: str, keep_client_ports: Iterable[int] = ()) -> None:
+    """End ``username``'s sessions, except TCP ones from ``keep_client_ports`` (the running apps bound to the
+    instance, which hold the new password already: ending their sessions would fail their requests)."""
+    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s "
+                 "AND pid <> pg_backend_pid() AND (client_port IS NULL OR NOT client_port = ANY(%s))",
+                 (username, sorted(keep_client_ports))).fetchall()
 
 
 def credentials_work(hostname: str, port: int, username: str, password: str) -> bool:

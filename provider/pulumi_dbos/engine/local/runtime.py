@@ -167,6 +167,41 @@ def pgpass_line(db: AppDatabaseAccess) -> str:
     return f"{esc(db.hostname)}:{db.port}:*:{esc(db.username)}:{esc(db.password)}\n"
 
 
+def pgpass_fields(text: str) -> list[str]:
+    """The fields of a password file's first line (``\\`` and ``\\:`` unescaped), as libpq reads them."""
+    fields, cur, esc = [], [], False
+    for ch in text.split("\n", 1)[0]:
+        if esc:
+            cur.append(ch)
+            esc = False
+        elif ch == "\\":
+            esc = True
+        elif ch == ":":
+            fields.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    fields.append("".join(cur))
+    return fields
+
+
+def db_client_ports(pid: int | None, db_port: int) -> set[int]:
+    """The local ports of ``pid``'s (and its children's) TCP connections to ``db_port``: its database
+    sessions, as ``pg_stat_activity.client_port`` shows them."""
+    if not pid:
+        return set()
+    found: set[int] = set()
+    try:
+        p = psutil.Process(pid)
+        for q in (p, *p.children(recursive=True)):
+            with contextlib.suppress(psutil.Error):
+                found.update(c.laddr.port for c in q.net_connections(kind="tcp")
+                             if c.raddr and c.raddr.port == db_port and c.laddr)
+    except psutil.Error:
+        return found
+    return found
+
+
 #: where an app's environment is inside its sandbox (built there, so its scripts' paths hold)
 ENVS_INSIDE = "/opt/envs"
 BUILD_MEMORY_MIB = int(os.environ.get("PULUMI_DBOS_BUILD_MEMORY_MIB", "2048"))
