@@ -41,7 +41,7 @@ import threading
 from pathlib import Path
 
 from ...appsource import read_config, unpack
-from ...errors import DbosError, EngineError, NotFoundError
+from ...errors import DbosError, EngineError, NotFoundError, TimeoutExpired
 from ...resources_util import url_for
 from ...timeutil import to_rfc3339, utcnow
 from .. import proc
@@ -219,7 +219,8 @@ class LocalApps:
         status = rec.status
         if rec.version and status != AppStatus.DEPLOYING.value:
             healthy = bool(rec.backend_pid and rec.backend_port and rec.proxy_pid
-                           and runtime.listens(rec.backend_pid, rec.backend_port) and runtime.listens(rec.proxy_pid, rec.port))
+                           and runtime.listens(rec.backend_pid, rec.backend_port) and runtime.listens(rec.proxy_pid, rec.port)
+                           and runtime.answers(runtime.http_status(rec.backend_port)))  # the app answers, not 5xx
             status = AppStatus.AVAILABLE.value if healthy else AppStatus.UNHEALTHY.value
         return AppInfo(name=rec.name, status=status, version=rec.version, instance_name=rec.instance,
                        app_db_name=rec.app_db_name, app_url=f"http://{self._url_host}:{rec.port}", port=rec.port,
@@ -436,15 +437,22 @@ class LocalApps:
         pid = self._start(shlex.split(cfg.start[0]), req=req, dirs=dirs, binds=binds, cwd=places["app"], env=env,
                           log=log, unit=unit)
 
+        last: list[int | None] = [None]
+
         def healthy() -> bool:
             if not runtime.alive(pid):
                 raise self._fail(req.app_name, f"version {req.version} exited before it was healthy", log, since,
                                  masks)
-            return runtime.listens(pid, port)
+            if not runtime.listens(pid, port):  # a port that answers may be someone else's
+                return False
+            last[0] = runtime.http_status(port)
+            return runtime.answers(last[0])
 
         try:
-            wait_until(healthy, APP_START_TIMEOUT, f"app {req.app_name!r} version {req.version} did not answer on "
-                       f"port {port}", interval=0.05)
+            if not wait_until(healthy, APP_START_TIMEOUT, "", interval=0.05, raise_on_timeout=False):
+                raise TimeoutExpired(f"app {req.app_name!r} version {req.version} did not answer on port {port} within "
+                                     f"{APP_START_TIMEOUT:.0f}s" + (f" (GET / answered HTTP {last[0]}; healthy is an "
+                                                                   "answer below 500)" if last[0] is not None else ""))
         except BaseException as exc:
             self._stop(pid, unit, grace=2)
             give_up()

@@ -132,6 +132,31 @@ def listens(pid: int, port: int) -> bool:
     return False
 
 
+#: how long a status read waits for an app's answer (a deploy's health wait asks again until its deadline)
+ANSWER_TIMEOUT = float(os.environ.get("PULUMI_DBOS_APP_ANSWER_TIMEOUT", "2"))
+
+
+def http_status(port: int, timeout: float = ANSWER_TIMEOUT) -> int | None:
+    """The HTTP status of ``GET /`` on 127.0.0.1:``port`` (None: no HTTP answer). DBOS Transact 3.x has no
+    admin server (no ``/dbos-healthz``): the app's own answer is its health."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/", headers={"User-Agent": "pulumi-dbos-health"})
+        return conn.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def answers(status: int | None) -> bool:
+    """Whether an app answering ``status`` serves: any answer below 500 (a 404 of an app without a ``/``
+    route is an app that answers; a 5xx is one that fails)."""
+    return status is not None and status < 500
+
+
 def runs_with(pid: int, args: list[str]) -> bool:
     """Whether ``pid``'s command line ends with ``args`` (True when it cannot be read: keep what runs)."""
     try:
