@@ -20,6 +20,9 @@ from ..resources_util import url_for
 from . import _base as b
 from .app_database import _admin
 
+#: inputs derived from the bound instance whose change the instance's own update carries to the running app
+CARRIED = frozenset({"instance_password"})
+
 
 class AppProvider(b.BaseProvider):
     fields = fields_of("App")
@@ -74,7 +77,25 @@ class AppProvider(b.BaseProvider):
         return props["app_name"], self._deploy(props)
 
     def do_update(self, olds: b.Props, news: b.Props) -> b.Props:
-        return self._deploy(news)
+        return self._carried(olds, news) or self._deploy(news)
+
+    def _carried(self, olds: b.Props, news: b.Props) -> b.Props | None:
+        """A rotation of the bound instance's password is no redeploy: the instance's own update carried it
+        to the running app (the engine rewrote the app's password file in the same step as the reset; DBOS
+        Cloud holds its apps' credentials itself), so this update only records the new value. Not for a
+        linked instance (its password changed on its own server) nor an app that is not serving."""
+        changed = {k for k in self.fields.diff_keys if olds.get(k) != news.get(k)}
+        if not changed or not changed <= CARRIED or olds.get("status") != self.healthy:
+            return None
+        eng = b.engine_for(news)
+        inst = eng.info(str(news["instance_name"]))
+        if inst is None or inst.is_linked:
+            return None
+        info = eng.app_info(str(news["app_name"]))
+        if info is None or info.status != self.healthy or info.version != news.get("version") \
+                or info.instance_name != news["instance_name"]:
+            return None
+        return self._outs(news, info)
 
     def do_read(self, id_: str, props: b.Props) -> b.Props | None:
         info = b.engine_for(props).app_info(props.get("app_name") or id_)
