@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import ssl
 import threading
 import time
@@ -40,6 +41,11 @@ CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
 LONG_TIMEOUT = 900.0  # deploys, restores, backups: the server may answer only when done
 
+#: after a server did not answer (refused after the retries, or no handshake within CONNECT_TIMEOUT), the
+#: calls of this process fail at once for this long with that answer: a preview or refresh of N resources
+#: against a frozen or stopped server costs one bounded failure, not N
+UNREACHABLE_MEMO = float(os.environ.get("PULUMI_DBOS_CLOUD_UNREACHABLE_MEMO", "30"))
+
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PATCH"})
 
@@ -51,6 +57,14 @@ class Profile:
     organization: str
     #: ``pulumi-dbos serve``: the extension fields and routes are understood
     serve: bool
+
+
+class _Unreachable(Exception):
+    """The server did not answer at all (remembered by the client, see :data:`UNREACHABLE_MEMO`)."""
+
+    def __init__(self, error: DbosError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 class _RetryStatus(Exception):
@@ -108,6 +122,7 @@ class CloudClient:
             follow_redirects=False)
         self._lock = threading.Lock()
         self._profile: Profile | None = None
+        self._down: tuple[float, DbosError] | None = None  # when the server last did not answer, and how
 
     def close(self) -> None:
         self._http.close()
@@ -136,12 +151,29 @@ class CloudClient:
             segments = {"org": self.profile.organization, **segments}
         url = template.format(**segments)
         masks = [self._token, *secrets]
+        self._refuse_if_down(what)
         started = time.monotonic()
-        resp = self._send(method, url, body, params, timeout, what, masks)
+        try:
+            resp = self._send(method, url, body, params, timeout, what, masks)
+        except _Unreachable as exc:
+            self._down = (time.monotonic(), exc.error)
+            raise exc.error from None
         log.debug("%s %s -> %s in %.3fs", method, url, resp.status_code, time.monotonic() - started)
         if resp.status_code >= 400:
             raise self._error(resp, what, masks)
         return answers.payload(resp)
+
+    def _refuse_if_down(self, what: str) -> None:
+        down = self._down
+        if down is None:
+            return
+        since = time.monotonic() - down[0]
+        if since >= UNREACHABLE_MEMO:
+            self._down = None
+            return
+        first = down[1]
+        raise type(first)(f"{what}: not asked: {first.message.split(': ', 1)[-1]} ({since:.0f}s ago; this process "
+                          f"asks again after {UNREACHABLE_MEMO:.0f}s)", hint=first.hint)
 
     def _send(self, method: str, url: str, body: Mapping[str, Any] | None, params: Mapping[str, Any] | None,
               timeout: float | None, what: str, masks: list[str | None]) -> httpx.Response:
@@ -150,9 +182,12 @@ class CloudClient:
         def retryable(exc: BaseException) -> bool:
             if isinstance(exc, _RetryStatus):
                 return True
-            if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+            if isinstance(exc, httpx.ConnectTimeout):
+                return False  # no handshake within CONNECT_TIMEOUT: a stuck server; asking again multiplies the wait
+            if isinstance(exc, httpx.ConnectError):
                 return True  # nothing reached the server
-            return idempotent and isinstance(exc, httpx.TransportError)
+            # a timeout is not asked again either: the server took the request and did not answer
+            return idempotent and isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.TimeoutException)
 
         to = httpx.Timeout(timeout, connect=CONNECT_TIMEOUT) if timeout else httpx.USE_CLIENT_DEFAULT
         retrying = Retrying(retry=retry_if_exception(retryable), stop=stop_after_attempt(self.attempts),
@@ -174,11 +209,17 @@ class CloudClient:
             hint = ("check the domain (`dbos:cloudDomain`) and the network"
                     + ("; the server's certificate is not trusted: for pulumi-dbos serve pass its CA certificate"
                        if "CERTIFICATE" in text.upper() else ""))
-            raise EngineError(f"{what}: cannot reach DBOS Cloud at {self.domain}: {text}", hint=hint) from None
+            if isinstance(exc, httpx.ConnectTimeout):
+                text = f"no TLS handshake within {CONNECT_TIMEOUT:.0f}s (the server is stopped or overloaded)"
+            raise _Unreachable(EngineError(f"{what}: cannot reach DBOS Cloud at {self.domain}: {text}",
+                                           hint=hint)) from None
         except httpx.TimeoutException:
             sent = "" if idempotent else " (it may have happened anyway: `pulumi refresh` shows what exists)"
-            raise TimeoutExpired(f"{what}: no answer from DBOS Cloud at {self.domain} within "
-                                 f"{timeout or READ_TIMEOUT:.0f}s{sent}") from None
+            error = TimeoutExpired(f"{what}: no answer from DBOS Cloud at {self.domain} within "
+                                   f"{timeout or READ_TIMEOUT:.0f}s{sent}")
+            if idempotent and not timeout:  # a read the server should answer at once: it is stuck
+                raise _Unreachable(error) from None
+            raise error from None
         except httpx.HTTPError as exc:
             raise EngineError(f"{what}: the connection to DBOS Cloud at {self.domain} failed: "
                               f"{mask(str(exc), masks) or type(exc).__name__}") from None
