@@ -477,6 +477,8 @@ class LocalApps:
         self.rows.update(req.app_name, version=req.version, backend_port=port, backend_pid=pid, proxy_pid=proxy_pid,
                          status=AppStatus.AVAILABLE.value, instance=req.database.instance_name,
                          app_db_name=req.app_db_name, owner=req.owner)
+        # backend ports of deploys a killed server never finished (the one serving now is the app's only one)
+        ports.release_all(self.layout.data_dir, f"appb:{req.app_name}", keep={port})
         self.prune_versions(req.app_name, {req.version, *([old.version] if old.version else [])})
         info = self.info(req.app_name)
         assert info is not None
@@ -580,6 +582,8 @@ class LocalApps:
             if rec.backend_port:
                 ports.release(rec.backend_port, self.layout.data_dir, f"appb:{name}")
             self.rows.delete(name)
+        for claimant in (f"app:{name}", f"appb:{name}"):  # also a deploy's that a killed server never finished
+            ports.release_all(self.layout.data_dir, claimant)
         if self.user and self.user.comment is not None and self._catalog is not None and not self.rows.all():
             self.retire_user()
 

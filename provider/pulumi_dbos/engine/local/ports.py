@@ -30,7 +30,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ...errors import EngineError
@@ -257,6 +257,22 @@ def release(port: int, data_dir: Path, name: str) -> None:
         held = _read_claim(dfd, str(port))
         if held is not None and held[0] == _claim_text(data_dir, name):
             os.unlink(str(port), dir_fd=dfd)
+
+
+def release_all(data_dir: Path, name: str, keep: Iterable[int] = ()) -> list[int]:
+    """Release every claim of (data_dir, name) but those of ``keep`` (an app's claims left by a deploy that a
+    killed server never finished); the ports released."""
+    mine, kept, released = _claim_text(data_dir, name), set(keep), []
+    with contextlib.suppress(OSError), _claims_dir() as dfd:
+        for entry in os.listdir(dfd):
+            if not entry.isdigit() or int(entry) in kept:
+                continue
+            held = _read_claim(dfd, entry)
+            if held is not None and held[0] == mine:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry, dir_fd=dfd)
+                    released.append(int(entry))
+    return released
 
 
 def problem(catalog: Catalog | None, port: int, name: str) -> str | None:
