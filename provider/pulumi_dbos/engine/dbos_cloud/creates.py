@@ -36,13 +36,15 @@ def provision(s: CloudSession, name: str, username: str, password: str, *, port:
     body = dump(ProvisionRequest(Name=name, AdminName=username, AdminPassword=password, **ext))
     return create(s, name, "provisioning instance", lambda: s.call(
         "POST", paths.PROVISION, what=f"provisioning instance {name!r}", body=body, secrets=[password],
-        timeout=LONG_TIMEOUT))
+        timeout=LONG_TIMEOUT), owner=owner)
 
 
 def create(s: CloudSession, name: str, what: str, post: Callable[[], object],
-           after: Callable[[], object] | None = None) -> InstanceInfo:
+           after: Callable[[], object] | None = None, *, owner: str | None = None) -> InstanceInfo:
     """POST a create, wait until the instance is ready, run ``after``; any failure past the POST removes
-    what was made. A refused POST (taken name, bad input, missing source) made nothing: no rollback."""
+    what was made. A refused POST (taken name, bad input, missing source) made nothing: no rollback. A POST
+    without an answer (5xx, dropped connection) may or may not have made it — and another stack may have
+    made that name meanwhile: only an instance provably ours (serve's ``Owner`` is ``owner``) is removed."""
     with s.mutating():
         try:
             post()
@@ -51,7 +53,8 @@ def create(s: CloudSession, name: str, what: str, post: Callable[[], object],
         except DbosError as exc:
             if type(exc) is DbosError:  # refused token or organization: nothing was made
                 raise
-            raise _failed(s, name, what, exc) from None
+            raise EngineError(f"{what} {name!r} failed: {exc.message}; {_rollback_if_ours(s, name, owner)}",
+                              hint=exc.hint) from None
         try:
             ready = _wait_ready(s, name, what)
             if after is None:
@@ -81,6 +84,25 @@ def rollback(s: CloudSession, name: str) -> str:
     except DbosError:
         return "the half-made instance is still being removed"
     return "it was rolled back"
+
+
+def _rollback_if_ours(s: CloudSession, name: str, owner: str | None) -> str:
+    """After a POST without an answer: remove the instance of that name only when it is provably ours."""
+    try:
+        db = s.get(name)
+    except DbosError as exc:
+        return (f"whether it made instance {name!r} is unknown ({exc.message.splitlines()[0]}): `pulumi refresh` "
+                "shows it, and if it is this stack's remove it with `pulumi-dbos db status`/`dbos-cloud db destroy`")
+    if db is None:
+        return "nothing was left behind"
+    if s.serve and owner is not None and db.Owner == owner:
+        return rollback(s, name)
+    if s.serve:
+        return (f"an instance named {name!r} exists but is not provably this stack's (its owner is "
+                f"{str(db.Owner).split('#')[0] if db.Owner else 'not recorded'}): it was left alone")
+    return (f"an instance named {name!r} exists; DBOS Cloud records no owner, so it may be another stack's "
+            f"and was left alone: if this create made it, remove it with `dbos-cloud db destroy {name}`, "
+            "or adopt it (adopt=True)")
 
 
 def _failed(s: CloudSession, name: str, what: str, exc: DbosError) -> EngineError:

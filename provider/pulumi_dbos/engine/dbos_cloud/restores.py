@@ -87,4 +87,4 @@ def restore_to_new(s: CloudSession, source: str, name: str, restore_time: str, *
 
     return create(s, name, f"restoring from {source!r} into", lambda: s.call(
         "POST", paths.DB_RESTORE, what=f"restoring {source!r} into {name!r}", body=body, secrets=[password],
-        name=source, timeout=LONG_TIMEOUT), None if s.serve else own_password)
+        name=source, timeout=LONG_TIMEOUT), None if s.serve else own_password, owner=owner)

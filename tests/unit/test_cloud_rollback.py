@@ -1,0 +1,47 @@
+"""A create whose POST got no answer (5xx, dropped connection) removes only what is provably its own
+(issue 19): the name may have been made meanwhile by another stack. On serve the instance's ``Owner``
+proves it; DBOS Cloud records no owner, so there it is left alone and the error says so."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from pulumi_dbos.errors import DbosError
+from tests.unit.test_cloud_client import PW, FakeCloud, api_error, db, engine_for
+
+MINE = "proj/stack/aaa#111111111111"
+THEIRS = "other/stack/aaa#222222222222"
+
+
+def made_then_500(cloud: FakeCloud, owner: str | None) -> Callable[[httpx.Request], httpx.Response | None]:
+    """The POST makes the instance (``owner``'s), then the answer is lost: a 500."""
+    def hook(request: httpx.Request) -> httpx.Response | None:
+        if request.method == "POST" and request.url.path.endswith("/databases/userdb") and "aaa" not in cloud.dbs:
+            cloud.dbs["aaa"] = db("aaa", Owner=owner)
+            return api_error(500, "upstream connection reset")
+        return None
+    return hook
+
+
+@pytest.mark.parametrize("serve", [True, False])
+def test_someone_elses_instance_of_that_name_is_left_alone(serve: bool) -> None:
+    cloud = FakeCloud(serve=serve)
+    cloud.hooks.append(made_then_500(cloud, THEIRS if serve else None))
+    eng = engine_for(cloud)
+    with pytest.raises(DbosError) as exc:
+        eng.provision("aaa", "dbuser", PW, owner=MINE)
+    assert cloud.count("DELETE", "/aaa") == 0 and "aaa" in cloud.dbs
+    assert "left alone" in exc.value.message
+    assert ("other/stack/aaa" in exc.value.message) if serve else ("records no owner" in exc.value.message)
+
+
+def test_an_instance_provably_ours_is_rolled_back_on_serve() -> None:
+    cloud = FakeCloud(serve=True)
+    cloud.hooks.append(made_then_500(cloud, MINE))
+    eng = engine_for(cloud)
+    with pytest.raises(DbosError, match="rolled back"):
+        eng.provision("aaa", "dbuser", PW, owner=MINE)
+    assert cloud.count("DELETE", "/aaa") == 1 and "aaa" not in cloud.dbs
