@@ -9,7 +9,6 @@ another entry's resource, ``path`` fields are relative to the project root.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,34 +18,16 @@ import pulumi_dbos as dbos
 from pulumi_dbos.config import (
     ENGINE_SETTINGS,
     ENTRY_MODELS,
-    SECTIONS,
     SPECS,
     Spec,
     meta_of,
     restore_order,
     validate_stack_config,
 )
+from pulumi_dbos.resources.stack_config import raw_config  # every dbos:* key, unknown ones included
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CLASSES: dict[type[Spec], Any] = {spec: getattr(dbos, spec.__name__.removesuffix("Spec")) for spec in SPECS}
-
-
-def raw_config() -> dict[str, Any]:
-    raw: dict[str, Any] = {}
-    for key in (*ENGINE_SETTINGS, *SECTIONS):
-        value = pulumi.runtime.get_config(f"dbos:{key}")  # plain read: nested secrets included
-        if value is None:
-            continue
-        try:
-            raw[key] = json.loads(value) if key in SECTIONS or key == "replaceOnEngineChange" else value
-        except json.JSONDecodeError:
-            raw[key] = value
-    env = pulumi.runtime.get_config_env()  # unknown dbos:* keys are errors too
-    for full in env:
-        ns, _, key = full.partition(":")
-        if ns == "dbos" and key not in raw and key not in ENGINE_SETTINGS and key not in SECTIONS:
-            raw[key] = env[full]
-    return raw
 
 
 def project_path(path: str) -> str:

@@ -3,6 +3,7 @@
 - ``fields``: what the resources need of each Spec, generated ahead of time (no pydantic);
 - ``rules``: every input rule, written once (used by ``check()`` and by the stack program);
 - ``spec``: one model per resource whose field metadata drives everything about it;
+- ``settings``: the top-level ``dbos:*`` keys, checked for every program (no pydantic);
 - ``stack``: the ``dbos:*`` stack config model, cross-references, and the README reference table.
 
 Every name loads its module on first use (PEP 562): a program of resources, and a provider process
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
         check_retention,
         check_username,
     )
+    from .settings import ENGINE_NAMES, ENGINE_SETTINGS, PROVIDER_SETTINGS, settings_problems
     from .spec import (
         SPECS,
         AppDatabaseSpec,
@@ -43,10 +45,7 @@ if TYPE_CHECKING:
         validate,
     )
     from .stack import (
-        ENGINE_NAMES,
-        ENGINE_SETTINGS,
         ENTRY_MODELS,
-        PROVIDER_SETTINGS,
         SECTION_SPECS,
         SECTIONS,
         StackConfig,
@@ -64,7 +63,8 @@ _MODULES = {
               "check_password", "check_port", "check_restore_time", "check_retention", "check_username"),
     "spec": ("SPECS", "AppDatabaseSpec", "AppSpec", "DatabaseInstanceSpec", "LinkedInstanceSpec", "Meta",
              "RestoredInstanceSpec", "Spec", "input_model", "meta_of", "stack_model", "validate"),
-    "stack": ("ENGINE_NAMES", "ENGINE_SETTINGS", "ENTRY_MODELS", "PROVIDER_SETTINGS", "SECTION_SPECS", "SECTIONS",
+    "settings": ("ENGINE_NAMES", "ENGINE_SETTINGS", "PROVIDER_SETTINGS", "settings_problems"),
+    "stack": ("ENTRY_MODELS", "SECTION_SPECS", "SECTIONS",
               "StackConfig", "reference_markdown", "restore_cycles", "restore_order", "spec_of_entry", "stack_keys",
               "validate_stack_config"),
 }
@@ -87,6 +87,6 @@ __all__ = [
     "RESERVED_USERNAMES", "RestoredInstanceSpec", "SECTIONS", "SECTION_SPECS", "SPECS", "Spec",
     "StackConfig", "UNKNOWN", "check_app_name", "check_db_name", "check_name", "check_password",
     "check_port", "check_restore_time", "check_retention", "check_username", "fields_of", "input_model",
-    "is_unknown", "meta_of", "reference_markdown", "restore_cycles", "restore_order", "spec_of_entry",
-    "stack_keys", "stack_model", "validate", "validate_stack_config",
+    "is_unknown", "meta_of", "reference_markdown", "restore_cycles", "restore_order", "settings_problems",
+    "spec_of_entry", "stack_keys", "stack_model", "validate", "validate_stack_config",
 ]

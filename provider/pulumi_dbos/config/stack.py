@@ -5,7 +5,6 @@ All problems of a stack config are reported at once, each with its config path.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -14,21 +13,10 @@ from pydantic.alias_generators import to_camel
 
 from ..resources_util import resolve_project_path
 from .rules import AppName, InstanceName
+from .settings import ENGINE_SETTINGS, PROVIDER_SETTINGS, engine_problems, suggest, unknown_key_message
 from .spec import SPECS, Spec, _clean, meta_of, stack_model
 
 # ---------------------------------------------------------------------------- stack config (DESIGN §3)
-#: top-level ``dbos:*`` keys that are not sections: stack key -> resource field
-ENGINE_SETTINGS = {"engine": "engine", "dataDir": "data_dir", "runAs": "run_as", "cloudDomain": "cloud_domain",
-                   "replaceOnEngineChange": "replace_on_engine_change"}
-#: top-level keys read by the provider process itself, never resource inputs (a token that rotates must not
-#: show as a change of every resource): the ``dbos-cloud`` engine's bearer token (a secret) and the CA
-#: certificate it trusts (``pulumi-dbos serve``'s self-signed one)
-PROVIDER_SETTINGS = ("cloudToken", "cloudCaCert")
-#: the engines a stack may name
-ENGINE_NAMES = ("local", "dbos-cloud")
-
-
-
 ENTRY_MODELS: dict[type[Spec], type[BaseModel]] = {s: stack_model(s) for s in SPECS}
 SECTIONS = tuple(dict.fromkeys(s.stack_section for s in SPECS))
 #: the Specs of each section (``dbos:apps`` holds AppDatabase entries and, with ``source``, App entries)
@@ -72,36 +60,17 @@ def stack_keys(section: str, spec: type[Spec] | None = None) -> list[str]:
     return list(dict.fromkeys(to_camel(n) for s in specs for n in ENTRY_MODELS[s].model_fields))
 
 
-def _suggest(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else f" (known keys: {', '.join(choices)})"
-
-
 def _unknown_key_message(loc: list[str], tag_spec: type[Spec] | None = None) -> str:
     if len(loc) == 1:
-        key = loc[0]
-        section = key.split(".", 1)[0]
-        if "." in key and section in SECTIONS:
-            return (f"unknown key: `dbos:{key}` was set as one flat key; nested keys need "
-                    f"`pulumi config set --path 'dbos:{key}' ...` (add --secret for a password)")
-        return "unknown key" + _suggest(key, [*ENGINE_SETTINGS, *PROVIDER_SETTINGS, *SECTIONS])
+        return unknown_key_message(loc[0])
     if len(loc) == 3 and loc[0] in SECTIONS:
-        return "unknown key" + _suggest(loc[2], stack_keys(loc[0], tag_spec))
+        return "unknown key" + suggest(loc[2], stack_keys(loc[0], tag_spec))
     return "unknown key (not one of the documented inputs)"
 
 
 def _reference_problems(raw: dict[str, Any]) -> list[str]:
     """Cross-references of the raw config (checked even when fields have errors, to report all at once)."""
-    problems: list[str] = []
-    engine = raw.get("engine", "local")
-    if engine not in ENGINE_NAMES:
-        problems.append(f"dbos:engine: {engine!r} is not available (use one of: {', '.join(ENGINE_NAMES)})")
-    cloud_keys = [k for k in ("cloudDomain", *PROVIDER_SETTINGS) if raw.get(k) is not None]
-    if engine == "local" and cloud_keys:
-        problems.append(f"dbos:{cloud_keys[0]}: only used with `dbos:engine: dbos-cloud` (the engine is 'local')")
-    if engine == "dbos-cloud":
-        problems += [f"dbos:{k}: not used by the dbos-cloud engine (instances live in DBOS Cloud)"
-                     for k in ("dataDir", "runAs") if raw.get(k) is not None]
+    problems = engine_problems(raw)
 
     def entries_of(key: str) -> dict[str, Any]:
         v = raw.get(key)

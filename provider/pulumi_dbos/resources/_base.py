@@ -37,6 +37,7 @@ from ..config.fields import Fields, is_unknown
 from ..engine import Engine, Kind, Preflight, default_data_dir, default_run_as, get_engine
 from ..errors import DbosError
 from ..resources_util import resolve_project_path, url_for
+from .stack_config import check_stack_config
 
 Props = dict[str, Any]
 
@@ -369,6 +370,7 @@ class DbosResource(pulumi.dynamic.Resource):
         self._register(resource_name, {fields.name_field: resource_name, **arguments}, opts)
 
     def _register(self, resource_name: str, inputs: Props, opts: pulumi.ResourceOptions | None) -> None:
+        check_stack_config(inputs.get("engine"))  # the first registration of a program: its dbos:* keys
         fields = self.fields
         props: Props = {}
         for name in fields.inputs:

@@ -148,8 +148,23 @@ class CloudApps:
         version = parse(DeployOutput, data, what).ApplicationVersion
         if serve and req.archive is not None and version != req.version:
             log.warning("app %r: the server stored version %r for content %r", name, version, req.version)
-        app = self._wait_available(name, version, before, masks)
-        return convert.app_info(app, self.versions(name))
+        try:
+            app = self._wait_available(name, version, before, masks)
+        except _NotTheDeploys as exc:
+            raise self._accepted_but(name, version, exc.error) from None
+        try:
+            return convert.app_info(app, self.versions(name))
+        except DbosError as exc:
+            raise self._accepted_but(name, version, exc) from None
+
+    def _accepted_but(self, name: str, version: str, exc: DbosError) -> DbosError:
+        """A failure past the accepted deploy that is not the deploy's own (a token that expired meanwhile,
+        the server gone): say what was done, and how the stack's state catches up."""
+        return DbosError(f"app {name!r}: version {version} was deployed ({self.engine.describe()} accepted it), but "
+                         f"what followed failed: {exc.message}",
+                         hint="the stack's state still records the previous version: with a fresh token "
+                         "(`pulumi config set --secret dbos:cloudToken`) run `pulumi refresh`, then `pulumi up`"
+                         + (f" ({exc.hint})" if exc.hint else ""))
 
     def _register(self, req: AppDeploy) -> None:
         ext: dict[str, Any] = dict(Port=req.port, Owner=req.owner) if self.engine.serve else {}
@@ -177,7 +192,10 @@ class CloudApps:
     def _wait_available(self, name: str, version: str, before: tuple[str, str] | None,
                         masks: list[str]) -> Application:
         def probe() -> Application | None:
-            app = self._get(name)
+            try:
+                app = self._get(name)
+            except DbosError as exc:  # no answer about the app at all (a refused token, no server)
+                raise _NotTheDeploys(exc) from None
             if app is None:
                 raise EngineError(f"app {name!r} disappeared during its deploy")
             if app.Status == APP_READY and app.Version == version:
@@ -216,6 +234,14 @@ class CloudApps:
             return
         poll(lambda: True if all(a.Name != name for a in self._list()) else None, self.deadline,
              f"app {name!r} was not deleted", sleep=self.engine.sleep)
+
+
+class _NotTheDeploys(Exception):
+    """A failure while waiting for an accepted deploy that says nothing about the deploy itself."""
+
+    def __init__(self, error: DbosError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def _secret_names(data: Any) -> set[str]:
