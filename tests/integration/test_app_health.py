@@ -44,3 +44,20 @@ def test_an_app_answering_500_is_not_available(engine: LocalEngine, monkeypatch:
         urllib.request.urlopen(app.app_url + "/break", timeout=5)  # noqa: S310 - http://127.0.0.1 only
     app = engine.app_info("health")
     assert app is not None and app.status == AppStatus.UNHEALTHY.value
+
+
+def test_deleting_an_app_leaves_another_data_dirs_app_of_that_name_running(engine: LocalEngine, tmp_root: Path) -> None:
+    """The apps' sandbox units (cgroups) are named per data dir: a delete (or a migration's clean-up) in
+    one engine kills nothing of another engine's app of the same name running as the same OS user."""
+    other = LocalEngine(tmp_root / "d2")
+    version, archive = pack(APP_DIR)
+    infos = []
+    for eng, name in ((engine, "health_b"), (other, "health_c")):
+        inst = eng.provision(name, "health_user", PW)
+        db = AppDatabaseAccess(name, inst.hostname, inst.port, "health_user", PW)
+        infos.append(eng.deploy_app(AppDeploy("health", version, archive, db, "health", {})))
+    engine.delete_app("health")
+    app = other.app_info("health")
+    assert app is not None and app.status == AppStatus.AVAILABLE.value
+    with urllib.request.urlopen(infos[1].app_url + "/", timeout=5) as r:  # noqa: S310 - http://127.0.0.1 only
+        assert r.status == 200

@@ -32,6 +32,7 @@ never their environment or argv.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pwd
 import shlex
@@ -358,7 +359,10 @@ class LocalApps:
         }
 
     def _unit(self, name: str, what: str) -> str:
-        return sandbox.unit_name(self.user.name if self.user else "self", f"{name}.{what}")
+        # with the data dir's tag: local engines of other data dirs run apps of the same name as the same OS
+        # user (`dbosapp`) at the same time, and a unit's clean-up kills whatever runs in it
+        tag = hashlib.sha256(str(self.layout.data_dir.resolve()).encode()).hexdigest()[:8]
+        return sandbox.unit_name(self.user.name if self.user else "self", f"{name}.{tag}.{what}")
 
     def _limits(self, req: AppDeploy) -> sandbox.Limits:
         return sandbox.Limits(memory_mib=req.memory_mib)
