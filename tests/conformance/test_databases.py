@@ -11,7 +11,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from pulumi_dbos.engine import LocalEngine
 from tests.conformance.conftest import (
+    ORG,
     POLLING,
     URL_RE,
     Conn,
@@ -172,8 +174,10 @@ def test_link_and_unlink(dbos_cloud: DbosCloud, provisioned: dict[str, dict[str,
     einfo, linked = provisioned["ext"], names("lnk")
     ext = einfo["PostgresInstanceName"]
     admin_pw = "Conf-admin-1"
+    # the role as the server's superuser makes it (the instance's own user has no CREATEROLE on PostgreSQL < 16)
+    with LocalEngine(dbos_cloud.serve.data_dir / "orgs" / ORG).server.admin(ext, einfo["Port"]) as su:
+        su.execute(f"CREATE ROLE dbosadmin LOGIN CREATEDB PASSWORD '{admin_pw}'")
     with connect(einfo, "conf_user", PW) as conn:
-        conn.execute(f"CREATE ROLE dbosadmin LOGIN CREATEDB PASSWORD '{admin_pw}'")
         conn.execute("CREATE TABLE keep (x int)")
         conn.execute("INSERT INTO keep VALUES (42)")
         conn.execute("GRANT SELECT ON keep TO dbosadmin")

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -46,19 +47,26 @@ def test_db_connect_then_dbos_cli_acts_on_the_instance(make_project: Any, tmp_ro
     assert f"127.0.0.1:{port}/greet_dbos_sys" in config and PW not in config
     assert "database_url:" not in config.replace("system_database_url", "")  # 3.x rejects it
 
-    # the dbos CLI of the app's own environment, as a user would run it in the app directory
-    dbos_cli = next((p.data_dir / "apps" / "_envs").glob("*/bin/dbos"))
+    # the dbos CLI in a virtualenv of the user's own with the app's requirements, run in the app directory
+    # (the deployed app's environment lives inside its sandbox: its scripts name paths only it sees)
+    venv = tmp_root / "venv"
+    uv = [sys.executable, "-m", "uv"]
+    for argv in ([*uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
+                 [*uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "-r",
+                  str(src / "requirements.txt")]):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)  # noqa: S603
+        assert done.returncode == 0, done.stderr
+    dbos_cli = venv / "bin" / "dbos"
     # as DBOS Cloud's environment would: the app's own database for its Alembic migrations
     client_env = {"PATH": f"{dbos_cli.parent}:/usr/bin:/bin", "PGPASSWORD": PW, "HOME": str(tmp_root),
                   "LANG": "C.UTF-8", "DBOS_DATABASE_URL": f"postgresql://app_user@127.0.0.1:{port}/greet"}
-    # (its scripts name the environment's path inside the apps' sandbox: run them with its interpreter)
-    cp = subprocess.run([str(dbos_cli.parent / "python"), str(dbos_cli), "migrate"], cwd=src, env=client_env, capture_output=True, text=True,  # noqa: S603
+    cp = subprocess.run([str(dbos_cli), "migrate"], cwd=src, env=client_env, capture_output=True, text=True,  # noqa: S603
                         timeout=300)
     assert cp.returncode == 0, cp.stdout + cp.stderr
     assert f"127.0.0.1:{port}/greet_dbos_sys" in cp.stdout and "sqlite" not in cp.stdout.lower()
     deadline = time.monotonic() + 60
     while True:
-        cp = subprocess.run([str(dbos_cli.parent / "python"), str(dbos_cli), "workflow", "list"], cwd=src, env=client_env, capture_output=True,  # noqa: S603
+        cp = subprocess.run([str(dbos_cli), "workflow", "list"], cwd=src, env=client_env, capture_output=True,  # noqa: S603
                             text=True, timeout=300)
         assert cp.returncode == 0, cp.stdout + cp.stderr
         if workflow_id in cp.stdout or time.monotonic() > deadline:

@@ -9,7 +9,6 @@ option goes back to 127.0.0.1 (the setting applies at every start).
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,7 +116,7 @@ def test_instances_and_apps_listen_on_and_report_the_advertised_host(
         assert a["AppURL"] == f"http://127.0.0.1:{port}/" and get_json(a["AppURL"])["version"] == v1
         proxy = [p for p in psutil.process_iter(["cmdline"])  # the proxy itself, not its sandbox's processes
                  if p.info["cmdline"] and "proxy.py" in " ".join(p.info["cmdline"]) and str(port) in p.info["cmdline"]
-                 and "python" in os.path.basename(p.info["cmdline"][0])]
+                 and len(p.info["cmdline"]) > 1 and p.info["cmdline"][1].endswith("proxy.py")]
         assert len(proxy) == 1 and proxy[0].info["cmdline"][-1].endswith("proxy.ready"), proxy
 
         # and back: advertised again after the next start

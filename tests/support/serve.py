@@ -146,7 +146,7 @@ def running_serve(data_dir: Path | None = None, *, backup_interval: float | None
         for org in sorted((data_dir / "orgs").glob("*")):
             cleanup_data_dir(org)
             with contextlib.suppress(Exception):
-                remove_user(org_user(org.name))  # the organization's OS user (serve makes one per org)
+                remove_user(org_user(data_dir, org.name))  # the organization's OS user (serve makes one per org)
         kill_servers_under(data_dir)
         shutil.rmtree(data_dir, ignore_errors=True)
         with contextlib.suppress(OSError):

@@ -200,7 +200,8 @@ class ServeState:
                 from ..engine.local.runtime import org_user
 
                 eng = self._engines[org] = LocalEngine(self.org_dir(org), listen_host=self.advertise_host,
-                                                       app_user=org_user(org), keep_versions=KEEP_VERSIONS)
+                                                       app_user=org_user(self.data_dir, org),
+                                                       keep_versions=KEEP_VERSIONS)
             return eng
 
     def has_catalog(self, org: str) -> bool:

@@ -46,12 +46,13 @@ def default_app_user() -> AppUser | None:
     return AppUser("dbosapp") if os.geteuid() == 0 else None
 
 
-def org_user(org: str) -> AppUser:
-    """Serve's OS user for organization ``org``: ``dboso_<org, lowercased, 16 chars>_<6 hex of its digest>``
-    (organization names are case-sensitive; user names are not, so the digest keeps them apart)."""
+def org_user(data_dir: Path, org: str) -> AppUser:
+    """Serve's OS user for organization ``org`` of the serve at ``data_dir``:
+    ``dboso_<org, lowercased, 16 chars>_<6 hex>``, the digest of both (organization names are
+    case-sensitive and user names are not; two serves on one machine never share a user)."""
     slug = "".join(c if c.isalnum() else "_" for c in org.lower())[:16]
-    return AppUser(f"dboso_{slug}_{hashlib.sha256(org.encode()).hexdigest()[:6]}",
-                   f"pulumi-dbos serve organization {org}")
+    digest = hashlib.sha256(f"{Path(data_dir).resolve()}\0{org}".encode()).hexdigest()[:6]
+    return AppUser(f"dboso_{slug}_{digest}", f"pulumi-dbos serve organization {org} {digest}")
 
 
 _users_lock = threading.Lock()
