@@ -84,13 +84,20 @@ def _is_secret(key: str, a: Any, b: Any) -> bool:
 def changed_fields(step: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(fields whose value changes, secret fields that may change).
 
-    Secrets are ``[secret]`` on both sides of the JSON, so equal text says nothing about them. A secret is
-    listed when the step's diff (``diffReasons``/``detailedDiff``) names it, when its value differs in the
-    JSON (e.g. only known after apply, or added/removed) or, without any diff in the step, when an update
-    changes nothing visible (then a secret is what changes).
+    pulumi-dbos's providers give each step a field-level diff (``detailedDiff``, the same fields
+    `pulumi preview --diff` marks): then exactly those fields are listed. Steps without one (previews
+    made by older versions) are read as before: secrets are ``[secret]`` on both sides of the JSON, so
+    equal text says nothing about them; a secret is listed when the step's ``diffReasons`` name it, when
+    its value differs in the JSON (e.g. only known after apply, or added/removed) or, without any diff in
+    the step, when an update changes nothing visible (then a secret is what changes).
     """
     old = (step.get("oldState") or {}).get("inputs") or {}
     new = (step.get("newState") or {}).get("inputs") or {}
+    detailed = step.get("detailedDiff")
+    if isinstance(detailed, dict) and step.get("op") in ("update", "replace"):
+        keys = sorted({_top_key(str(k)) for k in detailed} - HIDDEN)
+        secrets = [k for k in keys if _is_secret(k, old.get(k), new.get(k))]
+        return [k for k in keys if k not in secrets], secrets
     reported = diff_keys(step)
     changed: list[str] = []
     secret: list[str] = []
@@ -110,13 +117,51 @@ def changed_fields(step: dict[str, Any]) -> tuple[list[str], list[str]]:
         if a != b or (reported is not None and key in reported):
             changed.append(key)
     if reported is None and step.get("op") == "update" and not changed and not secret \
-            and _old_status(step) in (None, "available"):
+            and _old_status(step) in (None, "available", "AVAILABLE"):
         secret = hidden_secrets
     return changed, secret
 
 
 def _old_status(step: dict[str, Any]) -> Any:
     return ((step.get("oldState") or {}).get("outputs") or {}).get("status")
+
+
+#: the status of a healthy resource of each type (others are not repaired by `up`: a linked server is not ours)
+HEALTHY = {"DatabaseInstance": "available", "RestoredInstance": "available", "App": "AVAILABLE"}
+#: what `pulumi up` does about a status other than the healthy one
+REPAIR = {"stopped": "starts it", "credentials_invalid": "resets the password",
+          "UNHEALTHY": "restarts the current version", "STOPPED": "starts it"}
+#: why a bound app or app database updates, by the input it derives from its instance (or its own)
+WHY = {
+    "instance_name": "it moves to another instance (change-database-instance)",
+    "instance_password": "its instance's password changes",
+    "instance_port": "its instance moves to another port",
+    "instance_host": "its instance's host changes",
+    "instance_user": "its instance's user changes",
+    "version": "its code changes (a new version is deployed)",
+    "previous_version": "it deploys a stored version (previous_version)",
+}
+
+
+def repaired_status(step: dict[str, Any], kind: str) -> str | None:
+    """The old status `pulumi up` repairs in this step, if any: the provider names ``status`` in its field-level
+    diff; for a preview without one, a status other than the type's healthy one (compared exactly)."""
+    if step.get("op") != "update":
+        return None
+    status = _old_status(step)
+    detailed = step.get("detailedDiff")
+    if isinstance(detailed, dict):
+        return str(status) if "status" in detailed and status is not None else None
+    healthy = HEALTHY.get(kind)
+    return str(status) if healthy is not None and status not in (None, healthy) else None
+
+
+def why(kind: str, fields: list[str]) -> str | None:
+    """Why an app (or app database) updates, from the fields that change."""
+    if kind not in ("App", "AppDatabase"):
+        return None
+    reasons = [WHY[f] for f in WHY if f in fields]
+    return "; ".join(reasons) or None
 
 
 def _clean(text: str) -> str:
@@ -205,16 +250,20 @@ def render(preview: dict[str, Any], title: str = "pulumi preview") -> str:
         new = (s.get("newState") or {}).get("inputs") or {}
         parts = [f"`{k}`: {_fmt(k, old.get(k))} → {_fmt(k, new.get(k))}" if op not in ("create", "delete")
                  else f"`{k}`" for k in changed]
-        status = _old_status(s)
-        if op == "update" and status not in (None, "available"):
-            parts.append(f"`status`: {_fmt('status', status)} (`pulumi up` starts it)")
+        kind = t.split(":")[-1]
+        status = repaired_status(s, kind)
+        if status is not None:
+            parts.append(f"`status`: {_fmt('status', status)} (`pulumi up` {REPAIR.get(status, 'repairs it')})")
         if secret:
             parts.append("secrets: " + ", ".join(f"`{k}`" for k in secret) + " (values not shown)")
+        reason = why(kind, changed + secret) if op == "update" else None
+        if reason:
+            parts.append(f"**why**: {reason}")
         if op == "replace":
             reasons = s.get("replaceReasons") or []
             parts.append("**replace because** " + (", ".join(f"`{r}`" for r in reasons) if reasons else
                                                    "an input it depends on is only known after apply"))
-        rows.append(f"| {ICON.get(op, '')} | `{name}` | {t.split(':')[-1]} | {op} | {'<br>'.join(parts) or '—'} |")
+        rows.append(f"| {ICON.get(op, '')} | `{name}` | {kind} | {op} | {'<br>'.join(parts) or '—'} |")
 
     body = "\n".join(out)
     budget = MAX_CHARS - len(body) - 400

@@ -23,6 +23,7 @@ EXPECTED_SECRETS: dict[str, dict[str, list[str]]] = {
     "preview_stack_config_failure.json": {},
     "preview_retention_update.json": {},
     "preview_password_update.json": {"fx_db": ["password"]},
+    "preview_rotation_detailed.json": {"a": ["password"], "greet": ["instance_password"]},
 }
 
 
@@ -177,3 +178,42 @@ def test_large_previews_are_summarised_under_the_limit() -> None:
 def test_render_text_tolerates_noise() -> None:
     text = "warning: something\n" + (FIX / "preview_dev_create.json").read_text()
     assert "create" in render_text(text)
+
+
+# ---------------------------------------------------------------------- field-level diffs (issue 19)
+def test_a_rotation_lists_exactly_the_fields_of_the_detailed_diff_and_why_the_app_updates() -> None:
+    md = render(load("preview_rotation_detailed.json"))  # captured by tests/e2e/test_previews.py
+    assert "| 🟡 | `a` | DatabaseInstance | update | secrets: `password` (values not shown) |" in md
+    assert "| 🟡 | `greet` | App | update | secrets: `instance_password` (values not shown)<br>**why**: its " \
+           "instance's password changes |" in md
+    assert "status" not in md  # an AVAILABLE app is healthy: nothing to start
+
+
+def test_detailed_diff_is_the_field_list_even_when_old_inputs_recorded_outputs() -> None:
+    data = load("preview_rotation_detailed.json")
+    _step(data, "a")["oldState"]["inputs"].update(hostname="127.0.0.1", port=54320)  # a state made before the fix
+    md = render(data)
+    assert "hostname" not in md and "54320" not in md
+
+
+@pytest.mark.parametrize(("kind", "status", "says"), [
+    ("App", "UNHEALTHY", "`status`: UNHEALTHY (`pulumi up` restarts the current version)"),
+    ("DatabaseInstance", "credentials_invalid", "`status`: credentials_invalid (`pulumi up` resets the password)"),
+    ("DatabaseInstance", "stopped", "`status`: stopped (`pulumi up` starts it)"),
+])
+def test_status_lines_say_what_up_does(kind: str, status: str, says: str) -> None:
+    data = load("preview_rotation_detailed.json")
+    step = _step(data, "greet" if kind == "App" else "a")
+    step["oldState"]["outputs"]["status"] = status
+    step["detailedDiff"]["status"] = {"kind": "update", "inputDiff": False}
+    assert says in render(data)
+    # without a field-level diff (an older preview): the type's healthy status, compared exactly
+    del step["detailedDiff"]
+    assert says in render(data)
+
+
+def test_a_healthy_app_without_a_detailed_diff_is_not_started() -> None:
+    data = load("preview_rotation_detailed.json")
+    step = _step(data, "greet")
+    del step["detailedDiff"]
+    assert "AVAILABLE" not in render(data)

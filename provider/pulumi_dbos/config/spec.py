@@ -267,6 +267,8 @@ class AppSpec(_BoundToInstance):
     env: Annotated[dict[str, str], Meta("extra environment for the app", secret=True)] = {}
     port: Annotated[Port, Meta("the app's port (default: allocated)", replace=True)] = None
     drop_on_delete: Annotated[bool, Meta("drop its databases when the app is deleted (`--dropdb`)")] = False
+    adopt: Annotated[bool, Meta("take over an existing app of that name that this stack does not manage",
+                                diffed=False)] = False
     version: Annotated[str | None, Meta("content-derived id of the code deployed (computed at preview)",
                                         stack=False, computed=True)] = None
 

@@ -104,6 +104,15 @@ class Preflight:
     source: str | None = None
     restore_time: str | None = None  # RFC3339 or "latest"
     retention_hours: int | None = None
+    username: str | None = None  #: the user asked for (an adopted instance keeps its own: they must match)
+
+
+def adopt_problem(req: Preflight, existing_username: str | None) -> Problem | None:
+    """An adopted instance keeps its user (its password is reset): asking for another one fails at preview."""
+    if not (req.creating and req.adopt and req.username and existing_username) or req.username == existing_username:
+        return None
+    return Problem("username", f"instance {req.name!r} already exists with user {existing_username!r}: adopt=True "
+                   f"takes it over with that user and resets its password; set username={existing_username!r}")
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,16 @@ class Problem:
 
     field: str
     message: str
+
+
+def taken_app(name: str, where: str, existing_owner: str | None, owner: str | None, adopt: bool) -> Problem | None:
+    """On a create: an app of that name that ``owner`` does not manage is not taken over without ``adopt``."""
+    if adopt or (owner is not None and existing_owner == owner):
+        return None
+    whose = f"managed by {existing_owner.split('#')[0]}" if existing_owner else "deployed without this stack"
+    return Problem("app_name", f"an app named {name!r} already exists in {where} ({whose}); choose another "
+                   "app_name, or set adopt=True to take it over (this stack then manages it: its next deploy "
+                   "replaces the running version and `pulumi destroy` deletes it)")
 
 
 class AppStatus(str, enum.Enum):
@@ -255,9 +274,10 @@ class Engine(Protocol):
 
     # ---------------------------------------------------------------- apps (DBOS Cloud's `app ...`)
     def app_preflight(self, app_name: str, *, port: int | None, version: str | None, owner: str | None,
-                      creating: bool) -> builtins.list[Problem]:
+                      creating: bool, adopt: bool = False) -> builtins.list[Problem]:
         """Problems a deploy would meet: a port in use, an unknown stored ``version`` (the message
-        lists the known ones), an app of that name managed by someone else. Creates nothing."""
+        lists the known ones), on a create an app of that name this ``owner`` does not manage (deployed
+        by another stack or without pulumi-dbos) unless ``adopt``. Creates nothing."""
         ...
 
     def deploy_app(self, req: AppDeploy) -> AppInfo:

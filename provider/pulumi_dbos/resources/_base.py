@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import sys
-import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,41 +32,21 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from ..config.fields import Fields, is_unknown
+from ..config.fields import UNKNOWN, Fields, is_unknown
 from ..engine import Engine, Kind, Preflight, default_data_dir, default_run_as, get_engine
 from ..errors import DbosError
 from ..resources_util import resolve_project_path, url_for
+from . import _server
 from .stack_config import check_stack_config
 
 Props = dict[str, Any]
 
 
-# ---------------------------------------------------------------------------- errors without tracebacks
-class _CleanTraceback:
-    """Stands in for the ``traceback`` module in Pulumi's dynamic provider server, which reports every
-    exception as ``traceback.format_exc()``: our own errors become their message and hint only
-    (``PULUMI_DBOS_DEBUG=1`` keeps the traceback)."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(traceback, name)
-
-    @staticmethod
-    def format_exc(*args: Any, **kwargs: Any) -> str:
-        exc = sys.exc_info()[1]
-        if isinstance(exc, DbosError) and not os.environ.get("PULUMI_DBOS_DEBUG"):
-            return str(exc)
-        return traceback.format_exc(*args, **kwargs)
-
-
-def _install_clean_errors() -> None:
-    main = sys.modules.get("__main__")
-    if main is not None and hasattr(main, "_abort_with_traceback") and getattr(main, "traceback", None) is traceback:
-        main.traceback = _CleanTraceback()  # type: ignore[attr-defined]
-
-
+# ---------------------------------------------------------------------------- the provider server's extensions
 @contextlib.contextmanager
 def _clean_errors() -> Iterator[None]:
-    _install_clean_errors()
+    """Around every provider call: errors without tracebacks, field-level diffs (see ``_server``)."""
+    _server.install()
     yield
 
 
@@ -166,6 +145,12 @@ def engine_defaults(engine: str | None, data_dir: str | None, run_as: str | None
     }
 
 
+def notice(message: str) -> None:
+    """A line the user reads in `pulumi preview`/`up` (Pulumi shows a dynamic provider's stderr); never a secret."""
+    sys.stderr.write(f"pulumi-dbos: {message}\n")
+    sys.stderr.flush()
+
+
 def protected_delete_error(name: str) -> DbosError:
     return DbosError(
         f"instance {name!r} has deletion_protection=True and was not deleted",
@@ -191,14 +176,46 @@ class BaseProvider(ResourceProvider):
         """Fill derived defaults into ``inputs`` (e.g. from a config file); return problems found."""
         return []
 
+    def carry(self, olds: Props, inputs: Props) -> None:
+        """Keep in ``inputs`` what the resource already has and the program does not say (yet); called
+        before anything is compared.
+
+        A bound resource takes its instance's host, port and user from the instance's outputs. While that
+        instance is updated in place, a preview knows only its inputs (Pulumi previews an update's outputs
+        as its inputs), so those come as unknown, or None for an allocated port. ``instance_name`` is the
+        instance resource's id, known exactly when the instance is the same one updated in place (a
+        create or replace has no id yet), and an update in place keeps its host, user and allocated port:
+        the bound resource's own values stand, and the preview names only what really changes (say
+        ``instance_password``). `up` itself sees the instance's real outputs."""
+        if "instance_host" not in self.fields.inputs:
+            return
+        name = inputs.get("instance_name")
+        if not is_unknown(name) and name is not None and name == olds.get("instance_name"):
+            for key in ("instance_host", "instance_port", "instance_user"):
+                if inputs.get(key) is None or is_unknown(inputs.get(key)):
+                    inputs[key] = olds.get(key)
+        elif inputs.get("instance_port") is None:
+            inputs["instance_port"] = UNKNOWN  # an instance always has a port: this one's is allocated at apply
+
+    def same(self, key: str, old: Any, new: Any) -> bool:
+        """Whether input ``key`` is unchanged: equal, an unset port (whatever was allocated stays), or an
+        input added since the state was recorded that is at its default."""
+        return old == new or (key == "port" and new is None) \
+            or (old is None and new is not None and new == self.fields.default(key))
+
     def check(self, olds: Props, news: Props) -> CheckResult:
+        # Inputs are what the program gave plus defaults (and values derived from them, such as an app's
+        # version): never outputs. A stack that recorded outputs as inputs (an allocated port) before is
+        # migrated silently: they compare as unchanged, and the next `up` records the inputs as given.
         with _clean_errors():
             inputs = dict(news)
             for name, _ in self.fields.defaults:
                 if inputs.get(name) is None:
                     inputs[name] = self.fields.default(name)
             failures = self.defaults(inputs)
-            if not failures and olds and all(olds.get(k) == inputs.get(k) for k in self.fields.inputs):
+            if olds:
+                self.carry(olds, inputs)
+            if not failures and olds and all(self.same(k, olds.get(k), inputs.get(k)) for k in self.fields.inputs):
                 # the inputs this resource was last created or updated with: validated and checked then,
                 # and nothing the engine could say changes the plan (a no-op preview asks it nothing)
                 return _check_result(inputs, [])
@@ -210,8 +227,6 @@ class BaseProvider(ResourceProvider):
                 failures += self._moves(olds, inputs) or self._preflight(olds, inputs)
             if not failures:
                 failures += self.extra_checks(olds, inputs)
-            if not failures:
-                self.preview_outputs(olds, inputs)
             return _check_result(inputs, failures)
 
     def extra_checks(self, olds: Props, news: Props) -> list[CheckFailure]:
@@ -255,7 +270,9 @@ class BaseProvider(ResourceProvider):
             kind=self.kind, name=str(name), owner=news.get("owner"), creating=not same,
             adopt=bool(news.get("adopt")), port=asked("port"), retention_hours=asked("retention_hours"),
             source=None if is_unknown(news.get("source")) else news.get("source"),
-            restore_time=None if is_unknown(news.get("restore_time")) else news.get("restore_time"))
+            restore_time=None if is_unknown(news.get("restore_time")) else news.get("restore_time"),
+            username=None if self.kind is not Kind.PROVISIONED or is_unknown(news.get("username"))
+            else news.get("username"))
 
     def _preflight(self, olds: Props, news: Props) -> list[CheckFailure]:
         req = self.preflight_request(olds, news)
@@ -265,42 +282,36 @@ class BaseProvider(ResourceProvider):
                 and olds.get("restore_time") == req.restore_time:
             req = Preflight(**{**req.__dict__, "restore_time": None})  # already restored: the window moved on
         try:
-            problems = engine_for(news).preflight(req)
+            eng = engine_for(news)
+            problems = eng.preflight(req)
+            if req.adopt and req.creating and not problems and eng.info(req.name) is not None:
+                notice(f"instance {req.name!r} exists and will be adopted (adopt=True): `pulumi up` makes this "
+                       "stack its manager and resets its user's password to the one given")
         except DbosError as exc:
             field = "data_dir" if news.get("engine", "local") == "local" else "engine"
             return [CheckFailure(field, exc.message + (f"; {exc.hint}" if exc.hint else ""))]
         return [CheckFailure(p.field, p.message) for p in problems]
-
-    def preview_outputs(self, olds: Props, inputs: Props) -> None:
-        """For an update, outputs that do not change are known at preview: Pulumi's preview of an update
-        shows the checked inputs as outputs, so an instance's host, port and user are filled in here and
-        the apps bound to it see no false change (a retention change is not an app change)."""
-        if self.kind is None or not olds or any(olds.get(k) != inputs.get(k) for k in self.fields.replace_keys):
-            return
-        try:
-            info = engine_for(inputs).info(str(inputs.get("instance_name")))
-        except DbosError:
-            return
-        if info is None:
-            return
-        for key, value in (("hostname", info.hostname), ("username", info.username), ("port", info.port)):
-            if key in (*self.fields.inputs, *self.fields.outputs) and inputs.get(key) is None:
-                inputs[key] = value
 
     # ------------------------------------------------------------ diff
     def replace_keys(self, olds: Props, news: Props) -> list[str]:
         return list(self.fields.replace_keys)
 
     def diff(self, _id: str, olds: Props, news: Props) -> DiffResult:
+        """Changed/unchanged and the replace keys for Pulumi, plus the field-level diff (field -> add, update,
+        delete, with ``-replace`` where the field replaces) that ``pulumi preview --diff``/``--json`` show:
+        ``olds`` are the recorded outputs (which hold the inputs), ``news`` the checked inputs."""
         with _clean_errors():
+            _server.set_detailed_diff(None)
             replace_keys = self.replace_keys(olds, news)
-            changes = [k for k in self.fields.diff_keys if olds.get(k) != news.get(k)
-                       and not (k == "port" and news.get(k) is None)]  # unset port: whatever was allocated
+            changes = [k for k in self.fields.diff_keys if not self.same(k, olds.get(k), news.get(k))]
             replaces = [k for k in changes if k in replace_keys]
+            detail = {k: _kind(olds.get(k), news.get(k), k in replaces) for k in changes}
             if self.healthy and olds.get("status") not in (None, self.healthy) and not replaces:
                 changes.append("status")  # stopped, crashed or password drifted out of band: `up` repairs it
+                detail["status"] = "update"
             same_place = olds.get(self.fields.name_field) == news.get(self.fields.name_field) \
                 and not self._moving(olds, news)
+            _server.set_detailed_diff(detail)
             return DiffResult(changes=bool(changes), replaces=replaces, stables=[],
                               delete_before_replace=bool(replaces) and same_place)
 
@@ -340,6 +351,11 @@ class BaseProvider(ResourceProvider):
     def delete(self, id_: str, props: Props) -> None:
         with _clean_errors():
             self.do_delete(id_, props)
+
+
+def _kind(old: Any, new: Any, replace: bool) -> str:
+    kind = "add" if old is None else "delete" if new is None else "update"
+    return f"{kind}-replace" if replace else kind
 
 
 def _check_result(inputs: Props, failures: list[CheckFailure]) -> CheckResult:
@@ -413,6 +429,7 @@ class BoundResource(DbosResource):
             if arguments.get(key):
                 arguments[key] = os.path.abspath(arguments[key])
         self._register(resource_name, {
-            self.fields.name_field: resource_name, **arguments, "instance_name": inst.instance_name,
+            self.fields.name_field: resource_name, **arguments,
+            "instance_name": inst.id,  # = its instance_name, unknown at preview while it is created (carry())
             "instance_host": inst.hostname, "instance_port": inst.port, "instance_user": inst.username,
             "instance_password": inst.password}, opts)

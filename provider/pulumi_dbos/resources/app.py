@@ -48,7 +48,7 @@ class AppProvider(b.BaseProvider):
             problems = b.engine_for(news).app_preflight(
                 str(news.get("app_name")), port=None if port is None or is_unknown(port) else b.as_int(port),
                 version=None if not prev or is_unknown(prev) else str(prev), owner=news.get("owner"),
-                creating=not olds)
+                creating=not olds, adopt=bool(news.get("adopt")))
         except DbosError as exc:
             return [CheckFailure("data_dir", exc.message)]
         return [CheckFailure(p.field, p.message) for p in problems]

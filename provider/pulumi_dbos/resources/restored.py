@@ -22,6 +22,12 @@ class RestoredInstanceProvider(b.BaseProvider):
         # itself being replaced, `source` is unknown here, and that alone must not replace the restore.
         return [k for k in self.fields.replace_keys if not is_unknown(news.get(k))]
 
+    def carry(self, olds: b.Props, inputs: b.Props) -> None:
+        # Its password defaults to the source's; once the source has left the program (given by name
+        # now), the restore keeps the password it has: the state holds what its server accepts.
+        if inputs.get("password") is None and olds.get("password"):
+            inputs["password"] = olds["password"]
+
     def _outs(self, props: b.Props, info: InstanceInfo) -> b.Props:
         return instance_outputs(self, props, info, props.get("password"), source_instance=info.source_instance,
                                 restored_to=info.restored_to)

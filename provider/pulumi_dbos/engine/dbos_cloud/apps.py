@@ -30,7 +30,7 @@ from ...cloudapi.models import (
     dump,
 )
 from ...errors import DbosError, EngineError, NotFoundError, TimeoutExpired, ValidationError
-from ..contract import AppDeploy, AppInfo, AppVersion, Problem
+from ..contract import AppDeploy, AppInfo, AppVersion, Problem, taken_app
 from . import convert
 from .answers import parse, parse_list
 from .client import LONG_TIMEOUT, poll
@@ -90,12 +90,12 @@ class CloudApps:
 
     # ---------------------------------------------------------------- checks
     def preflight(self, name: str, *, port: int | None, version: str | None, owner: str | None,
-                  creating: bool) -> list[Problem]:
+                  creating: bool, adopt: bool = False) -> list[Problem]:
         problems: list[Problem] = []
         app = self._get(name)
-        if creating and app is not None and owner is not None and app.Owner not in (None, owner):
-            problems.append(Problem("app_name", f"an app named {name!r} already exists in {self.engine.describe()} "
-                                    f"(managed by {str(app.Owner).split('#')[0]})"))
+        taken = taken_app(name, self.engine.describe(), app.Owner, owner, adopt) if creating and app else None
+        if taken is not None:
+            problems.append(taken)
         if port is not None:
             if not self.engine.serve:
                 problems.append(Problem("port", CLOUD_APP_PORT))

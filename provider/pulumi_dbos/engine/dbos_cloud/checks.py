@@ -14,7 +14,7 @@ from ...cloudapi import paths
 from ...cloudapi.models import PreflightProblem, PreflightRequest, dump
 from ...errors import DbosError, ValidationError
 from ...timeutil import parse_rfc3339, to_rfc3339, utcnow
-from ..contract import InstanceInfo, Kind, Preflight, Problem
+from ..contract import InstanceInfo, Kind, Preflight, Problem, adopt_problem
 from .answers import parse_list
 from .convert import DEFAULT_RETENTION_HOURS
 
@@ -52,6 +52,9 @@ def from_list(req: Preflight, instances: list[InstanceInfo], *, serve: bool, whe
         whose = f" (managed by {existing.owner.split('#')[0]})" if existing.owner else ""
         problems.append(Problem("instance_name", f"an instance named {req.name!r} already exists in {where}{whose}; "
                                 "choose another instance_name, or set adopt=True to take it over"))
+    adopting = adopt_problem(req, existing.username if existing else None)
+    if adopting is not None:
+        problems.append(adopting)
     port = req.port if req.kind is not Kind.LINKED else None
     if not serve:
         problems += cloud_limits(port, req.retention_hours)

@@ -130,8 +130,8 @@ class DbosCloudEngine:
 
     # ---------------------------------------------------------------- apps
     def app_preflight(self, app_name: str, *, port: int | None, version: str | None, owner: str | None,
-                      creating: bool) -> builtins.list[Problem]:
-        return self.apps.preflight(app_name, port=port, version=version, owner=owner, creating=creating)
+                      creating: bool, adopt: bool = False) -> builtins.list[Problem]:
+        return self.apps.preflight(app_name, port=port, version=version, owner=owner, creating=creating, adopt=adopt)
 
     def deploy_app(self, req: AppDeploy) -> AppInfo:
         return self.apps.deploy(req)

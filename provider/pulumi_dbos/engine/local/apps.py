@@ -46,7 +46,7 @@ from ...errors import DbosError, EngineError, NotFoundError, TimeoutExpired
 from ...resources_util import url_for
 from ...timeutil import to_rfc3339, utcnow
 from .. import proc
-from ..contract import AppDatabaseAccess, AppDeploy, AppInfo, AppStatus, AppVersion, Problem
+from ..contract import AppDatabaseAccess, AppDeploy, AppInfo, AppStatus, AppVersion, Problem, taken_app
 from ..waits import wait_until
 from . import ports, runtime, sandbox
 from .catalog import AppCatalog, AppRecord, Catalog
@@ -184,7 +184,7 @@ class LocalApps:
 
     # ---------------------------------------------------------------- checks
     def preflight(self, app_name: str, *, port: int | None, version: str | None, owner: str | None,
-                  creating: bool) -> list[Problem]:
+                  creating: bool, adopt: bool = False) -> list[Problem]:
         problems: list[Problem] = []
         if self.user and self.user.comment is None:
             try:
@@ -193,9 +193,9 @@ class LocalApps:
                 problems.append(Problem("app_name", f"OS user {self.user.name!r} for apps does not exist: the "
                                         "set-up creates it, or set PULUMI_DBOS_APP_USER"))
         rec = self.rows.get(app_name) if self._catalog is not None else None
-        if creating and rec is not None and owner is not None and rec.owner not in (None, owner):
-            problems.append(Problem("app_name", f"an app named {app_name!r} already exists in this engine "
-                                    f"(managed by {str(rec.owner).split('#')[0]})"))
+        taken = taken_app(app_name, "this engine", rec.owner, owner, adopt) if creating and rec is not None else None
+        if taken is not None:
+            problems.append(taken)
         if port is not None and (rec is None or rec.port != port):
             used = {r.port: r.name for r in self.rows.all()} if self._catalog is not None else {}
             inst = {i.port: i.name for i in self.catalog.all() if not i.linked} if self._catalog is not None else {}

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from ...errors import DbosError
 from ...timeutil import parse_rfc3339, to_rfc3339, utcnow
-from ..contract import Kind, Preflight, Problem
+from ..contract import Kind, Preflight, Problem, adopt_problem
 from . import ports
 from .catalog import Catalog
 from .paths import check_data_dir
@@ -36,6 +36,9 @@ def preflight(eng: LocalEngine, req: Preflight) -> list[Problem]:
         problems.append(Problem(
             "instance_name", f"an instance named {req.name!r} already exists in {eng.describe()}{whose}; "
             "choose another instance_name, or set adopt=True to take it over"))
+    adopting = adopt_problem(req, existing.username if existing else None)
+    if adopting is not None:
+        problems.append(adopting)
     if req.port is not None and req.kind is not Kind.LINKED and (req.creating or existing is None
                                                                  or existing.port != req.port):
         why = ports.problem(catalog, req.port, req.name)

@@ -442,10 +442,10 @@ class LocalEngine:
         return self._apps_over(self.catalog)
 
     def app_preflight(self, app_name: str, *, port: int | None, version: str | None, owner: str | None,
-                      creating: bool) -> builtins.list[Problem]:
+                      creating: bool, adopt: bool = False) -> builtins.list[Problem]:
         problems = [Problem("data_dir", p) for p in check_data_dir(self.data_dir, self.run_as.user)]
         return problems or self._apps_over(self.existing_catalog()).preflight(
-            app_name, port=port, version=version, owner=owner, creating=creating)
+            app_name, port=port, version=version, owner=owner, creating=creating, adopt=adopt)
 
     def deploy_app(self, req: AppDeploy) -> AppInfo:
         return self.apps.deploy(req)
