@@ -66,8 +66,9 @@ def issue_token(data_dir: Path, org: str, user: str, ttl_hours: float) -> str:
 
 def run(*, listen: str = DEFAULT_LISTEN, data_dir: Path, tls_cert: Path | None = None, tls_key: Path | None = None,
         backup_interval: float = DEFAULT_BACKUP_INTERVAL, advertise_host: str | None = None,
-        limits: Limits | None = None) -> int:
-    """Serve until SIGTERM/SIGINT (then stop cleanly: requests in flight finish, the background thread stops)."""
+        limits: Limits | None = None, cloud_exact: bool = False) -> int:
+    """Serve until SIGTERM/SIGINT (then stop cleanly: requests in flight finish, the background thread stops).
+    ``cloud_exact``: DBOS Cloud's API without pulumi-dbos's extensions (:mod:`.exact`)."""
     import uvicorn
 
     from . import auth, state, tls
@@ -97,7 +98,7 @@ def run(*, listen: str = DEFAULT_LISTEN, data_dir: Path, tls_cert: Path | None =
     limits = limits or Limits()
     if limits.link_allow:
         log.info("links allowed only to %s", ", ".join(str(n) for n in limits.link_allow))
-    app = create_app(st, key, Background(st, backup_interval), limits)
+    app = create_app(st, key, Background(st, backup_interval), limits, cloud_exact=cloud_exact)
     server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, ssl_certfile=str(tls_cert), ssl_keyfile=str(tls_key), log_level="info",
         server_header=False, timeout_graceful_shutdown=60, lifespan="on",
@@ -107,7 +108,8 @@ def run(*, listen: str = DEFAULT_LISTEN, data_dir: Path, tls_cert: Path | None =
         while not server.started and not server.should_exit:
             time.sleep(0.05)
         if server.started:
-            print(f"serving DBOS Cloud's API on https://{host}:{port} (cert: {tls_cert}; data: {data_dir})",
+            mode = " exactly as DBOS Cloud (no pulumi-dbos extensions)" if cloud_exact else ""
+            print(f"serving DBOS Cloud's API{mode} on https://{host}:{port} (cert: {tls_cert}; data: {data_dir})",
                   flush=True)
 
     threading.Thread(target=announce, name="serve-announce", daemon=True).start()

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..cloudapi import paths
 from ..cloudapi.models import SERVE_SERVER, UserProfile
 from ..errors import DbosError
-from . import applications, auth, databases
+from . import applications, auth, databases, exact
 from .background import Background
 from .http import ApiError, claims_of, error_response, ok, status_of
 from .limits import BodyLimit, Limits, OrgGate, widen_thread_pool
@@ -33,9 +33,10 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def create_app(state: ServeState, key: bytes, background: Background | None = None,
-               limits: Limits | None = None) -> FastAPI:
+               limits: Limits | None = None, *, cloud_exact: bool = False) -> FastAPI:
     """The application. Its middlewares, outermost first: the body cap (413), authentication (401/403), the
-    per-organization gate (a queue, then 429; see :mod:`.limits`), then the routes."""
+    per-organization gate (a queue, then 429; see :mod:`.limits`), then the routes. ``cloud_exact``: DBOS
+    Cloud's API without pulumi-dbos's extensions (see :mod:`.exact`)."""
     limits = limits or Limits()
 
     @contextlib.asynccontextmanager
@@ -90,6 +91,8 @@ def create_app(state: ServeState, key: bytes, background: Background | None = No
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         message = exc.detail if isinstance(exc.detail, str) else "error"
+        if cloud_exact and exc.status_code == 405:  # e.g. PATCH databases/userdb/{name}: no such route there
+            return error_response(404, f"no such route: {request.method} {request.url.path}")
         if exc.status_code == 404 and message == "Not Found":
             message = f"no such route: {request.method} {request.url.path}"
         return error_response(exc.status_code, message)
@@ -102,11 +105,12 @@ def create_app(state: ServeState, key: bytes, background: Background | None = No
     @app.get(paths.PROFILE)
     def profile(request: Request) -> Response:
         c = claims_of(request)
-        return ok(UserProfile(Name=c.user, Email=f"{c.user}@{c.org}.local", Organization=c.org,
-                              SubscriptionPlan="pulumi-dbos", Server=SERVE_SERVER))
+        return (exact.ok if cloud_exact else ok)(UserProfile(
+            Name=c.user, Email=f"{c.user}@{c.org}.local", Organization=c.org, SubscriptionPlan="pulumi-dbos",
+            Server=None if cloud_exact else SERVE_SERVER))
 
-    app.include_router(databases.router(state, limits))
-    app.include_router(applications.router(state, limits))
+    app.include_router(databases.router(state, limits, cloud_exact=cloud_exact))
+    app.include_router(applications.router(state, limits, cloud_exact=cloud_exact))
     return app
 
 

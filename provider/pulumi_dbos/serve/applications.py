@@ -38,6 +38,7 @@ from ..cloudapi.models import (
 from ..config import rules
 from ..engine.contract import AppDatabaseAccess, AppDeploy, AppInfo
 from ..errors import DbosError, NotFoundError, ValidationError
+from . import exact
 from .databases import not_found as db_not_found
 from .http import ApiError, as_int, check, ok, owned, status_of, valid_name, validation_message
 from .limits import Limits
@@ -96,8 +97,9 @@ def checked_archive(archive: bytes, limits: Limits) -> bytes:
         raise ApiError(400, "application_archive is not a readable zip archive") from None
 
 
-def router(state: ServeState, limits: Limits | None = None) -> APIRouter:
+def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool = False) -> APIRouter:
     r = APIRouter()
+    respond = exact.ok if cloud_exact else ok
     limits = limits or Limits()
 
     def engine_app(org: str, app: str) -> AppInfo | None:
@@ -154,16 +156,18 @@ def router(state: ServeState, limits: Limits | None = None) -> APIRouter:
         names = set(state.apps.items(org))
         if state.has_catalog(org):
             names |= {a.name for a in state.engine(org).list_apps()}
-        return ok([v for v in (view(org, n) for n in sorted(names)) if v is not None])
+        return respond([v for v in (view(org, n) for n in sorted(names)) if v is not None])
 
     @r.get(paths.APP)
     def get_app(org: str, app: str, request: Request) -> Response:
         org = owned(request, org)
-        return ok(view_or_404(org, app))
+        return respond(view_or_404(org, app))
 
     @r.put(paths.APPS)
     def register(org: str, body: RegisterRequest, request: Request) -> Response:
         org = owned(request, org)
+        if cloud_exact:
+            body = exact.ignore_extensions(body, "register")
         check(rules.check_app_name, body.name)
         if body.name == "secrets":
             raise ApiError(400, "app_name `secrets` is reserved (its paths are the secrets')")
@@ -193,6 +197,8 @@ def router(state: ServeState, limits: Limits | None = None) -> APIRouter:
     # ------------------------------------------------------------------ A4-A5 deploy
     def deploy(org: str, app: str, body: DeployRequest, target: str | None) -> DeployOutput:
         current = view_or_404(org, app)
+        if cloud_exact:
+            body = exact.ignore_extensions(body, "deploy")
         if (body.application_archive is None) == (body.previous_version is None):
             raise ApiError(400, "send exactly one of application_archive and previous_version")
         reg: dict[str, Any] = state.apps.get(org, app) or {}
@@ -216,6 +222,9 @@ def router(state: ServeState, limits: Limits | None = None) -> APIRouter:
             except (binascii.Error, ValueError):
                 raise ApiError(400, "application_archive is not base64") from None
             version = hashlib.sha256(archive).hexdigest()[:12]  # appsource.pack's rule, on the bytes sent
+            if cloud_exact:  # DBOS Cloud numbers each deploy
+                version = exact.next_version(reg, [v.version for v in eng.app_versions(app)]
+                                             if state.has_catalog(org) else [])
             archive = checked_archive(archive, limits)  # before anything is read out of it or stored
             cfg = archive_config(archive)
             language = cfg.get("language") or reg.get("language") or "python"
@@ -247,21 +256,22 @@ def router(state: ServeState, limits: Limits | None = None) -> APIRouter:
                 raise ApiError(status_of(exc) if status_of(exc) != 404 else 400,
                                f"deploy of {app} version {version} failed: {detail.splitlines()[0]}",
                                detailed=detail) from None
+            numbered = {"LastVersion": int(version)} if cloud_exact and archive is not None else {}
             state.apps.update(org, app, lambda old: {**(old or {"ID": str(uuid.uuid4()), "language": "python"}),
-                                                     "database": instance})
+                                                     "database": instance, **numbered})
         log.info("org %s: deployed %s version %s on %s", org, app, version, instance)
         return DeployOutput(ApplicationName=app, ApplicationVersion=version)
 
     @r.post(paths.APP)
     def deploy_app(org: str, app: str, body: DeployRequest, request: Request) -> Response:
         org = owned(request, org)
-        return ok(deploy(org, app, body, None))
+        return respond(deploy(org, app, body, None))
 
     @r.post(paths.APP_CHANGE_DB)
     def change_database(org: str, app: str, body: ChangeDatabaseRequest, request: Request) -> Response:
         org = owned(request, org)
         view_or_404(org, app)
-        return ok(deploy(org, app, body, body.target_database_name))
+        return respond(deploy(org, app, body, body.target_database_name))
 
     # ------------------------------------------------------------------ A6-A8
     @r.delete(paths.APP)
@@ -302,7 +312,7 @@ def router(state: ServeState, limits: Limits | None = None) -> APIRouter:
             return new
 
         state.apps.update(org, app, apply)
-        return ok(view_or_404(org, app))
+        return respond(view_or_404(org, app))
 
     @r.get(paths.APP_SECRET_LIST)
     def list_secrets(org: str, app: str, request: Request) -> Response:

@@ -25,6 +25,7 @@ from ..cloudapi.models import (
 from ..config import rules
 from ..engine.contract import InstanceInfo, Kind, Preflight
 from ..errors import AlreadyExistsError, DbosError, NotFoundError
+from . import exact
 from .http import ApiError, check, from_dbos, ok, owned, valid_name
 from .limits import Limits, link_allowed
 from .state import Credentials, ServeState
@@ -59,8 +60,10 @@ def to_wire(info: InstanceInfo, creds: Credentials | None) -> UserDBInstance:
         SourceInstance=info.source_instance, RestoredTo=info.restored_to, Owner=info.owner)
 
 
-def router(state: ServeState, limits: Limits | None = None) -> APIRouter:
+def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool = False) -> APIRouter:
     r = APIRouter()
+    ext = APIRouter() if cloud_exact else r  # the extension routes: not served by --cloud-exact (404)
+    respond = exact.ok if cloud_exact else ok
     lim = limits or Limits()
     creating: dict[str, set[str]] = {}  # org -> names of instances being provisioned, restored or linked
 
@@ -95,7 +98,10 @@ def router(state: ServeState, limits: Limits | None = None) -> APIRouter:
         return valid_name(name) and state.has_catalog(org) and state.engine(org).catalog.get(name) is not None
 
     def view(org: str, info: InstanceInfo) -> UserDBInstance:
-        return to_wire(info, state.credentials(org, info.name))
+        wire = to_wire(info, state.credentials(org, info.name))
+        if cloud_exact:
+            wire.Status = exact.db_status(wire.Status, linked=info.is_linked)
+        return wire
 
     def taken(org: str, name: str) -> None:
         if record_exists(org, name):
@@ -106,12 +112,14 @@ def router(state: ServeState, limits: Limits | None = None) -> APIRouter:
     def list_databases(org: str, request: Request) -> Response:
         org = owned(request, org)
         if not state.has_catalog(org):
-            return ok([])
-        return ok([view(org, i) for i in state.engine(org).list()])
+            return respond([])
+        return respond([view(org, i) for i in state.engine(org).list()])
 
     @r.post(paths.PROVISION)
     def provision(org: str, body: ProvisionRequest, request: Request) -> Response:
         org = owned(request, org)
+        if cloud_exact:
+            body = exact.ignore_extensions(body, "provision")
         check(rules.check_instance_name, body.Name)
         check(rules.check_username, body.AdminName)
         check(rules.check_password, body.AdminPassword)
@@ -128,12 +136,12 @@ def router(state: ServeState, limits: Limits | None = None) -> APIRouter:
                 state.forget_credentials(org, body.Name)
                 raise
         log.info("org %s: provisioned %s (port %s)", org, info.name, info.port)
-        return ok(view(org, info), 201)
+        return respond(view(org, info), 201)
 
     @r.get(paths.DB_INFO)
     def db_info(org: str, name: str, request: Request) -> Response:
         org = owned(request, org)
-        return ok(view(org, info_or_404(org, name)))
+        return respond(view(org, info_or_404(org, name)))
 
     # ------------------------------------------------------------------ E4 credentials
     @r.post(paths.DB_CREDENTIALS)
@@ -148,13 +156,17 @@ def router(state: ServeState, limits: Limits | None = None) -> APIRouter:
             state.engine(org).reset_credentials(name, info.username, body.Password)
             state.set_credentials(org, name, Credentials(info.username, body.Password))
         log.info("org %s: reset the password of %s", org, name)
-        return ok(view(org, info_or_404(org, name)))
+        return respond(view(org, info_or_404(org, name)))
 
     # ------------------------------------------------------------------ E5 restore
     @r.post(paths.DB_RESTORE)
     def restore(org: str, name: str, body: RestoreRequest, request: Request) -> Response:
         org = owned(request, org)
         src = info_or_404(org, name)
+        if cloud_exact:
+            body = exact.ignore_extensions(body, "restore")
+            if body.RestoreTimestamp.strip() == "latest":
+                raise ApiError(400, "RestoreTimestamp must be an RFC3339 timestamp, got 'latest'")
         check(rules.check_instance_name, body.RestoreName)
         check(rules.check_restore_time, body.RestoreTimestamp)
         check(rules.check_port, body.Port)
@@ -179,7 +191,7 @@ def router(state: ServeState, limits: Limits | None = None) -> APIRouter:
                 state.forget_credentials(org, body.RestoreName)
                 raise
         log.info("org %s: restored %s as of %s into %s", org, name, info.restored_to, info.name)
-        return ok(view(org, info), 201)
+        return respond(view(org, info), 201)
 
     # ------------------------------------------------------------------ E6 destroy
     @r.delete(paths.DB)
@@ -190,6 +202,8 @@ def router(state: ServeState, limits: Limits | None = None) -> APIRouter:
     @r.post(paths.LINK)
     def link(org: str, body: LinkRequest, request: Request) -> Response:
         org = owned(request, org)
+        if cloud_exact:
+            body = exact.ignore_extensions(body, "link")
         check(rules.check_instance_name, body.Name)
         check(rules.check_hostname, body.HostName)
         if body.Port is None or not 1 <= body.Port <= 65535:
@@ -218,7 +232,7 @@ def router(state: ServeState, limits: Limits | None = None) -> APIRouter:
                 raise ApiError(400, LINK_FAILED) from None
             state.set_credentials(org, body.Name, Credentials(username, body.Password, body.supabaseReference))
         log.info("org %s: linked %s (%s:%s)", org, body.Name, body.HostName, body.Port)
-        return ok(view(org, info), 201)
+        return respond(view(org, info), 201)
 
     @r.delete(paths.UNLINK)
     def unlink(org: str, name: str, request: Request) -> Response:
@@ -236,7 +250,7 @@ def router(state: ServeState, limits: Limits | None = None) -> APIRouter:
         return Response(status_code=204)
 
     # ------------------------------------------------------------------ extensions
-    @r.patch(paths.DB)
+    @ext.patch(paths.DB)
     def patch(org: str, name: str, body: DatabasePatch, request: Request) -> Response:
         org = owned(request, org)
         info_or_404(org, name)
@@ -259,23 +273,23 @@ def router(state: ServeState, limits: Limits | None = None) -> APIRouter:
         with state.locked("db", org, name):
             return org, op(state.engine(org), name)
 
-    @r.post(paths.DB_BACKUP)
+    @ext.post(paths.DB_BACKUP)
     def backup(org: str, name: str, request: Request) -> Response:
         _, b = on_instance(request, org, name, lambda eng, n: eng.backup(n))
         return ok(BackupOutput(PostgresInstanceName=b.instance, BackupID=b.backup_id, StartedAt=b.started_at,
                                FinishedAt=b.finished_at), 201)
 
-    @r.post(paths.DB_START)
+    @ext.post(paths.DB_START)
     def start(org: str, name: str, request: Request) -> Response:
         org, info = on_instance(request, org, name, lambda eng, n: eng.ensure_running(n))
         return ok(view(org, info))
 
-    @r.post(paths.DB_STOP)
+    @ext.post(paths.DB_STOP)
     def stop(org: str, name: str, request: Request) -> Response:
         org, info = on_instance(request, org, name, lambda eng, n: eng.stop(n))
         return ok(view(org, info))
 
-    @r.post(paths.DB_PREFLIGHT)
+    @ext.post(paths.DB_PREFLIGHT)
     def preflight(org: str, body: PreflightRequest, request: Request) -> Response:
         org = owned(request, org)
         try:
