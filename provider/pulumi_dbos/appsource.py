@@ -83,6 +83,30 @@ def pack(root: Path) -> tuple[str, bytes]:
     return hashlib.sha256(data).hexdigest()[:12], data
 
 
+def with_app_db_name(archive: bytes, app_db_name: str) -> bytes:
+    """``archive`` with ``database.app_db_name: <app_db_name>`` in its root dbos-config.yaml (comments and the
+    other keys kept): DBOS Cloud learns an app's database only from the uploaded config, so this is how a
+    deploy there asks for one the app's directory does not name. Unchanged when the config says it already."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()  # round-trip
+    with zipfile.ZipFile(io.BytesIO(archive)) as src:
+        doc: Any = yaml.load(src.read(CONFIG).decode()) or {}
+        db = doc.get("database") if isinstance(doc, dict) else None
+        if not isinstance(doc, dict) or (isinstance(db, dict) and db.get("app_db_name") == app_db_name):
+            return archive
+        if not isinstance(db, dict):
+            doc["database"] = db = {}
+        db["app_db_name"] = app_db_name
+        text = io.StringIO()
+        yaml.dump(doc, text)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as out:
+            for info in src.infolist():
+                out.writestr(info, text.getvalue().encode() if info.filename == CONFIG else src.read(info))
+    return buf.getvalue()
+
+
 MIB = 1024 * 1024
 #: :func:`unpack`'s limits unless told otherwise (``pulumi-dbos serve`` checks its own first, usually lower)
 MAX_UNPACKED = 1024 * MIB

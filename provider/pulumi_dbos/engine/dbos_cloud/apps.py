@@ -16,6 +16,7 @@ import logging
 import os
 from typing import Any
 
+from ...appsource import with_app_db_name
 from ...cloudapi import paths
 from ...cloudapi.models import (
     APP_READY,
@@ -132,7 +133,10 @@ class CloudApps:
         if app is None:
             self._register(req)
         self._sync_env(name, req.env, existed=app is not None)
-        archive = base64.b64encode(req.archive).decode() if req.archive is not None else None
+        payload = req.archive
+        if payload is not None and not serve:  # DBOS Cloud reads the app's database from the uploaded config only
+            payload = with_app_db_name(payload, req.app_db_name)
+        archive = base64.b64encode(payload).decode() if payload is not None else None
         common: dict[str, Any] = dict(application_archive=archive,
                                       previous_version=None if archive is not None else req.version)
         if serve:
