@@ -7,8 +7,21 @@ from collections.abc import Iterator
 import pytest
 
 from pulumi_dbos.engine.contract import Engine
-from tests.contract.engines import ENGINE_FACTORIES
+from tests.contract.engines import ENGINE_FACTORIES, EXACT
 from tests.contract.helpers import Instances
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test marked ``extension("what")`` needs that pulumi-dbos extension: against an engine without them
+    (``serve --cloud-exact``) it is skipped, and the skip says why."""
+    for item in items:
+        marker = item.get_closest_marker("extension")
+        callspec = getattr(item, "callspec", None)
+        if marker is None or callspec is None or callspec.params.get("contract_engine") not in EXACT:
+            continue
+        what = marker.args[0] if marker.args else "an extension"
+        item.add_marker(pytest.mark.skip(reason=f"needs pulumi-dbos's extension of DBOS Cloud's API ({what}); "
+                                                "DBOS Cloud has none"))
 
 
 @pytest.fixture(scope="session", params=sorted(ENGINE_FACTORIES))

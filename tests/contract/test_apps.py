@@ -1,5 +1,8 @@
 """The app half of the contract (DBOS Cloud's `app ...`): deploy, versions, change-database-instance with a
-previous version, failures that keep the old version serving, delete."""
+previous version, failures that keep the old version serving, delete.
+
+A version's id is the content id of the code (``appsource.pack``), except on DBOS Cloud, which numbers each
+deploy itself (1, 2, ...): the ids a deploy returns are the ones a later ``previous_version`` names."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from pulumi_dbos.appsource import pack
 from pulumi_dbos.engine.contract import AppDatabaseAccess, AppDeploy, AppStatus, Engine
 from pulumi_dbos.errors import DbosError
 from tests.conftest import ROOT
+from tests.contract.engines import without_extensions
 from tests.contract.helpers import Instances
 
 PW = "Contract-app-pw1"
@@ -32,16 +36,22 @@ def test_deploy_versions_change_instance_previous_version_and_delete(
     app = f"ct_{a.name[-8:]}"
     (src / "dbos-config.yaml").write_text((src / "dbos-config.yaml").read_text().replace("name: greet", f"name: {app}"))
     access = {i.name: AppDatabaseAccess(i.name, i.hostname, i.port, i.username, PW) for i in (a, b)}
+    numbered = without_extensions(contract_engine)
     v1, z1 = pack(src)
     try:
         info = contract_engine.deploy_app(AppDeploy(app, v1, z1, access[a.name], "greet_db", {}, owner="ct"))
-        assert info.status == AppStatus.AVAILABLE.value and info.version == v1 and info.instance_name == a.name
+        assert info.status == AppStatus.AVAILABLE.value and info.instance_name == a.name
+        assert info.app_db_name == "greet_db"  # also where the app's directory does not name it
+        assert info.version == ("1" if numbered else v1)
+        v1 = info.version
         assert get(info.app_url + "/")["version"] == v1
 
         (src / "main.py").write_text((src / "main.py").read_text().replace('GREETING = "Hello"', 'GREETING = "Hi"'))
         v2, z2 = pack(src)
         assert v2 != v1
         info = contract_engine.deploy_app(AppDeploy(app, v2, z2, access[a.name], "greet_db", {}, owner="ct"))
+        assert info.version == ("2" if numbered else v2)
+        v2 = info.version
         assert get(info.app_url + "/") == {"app": app, "version": v2, "greeting": "Hi"}
         assert [v.version for v in contract_engine.app_versions(app)] == [v1, v2]
 

@@ -35,8 +35,9 @@ def bystander(module_instances: Instances) -> InstanceInfo:
 
 def test_engine_implements_the_protocol(contract_engine: Engine, request: pytest.FixtureRequest) -> None:
     assert isinstance(contract_engine, Engine)
-    assert contract_engine.kind == request.node.callspec.params["contract_engine"]
-    assert contract_engine.kind in ENGINE_FACTORIES
+    param = request.node.callspec.params["contract_engine"]
+    assert param in (contract_engine.kind, f"{contract_engine.kind}-exact")
+    assert param in ENGINE_FACTORIES
     assert isinstance(contract_engine.describe(), str) and contract_engine.describe()
 
 
@@ -80,6 +81,7 @@ def test_failed_provision_leaves_nothing(contract_engine: Engine, instances: Ins
     assert info.port != other.port and authenticates(info, PW)
 
 
+@pytest.mark.extension("RetentionHours and Owner on provision, UserDBInstance.RetentionHours/Owner/CreatedAt")
 def test_info_and_list(contract_engine: Engine, instances: Instances, bystander: InstanceInfo) -> None:
     a = instances.provision("lista", owner=OWNER_A, retention_hours=12)
     b = bystander
@@ -99,6 +101,7 @@ def test_info_and_list(contract_engine: Engine, instances: Instances, bystander:
 
 
 # ---------------------------------------------------------------- running state
+@pytest.mark.extension("POST databases/userdb/{name}/stop and /start")
 def test_stop_then_ensure_running(contract_engine: Engine, instances: Instances) -> None:
     info = instances.provision("stop")
     with connect(info, PW) as conn:
@@ -147,6 +150,7 @@ def test_check_credentials(contract_engine: Engine, bystander: InstanceInfo) -> 
 
 
 # ---------------------------------------------------------------- retention, port
+@pytest.mark.extension("RetentionHours on provision, PATCH databases/userdb/{name}")
 def test_set_retention(contract_engine: Engine, instances: Instances) -> None:
     info = instances.provision("ret", retention_hours=12)
     assert info.retention_hours == 12
@@ -156,6 +160,7 @@ def test_set_retention(contract_engine: Engine, instances: Instances) -> None:
     assert authenticates(info, PW)
 
 
+@pytest.mark.extension("PATCH databases/userdb/{name} with Port")
 def test_set_port_moves_the_instance(contract_engine: Engine, instances: Instances) -> None:
     info = instances.provision("port")
     with connect(info, PW) as conn:
@@ -170,6 +175,7 @@ def test_set_port_moves_the_instance(contract_engine: Engine, instances: Instanc
     assert not authenticates(info, PW)  # nothing on the old port any more
 
 
+@pytest.mark.extension("PATCH databases/userdb/{name} with Port")
 def test_set_port_to_a_used_port_keeps_the_old_one(contract_engine: Engine, instances: Instances,
                                                     bystander: InstanceInfo) -> None:
     info = instances.provision("portk")
@@ -224,6 +230,7 @@ def test_missing_instance_info_is_none(contract_engine: Engine) -> None:
 
 
 # ---------------------------------------------------------------- backups
+@pytest.mark.extension("POST databases/userdb/{name}/backup and the restorable window")
 def test_backup(contract_engine: Engine, bystander: InstanceInfo) -> None:
     info = bystander
     backup = contract_engine.backup(info.name)

@@ -1,6 +1,7 @@
 """Linked instances: an existing server registered by its coordinates, verified, never owned.
 
-The "external" server is a second provisioned instance of the same engine.
+The "external" server is a second provisioned instance of the same engine; the link logs in as its user, or
+as ``dbosadmin`` where the engine speaks to DBOS Cloud without extensions (``engines.link_user``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ import pytest
 
 from pulumi_dbos.engine.contract import Engine, InstanceInfo, Kind, Status
 from pulumi_dbos.errors import AlreadyExistsError, DbosError
-from tests.contract.helpers import USER, Instances, connect, names_of
+from tests.contract.engines import link_user
+from tests.contract.helpers import Instances, connect, names_of
 
 EXT_PW = "External-pw-4"
 
@@ -23,8 +25,14 @@ def external(module_instances: Instances) -> InstanceInfo:
     return info
 
 
+@pytest.fixture(scope="module")
+def user(contract_engine: Engine, external: InstanceInfo) -> str:
+    """The user links to ``external`` log in as (with ``EXT_PW``)."""
+    return link_user(contract_engine, external, EXT_PW)
+
+
 def link(engine: Engine, name: str, ext: InstanceInfo, password: str = EXT_PW) -> InstanceInfo:
-    return engine.link(name, ext.hostname, ext.port, ext.username, password)
+    return engine.link(name, ext.hostname, ext.port, link_user(engine, ext, EXT_PW), password)
 
 
 def external_is_running(engine: Engine, ext: InstanceInfo) -> None:
@@ -35,11 +43,11 @@ def external_is_running(engine: Engine, ext: InstanceInfo) -> None:
 
 
 def test_link_points_at_the_real_server(contract_engine: Engine, instances: Instances,
-                                        external: InstanceInfo) -> None:
+                                        external: InstanceInfo, user: str) -> None:
     name = instances.name("lnk")
     linked = link(contract_engine, name, external)
     assert linked.name == name and linked.kind == Kind.LINKED and linked.is_linked
-    assert (linked.hostname, linked.port, linked.username) == (external.hostname, external.port, USER)
+    assert (linked.hostname, linked.port, linked.username) == (external.hostname, external.port, user)
     assert linked.status == Status.AVAILABLE
     got = contract_engine.info(name)
     assert got is not None and got.kind == Kind.LINKED and (got.hostname, got.port) == (linked.hostname, linked.port)
@@ -47,8 +55,8 @@ def test_link_points_at_the_real_server(contract_engine: Engine, instances: Inst
     # its coordinates reach the external server's data
     with connect(linked, EXT_PW) as conn:
         assert conn.execute("SELECT x FROM marker").fetchall() == [(42,)]
-    assert contract_engine.check_credentials(name, USER, EXT_PW) is True
-    assert contract_engine.check_credentials(name, USER, "Wrong-pw-123") is False
+    assert contract_engine.check_credentials(name, user, EXT_PW) is True
+    assert contract_engine.check_credentials(name, user, "Wrong-pw-123") is False
     # nothing to start: a no-op that leaves it linked
     again = contract_engine.ensure_running(name)
     assert again.kind == Kind.LINKED and (again.hostname, again.port) == (external.hostname, external.port)
@@ -67,10 +75,10 @@ def test_link_with_a_wrong_password_registers_nothing(contract_engine: Engine, i
 
 
 def test_link_to_nothing_registers_nothing(contract_engine: Engine, instances: Instances,
-                                           external: InstanceInfo) -> None:
+                                           external: InstanceInfo, user: str) -> None:
     name = instances.name("lnk_no")
     with pytest.raises(DbosError):
-        contract_engine.link(name, external.hostname, 1, USER, EXT_PW)  # nothing listens on port 1
+        contract_engine.link(name, external.hostname, 1, user, EXT_PW)  # nothing listens on port 1
     assert contract_engine.info(name) is None
 
 

@@ -16,6 +16,7 @@ import pytest
 from pulumi_dbos.engine.contract import Engine, InstanceInfo, Kind, Preflight, Status
 from pulumi_dbos.errors import AlreadyExistsError, DbosError, NotFoundError
 from pulumi_dbos.timeutil import parse_rfc3339
+from tests.contract.engines import link_user
 from tests.contract.helpers import (
     OWNER_A,
     PW,
@@ -52,6 +53,7 @@ def source(module_instances: Instances) -> Source:
     return Source(info, between)
 
 
+@pytest.mark.extension("the restorable window, UserDBInstance.EarliestRestorableTime/LatestRestorableTime")
 def test_restore_window(contract_engine: Engine, source: Source) -> None:
     earliest, latest = contract_engine.restore_window(source.info.name)
     for t in (earliest, latest):
@@ -67,10 +69,6 @@ def test_restore_at_a_time_holds_exactly_the_rows_then(contract_engine: Engine, 
     restored = contract_engine.restore_to_new(source.info.name, name, rfc3339(source.between),
                                               password=RESTORED_PW, owner=OWNER_A)
     assert restored.name == name and restored.status == Status.AVAILABLE
-    assert restored.kind == Kind.RESTORED and restored.source_instance == source.info.name
-    assert restored.restored_to is not None
-    assert abs(parse_rfc3339(restored.restored_to) - source.between) < timedelta(seconds=1)
-    assert restored.owner == OWNER_A
     assert restored.username == source.info.username == USER
     assert restored.port != source.info.port
     assert rows(restored, RESTORED_PW) == [1]
@@ -98,7 +96,19 @@ def test_restore_latest_holds_every_committed_row(contract_engine: Engine, insta
                                               password=RESTORED_PW)
     assert rows(restored, RESTORED_PW) == expected
     assert not authenticates(restored, PW)
+
+
+@pytest.mark.extension("UserDBInstance.Kind/SourceInstance/RestoredTo/Owner")
+def test_restored_instance_says_what_it_was_restored_from(contract_engine: Engine, instances: Instances,
+                                                          source: Source) -> None:
+    restored = contract_engine.restore_to_new(source.info.name, instances.name("rst_k"), rfc3339(source.between),
+                                              password=RESTORED_PW, owner=OWNER_A)
     assert restored.kind == Kind.RESTORED and restored.source_instance == source.info.name
+    assert restored.restored_to is not None
+    assert abs(parse_rfc3339(restored.restored_to) - source.between) < timedelta(seconds=1)
+    assert restored.owner == OWNER_A
+    got = contract_engine.info(restored.name)
+    assert got is not None and (got.kind, got.source_instance) == (Kind.RESTORED, source.info.name)
 
 
 def test_restore_from_a_missing_source(contract_engine: Engine, instances: Instances) -> None:
@@ -109,9 +119,9 @@ def test_restore_from_a_missing_source(contract_engine: Engine, instances: Insta
 
 
 def test_restore_time_outside_the_window(contract_engine: Engine, instances: Instances, source: Source) -> None:
-    earliest, _ = contract_engine.restore_window(source.info.name)
     name = instances.name("rst_o")
-    for when in (earliest - timedelta(hours=1), datetime.now(timezone.utc) + timedelta(days=1)):
+    # an hour before the source existed (no window reaches it), and tomorrow
+    for when in (source.between - timedelta(hours=1), datetime.now(timezone.utc) + timedelta(days=1)):
         with pytest.raises(DbosError):
             contract_engine.restore_to_new(source.info.name, name, rfc3339(when), password=RESTORED_PW)
         assert contract_engine.info(name) is None
@@ -139,6 +149,7 @@ def test_preflight_of_a_valid_restore(contract_engine: Engine, instances: Instan
     assert contract_engine.info(name) is None  # a preflight creates nothing
 
 
+@pytest.mark.extension("the restorable window (DBOS Cloud does not report it: its restore says)")
 def test_preflight_restore_time_outside_the_window(contract_engine: Engine, instances: Instances,
                                                    source: Source) -> None:
     earliest, _ = contract_engine.restore_window(source.info.name)
@@ -154,7 +165,7 @@ def test_preflight_restore_from_a_linked_instance(contract_engine: Engine, insta
                                                   source: Source) -> None:
     # the source's own server, registered a second time as a linked instance
     linked = contract_engine.link(instances.name("pf_lnk"), source.info.hostname, source.info.port,
-                                  source.info.username, PW)
+                                  link_user(contract_engine, source.info, PW), PW)
     name = instances.name("pf_ls")
     problems = contract_engine.preflight(restore_request(name, linked.name, "latest"))
     assert fields(problems) == {"source"}, problems

@@ -9,6 +9,7 @@ from tests.contract.helpers import OWNER_A, OWNER_B, PW, Instances, authenticate
 
 
 # ---------------------------------------------------------------- takeover
+@pytest.mark.extension("Owner on provision, POST .../stop")
 def test_takeover_by_the_owner_returns_it_working(contract_engine: Engine, instances: Instances) -> None:
     made = instances.provision("tko", owner=OWNER_A)
     with connect(made, PW) as conn:
@@ -22,6 +23,7 @@ def test_takeover_by_the_owner_returns_it_working(contract_engine: Engine, insta
     assert rows(taken, PW) == [1]
 
 
+@pytest.mark.extension("Owner on provision and UserDBInstance.Owner")
 def test_takeover_by_another_owner_returns_none(contract_engine: Engine, instances: Instances) -> None:
     made = instances.provision("tkx", owner=OWNER_A)
     assert contract_engine.takeover(made.name, OWNER_B) is None
@@ -32,6 +34,7 @@ def test_takeover_by_another_owner_returns_none(contract_engine: Engine, instanc
     assert contract_engine.takeover(made.name, OWNER_A) is not None  # still the owner's
 
 
+@pytest.mark.extension("Owner on provision, PATCH databases/userdb/{name} with Owner")
 def test_takeover_with_adopt_returns_it(contract_engine: Engine, instances: Instances) -> None:
     made = instances.provision("tka", owner=OWNER_A)
     taken = contract_engine.takeover(made.name, OWNER_B, adopt=True)
@@ -42,6 +45,16 @@ def test_takeover_with_adopt_returns_it(contract_engine: Engine, instances: Inst
     got = contract_engine.info(made.name)
     assert got is not None and got.owner == OWNER_B
     assert contract_engine.takeover(made.name, OWNER_A) is None
+
+
+def test_takeover_without_an_owner_needs_adopt(contract_engine: Engine, instances: Instances) -> None:
+    """An instance that records no owner (DBOS Cloud records none; here one made without): nobody's to take
+    over by name, so a re-run of an interrupted create takes it with ``adopt`` only."""
+    made = instances.provision("tkn")
+    assert contract_engine.takeover(made.name, OWNER_A) is None
+    taken = contract_engine.takeover(made.name, OWNER_A, adopt=True)
+    assert taken is not None and (taken.name, taken.port, taken.status) == (made.name, made.port, Status.AVAILABLE)
+    assert authenticates(taken, PW)
 
 
 def test_takeover_of_nothing(contract_engine: Engine) -> None:
@@ -77,6 +90,7 @@ def test_preflight_of_a_name_taken_by_another_owner(contract_engine: Engine, own
     assert PW not in problems[0].message
 
 
+@pytest.mark.extension("UserDBInstance.Owner: whose instance it is")
 def test_preflight_of_a_name_that_is_no_conflict(contract_engine: Engine, owned: InstanceInfo) -> None:
     made = owned
     # the same owner re-running an interrupted create (takeover will pick it up)
