@@ -107,3 +107,16 @@ def test_db_url_with_stack_uses_its_data_dir_and_password(stack: Stack) -> None:
     assert cp.returncode == 1 and cp.stderr.startswith("error: ") and str(elsewhere) in cp.stderr
     assert "Traceback" not in cp.stderr and not elsewhere.exists()
     assert PW not in cp.stderr and OTHER_PW not in cp.stdout + cp.stderr
+
+
+def test_in_the_project_dir_the_selected_stack_is_used(stack: Stack) -> None:
+    """Issue 20: plain `db list` in a project dir reads the selected stack's engine (and says so); the workspace
+    file the CLI reads to find that stack is the real pulumi CLI's."""
+    stack.data_dir.mkdir()
+    (stack.data_dir / "catalog.db").write_bytes(b"")  # an empty catalog: no instances yet
+    cp = stack.cli("db", "list", "--json")
+    assert cp.returncode == 0, cp.stderr
+    assert json.loads(cp.stdout) == []
+    assert "using stack 'test'" in cp.stderr
+    cp = stack.cli("db", "list", "--stack", "nosuch")
+    assert cp.returncode == 1 and "nosuch" in cp.stderr and "Traceback" not in cp.stderr

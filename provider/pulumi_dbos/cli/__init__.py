@@ -5,17 +5,33 @@ One module per command group (`db`, `app`, `serve`); `common` holds what they sh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..errors import DbosError
 from . import apps, db, serve
-from .common import PULUMI_HINT, STACK_ENGINE_KEYS, app_state, stack_engine_settings, stack_resource
+from .common import (
+    CA_CERT_ENV,
+    PULUMI_HINT,
+    STACK_ENGINE_KEYS,
+    app_state,
+    stack_engine_settings,
+    stack_resource,
+)
 
 DEBUG_ENV = "PULUMI_DBOS_DEBUG"
+DESCRIPTION = """Postgres instances and DBOS apps of pulumi-dbos stacks, as `dbos-cloud db ...` and `app ...` show
+them; `serve` runs DBOS Cloud's API over the local engine."""
+EPILOG = f"""Engine settings, first found wins: the options; the stack of --stack S (its dbos:engine, dbos:dataDir,
+dbos:runAs, dbos:cloudDomain, dbos:cloudCaCert and dbos:cloudToken); $PULUMI_DBOS_ENGINE and
+$PULUMI_DBOS_DATA_DIR; inside a Pulumi project, its selected stack (the command says so); $DBOS_DOMAIN and
+${CA_CERT_ENV}; the defaults. The options and --stack go before or after the command
+(`pulumi-dbos db list --stack dev`)."""
 
 
 
@@ -41,25 +57,47 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pulumi-dbos", description=__doc__)
-    p.add_argument("--engine", default=None, help="engine (default: $PULUMI_DBOS_ENGINE or local)")
-    p.add_argument("--data-dir", default=None, help="engine data dir (default: the stack's with `db url --stack`, "
-                   "else $PULUMI_DBOS_DATA_DIR or the engine's); it must exist")
-    p.add_argument("--run-as", default=None, help="OS user running the clusters (as root; default postgres)")
-    p.add_argument("--cloud-domain", default=None,
-                   help="with --engine dbos-cloud: DBOS Cloud's host[:port] (default $DBOS_DOMAIN or cloud.dbos.dev); "
-                   "the token comes from $DBOS_CLOUD_TOKEN, the stack's dbos:cloudToken or ./.dbos/credentials")
-    p.add_argument("--cloud-ca-cert", default=None, help="with --engine dbos-cloud: a CA certificate to trust "
-                   "(pulumi-dbos serve's self-signed one)")
+    p = argparse.ArgumentParser(prog="pulumi-dbos", description=DESCRIPTION, epilog=EPILOG)
+    add_engine_options(p, None)
     sub = p.add_subparsers(dest="group", required=True)
     db.add_parsers(sub)
     apps.add_parsers(sub)
     serve.add_parsers(sub)
+    for group in ("db", "app"):  # every command that reads an engine takes the options after its name too
+        for leaf in _subparsers(_subparsers(p)[group]).values():
+            add_engine_options(leaf, argparse.SUPPRESS)
     s = sub.add_parser("preview-report", help="`pulumi preview --json` -> Markdown for a PR comment")
     s.add_argument("file", nargs="?", default="-")
     s.add_argument("--title", default="pulumi preview")
     s.set_defaults(fn=cmd_report)
     return p
+
+
+def add_engine_options(p: argparse.ArgumentParser, default: Any) -> None:
+    """``--stack`` and the engine options; on a command, ``default`` is SUPPRESS so that an option given before
+    the command is not reset by the command's own default."""
+    p.add_argument("--stack", default=default, metavar="S",
+                   help="take the engine settings, token and CA certificate from stack S's config (default: the "
+                   "stack selected in the current Pulumi project)")
+    p.add_argument("--engine", default=default, choices=("local", "dbos-cloud"),
+                   help="engine (default: the stack's dbos:engine, else $PULUMI_DBOS_ENGINE or local)")
+    p.add_argument("--data-dir", default=default, help="the local engine's data dir (default: the stack's "
+                   "dbos:dataDir, else $PULUMI_DBOS_DATA_DIR or the engine's); it must exist")
+    p.add_argument("--run-as", default=default, help="OS user running the clusters (as root; default postgres)")
+    p.add_argument("--cloud-domain", default=default,
+                   help="with --engine dbos-cloud: DBOS Cloud's host[:port] (default: the stack's dbos:cloudDomain, "
+                   "else $DBOS_DOMAIN or cloud.dbos.dev); the token comes from $DBOS_CLOUD_TOKEN, the stack's "
+                   "dbos:cloudToken or ./.dbos/credentials")
+    p.add_argument("--cloud-ca-cert", default=default, metavar="PEM",
+                   help="with --engine dbos-cloud: a CA certificate to trust, pulumi-dbos serve's self-signed one "
+                   f"(default: the stack's dbos:cloudCaCert, else ${CA_CERT_ENV})")
+
+
+def _subparsers(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
 
 
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
@@ -91,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         return int(args.fn(args))
+    except BrokenPipeError:
+        # the reader went away (`db status --json | head`): what it wanted it got; not an error
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        return 0
     except KeyboardInterrupt:
         if debug:
             raise
@@ -108,4 +152,4 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-__all__ = ["PULUMI_HINT", "STACK_ENGINE_KEYS", "app_state", "build_parser", "main", "stack_engine_settings", "stack_resource"]
+__all__ = ["CA_CERT_ENV", "PULUMI_HINT", "STACK_ENGINE_KEYS", "app_state", "build_parser", "main", "stack_engine_settings", "stack_resource"]

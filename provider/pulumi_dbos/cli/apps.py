@@ -96,7 +96,6 @@ def add_parsers(sub: Any) -> None:
     app = sub.add_parser("app", help="apps").add_subparsers(dest="cmd", required=True)
     s = app.add_parser("rollback", help="run APP's rollback commands against its database")
     s.add_argument("app")
-    s.add_argument("--stack", default=None)
     s.set_defaults(fn=cmd_rollback)
     for name, fn, what in (("status", cmd_app_status, "an app's status"), ("versions", cmd_app_versions,
                            "an app's stored versions, oldest first"), ("logs", cmd_app_logs, "an app's log")):

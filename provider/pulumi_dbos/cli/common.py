@@ -1,11 +1,20 @@
 """What the commands share: the engine a command names (options, else its stack, else defaults), and
-values read from a stack (`pulumi config`, `pulumi stack export`)."""
+values read from a stack (`pulumi config`, `pulumi stack export`).
+
+Where the engine settings come from, first found wins: the command's options (``--engine``,
+``--data-dir``, ``--run-as``, ``--cloud-domain``, ``--cloud-ca-cert``); the stack named by ``--stack S``;
+``$PULUMI_DBOS_ENGINE``/``$PULUMI_DBOS_DATA_DIR``; the stack selected in the Pulumi project the command
+runs in (said on stderr); ``$DBOS_DOMAIN``/``$PULUMI_DBOS_CLOUD_CA_CERT``; the defaults.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +26,85 @@ PULUMI_HINT = "run it in the Pulumi project directory, with PULUMI_CONFIG_PASSPH
 #: stack config key -> CLI option (``args`` attribute) for the engine settings
 STACK_ENGINE_KEYS = {"dbos:engine": "engine", "dbos:dataDir": "data_dir", "dbos:runAs": "run_as",
                      "dbos:cloudDomain": "cloud_domain", "dbos:cloudCaCert": "cloud_ca_cert"}
+#: the environment default of ``--cloud-ca-cert`` (the official CLI's ``$DBOS_DOMAIN`` is ``--cloud-domain``'s)
+CA_CERT_ENV = "PULUMI_DBOS_CLOUD_CA_CERT"
+#: environment variables that say where the engine is, so the project's selected stack is not consulted
+_WHERE_ENV = ("PULUMI_DBOS_ENGINE", "PULUMI_DBOS_DATA_DIR")
+
+
+def find_project(start: Path | None = None) -> Path | None:
+    """The Pulumi project directory holding ``start`` (the current directory): where Pulumi.yaml is."""
+    here = (start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / "Pulumi.yaml").is_file() or (d / "Pulumi.yml").is_file():
+            return d
+    return None
+
+
+def _backend_url(project: Path, doc: dict[str, Any]) -> str:
+    url = os.environ.get("PULUMI_BACKEND_URL") or (doc.get("backend") or {}).get("url")
+    if url:
+        return str(url)
+    home = Path(os.environ.get("PULUMI_HOME") or Path.home() / ".pulumi")
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return str(json.loads((home / "credentials.json").read_text()).get("current") or "")
+    return ""
+
+
+def selected_stack(start: Path | None = None) -> tuple[str, Path] | None:
+    """The stack selected (`pulumi stack select`) in the project holding the current directory, and that
+    project's directory; read from Pulumi's workspace file, as `pulumi stack --show-name` does, without
+    running pulumi or needing its backend. None outside a project or when none is selected."""
+    project = find_project(start)
+    if project is None:
+        return None
+    path = project / "Pulumi.yaml" if (project / "Pulumi.yaml").is_file() else project / "Pulumi.yml"
+    try:
+        from ruamel.yaml import YAML
+
+        doc = YAML(typ="safe").load(path.read_text()) or {}
+        name = str(doc["name"])
+        home = Path(os.environ.get("PULUMI_HOME") or Path.home() / ".pulumi")
+        digest = hashlib.sha1(str(path).encode()).hexdigest()  # noqa: S324 (Pulumi's file name, not security)
+        ws = json.loads((home / "workspaces" / f"{name}-{digest}-workspace.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError):
+        return None
+    except Exception:  # a YAML error: not a project the CLI can read; no default stack
+        return None
+    stacks = ws.get("stacks") if isinstance(ws, dict) else None
+    ref = stacks.get(_backend_url(project, doc)) if isinstance(stacks, dict) else None
+    ref = ref or (ws.get("stack") if isinstance(ws, dict) else None)
+    if not isinstance(ref, str) or not ref:
+        return None
+    return ref.rsplit("/", 1)[-1], project
+
+
+def resolve_stack(args: argparse.Namespace) -> tuple[str | None, Path | None]:
+    """The stack whose settings a command uses, and the directory to run pulumi in: ``--stack S``, else (when
+    neither the options nor ``$PULUMI_DBOS_ENGINE``/``$PULUMI_DBOS_DATA_DIR`` say where the engine is) the
+    stack selected in the current project, which is said on stderr."""
+    if getattr(args, "stack", None):
+        project = find_project()
+        return args.stack, project
+    if any(getattr(args, a, None) for a in ("engine", "data_dir", "cloud_domain")) or \
+            any(os.environ.get(v) for v in _WHERE_ENV):
+        return None, None
+    found = selected_stack()
+    if found is None:
+        return None, None
+    name, project = found
+    print(f"pulumi-dbos: using stack {name!r}, selected in {project} (--stack S for another)", file=sys.stderr)
+    return name, project
 
 
 
 def engine_from_args(args: argparse.Namespace) -> Any:
-    """The engine of an existing data dir: read commands never create one.
-
-    Options given on the command line win; with ``--stack`` (``db url``), the stack's ``dbos:engine``,
-    ``dbos:dataDir`` and ``dbos:runAs`` come next; then ``$PULUMI_DBOS_*`` and the defaults.
-    """
-    if getattr(args, "stack", None):
-        for attr, value in stack_engine_settings(args.stack).items():
+    """The engine of an existing data dir: read commands never create one (see the module docstring for
+    where its settings come from)."""
+    stack, project = resolve_stack(args)
+    args.engine_stack, args.project_dir = stack, project
+    if stack:
+        for attr, value in stack_engine_settings(stack, cwd=str(project) if project else None).items():
             if getattr(args, attr, None) is None:
                 setattr(args, attr, value)
     engine = args.engine or os.environ.get("PULUMI_DBOS_ENGINE") or "local"
@@ -43,28 +120,30 @@ def engine_from_args(args: argparse.Namespace) -> Any:
         what = "does not exist" if not data_dir.exists() else "has no catalog.db (no instance was created there)"
         raise DbosError(
             f"data dir {data_dir} {what}",
-            hint="pass the data dir the stack uses: --data-dir DIR (its `dbos:dataDir`), or `db url NAME --stack S`; "
-            "without either, $PULUMI_DBOS_DATA_DIR or the default is used")
+            hint="pass the data dir the stack uses: --data-dir DIR (its `dbos:dataDir`), or --stack S (the stack's "
+            "settings); without either, $PULUMI_DBOS_DATA_DIR, the project's selected stack or the default is used")
     return get_engine(engine, str(data_dir), args.run_as)
 
 
 def _cloud_engine(args: argparse.Namespace) -> Any:
-    """The dbos-cloud engine: the domain and CA certificate from the options or the stack; the token from
-    ``$DBOS_CLOUD_TOKEN``, else the stack's ``dbos:cloudToken`` secret (with ``--stack``), else the DBOS CLI's
-    ``.dbos/credentials`` in the current directory (the engine's own fallback)."""
+    """The dbos-cloud engine: the domain and CA certificate from the options, the stack, then
+    ``$DBOS_DOMAIN``/``$PULUMI_DBOS_CLOUD_CA_CERT``; the token from ``$DBOS_CLOUD_TOKEN``, else the stack's
+    ``dbos:cloudToken`` secret, else the DBOS CLI's ``.dbos/credentials`` in the current directory (the
+    engine's own fallback)."""
     token = os.environ.get("DBOS_CLOUD_TOKEN")
-    stack = getattr(args, "stack", None)
+    stack = getattr(args, "engine_stack", None)
+    project = getattr(args, "project_dir", None)
     if not token and stack:
         from ..engine import proc
 
         cp = proc.run(["pulumi", "config", "get", "dbos:cloudToken", "--stack", stack], env=dict(os.environ),
-                      timeout=120, check=False)
+                      cwd=str(project) if project else None, timeout=120, check=False)
         token = (cp.stdout or "").strip() or None
-    ca = getattr(args, "cloud_ca_cert", None)
+    ca = getattr(args, "cloud_ca_cert", None) or os.environ.get(CA_CERT_ENV) or None
     if ca and not Path(ca).is_absolute() and stack:
         from ..resources_util import resolve_project_path
 
-        ca = str(resolve_project_path(ca, Path.cwd()))
+        ca = str(resolve_project_path(ca, project or Path.cwd()))
     return get_engine("dbos-cloud", domain=getattr(args, "cloud_domain", None), token=token, ca_cert=ca)
 
 
@@ -117,8 +196,8 @@ def app_state(app: str, stack: str | None, cwd: str | None = None) -> dict[str, 
         return stack_resource("dbos:AppDatabase", "app_name", app, stack, cwd)
     except DbosError:
         outs = stack_resource("dbos:App", "app_name", app, stack, cwd)
-    outs.update(hostname=outs.get("instance_host"), port=outs.get("instance_port"), username=outs.get("instance_user"),
-                dbos_config=os.path.join(outs.get("source") or ".", "dbos-config.yaml"))
+    outs.update(kind="App", hostname=outs.get("instance_host"), port=outs.get("instance_port"),
+                username=outs.get("instance_user"), dbos_config=os.path.join(outs.get("source") or ".", "dbos-config.yaml"))
     return outs
 
 

@@ -75,6 +75,15 @@ def cmd_connect(args: argparse.Namespace) -> int:
         raise DbosError(f"app {args.app!r} in the stack has no {', '.join(missing)}", hint="run `pulumi up` first")
     path = config_file(args.config or outs.get("dbos_config")
                         or os.path.join(outs.get("working_dir") or ".", "dbos-config.yaml"))
+    if outs.get("kind") == "App" and _inside(path, outs.get("source")):
+        raise DbosError(
+            f"app {args.app!r} is a deployed App: {path} is part of its source, and writing a connection into it "
+            "would replace its ${...} references (system_database_url: ${DBOS_SYSTEM_DATABASE_URL}, filled in by "
+            "the engine on whichever instance the app is bound to) with one instance's literal URL, and make the "
+            "next `pulumi up` deploy that as a new version; nothing was written",
+            hint=f"to run the app on your machine against {outs['hostname']}:{outs['port']}, export "
+            "DBOS_SYSTEM_DATABASE_URL and DBOS_DATABASE_URL (see `pulumi-dbos db url INSTANCE -S`), or write a "
+            "copy outside the source: `pulumi-dbos db connect APP --config ../local-dbos-config.yaml`")
     url = outs.get("database_url")
     # database_url holds the password percent-encoded; unknown -> treat it as needing escapes
     password = Conn.from_url(url).password if isinstance(url, str) and url else None
@@ -86,6 +95,12 @@ def cmd_connect(args: argparse.Namespace) -> int:
         print("note: the password has characters a URL must escape, so the URLs in the file carry no password; "
               "libpq (which DBOS uses through psycopg) reads it from $PGPASSWORD: set PGPASSWORD when you run the app")
     return 0
+
+
+def _inside(path: str, directory: Any) -> bool:
+    if not isinstance(directory, str) or not directory:
+        return False
+    return os.path.realpath(path).startswith(os.path.realpath(directory).rstrip(os.sep) + os.sep)
 
 
 def add_parsers(sub: Any) -> None:
@@ -103,15 +118,13 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("-S", "--show-password", action="store_true",
                    help="include the password (with --stack: from that stack's state; else $PGPASSWORD, "
                    "else from the current stack's state)")
-    s.add_argument("--stack", default=None,
-                   help="the stack: its dbos:dataDir/runAs/engine are used unless given as options")
     s.set_defaults(fn=cmd_url)
     s = db.add_parser("backup", help="take a new base backup now (and prune outside retention)")
     s.add_argument("name")
     s.set_defaults(fn=cmd_backup)
-    s = db.add_parser("connect", help="write APP's connection into its dbos-config.yaml")
+    s = db.add_parser("connect", help="write APP's connection into its dbos-config.yaml (an AppDatabase's; a "
+                      "deployed App's source is left alone)")
     s.add_argument("app")
-    s.add_argument("--stack", default=None)
     s.add_argument("--config", default=None, help="path of the dbos-config.yaml (default: the app's)")
     s.set_defaults(fn=cmd_connect)
 

@@ -20,12 +20,14 @@ def _serve_data_dir(args: argparse.Namespace) -> Path:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..serve import run
 
+    if args.print_systemd_unit:
+        return print_systemd_unit(args)
     if (args.tls_cert is None) != (args.tls_key is None):
         raise DbosError("--tls-cert and --tls-key go together", hint="pass both, or neither for a self-signed one")
     return run(listen=args.listen, data_dir=_serve_data_dir(args),
                tls_cert=Path(args.tls_cert) if args.tls_cert else None,
                tls_key=Path(args.tls_key) if args.tls_key else None, backup_interval=args.backup_interval,
-               advertise_host=args.advertise_host, limits=limits_of(args), cloud_exact=args.cloud_exact)
+               advertise_host=args.advertise_host, limits=limits_of(args))
 
 
 def limits_of(args: argparse.Namespace) -> Limits:
@@ -50,9 +52,64 @@ def limits_of(args: argparse.Namespace) -> Limits:
 
 
 def cmd_serve_token(args: argparse.Namespace) -> int:
+    import difflib
+    import sys
+
     from ..serve import issue_token
 
-    print(issue_token(_serve_data_dir(args), args.org, args.user, args.ttl_hours))
+    if not args.ttl_hours >= 1:
+        raise DbosError(f"--ttl-hours must be at least 1, got {args.ttl_hours:g} (the token would be expired or "
+                        "expire before it is used)", hint="e.g. --ttl-hours 24 (the default) or --ttl-hours 720")
+    data_dir = _serve_data_dir(args)
+    if not (data_dir / "serve" / "jwt.key").is_file():
+        print(f"warning: {data_dir} has no serve signing key yet: a new one is made, and only a serve run with "
+              f"--data-dir {data_dir} accepts this token (a serve using another data dir answers 'invalid token'); "
+              "pass the data dir your serve uses", file=sys.stderr)
+    orgs_dir = data_dir / "orgs"
+    known = sorted(p.name for p in orgs_dir.iterdir() if p.is_dir()) if orgs_dir.is_dir() else []
+    if known and args.org not in known:
+        close = difflib.get_close_matches(args.org, known, n=1, cutoff=0.6)
+        print(f"warning: organization {args.org!r} has nothing on this serve yet (it starts empty)"
+              + (f"; did you mean {close[0]!r}?" if close else f"; organizations there: {', '.join(known)}"),
+              file=sys.stderr)
+    print(issue_token(data_dir, args.org, args.user, args.ttl_hours))
+    return 0
+
+
+SYSTEMD_UNIT = """\
+# pulumi-dbos serve as a systemd service: `pulumi-dbos serve --print-systemd-unit > \\
+#   /etc/systemd/system/pulumi-dbos-serve.service && systemctl daemon-reload && systemctl enable --now pulumi-dbos-serve`
+#
+# Stopping the service (systemctl stop, or a SIGTERM) stops the API only: the PostgreSQL clusters and the
+# apps it started keep running and answering (KillMode=process; scheduled backups pause until serve is back),
+# and the next start finds them running. After a reboot serve starts every instance and app it owns. To stop
+# them too, stop the apps and instances through the API (or destroy the stacks) before stopping serve.
+[Unit]
+Description=pulumi-dbos serve: DBOS Cloud's API over the local engine
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+# runs as root: it starts the clusters as `postgres` and each organization's apps as an OS user of its own
+ExecStart={exe} serve --listen {listen} --data-dir {data_dir}
+Restart=on-failure
+RestartSec=5
+KillMode=process
+TimeoutStopSec=60
+LimitNOFILE=65536
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def print_systemd_unit(args: argparse.Namespace) -> int:
+    import shutil
+    import sys
+
+    exe = shutil.which("pulumi-dbos") or f"{sys.executable} -m pulumi_dbos.cli"
+    print(SYSTEMD_UNIT.format(exe=exe, listen=args.listen, data_dir=_serve_data_dir(args)), end="")
     return 0
 
 
@@ -65,14 +122,14 @@ def add_parsers(sub: Any) -> None:
                    help="serve's data dir (default: the local engine's); organizations live in D/orgs/<org>")
     s.add_argument("--tls-cert", default=None, help="certificate (PEM); default: a self-signed one in D/serve/tls")
     s.add_argument("--tls-key", default=None, help="its private key (PEM)")
+    s.add_argument("--print-systemd-unit", action="store_true",
+                   help="print a systemd unit running serve with these --listen/--data-dir, and exit (stopping the "
+                   "service stops the API only: clusters and apps keep running)")
     s.add_argument("--backup-interval", type=float, default=3600.0,
                    help="seconds between scheduled base backups (and retention pruning), default 3600")
     s.add_argument("--advertise-host", default=None, metavar="HOST",
                    help="an address of this machine other stacks reach: instances and apps listen there too "
                    "(besides 127.0.0.1) and report it (default: 127.0.0.1 only)")
-    s.add_argument("--cloud-exact", action="store_true",
-                   help="behave exactly like DBOS Cloud: no pulumi-dbos extensions (no Server in the profile, "
-                   "extension fields ignored, no extension routes, numeric app versions)")
     lim = s.add_argument_group(
         "limits", "what one organization may ask of this server; each flag's default may also come from the "
         "environment variable PULUMI_DBOS_SERVE_<FLAG> (e.g. PULUMI_DBOS_SERVE_MAX_INSTANCES)")
@@ -96,6 +153,6 @@ def add_parsers(sub: Any) -> None:
     tok.add_argument("--org", required=True, help="the organization (the paths' {org})")
     tok.add_argument("--user", required=True)
     tok.add_argument("--data-dir", dest="data_dir", default=argparse.SUPPRESS, help="serve's data dir")
-    tok.add_argument("--ttl-hours", type=float, default=24.0, help="validity in hours (default 24)")
+    tok.add_argument("--ttl-hours", type=float, default=24.0, help="validity in hours, at least 1 (default 24)")
     tok.set_defaults(fn=cmd_serve_token)
 

@@ -118,7 +118,7 @@ def window_problem(src: InstanceInfo, target: datetime, given: str) -> str | Non
     if src.status == "available":
         latest = max(latest, utcnow())  # a running source's window reaches now
     if not earliest <= target <= latest:
-        return (f"restore_time {given} is outside {src.name!r}'s restorable window "
+        return (f"restore_time {given} is outside the restorable window of {src.name!r} "
                 f"[{to_rfc3339(earliest)}, {to_rfc3339(latest)}]")
     return None
 

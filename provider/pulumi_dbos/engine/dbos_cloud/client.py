@@ -80,7 +80,8 @@ def _ssl_context(ca_cert: str | None) -> ssl.SSLContext:
         if not Path(ca_cert).is_file():
             raise DbosError(f"CA certificate {ca_cert} does not exist",
                             hint="for pulumi-dbos serve use the certificate it wrote into its data dir "
-                                 "(serve/tls/cert.pem)")
+                                 "(serve/tls/cert.pem): `dbos:cloudCaCert` in the stack config, --cloud-ca-cert "
+                                 "or $PULUMI_DBOS_CLOUD_CA_CERT for the CLI")
         return ssl.create_default_context(cafile=ca_cert)
     return _default_context()
 
@@ -206,8 +207,11 @@ class CloudClient:
             return exc.response
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             text = mask(str(exc), masks)
-            hint = ("check the domain (`dbos:cloudDomain`) and the network"
-                    + ("; the server's certificate is not trusted: for pulumi-dbos serve pass its CA certificate"
+            hint = ("check the domain (`dbos:cloudDomain` in the stack, --cloud-domain or $DBOS_DOMAIN for the CLI) "
+                    "and the network"
+                    + ("; the server's certificate is not trusted: for pulumi-dbos serve trust its certificate "
+                       "(D/serve/tls/cert.pem) with `dbos:cloudCaCert` in the stack config, or --cloud-ca-cert "
+                       "PEM (or $PULUMI_DBOS_CLOUD_CA_CERT) for the pulumi-dbos CLI"
                        if "CERTIFICATE" in text.upper() else ""))
             if isinstance(exc, httpx.ConnectTimeout):
                 text = f"no TLS handshake within {CONNECT_TIMEOUT:.0f}s (the server is stopped or overloaded)"

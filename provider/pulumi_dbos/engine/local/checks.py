@@ -64,6 +64,6 @@ def _restore_problems(eng: LocalEngine, catalog: Catalog, req: Preflight) -> lis
         return [Problem("source", exc.message)]
     target = parse_rfc3339(str(req.restore_time))
     if not earliest <= target <= latest:
-        return [Problem("restore_time", f"restore_time {req.restore_time} is outside {src.name!r}'s "
-                        f"restorable window [{to_rfc3339(earliest)}, {to_rfc3339(latest)}]")]
+        return [Problem("restore_time", f"restore_time {req.restore_time} is outside the restorable "
+                        f"window of {src.name!r} [{to_rfc3339(earliest)}, {to_rfc3339(latest)}]")]
     return []

@@ -390,7 +390,7 @@ class LocalEngine:
         archived_to = self.pitr.archive_now(source, src.port)
         target = archived_to if restore_time == "latest" else parse_rfc3339(restore_time)
         if target < earliest or target > archived_to:
-            raise EngineError(f"restore_time {to_rfc3339(target)} is outside {source!r}'s restorable window "
+            raise EngineError(f"restore_time {to_rfc3339(target)} is outside the restorable window of {source!r} "
                               f"[{to_rfc3339(earliest)}, {to_rfc3339(archived_to)}]")
         base = self.pitr.base_for(source, target)
         rec = self._reserve(self._new_record(
