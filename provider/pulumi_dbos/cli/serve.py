@@ -27,7 +27,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run(listen=args.listen, data_dir=_serve_data_dir(args),
                tls_cert=Path(args.tls_cert) if args.tls_cert else None,
                tls_key=Path(args.tls_key) if args.tls_key else None, backup_interval=args.backup_interval,
-               advertise_host=args.advertise_host, limits=limits_of(args))
+               advertise_host=args.advertise_host, limits=limits_of(args), cloud_exact=args.cloud_exact)
 
 
 def limits_of(args: argparse.Namespace) -> Limits:
@@ -130,6 +130,9 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--advertise-host", default=None, metavar="HOST",
                    help="an address of this machine other stacks reach: instances and apps listen there too "
                    "(besides 127.0.0.1) and report it (default: 127.0.0.1 only)")
+    s.add_argument("--cloud-exact", action="store_true",
+                   help="behave exactly like DBOS Cloud: no pulumi-dbos extensions (no Server in the profile, "
+                   "extension fields ignored, no extension routes, numeric app versions)")
     lim = s.add_argument_group(
         "limits", "what one organization may ask of this server; each flag's default may also come from the "
         "environment variable PULUMI_DBOS_SERVE_<FLAG> (e.g. PULUMI_DBOS_SERVE_MAX_INSTANCES)")
