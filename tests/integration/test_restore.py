@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
 from datetime import timedelta, timezone
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -122,3 +128,63 @@ def test_targets_at_a_base_backups_start_and_stop(engine: LocalEngine, source: i
         r = engine.restore_to_new("src_db", f"rst_edge{i}", edge, password=PW)
         got = rows(r.port)
         assert got == list(range(1, 101)), (edge, got[-3:])  # before the later insert, nothing lost
+
+
+def _digests(d: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.iterdir()) if p.is_file()}
+
+
+def test_linked_wal_leaves_the_sources_archive_byte_identical(engine: LocalEngine, source: int,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """The restore hard-links archived segments into the new cluster's pg_wal; the restored instance then
+    runs, writes, checkpoints, switches and archives WAL for a while: not one byte of the source's archive
+    changes, the new instance archives nothing twice, and its pg_wal shares no file with any archive."""
+    with conn(source) as c:
+        c.execute("INSERT INTO t SELECT generate_series(101, 50000)")
+    archive = engine.inst_dir("src_db") / "archive"
+    engine.pitr.archive_now("src_db", engine.info("src_db").port)
+    before = _digests(archive)
+    with caplog.at_level(logging.INFO, logger="pulumi_dbos.engine"):
+        r = engine.restore_to_new("src_db", "rst_link", "latest", password=PW)
+    assert "archived WAL linked" in caplog.text
+    assert rows(r.port)[-1] == 50000
+    assert not any(os.lstat(p).st_nlink > 1 for p in (engine.inst_dir("rst_link") / "data" / "pg_wal").iterdir()
+                   if p.is_file())
+    with conn(r.port) as c:
+        for _ in range(4):  # new WAL on the new timeline: segments written, recycled, archived
+            c.execute("INSERT INTO t SELECT generate_series(1, 40000)")
+            c.execute("DELETE FROM t WHERE x < 0")
+            with engine.server.admin("rst_link", r.port) as su:
+                su.execute("CHECKPOINT")
+                su.execute("SELECT pg_switch_wal()")
+    engine.pitr.archive_now("rst_link", r.port)
+    after = {k: v for k, v in _digests(archive).items() if k in before}
+    assert after == before
+    assert engine.info("rst_link").status == "available"
+    assert "already exists" not in engine.layout.log_tail("rst_link")  # no archive_command failed on a link
+
+
+def test_a_restore_across_filesystems_copies_the_wal(engine: LocalEngine, source: int, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """The source's archive on another filesystem (a tmpfs mounted over it): no hard link is possible, the
+    segments are copied, the restore is the same."""
+    archive = engine.inst_dir("src_db") / "archive"
+    saved = tmp_path / "archive"
+    shutil.copytree(archive, saved)
+    st = os.stat(archive)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m,mode=0700", "tmpfs", str(archive)], check=True)  # noqa: S603,S607
+    try:
+        os.chown(archive, st.st_uid, st.st_gid)
+        for f in saved.iterdir():
+            shutil.copy2(f, archive / f.name)
+            os.chown(archive / f.name, st.st_uid, st.st_gid)
+        with conn(source) as c:
+            c.execute("INSERT INTO t VALUES (4242)")
+        with caplog.at_level(logging.INFO, logger="pulumi_dbos.engine"):
+            r = engine.restore_to_new("src_db", "rst_xfs", "latest", password=PW)
+        assert "archived WAL copied" in caplog.text
+        assert rows(r.port)[-1] == 4242
+        assert os.stat(archive).st_dev != os.stat(engine.inst_dir("rst_xfs") / "data" / "pg_wal").st_dev
+    finally:
+        engine.server.kill("src_db")  # stops archiving into the mount; the fixture removes the rest
+        subprocess.run(["umount", "-l", str(archive)], check=False)  # noqa: S603,S607

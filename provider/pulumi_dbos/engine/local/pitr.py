@@ -7,10 +7,12 @@ to ``recovery_target_time``, then promote, into a new cluster with its own port 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from ...errors import EngineError
 from ...timeutil import parse_rfc3339, to_pg, to_rfc3339, utcnow
@@ -20,6 +22,12 @@ from ..waits import wait_until
 from .catalog import BackupRecord, Catalog, InstanceRecord
 from .paths import Layout
 from .server import ADMIN_ROLE, RECOVERY_TIMEOUT, START_TIMEOUT, Server
+
+log = logging.getLogger("pulumi_dbos.engine")
+
+#: a WAL segment's file name (timeline, log, segment) and a timeline history file's
+_SEGMENT = re.compile(r"^[0-9A-F]{24}$")
+_HISTORY = re.compile(r"^[0-9A-F]{8}\.history$")
 
 
 class Pitr:
@@ -109,17 +117,31 @@ class Pitr:
 
     # ---------------------------------------------------------------- recovery
     def recover(self, source: str, name: str, port: int, base: BackupRecord, target: datetime) -> None:
-        """Copy ``base`` into ``name``'s data dir, replay ``source``'s WAL to ``target``, promote."""
+        """Copy ``base`` into ``name``'s data dir, replay ``source``'s WAL to ``target``, promote.
+
+        The WAL is not copied: the archived segments from the base's start on are hard-linked into the
+        new cluster's ``pg_wal`` (with ``archive_status/*.done`` for each, so the new instance never
+        archives them again), and ``restore_command`` finds nothing (``false``), so recovery reads them
+        where they are. Catches handled: ``wal_recycle = off`` while any link exists (a recycled segment
+        is renamed and *overwritten* — the archive's file, through the link); after the promotion a
+        checkpoint, then every segment still linked is replaced by a copy of its own before recycling
+        comes back on; the base's own WAL is removed. Across filesystems (no hard links), or when the
+        links cannot be made, segments are copied by ``restore_command`` as before.
+        """
         pgdata = self.layout.pgdata(name)
         proc.run(["cp", "-a", base.path, str(pgdata)], run_as=self.layout.run_as, timeout=RECOVERY_TIMEOUT)
         for stale in ("postmaster.pid", "instance.conf", "postmaster.opts"):
             with contextlib.suppress(FileNotFoundError):
                 (pgdata / stale).unlink()
+        linked = self._link_wal(source, base, pgdata)
+        log.info("restore of %s into %s: archived WAL %s", source, name, "linked" if linked else "copied")
+        restore = "false" if linked else f"cp {self.layout.archive(source)}/%f %p"
         self.server.write_conf(name, port, (
-            f"restore_command = 'cp {self.layout.archive(source)}/%f %p'\n"
+            f"restore_command = '{restore}'\n"
             f"recovery_target_time = '{to_pg(target)}'\n"
             "recovery_target_action = 'promote'\n"
             "recovery_target_timeline = 'latest'\n"
+            + ("wal_recycle = off\n" if linked else "")
         ))
         signal = pgdata / "recovery.signal"
         signal.touch()
@@ -136,10 +158,54 @@ class Pitr:
 
         wait_until(promoted, RECOVERY_TIMEOUT, f"recovery of {name!r} did not finish",
                    hint="set PULUMI_DBOS_RECOVERY_TIMEOUT for very large restores")
+        if linked:
+            with self.server.admin(name, port) as conn:
+                conn.execute("CHECKPOINT")  # the old timeline's segments are no longer needed, and removed
+            self._unlink_wal(pgdata)
         # recovery is over: drop the recovery settings, keep archiving to our own archive
         self.server.write_conf(name, port)
         with self.server.admin(name, port) as conn:
             conn.execute("SELECT pg_reload_conf()")
+
+    def _link_wal(self, source: str, base: BackupRecord, pgdata: Path) -> bool:
+        """Hard-link ``source``'s archived segments from ``base``'s start on (and the timelines' history
+        files) into ``pgdata/pg_wal``, each marked archived; False (and nothing left) when it cannot."""
+        wal = pgdata / "pg_wal"
+        status = wal / "archive_status"
+        for p in wal.iterdir():  # the base's own WAL, if it has any: replay reads the archive's
+            if p.is_file():
+                p.unlink()
+        start = base.start_wal[8:] if _SEGMENT.match(base.start_wal or "") else ""
+        linked: list[Path] = []
+        try:
+            status.mkdir(exist_ok=True)
+            for f in sorted(self.layout.archive(source).iterdir()):
+                if (_SEGMENT.match(f.name) and f.name[8:] >= start) or _HISTORY.match(f.name):
+                    os.link(f, wal / f.name)
+                    linked.append(wal / f.name)
+            for p in linked:
+                done = status / f"{p.name}.done"
+                done.touch()
+                self.layout.own(done, 0o600)
+        except OSError:  # another filesystem (EXDEV), links not allowed here: copy instead
+            for p in linked:
+                p.unlink(missing_ok=True)
+                (status / f"{p.name}.done").unlink(missing_ok=True)
+            return False
+        self.layout.own(status, 0o700)
+        return bool(linked)
+
+    def _unlink_wal(self, pgdata: Path) -> None:
+        """Replace every segment of ``pg_wal`` still shared with an archive by a copy of its own (a later
+        checkpoint may recycle it: rename and overwrite)."""
+        for p in (pgdata / "pg_wal").iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if not p.is_file() or os.lstat(p).st_nlink < 2:
+                    continue
+                tmp = p.with_name(f".{p.name}.own")
+                shutil.copyfile(p, tmp)
+                self.layout.own(tmp, 0o600)
+                os.replace(tmp, p)
 
     def inherit(self, source: str, name: str, base: BackupRecord) -> None:
         """Give a restored instance its own base backup and archive without copying data.
@@ -157,6 +223,12 @@ class Pitr:
             if f.name.endswith(".part") or target.exists():
                 continue
             with contextlib.suppress(FileExistsError):
-                os.link(f, target)
+                try:
+                    os.link(f, target)
+                except OSError:  # another filesystem: a copy (written beside, renamed: never half a file)
+                    tmp = target.with_name(f"{target.name}.part")
+                    shutil.copyfile(f, tmp)
+                    self.layout.own(tmp, 0o600)
+                    os.replace(tmp, target)
         self.catalog.add_backup(BackupRecord(name, dest.name, base.started_at, base.finished_at, str(dest),
                                              base.start_wal))
