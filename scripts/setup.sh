@@ -70,6 +70,15 @@ pulumi_bin="$(scripts/ensure-pulumi.sh)"
 # --- the official DBOS Cloud CLI (npm), for the conformance tests against `pulumi-dbos serve` ---
 dbos_cloud="$(scripts/ensure-dbos-cloud.sh)"
 
+# --- actionlint (tests/unit/test_workflow.py), from the Go module proxy when Go is there; optional ---
+actionlint_dir="${PULUMI_DBOS_CACHE:-$HOME/.cache/pulumi-dbos}/actionlint-v1.7.7/bin"
+if ! command -v actionlint >/dev/null 2>&1 && [ ! -x "$actionlint_dir/actionlint" ] && command -v go >/dev/null 2>&1; then
+    say "building actionlint v1.7.7 from the Go module proxy (once; the workflow test uses it)..."
+    mkdir -p "$actionlint_dir"
+    GOBIN="$actionlint_dir" go install github.com/rhysd/actionlint/cmd/actionlint@v1.7.7 >.state/actionlint-build.log 2>&1 \
+        || say "actionlint could not be built (see .state/actionlint-build.log); its test will be skipped"
+fi
+
 cat > .state/env <<ENV
 export PATH="$here/.venv/bin:$pulumi_bin:\$PATH"
 export PULUMI_SKIP_UPDATE_CHECK=true
