@@ -92,8 +92,8 @@ def test_stack_config_keys_are_camel_case_spec_fields() -> None:
     assert "password" in stack_keys("restores")
 
 
-def test_readme_holds_the_generated_reference() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_docs_hold_the_generated_reference() -> None:
+    readme = (ROOT / "docs" / "reference.md").read_text()
     assert reference_markdown() in readme, (
-        "README.md's input reference is stale: paste the output of "
+        "docs/reference.md's input reference is stale: run scripts/update-readme-reference, or paste the output of "
         "`python -c 'from pulumi_dbos.config import reference_markdown; print(reference_markdown())'`")
