@@ -209,7 +209,7 @@ class CloudClient:
             text = mask(str(exc), masks)
             hint = ("check the domain (`dbos:cloudDomain` in the stack, --cloud-domain or $DBOS_DOMAIN for the CLI) "
                     "and the network"
-                    + ("; the server's certificate is not trusted: for pulumi-dbos serve trust its certificate "
+                    + ("; the server's certificate is not trusted: for pulumi-dbos serve pass its CA certificate "
                        "(D/serve/tls/cert.pem) with `dbos:cloudCaCert` in the stack config, or --cloud-ca-cert "
                        "PEM (or $PULUMI_DBOS_CLOUD_CA_CERT) for the pulumi-dbos CLI"
                        if "CERTIFICATE" in text.upper() else ""))
