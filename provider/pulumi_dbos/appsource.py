@@ -88,10 +88,19 @@ def with_app_db_name(archive: bytes, app_db_name: str) -> bytes:
     other keys kept): DBOS Cloud learns an app's database only from the uploaded config, so this is how a
     deploy there asks for one the app's directory does not name. Unchanged when the config says it already."""
     from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
 
     yaml = YAML()  # round-trip
-    with zipfile.ZipFile(io.BytesIO(archive)) as src:
-        doc: Any = yaml.load(src.read(CONFIG).decode()) or {}
+    try:
+        src = zipfile.ZipFile(io.BytesIO(archive))
+        text_in = src.read(CONFIG).decode()
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError):
+        return archive  # not an app archive: the server says so
+    with src:
+        try:
+            doc: Any = yaml.load(text_in) or {}
+        except YAMLError:
+            return archive
         db = doc.get("database") if isinstance(doc, dict) else None
         if not isinstance(doc, dict) or (isinstance(db, dict) and db.get("app_db_name") == app_db_name):
             return archive

@@ -109,7 +109,8 @@ class Preflight:
 
 def adopt_problem(req: Preflight, existing_username: str | None) -> Problem | None:
     """An adopted instance keeps its user (its password is reset): asking for another one fails at preview."""
-    if not (req.creating and req.adopt and req.username and existing_username) or req.username == existing_username:
+    if not (req.creating and req.adopt and req.username and existing_username) or req.username == existing_username \
+            or req.kind is Kind.LINKED:  # a link logs in as whoever it says: nothing of the old one is kept
         return None
     return Problem("username", f"instance {req.name!r} already exists with user {existing_username!r}: adopt=True "
                    f"takes it over with that user and resets its password; set username={existing_username!r}")

@@ -271,7 +271,7 @@ class BaseProvider(ResourceProvider):
             adopt=bool(news.get("adopt")), port=asked("port"), retention_hours=asked("retention_hours"),
             source=None if is_unknown(news.get("source")) else news.get("source"),
             restore_time=None if is_unknown(news.get("restore_time")) else news.get("restore_time"),
-            username=None if self.kind is not Kind.PROVISIONED or is_unknown(news.get("username"))
+            username=None if self.kind not in (Kind.PROVISIONED, Kind.LINKED) or is_unknown(news.get("username"))
             else news.get("username"))
 
     def _preflight(self, olds: Props, news: Props) -> list[CheckFailure]:

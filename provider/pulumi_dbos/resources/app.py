@@ -53,11 +53,21 @@ class AppProvider(b.BaseProvider):
             return [CheckFailure("data_dir", exc.message)]
         return [CheckFailure(p.field, p.message) for p in problems]
 
-    def _outs(self, props: b.Props, info: AppInfo) -> b.Props:
+    @staticmethod
+    def _version(props: b.Props, info: AppInfo, server_version: str | None) -> str | None:
+        """The deployed version in the inputs' terms. DBOS Cloud numbers each deploy itself: the number this
+        stack's deploy got (``server_version``) stands for the version it deployed (content id or
+        ``previous_version``); another number (a deploy made elsewhere) is reported as it is, a change."""
+        if server_version is not None and info.version == server_version and props.get("version"):
+            return str(props["version"])
+        return info.version
+
+    def _outs(self, props: b.Props, info: AppInfo, server_version: str | None = None) -> b.Props:
         host, port, user = props["instance_host"], int(props["instance_port"]), props["instance_user"]
         password = props.get("instance_password")
         return self.outputs(
-            props, version=info.version, status=info.status, app_url=info.app_url, port=props.get("port"),
+            props, version=self._version(props, info, server_version), server_version=server_version,
+            status=info.status, app_url=info.app_url, port=props.get("port"),
             versions=[{"version": v.version, "created_at": v.created_at} for v in info.versions],
             database_url=url_for(user, password, host, port, info.app_db_name),
             system_database_url=url_for(user, password, host, port, f"{info.app_db_name}_dbos_sys"))
@@ -71,7 +81,7 @@ class AppProvider(b.BaseProvider):
                                        props["instance_user"], props["instance_password"]),
             app_db_name=props["app_db_name"], env=dict(props.get("env") or {}), port=b.as_int(props.get("port")),
             owner=props.get("owner")))
-        return self._outs(props, info)
+        return self._outs(props, info, info.version)
 
     def do_create(self, props: b.Props) -> tuple[str, b.Props]:
         return props["app_name"], self._deploy(props)
@@ -92,14 +102,15 @@ class AppProvider(b.BaseProvider):
         if inst is None or inst.is_linked:
             return None
         info = eng.app_info(str(news["app_name"]))
-        if info is None or info.status != self.healthy or info.version != news.get("version") \
-                or info.instance_name != news["instance_name"]:
+        server_version = olds.get("server_version")
+        if info is None or info.status != self.healthy or info.instance_name != news["instance_name"] \
+                or self._version(news, info, server_version) != news.get("version"):
             return None
-        return self._outs(news, info)
+        return self._outs(news, info, server_version)
 
     def do_read(self, id_: str, props: b.Props) -> b.Props | None:
         info = b.engine_for(props).app_info(props.get("app_name") or id_)
-        return self._outs(props, info) if info else None
+        return self._outs(props, info, props.get("server_version")) if info else None
 
     def do_delete(self, id_: str, props: b.Props) -> None:
         from .. import apps  # psycopg, only when a database is touched

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 CLOUD_PORT = ("DBOS Cloud chooses an instance's port (the API has no field for it): remove `port`, "
               "or use pulumi-dbos serve or the local engine")
+CLOUD_LINKED_USER = "dbosadmin"  # the user DBOS Cloud links every server as
 CLOUD_RETENTION = ("DBOS Cloud chooses how long backups are kept (the API has no field for it): remove "
                    "`retention_hours`, or use pulumi-dbos serve or the local engine")
 
@@ -58,6 +59,9 @@ def from_list(req: Preflight, instances: list[InstanceInfo], *, serve: bool, whe
     port = req.port if req.kind is not Kind.LINKED else None
     if not serve:
         problems += cloud_limits(port, req.retention_hours)
+        if req.kind is Kind.LINKED and req.username not in (None, CLOUD_LINKED_USER):
+            problems.append(Problem("username", f"DBOS Cloud links a server as the user {CLOUD_LINKED_USER!r} only: "
+                                    f"create that role on your server and use it, not {req.username!r}"))
     elif port is not None and (req.creating or existing is None or existing.port != port):
         users = [i.name for i in instances if i.port == port and i.name != req.name and not i.is_linked]
         if users:
