@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -279,7 +280,10 @@ def spawn(argv: Sequence[str], *, user: proc.RunAs, binds: Sequence[Bind], cwd: 
 def run(argv: Sequence[str], *, user: proc.RunAs, binds: Sequence[Bind], cwd: str, env: Mapping[str, str],
         host_cwd: Path, limits: Limits, unit: str, timeout: float, secrets: Sequence[str] = (),
         hint: str | None = None, check: bool = True, tmpfs: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
-    """A sandboxed command to completion (see :func:`proc.run`); its cgroups are removed afterwards."""
+    """A sandboxed command to completion (see :func:`proc.run`); its cgroups (``unit`` and a suffix of this
+    run's own: two runs of one unit at once, e.g. two data dirs building the same environment as the same
+    user, must not remove each other's) are removed afterwards."""
+    unit = f"{unit}.{os.getpid()}-{secrets.token_hex(4)}"
     full = command(argv, user=user, binds=binds, cwd=cwd, limits=limits, unit=unit, tmpfs=tmpfs)
     try:
         return proc.run(full, env=env, cwd=host_cwd, timeout=timeout, secrets=secrets, hint=hint, check=check)
