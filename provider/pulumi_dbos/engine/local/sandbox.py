@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -283,7 +282,7 @@ def run(argv: Sequence[str], *, user: proc.RunAs, binds: Sequence[Bind], cwd: st
     """A sandboxed command to completion (see :func:`proc.run`); its cgroups (``unit`` and a suffix of this
     run's own: two runs of one unit at once, e.g. two data dirs building the same environment as the same
     user, must not remove each other's) are removed afterwards."""
-    unit = f"{unit}.{os.getpid()}-{secrets.token_hex(4)}"
+    unit = f"{unit}.{os.getpid()}-{os.urandom(4).hex()}"
     full = command(argv, user=user, binds=binds, cwd=cwd, limits=limits, unit=unit, tmpfs=tmpfs)
     try:
         return proc.run(full, env=env, cwd=host_cwd, timeout=timeout, secrets=secrets, hint=hint, check=check)
