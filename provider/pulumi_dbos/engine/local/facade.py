@@ -36,12 +36,14 @@ from ..contract import (
 )
 from . import checks, ports, roles
 from .apps import LocalApps
+from .autobackup import spawn_watcher
 from .catalog import BackupRecord, Catalog, InstanceRecord
 from .paths import Layout, check_data_dir, default_data_dir, default_run_as
-from .pitr import Pitr
+from .pitr import Pitr, instance_lock
+from .pool import Pool, pool_size
 from .ports import HOST
 from .runtime import AppUser
-from .server import Server
+from .server import RECOVERY_TIMEOUT, Server
 from .template import ensure_template, template_wal
 
 log = logging.getLogger("pulumi_dbos.engine")
@@ -56,10 +58,11 @@ class LocalEngine:
 
     def __init__(self, data_dir: str | Path | None = None, run_as: str | None | bool = True,
                  listen_host: str | None = None, *, app_user: AppUser | None = None,
-                 keep_versions: int | None = None) -> None:
+                 keep_versions: int | None = None, pool: int | None = None) -> None:
         """``listen_host``: instances and app proxies listen there too (besides 127.0.0.1) and report it
         as their address, pg_hba.conf then accepting scram-sha-256 from any address (``pulumi-dbos serve
-        --advertise-host``); existing instances pick it up at their next start."""
+        --advertise-host``); existing instances pick it up at their next start. ``pool``: stopped copies of
+        the template kept ready for provisions (``pool``; default ``$PULUMI_DBOS_POOL_SIZE``, else 2; 0: none)."""
         self.listen_host = ports.check_listen_host(listen_host) if listen_host else None
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
         if run_as is True:
@@ -70,6 +73,7 @@ class LocalEngine:
         self._catalog: Catalog | None = None
         self.app_user = app_user  # serve: one OS user per organization (None: dbosapp)
         self.keep_versions = keep_versions
+        self.pool_size = pool_size(pool)
 
     # ---------------------------------------------------------------- plumbing
     @property
@@ -99,6 +103,13 @@ class LocalEngine:
 
     def template(self) -> Path:
         return ensure_template(self.layout, self.catalog.locked())
+
+    def pool(self) -> Pool:
+        return Pool(self.layout, self.template(), self.pool_size)
+
+    def _background(self) -> None:
+        """After a server was started: the workers that keep things ready (``pool``, ``autobackup``)."""
+        spawn_watcher(self.layout)
 
     def describe(self) -> str:
         return f"the local engine at {self.data_dir}"
@@ -236,14 +247,16 @@ class LocalEngine:
         except (OSError, sqlite3.Error) as exc:
             raise EngineError(f"cannot register instance {name!r} in {self.data_dir}: {exc}",
                               hint="is the data dir's file system writable and not full?") from None
+        pool = Pool(self.layout, template, self.pool_size)
         with self._creating(name, "provisioning instance"):
-            self.layout.make_instance_dirs(name)
             started = to_rfc3339(utcnow())
-            # The cluster is a copy of the template; the template itself, hard-linked, is the
-            # instance's first (cold) base backup: it is never started, so its files never change.
-            proc.run(["cp", "-a", str(template), str(self.pgdata(name))], run_as=self.run_as, timeout=120)
             backup_dir = self.layout.backups(name) / "base-000"
-            proc.run(["cp", "-al", str(template), str(backup_dir)], run_as=self.run_as, timeout=120)
+            if not pool.take(self.inst_dir(name)):  # a warm entry is exactly what follows, made ahead
+                self.layout.make_instance_dirs(name)
+                # The cluster is a copy of the template; the template itself, hard-linked, is the
+                # instance's first (cold) base backup: it is never started, so its files never change.
+                proc.run(["cp", "-a", str(template), str(self.pgdata(name))], run_as=self.run_as, timeout=120)
+                proc.run(["cp", "-al", str(template), str(backup_dir)], run_as=self.run_as, timeout=120)
             self.server.write_conf(name, rec.port)
             self.server.start(name, rec.port)
             with self.server.admin(name, rec.port) as conn:
@@ -253,6 +266,8 @@ class LocalEngine:
             self.catalog.add_backup(BackupRecord(name, "base-000", started, started, str(backup_dir),
                                                  template_wal(self.layout, template)))
             self.catalog.update(name, status=Status.AVAILABLE.value, earliest=to_rfc3339(earliest))
+        pool.spawn_refill()  # after, not during: on a small machine its copies would slow this start
+        self._background()
         return self._current(name)
 
     def takeover(self, name: str, owner: str | None, *, adopt: bool = False) -> InstanceInfo | None:
@@ -285,6 +300,8 @@ class LocalEngine:
         if not rec.linked and not self.server.running(name):
             self.server.clear_after_crash(name)
             self.server.start(name, rec.port)
+        if not rec.linked:
+            self._background()
         self._harden(rec)
         return self._current(name)
 
@@ -353,8 +370,9 @@ class LocalEngine:
             self.catalog.delete(name)
             return
         if self.inst_dir(name).exists():
-            self.server.stop_or_kill(name)
-            shutil.rmtree(self.inst_dir(name))
+            with instance_lock(self.layout, name, RECOVERY_TIMEOUT):  # no base backup writing into it
+                self.server.stop_or_kill(name)
+                shutil.rmtree(self.inst_dir(name))
         if rec is not None:
             ports.release(rec.port, self.data_dir, name)
             self.catalog.delete(name)
@@ -408,6 +426,7 @@ class LocalEngine:
             roles.mark_hardened(self.inst_dir(name))
             self.pitr.inherit(source, name, base)
             self.catalog.update(name, status=Status.AVAILABLE.value, earliest=to_rfc3339(ts))
+        self._background()
         return self._current(name)
 
     # ---------------------------------------------------------------- contract: linked servers

@@ -7,10 +7,13 @@ to ``recovery_target_time``, then promote, into a new cluster with its own port 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import re
 import shutil
+import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -30,12 +33,46 @@ _SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 _HISTORY = re.compile(r"^[0-9A-F]{8}\.history$")
 
 
+@contextlib.contextmanager
+def instance_lock(layout: Layout, name: str, wait: float) -> Iterator[bool]:
+    """The lock a base backup of ``name`` holds (across threads and processes: the WAL-volume watcher is
+    a process of its own); ``destroy`` takes it too, so that no backup writes into a directory being
+    removed. Yields False when it was not free within ``wait`` seconds (or the instance has no directory)."""
+    try:
+        fd = os.open(layout.inst_dir(name) / "backup.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+    except FileNotFoundError:
+        yield False
+        return
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.1)
+        yield True
+    finally:
+        os.close(fd)
+
+
 class Pitr:
     def __init__(self, layout: Layout, catalog: Catalog, server: Server) -> None:
         self.layout, self.catalog, self.server = layout, catalog, server
 
     # ---------------------------------------------------------------- backups and retention
-    def backup(self, rec: InstanceRecord) -> BackupInfo:
+    def backup(self, rec: InstanceRecord, *, locked: bool = False) -> BackupInfo:
+        """A base backup now (then pruning), holding the instance's backup lock (``locked``: held already)."""
+        if not locked:
+            with instance_lock(self.layout, rec.name, RECOVERY_TIMEOUT) as mine:
+                if not mine:
+                    raise EngineError(f"a base backup of {rec.name!r} is still running",
+                                      hint="try again once it is done")
+                return self.backup(rec, locked=True)
         name, port = rec.name, rec.port
         backup_id = "base-" + utcnow().strftime("%Y%m%dT%H%M%S%f")
         bdir = self.layout.backups(name) / backup_id

@@ -1,0 +1,212 @@
+"""Base backups by WAL volume: a restore replays not much more than ``PULUMI_DBOS_WAL_BACKUP_MB`` of WAL.
+
+Once that much WAL (default 128 MB; 0 turns this off) has been archived since an instance's newest
+base backup, and at least as much as that backup's size (a backup copies the whole cluster: for a big
+database, never more copying than WAL written), a new one is taken (and old ones pruned as after any
+backup, ``Pitr.backup``), besides ``pulumi-dbos db backup`` and serve's hourly schedule. 128 MB of WAL
+replays in 1-3 s on a small machine; a restore replays at most that plus what was written during the
+newest backup and one check interval.
+
+Where it runs: the embedded engine has no daemon, and WAL is written when no engine call runs (the
+instances' clients write it). So every engine call that starts a server makes sure a *watcher* runs
+for its data dir: a detached process (``python -m pulumi_dbos.engine.local.workers watch``), one
+per data dir (a lock file), that every ``PULUMI_DBOS_WAL_CHECK_SECONDS`` (default 2) adds up the
+archive's segments since each running instance's newest backup, and exits once none of the data
+dir's instances runs (nothing writes WAL then; the next start starts it again) or the data dir is
+gone. It runs as the engine's user, backups as the cluster user (as ``db backup`` does). Rejected:
+checking only at engine calls (a write load between two ``pulumi up`` would never be bounded), and
+an ``archive_command`` hook (it runs as the cluster user, who must not write the catalog). Under
+``pulumi-dbos serve`` each organization's data dir gets its watcher the same way.
+
+One backup at a time per host (for the engine's OS user): a lock file in ``PULUMI_DBOS_LOCK_DIR``
+(default the system's temporary directory); a busy host skips a round. A backup of an instance
+holds that instance's ``backup.lock``, which ``destroy`` waits for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..contract import Status
+from .catalog import Catalog, InstanceRecord
+from .paths import Layout
+from .pitr import Pitr, instance_lock
+from .pool import spawn_worker
+from .server import Server
+
+log = logging.getLogger("pulumi_dbos.engine")
+
+_SEGMENT = re.compile(r"^[0-9A-F]{24}$")
+_HISTORY = re.compile(r"^[0-9A-F]{8}\.history$")
+WATCH_LOCK = "wal-watch.lock"
+
+
+DEFAULT_MB = 128
+_sizes: dict[str, int] = {}  # a base backup's size, by path (they never change)
+
+
+def threshold_mb() -> int:
+    try:
+        return max(0, int(os.environ.get("PULUMI_DBOS_WAL_BACKUP_MB", str(DEFAULT_MB))))
+    except ValueError:
+        return DEFAULT_MB
+
+
+def check_seconds() -> float:
+    try:
+        return max(0.2, float(os.environ.get("PULUMI_DBOS_WAL_CHECK_SECONDS", "2")))
+    except ValueError:
+        return 2.0
+
+
+def _tree_size(path: str) -> int:
+    if path not in _sizes:
+        total = 0
+        for top, _dirs, files in os.walk(path):
+            for f in files:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(top, f)).st_size
+        _sizes[path] = total
+    return _sizes[path]
+
+
+def limit_for(catalog: Catalog, name: str) -> int:
+    """Bytes of WAL after which ``name`` gets a new base backup: the threshold, or the size of its newest
+    backup if larger (a backup copies the whole cluster: never more copying than WAL written)."""
+    limit = threshold_mb() * 1024 * 1024
+    backups = catalog.backups(name)
+    if backups:
+        limit = max(limit, _tree_size(backups[-1].path))
+    return limit
+
+
+def wal_since_backup(layout: Layout, catalog: Catalog, name: str) -> int:
+    """Bytes of WAL a restore from ``name``'s newest base backup would replay at most: one segment per
+    position (log/segment) after the backup's start, up to the newest position of the newest timeline (a
+    restored instance's archive also holds its source's segments of older timelines past the fork, which
+    no replay of its own reads)."""
+    backups = catalog.backups(name)
+    start = backups[-1].start_wal[8:] if backups and _SEGMENT.match(backups[-1].start_wal or "") else ""
+    sizes: dict[str, int] = {}
+    newest = ("", "")  # (timeline, position) of the newest timeline's newest segment
+    try:
+        with os.scandir(layout.archive(name)) as it:
+            for e in it:
+                if _SEGMENT.match(e.name):
+                    newest = max(newest, (e.name[:8], e.name[8:]))
+                    if e.name[8:] > start:
+                        with contextlib.suppress(OSError):
+                            sizes[e.name[8:]] = e.stat().st_size
+                elif _HISTORY.match(e.name):
+                    newest = max(newest, (e.name[:8], ""))
+    except OSError:
+        return 0
+    return sum(size for pos, size in sizes.items() if pos <= newest[1])
+
+
+@contextlib.contextmanager
+def _try_flock(path: Path) -> Iterator[bool]:
+    """An exclusive lock on ``path`` if free right now (yields False otherwise, or when the file is not
+    this user's: one another user made in a shared directory)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        log.warning("cannot lock %s: %s", path, exc)
+        yield False
+        return
+    try:
+        if os.fstat(fd).st_uid != os.geteuid():
+            yield False
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def host_lock_path() -> Path:
+    return Path(os.environ.get("PULUMI_DBOS_LOCK_DIR") or tempfile.gettempdir()) / \
+        f"pulumi-dbos-{os.geteuid()}-wal-backup.lock"
+
+
+def spawn_watcher(layout: Layout) -> None:
+    """Make sure a watcher runs for this data dir (best effort: a failure only logs)."""
+    if threshold_mb() <= 0:
+        return
+    try:
+        with _try_flock(layout.data_dir / WATCH_LOCK) as free:
+            if not free:
+                return  # one runs
+        instances = layout.data_dir / "instances"
+        spawn_worker(layout, ["watch"], cwd=instances, log_file=layout.data_dir / "wal-watch.log")
+    except OSError as exc:
+        log.warning("could not start the WAL-volume backup watcher of %s: %s", layout.data_dir, exc)
+
+
+def _due(layout: Layout, catalog: Catalog, server: Server) -> tuple[list[InstanceRecord], bool]:
+    """(instances over their limit, whether any instance runs)."""
+    due, running = [], False
+    for rec in catalog.all():
+        if rec.linked or rec.status != Status.AVAILABLE.value or not server.running(rec.name):
+            continue
+        running = True
+        wal = wal_since_backup(layout, catalog, rec.name)
+        if wal >= threshold_mb() * 1024 * 1024 and wal >= limit_for(catalog, rec.name):  # the cheap test first
+            due.append(rec)
+    return due, running
+
+
+def backup_if_due(layout: Layout, catalog: Catalog, server: Server, rec: InstanceRecord) -> bool:
+    """Take a base backup of ``rec`` if it is still over the limit, holding the host's lock and the
+    instance's (both taken without waiting: False when busy, tried again next round)."""
+    with _try_flock(host_lock_path()) as host:
+        if not host:
+            return False
+        if wal_since_backup(layout, catalog, rec.name) < limit_for(catalog, rec.name):
+            return False  # taken meanwhile (db backup, serve's schedule)
+        with instance_lock(layout, rec.name, wait=0) as mine:
+            if not mine or catalog.get(rec.name) is None:
+                return False
+            b = Pitr(layout, catalog, server).backup(rec, locked=True)
+            log.info("base backup %s of %s (WAL volume)", b.backup_id, rec.name)
+            return True
+
+
+def watch(layout: Layout) -> None:
+    """The watcher's loop (see the module's docstring)."""
+    if threshold_mb() <= 0:
+        return
+    lock_file = layout.data_dir / WATCH_LOCK
+    server = Server(layout)
+    while True:
+        with _try_flock(lock_file) as mine:
+            if not mine:
+                return
+            while layout.catalog_file.exists():
+                catalog = Catalog(layout.data_dir)
+                due, running = _due(layout, catalog, server)
+                if not running:
+                    break
+                for rec in due:
+                    try:
+                        backup_if_due(layout, catalog, server, rec)
+                    except Exception as exc:  # one instance's trouble (destroyed meanwhile) stops nothing
+                        log.warning("WAL-volume backup of %s failed: %s", rec.name, exc)
+                time.sleep(check_seconds())
+            else:
+                return  # the data dir is gone
+        # released; a server started just now would have found the lock taken: look once more
+        if not layout.catalog_file.exists() or not _due(layout, Catalog(layout.data_dir), server)[1]:
+            return
