@@ -75,6 +75,10 @@ class AppProvider(b.BaseProvider):
     def _deploy(self, props: b.Props) -> b.Props:
         prev = props.get("previous_version")
         version, archive = (str(prev), None) if prev else pack(Path(props["source"]))
+        if not props.get("instance_password"):
+            raise DbosError(f"app {props['app_name']!r}: the password of instance {props.get('instance_name')!r} "
+                            "is not known", hint="bind the app to an instance resource whose password is known "
+                            "(a RestoredInstance made from a source name takes password=...)")
         info = b.engine_for(props).deploy_app(AppDeploy(
             app_name=props["app_name"], version=version, archive=archive,
             database=AppDatabaseAccess(props["instance_name"], props["instance_host"], int(props["instance_port"]),

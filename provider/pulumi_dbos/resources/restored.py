@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
+from pulumi.dynamic import CheckFailure
 
 from ..config.fields import fields_of, is_unknown
 from ..engine import InstanceInfo, Kind
@@ -27,6 +28,12 @@ class RestoredInstanceProvider(b.BaseProvider):
         # now), the restore keeps the password it has: the state holds what its server accepts.
         if inputs.get("password") is None and olds.get("password"):
             inputs["password"] = olds["password"]
+
+    def extra_checks(self, olds: b.Props, news: b.Props) -> list[CheckFailure]:
+        if not olds and news.get("password") is None:
+            return [CheckFailure("password", f"restore {news.get('instance_name')!r}: no password for its user: pass "
+                                 "the source instance resource (its password is used) or password=...")]
+        return []
 
     def _outs(self, props: b.Props, info: InstanceInfo) -> b.Props:
         return instance_outputs(self, props, info, props.get("password"), source_instance=info.source_instance,
