@@ -4,6 +4,8 @@ Layout under ``data_dir`` (0700, owned by the OS user that runs the clusters)::
 
     catalog.db                  control-plane catalog (SQLite)
     templates/pg<ver>-wal<n>/   a prepared, never-started cluster (made once)
+      pool/e-*                  ready copies of it for provisions (``pool``)
+    wal-watch.lock, .log        the WAL-volume backup watcher's (``autobackup``)
     instances/<name>/data       the cluster (PGDATA)
     instances/<name>/archive    its WAL archive
     instances/<name>/backups/   its base backups
