@@ -31,6 +31,7 @@ import pytest
 
 from pulumi_dbos.appsource import pack
 from pulumi_dbos.engine import LocalEngine
+from pulumi_dbos.serve import auth
 from tests.conftest import ROOT
 from tests.support.serve import Serve, running_serve
 
@@ -168,7 +169,7 @@ def test_profile_needs_a_valid_token(serve: Serve, api: httpx.Client) -> None:
     now = int(time.time())
     claims = {"sub": "alice", "org": "acme", "iss": "pulumi-dbos serve", "iat": now - 60}
     bad = {
-        "expired (serve token)": serve.token(ttl_hours=-1),
+        "expired (serve's own issuer)": auth.issue(key, "acme", "alice", ttl_hours=-1),  # the CLI refuses < 1 h
         "expired": jwt.encode({**claims, "exp": now - 1}, key, algorithm="HS256"),
         "forged": jwt.encode({**claims, "exp": now + 3600}, secrets.token_bytes(32), algorithm="HS256"),
         "other issuer": jwt.encode({**claims, "exp": now + 3600, "iss": "someone"}, key, algorithm="HS256"),
