@@ -5,8 +5,14 @@
     in this process: ``dbos migrate -s URL`` then ``python3 main.py`` with the same environment (the
     same virtualenv, release directory, OS user and DBOS Cloud variables) until its port answers.
     Medians of BENCH_N (default 5), alternating; the virtualenv is built before timing starts.
-(b) The unavailability window of change-database-instance: GET / on the app's URL every 10 ms while a
-    deploy moves the app to another instance; the longest time without a successful answer.
+(b) The unavailability window of change-database-instance: GET /greetings (a route that reads the app's
+    database) on the app's URL every 10 ms while a deploy moves the app to another instance; failed
+    requests and the longest time without a successful answer.
+(c) A password rotation of the instance the app is bound to, under the same poller: what ``pulumi up``
+    asks of the engine (``reset_credentials``; the App's update then records the new password and calls
+    nothing), on the local engine and through ``pulumi-dbos serve`` (dbos-cloud engine); then a port
+    move of that instance (``set_port``, then the App's update: a redeploy onto the new port; local
+    engine). Failed requests and the longest gap (target 0 failed, < 1000 ms).
 
 Ends with ``ratio: X.XX`` (deploy / by hand, medians; target <= 1.5).
 """
@@ -16,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import sys
 import threading
 import time
@@ -27,16 +32,21 @@ import psycopg
 from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support.serve
+from tests.support.serve import running_serve  # noqa: E402
+
 from _util import cleanup_engine, free_port, median, tmpdir  # noqa: E402
 from pulumi_dbos.appsource import pack  # noqa: E402
-from pulumi_dbos.engine import LocalEngine, proc  # noqa: E402
+from pulumi_dbos.engine import Engine, LocalEngine, get_engine, proc  # noqa: E402
 from pulumi_dbos.engine.contract import AppDatabaseAccess, AppDeploy  # noqa: E402
+from pulumi_dbos.engine.local import runtime, sandbox  # noqa: E402
 from pulumi_dbos.resources_util import url_for  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "5"))
 PW = "Bench-passw0rd"
 REPO = Path(__file__).resolve().parent.parent
 APP = "greet"
+ROTATED: list[str] = []  # the passwords set by rotations, newest last
 
 
 def set_greeting(src: Path, greeting: str) -> None:
@@ -44,12 +54,6 @@ def set_greeting(src: Path, greeting: str) -> None:
     lines = [f'GREETING = "{greeting}"' if ln.startswith("GREETING = ") else ln
              for ln in main.read_text().splitlines()]
     main.write_text("\n".join(lines) + "\n")
-
-
-def accepts(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-        return True
-    return False
 
 
 def ensure_db(db: AppDatabaseAccess, names: list[str]) -> None:
@@ -61,27 +65,41 @@ def ensure_db(db: AppDatabaseAccess, names: list[str]) -> None:
 
 
 def by_hand(eng: LocalEngine, db: AppDatabaseAccess, version: str) -> float:
-    """`dbos migrate -s URL` + `python3 main.py` in the version's release dir, with the deploy's virtualenv
-    and environment (own databases, so the running app is not disturbed), until the port answers."""
+    """`dbos migrate -s URL` + `python3 main.py` in the version's release dir, with the deploy's virtualenv,
+    environment, OS user and sandbox (own databases, so the running app is not disturbed), until the port
+    answers."""
     apps = eng.apps
     release = apps.app_dir(APP) / "releases" / version
-    env_dir = next(d for d in (apps.root / "_envs").iterdir() if (d / ".ready").exists())
+    envs = apps.root / "_envs"
+    env_dir = next(d for d in envs.iterdir() if (envs / f"{d.name}.ready").exists())
+    env_inside = f"{runtime.ENVS_INSIDE}/{env_dir.name}" if apps.boxed else str(env_dir)
+    dirs = apps._app_dirs(APP)
+    places = apps._places(dirs, release, env_dir, env_inside)
     port = free_port()
     env = {
-        "PATH": f"{env_dir / 'bin'}:/usr/local/bin:/usr/bin:/bin", "VIRTUAL_ENV": str(env_dir),
-        "HOME": str(apps.app_dir(APP) / "run"), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONUNBUFFERED": "1",
+        "PATH": f"{places['env']}/bin:/usr/local/bin:/usr/bin:/bin", "VIRTUAL_ENV": places["env"],
+        "HOME": places["home"], "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONUNBUFFERED": "1",
         "PORT": str(port), "DBOS_APP_NAME": APP,
         "DBOS_DATABASE_URL": url_for(db.username, None, db.hostname, db.port, "byhand"),
         "DBOS_SYSTEM_DATABASE_URL": url_for(db.username, None, db.hostname, db.port, "byhand_dbos_sys"),
         "DBOS__APPVERSION": version, "DBOS__VMID": "dbos-byhand", "PGPASSWORD": db.password,
     }
-    log = apps.app_dir(APP) / "run" / "byhand.log"
+    log = dirs["log"] / "byhand.log"
+    migrate = [f"{places['env']}/bin/dbos", "migrate", "-s", env["DBOS_SYSTEM_DATABASE_URL"]]
     t0 = time.perf_counter()
-    proc.run([str(env_dir / "bin" / "dbos"), "migrate", "-s", env["DBOS_SYSTEM_DATABASE_URL"]], run_as=apps.run_as,
-             env=env, cwd=release, timeout=600, secrets=[db.password])
-    pid = proc.spawn(["python3", "main.py"], run_as=apps.run_as, env=env, cwd=release, log=log)
+    if apps.boxed:
+        binds = apps._binds(dirs, release, env_dir, env_inside)
+        common = {"user": apps.run_as, "binds": binds, "cwd": places["app"], "env": env,
+                  "host_cwd": apps.app_dir(APP), "limits": sandbox.Limits()}
+        sandbox.run(migrate, unit=apps._unit(APP, "byhand-migrate"), timeout=600, secrets=[db.password],
+                    **common)  # type: ignore[arg-type]
+        pid = sandbox.spawn(["python3", "main.py"], unit=apps._unit(APP, "byhand"), log_path=log,
+                            **common)  # type: ignore[arg-type]
+    else:
+        proc.run(migrate, run_as=apps.run_as, env=env, cwd=release, timeout=600, secrets=[db.password])
+        pid = proc.spawn(["python3", "main.py"], run_as=apps.run_as, env=env, cwd=release, log=log)
     try:
-        while not accepts(port):
+        while not runtime.answers(runtime.http_status(port)):  # what a deploy waits for
             proc.reap()
             if not _alive(pid):
                 raise RuntimeError(f"the app started by hand exited; see {log}")
@@ -89,6 +107,9 @@ def by_hand(eng: LocalEngine, db: AppDatabaseAccess, version: str) -> float:
         return time.perf_counter() - t0
     finally:
         _kill(pid)
+        if apps.boxed:
+            sandbox.kill_unit(apps._unit(APP, "byhand"))
+            sandbox.release_unit(apps._unit(APP, "byhand"))
 
 
 def _alive(pid: int) -> bool:
@@ -113,7 +134,7 @@ def _kill(pid: int) -> None:
     proc.reap()
 
 
-def deploy(eng: LocalEngine, src: Path, db: AppDatabaseAccess, archive: bool = True) -> tuple[float, str, str]:
+def deploy(eng: Engine, src: Path, db: AppDatabaseAccess, archive: bool = True) -> tuple[float, str, str]:
     version, data = pack(src)
     t0 = time.perf_counter()
     info = eng.deploy_app(AppDeploy(APP, version, data if archive else None, db, APP, {}))
@@ -121,7 +142,7 @@ def deploy(eng: LocalEngine, src: Path, db: AppDatabaseAccess, archive: bool = T
 
 
 class Poller:
-    """GET / every 10 ms; records (time, ok) of each request."""
+    """GET ``url`` every 10 ms; records (time, ok) of each request (ok: 200 and a JSON body)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -133,7 +154,7 @@ class Poller:
         while not self.stop:
             ok = False
             with contextlib.suppress(Exception), urllib.request.urlopen(self.url, timeout=2) as r:  # noqa: S310
-                ok = r.status == 200 and b'"greeting"' in r.read()
+                ok = r.status == 200 and r.read()[:1] in (b"[", b"{")
             self.samples.append((time.perf_counter(), ok))
             time.sleep(0.01)
 
@@ -146,12 +167,46 @@ class Poller:
         self.thread.join(10)
 
     def longest_gap(self) -> float:
-        """Longest time between two successful answers (seconds)."""
+        """Longest time without a successful answer (seconds), failures up to the last request included."""
         oks = [t for t, ok in self.samples if ok]
-        return max((b - a for a, b in zip(oks, oks[1:], strict=False)), default=float("inf"))
+        if not oks:
+            return float("inf")
+        return max((b - a for a, b in zip([*oks, self.samples[-1][0]], [*oks[1:], self.samples[-1][0]],
+                                          strict=False)), default=0.0)
 
     def failures(self) -> int:
         return sum(1 for _, ok in self.samples if not ok)
+
+
+def report(what: str, took: str, poll: Poller) -> None:
+    print(f"{what}: {took}; {len(poll.samples)} GETs /greetings every 10 ms, {poll.failures()} failed; "
+          f"longest gap without an answer: {poll.longest_gap() * 1000:.0f} ms (target 0 failed, < 1000)")
+
+
+def rotate(eng: Engine, instance: str, url: str, where: str) -> None:
+    """What `pulumi up` asks of the engine for a password rotation of an app's instance, under the poller."""
+    with Poller(url + "/greetings") as poll:
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        ROTATED.append("Rotated-" + str(time.time_ns())[-8:])
+        eng.reset_credentials(instance, "bench_user", ROTATED[-1])
+        took = time.perf_counter() - t0
+        time.sleep(1.5)  # the app's next connections use the new password
+    report(f"password rotation ({where})", f"reset {took:.1f} s", poll)
+
+
+def rotate_via_serve(src: Path) -> None:
+    with running_serve() as serve:
+        eng = get_engine("dbos-cloud", domain=serve.domain, token=serve.token("bench", "bench"),
+                         ca_cert=str(serve.ca_cert))
+        inst = eng.provision("bench_s", "bench_user", PW)
+        db = AppDatabaseAccess("bench_s", inst.hostname, inst.port, "bench_user", PW)
+        try:
+            _, _, url = deploy(eng, src, db)
+            rotate(eng, "bench_s", url, "dbos-cloud engine via serve")
+        finally:
+            with contextlib.suppress(Exception):
+                eng.delete_app(APP)
 
 
 def main() -> None:
@@ -182,18 +237,30 @@ def main() -> None:
               + ", ".join(f"{x * 1000:.0f}" for x in ours) + ")")
 
         # (b) change-database-instance under load
-        with urllib.request.urlopen(url + "/", timeout=5) as r:  # noqa: S310
+        with urllib.request.urlopen(url + "/greetings", timeout=5) as r:  # noqa: S310
             assert r.status == 200
-        with Poller(url + "/") as poll:
+        with Poller(url + "/greetings") as poll:
             time.sleep(0.5)
             t0 = time.perf_counter()
             info = eng.deploy_app(AppDeploy(APP, version, None, db_b, APP, {}))
             moved = time.perf_counter() - t0
             time.sleep(1.0)
         assert info.instance_name == "bench_b"
-        gap = poll.longest_gap()
-        print(f"change-database-instance: deploy {moved:.1f} s; {len(poll.samples)} GETs every 10 ms, "
-              f"{poll.failures()} failed; longest gap without an answer: {gap * 1000:.0f} ms (target < 1000)")
+        report("change-database-instance", f"deploy {moved:.1f} s", poll)
+
+        # (c) a password rotation of the app's instance, then a port move of it (local engine)
+        rotate(eng, "bench_b", url, "local engine")
+        with Poller(url + "/greetings") as poll:
+            time.sleep(0.5)
+            t0 = time.perf_counter()
+            moved_to = eng.set_port("bench_b", free_port())  # then the App's update: a new process on it
+            pw = db_b.password if not ROTATED else ROTATED[-1]
+            eng.deploy_app(AppDeploy(APP, version, None, AppDatabaseAccess(
+                "bench_b", moved_to.hostname, moved_to.port, "bench_user", pw), APP, {}))
+            took = time.perf_counter() - t0
+            time.sleep(1.0)
+        report("port move (local engine)", f"set_port + redeploy {took:.1f} s", poll)
+        rotate_via_serve(src)
         ratio = median(ours) / median(raw)
         print(f"ratio: {ratio:.2f}")
     finally:
