@@ -51,6 +51,7 @@ def raw_once(root: Path) -> float:
 
 
 def pool_settled(eng: LocalEngine) -> None:
+    eng.pool().spawn_refill()  # (a destroy of the data dir's last instance ends a refill at work)
     deadline = time.monotonic() + 120
     while eng.pool().wanted() and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
 from pulumi_dbos.engine import LocalEngine
 from pulumi_dbos.engine.local import autobackup
 from pulumi_dbos.engine.local.pitr import instance_lock
+from pulumi_dbos.engine.local.workers import try_lock
 
 PW = "Integr4tion-pw"
 
@@ -50,12 +52,13 @@ def test_a_backup_is_taken_once_enough_wal_is_archived(engine: LocalEngine, smal
     engine.pitr.archive_now("wal_a", info.port)
     time.sleep(2)
     assert len(engine.catalog.backups("wal_a")) == 1
-    write_wal(info.port, 12)
+    write_wal(info.port, 40)  # past 8 MB and past the newest backup's size (the template's, 31 MB)
     engine.pitr.archive_now("wal_a", info.port)
     wait_for(lambda: len(engine.catalog.backups("wal_a")) >= 2, 90, "no backup by WAL volume")
     newest = engine.catalog.backups("wal_a")[-1]
     assert Path(newest.path).is_dir() and newest.start_wal
-    assert autobackup.wal_since_backup(engine.layout, engine.catalog, "wal_a") < 8 * 1024 * 1024
+    assert autobackup.wal_since_backup(engine.layout, engine.catalog, "wal_a") < \
+        autobackup.limit_for(engine.catalog, "wal_a")
     # a restore to now starts from that backup, and has everything
     r = engine.restore_to_new("wal_a", "wal_ar", "latest", password=PW)
     assert [b.backup_id for b in engine.catalog.backups("wal_ar")] == [f"{newest.backup_id}-inherited"]
@@ -68,7 +71,7 @@ def test_the_watcher_leaves_once_no_instance_runs(engine: LocalEngine, small_lim
     lock = engine.data_dir / autobackup.WATCH_LOCK
 
     def watcher_holds() -> bool:
-        with autobackup._try_flock(lock) as free:
+        with try_lock(lock) as free:
             return not free
 
     wait_for(watcher_holds, 30, "no watcher started")
@@ -78,18 +81,45 @@ def test_the_watcher_leaves_once_no_instance_runs(engine: LocalEngine, small_lim
     wait_for(watcher_holds, 30, "no watcher after a start")
 
 
-def test_busy_instance_or_host_skips_a_round(engine: LocalEngine, small_limit: None) -> None:
+def test_busy_instance_or_host_skips_a_round(engine: LocalEngine, small_limit: None,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PULUMI_DBOS_WAL_BACKUP_MB", "100000")  # the watcher started below stays out of it
     info = engine.provision("wal_c", "app_user", PW)
-    write_wal(info.port, 12)
+    monkeypatch.setenv("PULUMI_DBOS_WAL_BACKUP_MB", "8")  # this process's view
+    write_wal(info.port, 40)
     engine.pitr.archive_now("wal_c", info.port)
     rec = engine.catalog.get("wal_c")
     assert rec is not None
-    with autobackup._try_flock(autobackup.host_lock_path()) as mine:
+    with try_lock(autobackup.host_lock_path()) as mine:
         assert mine
         assert not autobackup.backup_if_due(engine.layout, engine.catalog, engine.server, rec)
-    with instance_lock(engine.layout, "wal_c", 120) as mine:  # (the watcher may be at it: then wait)
+    with instance_lock(engine.layout, "wal_c", 0) as mine:
         assert mine
         assert not autobackup.backup_if_due(engine.layout, engine.catalog, engine.server, rec)
+    assert len(engine.catalog.backups("wal_c")) == 1
+    assert autobackup.backup_if_due(engine.layout, engine.catalog, engine.server, rec)  # free: taken
+    assert len(engine.catalog.backups("wal_c")) == 2
     # and destroy waits for a backup in progress instead of removing the directory under it
     engine.destroy("wal_c")
     assert not engine.inst_dir("wal_c").exists()
+
+
+def test_destroying_the_last_instance_leaves_no_worker_running(engine: LocalEngine, small_limit: None,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PULUMI_DBOS_POOL_SIZE", "2")
+    engine.pool_size = 2
+    engine.provision("wal_d", "app_user", PW)  # starts the watcher and a refill
+    engine.provision("wal_e", "app_user", PW)
+
+    def workers() -> list[str]:
+        found = []
+        for p in psutil.process_iter(["cmdline"]):
+            cmd = " ".join(p.info["cmdline"] or [])
+            if "pulumi_dbos.engine.local.workers" in cmd and str(engine.data_dir) in cmd:
+                found.append(cmd)
+        return found
+
+    wait_for(lambda: bool(workers()), 30, "no worker started")
+    engine.destroy("wal_d")
+    engine.destroy("wal_e")
+    assert not workers()

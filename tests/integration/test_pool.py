@@ -14,7 +14,8 @@ import psycopg
 import pytest
 
 from pulumi_dbos.engine import LocalEngine
-from pulumi_dbos.engine.local.pool import STAMP, Pool, worker_env
+from pulumi_dbos.engine.local.pool import STAMP, Pool
+from pulumi_dbos.engine.local.workers import worker_env
 
 PW = "Integr4tion-pw"
 

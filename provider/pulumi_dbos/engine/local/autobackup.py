@@ -26,21 +26,19 @@ holds that instance's ``backup.lock``, which ``destroy`` waits for.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from ..contract import Status
 from .catalog import Catalog, InstanceRecord
 from .paths import Layout
 from .pitr import Pitr, instance_lock
-from .pool import spawn_worker
 from .server import Server
+from .workers import spawn_worker, try_lock
 
 log = logging.getLogger("pulumi_dbos.engine")
 
@@ -112,30 +110,6 @@ def wal_since_backup(layout: Layout, catalog: Catalog, name: str) -> int:
     return sum(size for pos, size in sizes.items() if pos <= newest[1])
 
 
-@contextlib.contextmanager
-def _try_flock(path: Path) -> Iterator[bool]:
-    """An exclusive lock on ``path`` if free right now (yields False otherwise, or when the file is not
-    this user's: one another user made in a shared directory)."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        log.warning("cannot lock %s: %s", path, exc)
-        yield False
-        return
-    try:
-        if os.fstat(fd).st_uid != os.geteuid():
-            yield False
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)  # releases the lock
-
-
 def host_lock_path() -> Path:
     return Path(os.environ.get("PULUMI_DBOS_LOCK_DIR") or tempfile.gettempdir()) / \
         f"pulumi-dbos-{os.geteuid()}-wal-backup.lock"
@@ -146,7 +120,7 @@ def spawn_watcher(layout: Layout) -> None:
     if threshold_mb() <= 0:
         return
     try:
-        with _try_flock(layout.data_dir / WATCH_LOCK) as free:
+        with try_lock(layout.data_dir / WATCH_LOCK) as free:
             if not free:
                 return  # one runs
         instances = layout.data_dir / "instances"
@@ -171,7 +145,7 @@ def _due(layout: Layout, catalog: Catalog, server: Server) -> tuple[list[Instanc
 def backup_if_due(layout: Layout, catalog: Catalog, server: Server, rec: InstanceRecord) -> bool:
     """Take a base backup of ``rec`` if it is still over the limit, holding the host's lock and the
     instance's (both taken without waiting: False when busy, tried again next round)."""
-    with _try_flock(host_lock_path()) as host:
+    with try_lock(host_lock_path()) as host:
         if not host:
             return False
         if wal_since_backup(layout, catalog, rec.name) < limit_for(catalog, rec.name):
@@ -191,7 +165,7 @@ def watch(layout: Layout) -> None:
     lock_file = layout.data_dir / WATCH_LOCK
     server = Server(layout)
     while True:
-        with _try_flock(lock_file) as mine:
+        with try_lock(lock_file, record_pid=True) as mine:
             if not mine:
                 return
             while layout.catalog_file.exists():

@@ -45,6 +45,7 @@ from .ports import HOST
 from .runtime import AppUser
 from .server import RECOVERY_TIMEOUT, Server
 from .template import ensure_template, template_wal
+from .workers import stop_workers
 
 log = logging.getLogger("pulumi_dbos.engine")
 
@@ -110,6 +111,12 @@ class LocalEngine:
     def _background(self) -> None:
         """After a server was started: the workers that keep things ready (``pool``, ``autobackup``)."""
         spawn_watcher(self.layout)
+
+    def _stop_workers_if_idle(self) -> None:
+        """None of the data dir's instances runs any more (its last one destroyed): nothing of the engine is
+        left working there (``workers.stop_workers``)."""
+        if not any(not r.linked and self.server.running(r.name) for r in self.catalog.all()):
+            stop_workers(self.layout)
 
     def describe(self) -> str:
         return f"the local engine at {self.data_dir}"
@@ -376,6 +383,7 @@ class LocalEngine:
         if rec is not None:
             ports.release(rec.port, self.data_dir, name)
             self.catalog.delete(name)
+        self._stop_workers_if_idle()
 
     # ---------------------------------------------------------------- contract: backups and restores
     def backup(self, name: str) -> BackupInfo:

@@ -23,28 +23,24 @@ refill``): a Pulumi provider exits right after its calls, and a thread would die
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import secrets
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from .. import pgbin, proc
 from .paths import Layout
+from .workers import spawn_worker, try_lock
 
 log = logging.getLogger("pulumi_dbos.engine")
 
 #: entries kept ready per data dir and template (``PULUMI_DBOS_POOL_SIZE``; 0 disables the pool)
 DEFAULT_SIZE = 2
 STAMP = "POOL"
-_OWN_FILES = ("refill.lock", "refill.log")
-#: what the engine's detached workers need of the environment (nothing else: no secrets)
-_WORKER_ENV = ("PULUMI_DBOS_PG_BINDIR", "PULUMI_DBOS_WAL_SEGMENT_MB", "PULUMI_DBOS_POOL_SIZE",
-               "PULUMI_DBOS_WAL_BACKUP_MB", "PULUMI_DBOS_WAL_CHECK_SECONDS", "PULUMI_DBOS_START_TIMEOUT",
-               "PULUMI_DBOS_RECOVERY_TIMEOUT", "PULUMI_DBOS_LOCK_DIR", "PYTHONPATH")
+REFILL_LOCK = "refill.lock"
+_OWN_FILES = (REFILL_LOCK, "refill.log")
 
 
 def pool_size(given: int | None = None) -> int:
@@ -122,37 +118,26 @@ class Pool:
             return
         try:
             self.layout.mkdir(self.dir)
-            with open(self.dir / "refill.lock", "a+") as fh:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
+            with try_lock(self.dir / REFILL_LOCK) as free:
+                if not free:
                     return  # one is at work
-                fcntl.flock(fh, fcntl.LOCK_UN)
             spawn_worker(self.layout, ["refill", str(self.template), str(self.size)], cwd=self.dir,
                          log_file=self.dir / "refill.log")
         except OSError as exc:
             log.warning("could not start the pool's refill in %s: %s", self.dir, exc)
 
     @contextlib.contextmanager
-    def refilling(self) -> Iterator[bool]:
+    def refilling(self, *, worker: bool = False) -> Iterator[bool]:
         """The refill lock (yields False when another process holds it)."""
         self.layout.mkdir(self.dir)
-        with open(self.dir / "refill.lock", "a+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with try_lock(self.dir / REFILL_LOCK, record_pid=worker) as mine:
+            yield mine
 
     def refill(self) -> int:
         """Under the refill lock: remove stale and half-made entries, make entries until ``size`` are ready.
         Returns how many were made."""
         made = 0
-        with self.refilling() as mine:
+        with self.refilling(worker=True) as mine:
             if not mine:
                 return 0
             want = self.stamp
@@ -191,18 +176,3 @@ class Pool:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-
-
-def spawn_worker(layout: Layout, args: list[str], *, cwd: Path, log_file: Path) -> None:
-    """Start ``python -m pulumi_dbos.engine.local.workers ARGS`` detached, as this process's user (it
-    switches to the cluster user for what runs as that user, as the engine does)."""
-    argv = [sys.executable, "-m", "pulumi_dbos.engine.local.workers", args[0], str(layout.data_dir), *args[1:]]
-    if layout.run_as.user:
-        argv += ["--run-as", layout.run_as.user]
-    proc.reap()
-    proc.spawn(argv, env=worker_env(), cwd=cwd, log=log_file)
-
-
-def worker_env() -> dict[str, str]:
-    """The environment of the engine's detached workers: a clean one, plus the settings they read."""
-    return proc.clean_env({k: os.environ[k] for k in _WORKER_ENV if k in os.environ})

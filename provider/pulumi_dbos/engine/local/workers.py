@@ -11,14 +11,101 @@ once. Not a user command: nothing here is part of the CLI.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import functools
 import logging
+import os
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
+
 from .. import proc
-from .autobackup import watch
+from ..waits import wait_until
 from .paths import Layout
-from .pool import Pool
+
+log = logging.getLogger("pulumi_dbos.engine")
+
+#: what the engine's detached workers need of the environment (nothing else: no secrets)
+_WORKER_ENV = ("PULUMI_DBOS_PG_BINDIR", "PULUMI_DBOS_WAL_SEGMENT_MB", "PULUMI_DBOS_POOL_SIZE",
+               "PULUMI_DBOS_WAL_BACKUP_MB", "PULUMI_DBOS_WAL_CHECK_SECONDS", "PULUMI_DBOS_START_TIMEOUT",
+               "PULUMI_DBOS_RECOVERY_TIMEOUT", "PULUMI_DBOS_LOCK_DIR", "PYTHONPATH")
+_MODULE = "pulumi_dbos.engine.local.workers"
+
+
+@contextlib.contextmanager
+def try_lock(path: Path, *, record_pid: bool = False) -> Iterator[bool]:
+    """An exclusive lock on ``path`` (flock: across threads and processes) if free right now; yields False
+    otherwise, or when the file is not this user's (one another user made in a shared directory). A worker
+    writes its pid into the lock file it holds (``stop_workers`` reads it)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        log.warning("cannot lock %s: %s", path, exc)
+        yield False
+        return
+    try:
+        if os.fstat(fd).st_uid != os.geteuid():
+            yield False
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        if record_pid:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def spawn_worker(layout: Layout, args: list[str], *, cwd: Path, log_file: Path) -> None:
+    """Start ``python -m pulumi_dbos.engine.local.workers ARGS`` detached (its own session), as this
+    process's user (it switches to the cluster user for what runs as that user, as the engine does)."""
+    argv = [sys.executable, "-m", _MODULE, args[0], str(layout.data_dir), *args[1:]]
+    if layout.run_as.user:
+        argv += ["--run-as", layout.run_as.user]
+    proc.reap()
+    proc.spawn(argv, env=worker_env(), cwd=cwd, log=log_file)
+
+
+def worker_env() -> dict[str, str]:
+    """The environment of the engine's detached workers: a clean one, plus the settings they read."""
+    return proc.clean_env({k: os.environ[k] for k in _WORKER_ENV if k in os.environ})
+
+
+def stop_workers(layout: Layout) -> None:
+    """End this data dir's workers (and what they run: their sessions) and wait until they are gone: once
+    none of its instances runs, nothing of the engine may be left working there (a refill cut short
+    leaves nothing usable; the watcher has nothing to watch)."""
+    locks = [layout.data_dir / "wal-watch.lock", *layout.data_dir.glob("templates/*/pool/refill.lock")]
+    for lock in locks:
+        with contextlib.suppress(OSError, ValueError, psutil.Error):
+            pid = int(lock.read_text().strip() or "0")
+            if not pid:
+                continue
+            p = psutil.Process(pid)
+            cmd = p.cmdline()
+            if _MODULE not in cmd or str(layout.data_dir) not in cmd:
+                continue  # the pid of a worker that is gone, now someone else's
+            with try_lock(lock) as free:
+                if free:
+                    continue  # it has let go: finishing or gone
+            os.killpg(pid, signal.SIGKILL)
+            wait_until(functools.partial(_gone, p), 10, f"worker {pid} exiting", raise_on_timeout=False)
+            proc.reap()
+
+
+def _gone(p: psutil.Process) -> bool:
+    try:
+        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,11 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data_dir / "catalog.db").exists():
         return 0  # removed meanwhile
     if args.job == "refill":
+        from .pool import Pool
+
         template, size = Path(args.rest[0]), int(args.rest[1])
         made = Pool(layout, template, size).refill()
         if made:
             logging.info("pool of %s: %d entries made", template.parent.name, made)
     else:
+        from .autobackup import watch
+
         watch(layout)
     return 0
 
