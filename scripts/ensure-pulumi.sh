@@ -32,6 +32,20 @@ fi
 command -v go >/dev/null 2>&1 || { echo "ensure-pulumi: Go is needed to build the pulumi CLI (no pulumi on PATH)" >&2; exit 1; }
 mkdir -p "$bin"
 start=$(date +%s)
+# one line per phase with its time; the go tool's own output (hundreds of "go: downloading") in a log
+log="$cache/build.log"
+phase() {  # phase NAME DIR COMMAND...: run it in DIR, its output to the log; on failure the log's tail
+    local t0
+    t0=$(date +%s)
+    echo "ensure-pulumi:   $1..." >&2
+    if ! (cd "$2" && "${@:3}") >>"$log" 2>&1; then
+        echo "ensure-pulumi: $1 failed; the last lines of $log:" >&2
+        tail -n 30 "$log" >&2
+        exit 1
+    fi
+    echo "ensure-pulumi:   $1 done ($(( $(date +%s) - t0 ))s)" >&2
+}
+: > "$log"
 if [ ! -x "$bin/pulumi" ] || [ "$("$bin/pulumi" version 2>/dev/null)" != "v$version" ]; then
     echo "ensure-pulumi: building the pulumi CLI v$version from the Go module proxy (first run only, a few minutes)..." >&2
     work="$cache/build"
@@ -58,13 +72,14 @@ package tools
 
 import _ "github.com/pulumi/pulumi/pkg/v3/cmd/pulumi"
 GOSRC
-    (cd "$work" && go mod tidy >&2 \
-        && go build -trimpath -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$version" \
-            -o "$bin/pulumi.tmp" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi >&2)
+    phase "resolving and downloading modules (go mod tidy)" "$work" go mod tidy
+    phase "compiling the CLI (go build)" "$work" go build -trimpath \
+        -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$version" \
+        -o "$bin/pulumi.tmp" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi
     mv "$bin/pulumi.tmp" "$bin/pulumi"
 fi
-echo "ensure-pulumi: building the Python language host (tools/langhost)..." >&2
-(cd "$here/tools/langhost" && go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$bin/pulumi-language-python.tmp" . >&2)
+phase "building the Python language host (tools/langhost)" "$here/tools/langhost" \
+    go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$bin/pulumi-language-python.tmp" .
 mv "$bin/pulumi-language-python.tmp" "$bin/pulumi-language-python"
 install -m 0755 "$here/tools/pulumi-bin/pulumi-language-python-exec" "$here/tools/pulumi-bin/pulumi-resource-pulumi-python" "$bin/"
 echo "$src_hash" > "$stamp"
