@@ -75,6 +75,11 @@ def verify(key: bytes, token: str) -> Claims:
                             options={"require": ["exp", "iat", "sub", "org", "iss"]})
     except jwt.ExpiredSignatureError:
         raise AuthError("token expired", hint="get a new one: `pulumi-dbos serve token`") from None
+    except jwt.InvalidSignatureError:
+        # the usual cause: `serve token --data-dir` named another data dir, which made a key of its own
+        raise AuthError("invalid token (InvalidSignatureError): not signed by this server's key; make one with "
+                        "`pulumi-dbos serve token --data-dir D` where D is the --data-dir this serve runs with",
+                        hint="get one from `pulumi-dbos serve token` on this server") from None
     except jwt.InvalidTokenError as exc:
         raise AuthError(f"invalid token ({type(exc).__name__})",
                         hint="get one from `pulumi-dbos serve token` on this server") from None
