@@ -178,9 +178,11 @@ def test_changing_migrate_reruns_it(make_project: Any, shop: Path) -> None:
     first = p.outputs()["app"]
     with psycopg.connect(first["url"]) as c:
         assert c.execute("SELECT to_regclass('customers')").fetchone()[0] is None
-    p.set_spec({"app": "a", "config": cfg, "app_kw": {"migrate": ["alembic upgrade head"]}})
+    p.set_spec({"app": "a", "config": cfg, "app_kw": {"migrate": ["alembic upgrade head", "alembic current"]}})
     assert p.preview().change_summary.get("update") == 1
-    p.up()
+    shown = p.up().stdout
+    # what the migration printed is shown during `up` (`alembic current`: the revision now in place)
+    assert "shop migrate:" in shown and "(head)" in shown, shown
     second = p.outputs()["app"]
     assert second["migrated_at"] > first["migrated_at"]
     with psycopg.connect(second["url"]) as c:

@@ -145,8 +145,40 @@ def engine_defaults(engine: str | None, data_dir: str | None, run_as: str | None
     }
 
 
+_engine_log: list[Any] = []
+
+
+def _engine() -> Any:
+    """The Pulumi engine's log service, reached at the address the engine gives its provider plugins as their
+    first argument (None outside a provider process, or when it cannot be reached)."""
+    if not _engine_log:
+        stub = None
+        addr = sys.argv[1] if len(sys.argv) > 1 and ":" in sys.argv[1] else None
+        if addr and sys.modules.get("__main__") is not None and "pulumi.dynamic" in str(
+                getattr(sys.modules["__main__"], "__spec__", None) or ""):
+            try:
+                import grpc
+                from pulumi.runtime.proto import engine_pb2_grpc
+
+                stub = engine_pb2_grpc.EngineStub(grpc.insecure_channel(addr))
+            except Exception:  # noqa: BLE001 - a notice is best effort
+                stub = None
+        _engine_log.append(stub)
+    return _engine_log[0]
+
+
 def notice(message: str) -> None:
-    """A line the user reads in `pulumi preview`/`up` (Pulumi shows a dynamic provider's stderr); never a secret."""
+    """A line the user reads in `pulumi preview`/`up` (an info diagnostic through the engine's log service,
+    else the provider's stderr); never a secret."""
+    stub = _engine()
+    if stub is not None:
+        try:
+            from pulumi.runtime.proto import engine_pb2
+
+            stub.Log(engine_pb2.LogRequest(severity=engine_pb2.INFO, message=f"pulumi-dbos: {message}"), timeout=5)
+            return
+        except Exception:  # noqa: BLE001 - fall back to stderr
+            pass
     sys.stderr.write(f"pulumi-dbos: {message}\n")
     sys.stderr.flush()
 

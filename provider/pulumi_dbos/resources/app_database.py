@@ -74,8 +74,10 @@ class AppDatabaseProvider(b.BaseProvider):
                             database_url=admin.with_db(dbname).url, owner_database_url=owner_url,
                             owner_password=owner_password if props.get("owner_role") else None)
         if (migrate or created) and props.get("migrate"):
-            outs["migrated_at"] = apps.run_commands(list(props["migrate"]), app_conn, props.get("working_dir"),
-                                                    "migrate").finished_at
+            ran = apps.run_commands(list(props["migrate"]), app_conn, props.get("working_dir"), "migrate")
+            outs["migrated_at"] = ran.finished_at
+            for line in ran.output.strip().splitlines()[-40:]:  # what the migration said (secrets masked)
+                b.notice(f"{props['app_name']} migrate: {line}")
         return outs
 
     def do_create(self, props: b.Props) -> tuple[str, b.Props]:
