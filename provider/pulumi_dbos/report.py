@@ -248,8 +248,9 @@ def render(preview: dict[str, Any], title: str = "pulumi preview") -> str:
         changed, secret = changed_fields(s)
         old = (s.get("oldState") or {}).get("inputs") or {}
         new = (s.get("newState") or {}).get("inputs") or {}
-        parts = [f"`{k}`: {_fmt(k, old.get(k))} → {_fmt(k, new.get(k))}" if op not in ("create", "delete")
-                 else f"`{k}`" for k in changed]
+        parts = [f"`{k}`: {_fmt(k, new.get(k))}" if op == "create" else
+                 f"`{k}`: {_fmt(k, old.get(k))}" if op == "delete" else
+                 f"`{k}`: {_fmt(k, old.get(k))} → {_fmt(k, new.get(k))}" for k in changed]
         kind = t.split(":")[-1]
         status = repaired_status(s, kind)
         if status is not None:

@@ -36,6 +36,9 @@ def test_create_counts() -> None:
     assert "**3** create" in md
     assert "Data loss" not in md
     assert "`dev_db`" in md and "`shop`" in md
+    # a create's row says what it creates: fields with their values (secrets never)
+    row = next(line for line in md.splitlines() if "`dev_db`" in line and "| create |" in line)
+    assert "`username`: dbos_user" in row and "`retention_hours`: 24" in row, row
 
 
 def test_replace_has_data_loss_warning_and_reasons() -> None:
