@@ -39,8 +39,17 @@ def test_db_connect_then_dbos_cli_acts_on_the_instance(make_project: Any, tmp_ro
     workflow_id = json.loads(urllib.request.urlopen(req, timeout=30).read())["workflow_id"]  # noqa: S310
 
     env = {**os.environ, **p.ws_opts.env_vars}
+    # the deployed App's own source is never rewritten (its ${...} references would become one instance's URL)
     cp = subprocess.run(["pulumi-dbos", "db", "connect", "greet", "--stack", "test"], cwd=p.work, env=env,  # noqa: S603,S607
                         capture_output=True, text=True, timeout=300)
+    assert cp.returncode != 0 and "nothing was written" in cp.stderr, cp.stderr
+    assert "${DBOS_SYSTEM_DATABASE_URL}" in (src / "dbos-config.yaml").read_text()
+    # a working copy of the app outside its deployed source, connected for local development
+    deployed, src = src, tmp_root / "local-greet"
+    shutil.copytree(deployed, src)
+    cp = subprocess.run(["pulumi-dbos", "db", "connect", "greet", "--stack", "test", "--config",  # noqa: S603,S607
+                         str(src / "dbos-config.yaml")], cwd=p.work, env=env, capture_output=True, text=True,
+                        timeout=300)
     assert cp.returncode == 0, cp.stderr
     config = (src / "dbos-config.yaml").read_text()
     port = str(p.resource("db")["port"])
