@@ -29,10 +29,7 @@ import os
 import shutil
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
-
-import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import cleanup_engine, median, tmpdir  # noqa: E402
@@ -40,48 +37,21 @@ from pulumi_dbos.engine import LocalEngine  # noqa: E402
 from pulumi_dbos.engine.local import autobackup  # noqa: E402
 from pulumi_dbos.engine.local.pitr import instance_lock  # noqa: E402
 from pulumi_dbos.timeutil import to_rfc3339  # noqa: E402
-from restore_window import HOT_ROWS, PW, SLICE, TPS, USER, log_rows, raw_base_backup, raw_restore  # noqa: E402
+from restore_window import (  # noqa: E402
+    HOT_ROWS,
+    PW,
+    USER,
+    connect,
+    ours_restore,
+    raw_base_backup,
+    raw_restore,
+    workload,
+)
 
 N = int(os.environ.get("BENCH_N", "3"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "90"))
 TAIL = float(os.environ.get("BENCH_TAIL", "5"))
 SRC = "uw_src"
-
-
-def connect(port: int, **kw: object) -> psycopg.Connection[tuple[object, ...]]:
-    return psycopg.connect(host="127.0.0.1", port=port, user=USER, password=PW, dbname="postgres",
-                           connect_timeout=10, **kw)  # type: ignore[arg-type]
-
-
-def workload(port: int) -> tuple[datetime, int, int]:
-    """Steady writes for SECONDS; returns (target time, log rows committed before it, transactions)."""
-    target: datetime | None = None
-    expected = done = lo = 0
-    with connect(port, autocommit=True) as c:
-        t_start = time.monotonic()
-        t_end, t_target = t_start + SECONDS, t_start + SECONDS - TAIL
-        while time.monotonic() < t_end:
-            time.sleep(max(0.0, t_start + done / TPS - time.monotonic()))
-            with c.transaction():
-                c.execute("UPDATE hot SET v = v + 1 WHERE id > %s AND id <= %s", (lo, lo + SLICE))
-                c.execute("INSERT INTO log (at) VALUES (clock_timestamp())")
-            done += 1
-            lo = (lo + SLICE) % HOT_ROWS
-            if target is None and time.monotonic() >= t_target:
-                target = c.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
-                expected = done
-    if target is None:
-        raise SystemExit("the workload ended before its target time")
-    return target, expected, done
-
-
-def ours_restore(eng: LocalEngine, name: str, target: datetime) -> tuple[float, int]:
-    t0 = time.perf_counter()
-    info = eng.restore_to_new(SRC, name, to_rfc3339(target), password=PW)
-    rows = log_rows(info.hostname, info.port)
-    elapsed = time.perf_counter() - t0
-    eng.destroy(name)
-    return elapsed, rows
 
 
 def settle(eng: LocalEngine) -> None:
@@ -102,7 +72,7 @@ def main() -> None:
     try:
         info = eng.provision(SRC, USER, PW)
         inst = eng.inst_dir(SRC)
-        with connect(info.port, autocommit=True) as c:
+        with connect(info.hostname, info.port, autocommit=True) as c:
             c.execute("CREATE TABLE hot (id int PRIMARY KEY, v int NOT NULL, pad text NOT NULL)")
             c.execute("INSERT INTO hot SELECT g, 0, md5(g::text) FROM generate_series(1, %s) g", (HOT_ROWS,))
             c.execute("CREATE TABLE log (id bigserial PRIMARY KEY, at timestamptz NOT NULL)")
@@ -110,7 +80,7 @@ def main() -> None:
         raw_base_backup(inst, info.port, base)
         backups_before = len(eng.catalog.backups(SRC))
         t0 = time.monotonic()
-        target, expected, txns = workload(info.port)
+        target, expected, txns = workload(info.hostname, info.port, SECONDS, TAIL)
         took = time.monotonic() - t0
         settle(eng)
         backups = eng.catalog.backups(SRC)
@@ -123,7 +93,7 @@ def main() -> None:
         ours, raw = [], []
         for i in range(N):
             settle(eng)
-            t, rows_ours = ours_restore(eng, f"uw_r{i}", target)
+            t, rows_ours = ours_restore(eng, f"uw_r{i}", target, SRC)
             ours.append(t)
             settle(eng)
             t, rows_raw = raw_restore(root, base, inst / "archive", target, i)

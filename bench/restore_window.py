@@ -86,15 +86,16 @@ def raw_base_backup(inst: Path, port: int, dest: Path) -> None:
               "-Fp", "-X", "stream", "-c", "fast"], run_as=run_as(), timeout=600)
 
 
-def workload(host: str, port: int, seconds: float) -> tuple[datetime, int, int]:
-    """Steady writes for ``seconds``; returns (target time, log rows committed before it, transactions)."""
+def workload(host: str, port: int, seconds: float, tail: float | None = None) -> tuple[datetime, int, int]:
+    """Steady writes for ``seconds``; returns (target time — ``tail`` seconds before the end, half an
+    interval by default —, log rows committed before it, transactions)."""
     target: datetime | None = None
     expected = done = 0
     lo = 0
     with connect(host, port, autocommit=True) as c:
         t_start = time.monotonic()
         t_end = t_start + seconds
-        t_target = t_end - INTERVAL / 2
+        t_target = t_end - (INTERVAL / 2 if tail is None else tail)
         while time.monotonic() < t_end:
             time.sleep(max(0.0, t_start + done / TPS - time.monotonic()))  # steady: TPS, whatever a round took
             with c.transaction():
@@ -111,9 +112,9 @@ def workload(host: str, port: int, seconds: float) -> tuple[datetime, int, int]:
     return target, expected, done
 
 
-def ours_restore(eng: Engine, name: str, target: datetime) -> tuple[float, int]:
+def ours_restore(eng: Engine, name: str, target: datetime, src: str = SRC) -> tuple[float, int]:
     t0 = time.perf_counter()
-    info = eng.restore_to_new(SRC, name, to_rfc3339(target), password=PW)
+    info = eng.restore_to_new(src, name, to_rfc3339(target), password=PW)
     rows = log_rows(info.hostname, info.port)
     elapsed = time.perf_counter() - t0
     eng.destroy(name)
