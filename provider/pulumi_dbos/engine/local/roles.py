@@ -66,23 +66,34 @@ _FUNCTIONS = r"""
 CREATE TABLE IF NOT EXISTS pulumi_dbos.owner_roles (rolname name PRIMARY KEY);
 REVOKE ALL ON TABLE pulumi_dbos.owner_roles FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION pulumi_dbos.ensure_owner_role(app text, verifier text) RETURNS text
+CREATE OR REPLACE FUNCTION pulumi_dbos.owner_role_of(app text) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+-- ``<app>_owner`` if ``app`` may have one, and it is absent or one of ours; an error otherwise
 DECLARE
     r text := app || '_owner';
 BEGIN
     IF app IS NULL OR app !~ '^[a-z0-9_]{1,57}$' OR app ~ '^pg_' OR r = session_user THEN
         RAISE EXCEPTION 'invalid app name for an owner role: %', app USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r)
+            AND NOT EXISTS (SELECT 1 FROM pulumi_dbos.owner_roles o WHERE o.rolname = r) THEN
+        RAISE EXCEPTION 'role % exists and is not an owner role made by pulumi-dbos', r
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN r;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION pulumi_dbos.ensure_owner_role(app text, verifier text) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+    r text := pulumi_dbos.owner_role_of(app);
+BEGIN
     IF verifier IS NULL OR verifier !~ '^SCRAM-SHA-256\$' THEN
         RAISE EXCEPTION 'an owner role''s password must be sent as a SCRAM-SHA-256 verifier'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
-        IF NOT EXISTS (SELECT 1 FROM pulumi_dbos.owner_roles o WHERE o.rolname = r) THEN
-            RAISE EXCEPTION 'role % exists and is not an owner role made by pulumi-dbos', r
-                USING ERRCODE = 'insufficient_privilege';
-        END IF;
         EXECUTE format('ALTER ROLE %I WITH LOGIN PASSWORD %L', r, verifier);
     ELSE
         EXECUTE format('CREATE ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
@@ -97,22 +108,16 @@ $fn$;
 CREATE OR REPLACE FUNCTION pulumi_dbos.drop_owner_role(app text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
-    r text := app || '_owner';
+    r text := pulumi_dbos.owner_role_of(app);
 BEGIN
-    IF app IS NULL OR app !~ '^[a-z0-9_]{1,57}$' OR app ~ '^pg_' OR r = session_user THEN
-        RAISE EXCEPTION 'invalid app name for an owner role: %', app USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
-        IF NOT EXISTS (SELECT 1 FROM pulumi_dbos.owner_roles o WHERE o.rolname = r) THEN
-            RAISE EXCEPTION 'role % exists and is not an owner role made by pulumi-dbos', r
-                USING ERRCODE = 'insufficient_privilege';
-        END IF;
         EXECUTE format('DROP ROLE %I', r);
     END IF;
     DELETE FROM pulumi_dbos.owner_roles o WHERE o.rolname = r;
 END
 $fn$;
 
+REVOKE ALL ON FUNCTION pulumi_dbos.owner_role_of(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pulumi_dbos.ensure_owner_role(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION pulumi_dbos.drop_owner_role(text) FROM PUBLIC;
 """
