@@ -23,7 +23,6 @@ import contextlib
 import os
 import shutil
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -33,6 +32,7 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support.serve
+from tests.support.poller import Poller  # noqa: E402
 from tests.support.serve import running_serve  # noqa: E402
 
 from _util import cleanup_engine, free_port, median, tmpdir  # noqa: E402
@@ -141,46 +141,9 @@ def deploy(eng: Engine, src: Path, db: AppDatabaseAccess, archive: bool = True) 
     return time.perf_counter() - t0, version, info.app_url
 
 
-class Poller:
-    """GET ``url`` every 10 ms; records (time, ok) of each request (ok: 200 and a JSON body)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.samples: list[tuple[float, bool]] = []
-        self.stop = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop:
-            ok = False
-            with contextlib.suppress(Exception), urllib.request.urlopen(self.url, timeout=2) as r:  # noqa: S310
-                ok = r.status == 200 and r.read()[:1] in (b"[", b"{")
-            self.samples.append((time.perf_counter(), ok))
-            time.sleep(0.01)
-
-    def __enter__(self) -> Poller:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop = True
-        self.thread.join(10)
-
-    def longest_gap(self) -> float:
-        """Longest time without a successful answer (seconds), failures up to the last request included."""
-        oks = [t for t, ok in self.samples if ok]
-        if not oks:
-            return float("inf")
-        return max((b - a for a, b in zip([*oks, self.samples[-1][0]], [*oks[1:], self.samples[-1][0]],
-                                          strict=False)), default=0.0)
-
-    def failures(self) -> int:
-        return sum(1 for _, ok in self.samples if not ok)
-
-
 def report(what: str, took: str, poll: Poller) -> None:
     print(f"{what}: {took}; {len(poll.samples)} GETs /greetings every 10 ms, {poll.failures()} failed; "
-          f"longest gap without an answer: {poll.longest_gap() * 1000:.0f} ms (target 0 failed, < 1000)")
+          f"longest gap without an answer: {poll.longest_gap(to_the_end=True) * 1000:.0f} ms (target 0 failed, < 1000)")
 
 
 def rotate(eng: Engine, instance: str, url: str, where: str) -> None:

@@ -6,9 +6,7 @@ The sample app examples/greet, a client polling GET /greetings (which reads the 
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -21,42 +19,10 @@ from pulumi_dbos.engine import LocalEngine
 from pulumi_dbos.engine.contract import AppDatabaseAccess, AppDeploy
 from pulumi_dbos.engine.local import runtime
 from tests.conftest import ROOT
+from tests.support.poller import Poller
 
 PW = "Greet-rotate-pw1"
 NEW_PW = "Greet-rotate-pw2"
-
-
-class Poller:
-    """GET ``url`` every 10 ms in a thread; each answer's time and whether it was a 200 with a JSON body."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.samples: list[tuple[float, bool]] = []
-        self.stop = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop:
-            ok = False
-            with contextlib.suppress(Exception), urllib.request.urlopen(self.url, timeout=2) as r:  # noqa: S310
-                ok = r.status == 200 and r.read()[:1] == b"["
-            self.samples.append((time.monotonic(), ok))
-            time.sleep(0.01)
-
-    def __enter__(self) -> Poller:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop = True
-        self.thread.join(10)
-
-    def failures(self) -> int:
-        return sum(1 for _, ok in self.samples if not ok)
-
-    def longest_gap(self) -> float:
-        oks = [t for t, ok in self.samples if ok]
-        return max((b - a for a, b in zip(oks, oks[1:], strict=False)), default=float("inf"))
 
 
 @pytest.fixture
@@ -77,7 +43,7 @@ def test_a_password_reset_keeps_the_bound_app_serving_its_database_route_without
     with urllib.request.urlopen(info.app_url + "/greetings", timeout=10) as r:  # noqa: S310
         assert r.status == 200
 
-    with Poller(info.app_url + "/greetings") as poll:
+    with Poller(info.app_url + "/greetings", bodies=(b"[",)) as poll:
         time.sleep(0.5)
         engine.reset_credentials("rot_a", "rot_user", NEW_PW)
         time.sleep(1.5)  # new connections of the app meanwhile (a killed session, the pool's next one)
