@@ -127,6 +127,29 @@ class BackupOutput(_Wire):
     FinishedAt: str
 
 
+class DrillRequest(_Wire):
+    """extension: ``POST /v1alpha1/{org}/databases/userdb/{name}/drills`` — run a restore drill now;
+    ``CheckSql`` (kept for the instance's later drills) runs in ``CheckDatabase`` (default ``postgres``)."""
+
+    CheckSql: str | None = None
+    CheckDatabase: str | None = None
+
+
+class DrillOutput(_Wire):
+    """extension: a restore drill's result (``GET``/``POST …/userdb/{name}/drills``): the contract's ``DrillResult``."""
+
+    PostgresInstanceName: str
+    At: str
+    Ok: bool
+    RtoSeconds: float | None = None
+    RpoSeconds: float | None = None
+    RestoredTo: str | None = None
+    Tables: int = 0
+    CountsCompared: bool = False
+    SqlChecked: bool = False
+    Reason: str | None = None
+
+
 class PreflightRequest(_Wire):
     """extension: ``POST /v1alpha1/{org}/databases/preflight`` — the engine contract's ``Preflight``."""
 

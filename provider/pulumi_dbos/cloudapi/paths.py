@@ -15,6 +15,7 @@ DB_RESTORE = PREFIX + "/{org}/databases/userdb/{name}/restore"           # POST
 DB_BACKUP = PREFIX + "/{org}/databases/userdb/{name}/backup"             # POST (extension)
 DB_START = PREFIX + "/{org}/databases/userdb/{name}/start"               # POST (extension)
 DB_STOP = PREFIX + "/{org}/databases/userdb/{name}/stop"                 # POST (extension)
+DB_DRILLS = PREFIX + "/{org}/databases/userdb/{name}/drills"               # GET list; POST run one (extension)
 DB_PREFLIGHT = PREFIX + "/{org}/databases/preflight"                     # POST (extension)
 LINK = PREFIX + "/{org}/databases/byod"                                  # POST
 UNLINK = PREFIX + "/{org}/databases/byod/{name}"                         # DELETE

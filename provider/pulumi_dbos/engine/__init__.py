@@ -15,6 +15,7 @@ from .contract import (
     AppStatus,
     AppVersion,
     BackupInfo,
+    DrillResult,
     Engine,
     InstanceInfo,
     Kind,
@@ -59,5 +60,5 @@ def __getattr__(name: str) -> Any:  # engines on first use: they load psycopg, h
     raise AttributeError(name)
 
 
-__all__ = ["ENGINES", "AppDatabaseAccess", "AppDeploy", "AppInfo", "AppStatus", "AppVersion", "BackupInfo", "DbosCloudEngine", "Engine", "InstanceInfo", "Kind", "LocalEngine", "Preflight", "Problem",
+__all__ = ["ENGINES", "AppDatabaseAccess", "AppDeploy", "AppInfo", "AppStatus", "AppVersion", "BackupInfo", "DbosCloudEngine", "DrillResult", "Engine", "InstanceInfo", "Kind", "LocalEngine", "Preflight", "Problem",
            "Status", "check_data_dir", "default_data_dir", "default_run_as", "get_engine"]

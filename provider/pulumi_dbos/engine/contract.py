@@ -86,6 +86,34 @@ class BackupInfo:
 
 
 @dataclass(frozen=True)
+class DrillResult:
+    """One restore drill of ``instance``: its newest restorable point restored into a scratch instance,
+    checked, removed. ``ok`` is False when the restore or a check failed (``reason`` says which); ``rto_seconds``:
+    from asking for the restore until the scratch instance answered; ``rpo_seconds``: how old the newest
+    point the archive held was when the drill started. ``counts_compared`` is False when the source was
+    written while the drill ran (its row counts as of the restore point are then unknown: the tables are
+    checked for presence and readability only); ``reason`` then says so while ``ok`` stays True."""
+
+    instance: str
+    at: str  #: when it started (RFC3339)
+    ok: bool
+    rto_seconds: float | None = None
+    rpo_seconds: float | None = None
+    restored_to: str | None = None
+    tables: int = 0  #: user tables counted on both sides
+    counts_compared: bool = False
+    sql_checked: bool = False
+    reason: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """What ``DatabaseInstance.last_drill`` shows."""
+        return {"at": self.at, "ok": self.ok, "rto_seconds": self.rto_seconds, "rpo_seconds": self.rpo_seconds}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class Preflight:
     """What a resource is about to ask for, checked at ``pulumi preview`` (nothing is created).
 
@@ -263,6 +291,19 @@ class Engine(Protocol):
                        owner: str | None = None) -> InstanceInfo:
         """A new instance holding ``source``'s data as of ``restore_time`` (RFC3339 or ``latest``),
         whose user (the source's) has ``password``; a failure leaves nothing behind."""
+        ...
+
+    # ---------------------------------------------------------------- restore drills
+    def drill(self, name: str, *, check_sql: str | None = None, check_database: str | None = None) -> DrillResult:
+        """Restore ``name``'s newest restorable point into a scratch instance, check it (row counts of every user
+        table against the source's; ``check_sql``, kept for the instance's later drills, must succeed and, if its
+        last statement returns a row, return true), remove the scratch instance, keep the result. A failed drill
+        is a result with ``ok=False``, not an exception; the source is never changed. Raises when the instance
+        cannot be drilled (missing, linked, stopped) or the engine has no drills (DBOS Cloud)."""
+        ...
+
+    def drills(self, name: str) -> builtins.list[DrillResult] | None:
+        """The instance's kept drill results, newest first; None when the engine keeps none (DBOS Cloud)."""
         ...
 
     # ---------------------------------------------------------------- linked servers

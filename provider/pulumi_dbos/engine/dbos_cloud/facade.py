@@ -22,8 +22,8 @@ from datetime import datetime
 
 import httpx
 
-from ..contract import AppDeploy, AppInfo, AppVersion, BackupInfo, InstanceInfo, Kind, Preflight, Problem
-from . import checks, creates, instances, linked, restores
+from ..contract import AppDeploy, AppInfo, AppVersion, BackupInfo, DrillResult, InstanceInfo, Kind, Preflight, Problem
+from . import checks, creates, drills, instances, linked, restores
 from .apps import CloudApps
 from .client import DEFAULT_DOMAIN, DOMAIN_ENV, CloudClient
 from .session import CloudSession
@@ -119,6 +119,13 @@ class DbosCloudEngine:
                        owner: str | None = None) -> InstanceInfo:
         return restores.restore_to_new(self.session, source, name, restore_time, password=password, port=port,
                                        retention_hours=retention_hours, owner=owner)
+
+    # ---------------------------------------------------------------- restore drills (serve's extension)
+    def drill(self, name: str, *, check_sql: str | None = None, check_database: str | None = None) -> DrillResult:
+        return drills.drill(self.session, name, check_sql, check_database)
+
+    def drills(self, name: str) -> builtins.list[DrillResult] | None:
+        return drills.drills(self.session, name)
 
     # ---------------------------------------------------------------- linked servers
     def link(self, name: str, hostname: str, port: int, username: str, password: str, *,

@@ -58,6 +58,16 @@ CREATE TABLE IF NOT EXISTS apps (
     owner TEXT,
     created_at TEXT
 );
+CREATE TABLE IF NOT EXISTS drills (
+    instance TEXT NOT NULL,
+    at TEXT NOT NULL,
+    result TEXT NOT NULL             -- contract.DrillResult as JSON
+);
+CREATE TABLE IF NOT EXISTS drill_checks (
+    instance TEXT PRIMARY KEY,
+    sql TEXT NOT NULL,               -- the user's check, run on every drill of the instance
+    dbname TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS app_versions (
     app TEXT NOT NULL,
     version TEXT NOT NULL,
@@ -188,6 +198,8 @@ class Catalog:
     def delete(self, name: str) -> None:
         with _thread_lock, self._connect() as db:
             db.execute("DELETE FROM backups WHERE instance = ?", (name,))
+            db.execute("DELETE FROM drills WHERE instance = ?", (name,))
+            db.execute("DELETE FROM drill_checks WHERE instance = ?", (name,))
             db.execute("DELETE FROM instances WHERE name = ?", (name,))
 
     def add_backup(self, b: BackupRecord) -> None:
@@ -269,3 +281,38 @@ class AppCatalog:
         with self.catalog._connect() as db:
             return [(r[0], r[1]) for r in db.execute(
                 "SELECT version, created_at FROM app_versions WHERE app = ? ORDER BY created_at, version", (app,))]
+
+
+class DrillCatalog:
+    """Restore drills' results (the newest ``keep`` per instance) and the instances' check SQL, in the same
+    SQLite file and under the same locks as the instances' rows."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def add(self, instance: str, at: str, result: str, keep: int) -> None:
+        with _thread_lock, self.catalog._connect() as db:
+            db.execute("INSERT INTO drills VALUES (?, ?, ?)", (instance, at, result))
+            db.execute("DELETE FROM drills WHERE instance = ? AND rowid NOT IN (SELECT rowid FROM drills "
+                       "WHERE instance = ? ORDER BY at DESC, rowid DESC LIMIT ?)", (instance, instance, keep))
+
+    def results(self, instance: str) -> list[str]:
+        """Newest first."""
+        with self.catalog._connect() as db:
+            return [r[0] for r in db.execute(
+                "SELECT result FROM drills WHERE instance = ? ORDER BY at DESC, rowid DESC", (instance,))]
+
+    def last_at(self, instance: str) -> str | None:
+        with self.catalog._connect() as db:
+            row = db.execute("SELECT max(at) FROM drills WHERE instance = ?", (instance,)).fetchone()
+            return row[0] if row else None
+
+    def set_check(self, instance: str, sql: str, dbname: str) -> None:
+        with _thread_lock, self.catalog._connect() as db:
+            db.execute("INSERT OR REPLACE INTO drill_checks VALUES (?, ?, ?)", (instance, sql, dbname))
+
+    def check(self, instance: str) -> tuple[str, str] | None:
+        """(sql, database) of the instance's own check, if it has one."""
+        with self.catalog._connect() as db:
+            row = db.execute("SELECT sql, dbname FROM drill_checks WHERE instance = ?", (instance,)).fetchone()
+            return (row[0], row[1]) if row else None

@@ -28,6 +28,7 @@ from ..contract import (
     AppInfo,
     AppVersion,
     BackupInfo,
+    DrillResult,
     InstanceInfo,
     Kind,
     Preflight,
@@ -38,6 +39,7 @@ from . import checks, ports, roles
 from .apps import LocalApps
 from .autobackup import spawn_watcher
 from .catalog import BackupRecord, Catalog, InstanceRecord
+from .drills import Drills, is_scratch
 from .paths import Layout, check_data_dir, default_data_dir, default_run_as
 from .pitr import Pitr, instance_lock
 from .pool import Pool, pool_size
@@ -300,7 +302,7 @@ class LocalEngine:
         return self._info(rec)
 
     def list(self) -> builtins.list[InstanceInfo]:
-        return [self._info(r) for r in self.catalog.all()]
+        return [self._info(r) for r in self.catalog.all() if not is_scratch(r.owner)]  # a drill's: nobody's
 
     def ensure_running(self, name: str) -> InstanceInfo:
         rec = self._require(name)
@@ -436,6 +438,15 @@ class LocalEngine:
             self.catalog.update(name, status=Status.AVAILABLE.value, earliest=to_rfc3339(ts))
         self._background()
         return self._current(name)
+
+    # ---------------------------------------------------------------- contract: restore drills (``drills``)
+    def drill(self, name: str, *, check_sql: str | None = None, check_database: str | None = None,
+              wait: float = RECOVERY_TIMEOUT) -> DrillResult:
+        """``wait``: seconds to wait for another drill on this host to finish (then DrillBusyError)."""
+        return Drills(self).run(name, check_sql, check_database, wait=wait)
+
+    def drills(self, name: str) -> builtins.list[DrillResult] | None:
+        return Drills(self).history(name)
 
     # ---------------------------------------------------------------- contract: linked servers
     def link(self, name: str, hostname: str, port: int, username: str, password: str, *,

@@ -31,6 +31,8 @@ log = logging.getLogger("pulumi_dbos.engine")
 #: a WAL segment's file name (timeline, log, segment) and a timeline history file's
 _SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 _HISTORY = re.compile(r"^[0-9A-F]{8}\.history$")
+#: transaction ids :meth:`Pitr.archive_now` takes on the source (restore drills tell its own from the users')
+ARCHIVE_NOW_XIDS = 2
 
 
 @contextlib.contextmanager

@@ -1,0 +1,166 @@
+"""Restore drills against real servers, real base backups and real archived WAL, and a deliberately broken
+archive (a missing WAL segment, a base backup without its pg_control)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pulumi_dbos.engine import LocalEngine
+from pulumi_dbos.engine.local.drills import DRILL_OWNER, Fence, compare
+
+PW = "Drill-pw-123"
+
+
+def conn(port: int, dbname: str = "postgres") -> psycopg.Connection:
+    return psycopg.connect(host="127.0.0.1", port=port, user="app_user", password=PW, dbname=dbname,
+                           autocommit=True)
+
+
+def digests(d: Path) -> dict[str, str]:
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*"))
+            if p.is_file()}
+
+
+def no_scratch_left(engine: LocalEngine) -> None:
+    assert [r.name for r in engine.catalog.all() if r.owner == DRILL_OWNER] == []
+    assert not list((engine.data_dir / "instances").glob("drill_*"))
+
+
+@pytest.fixture(autouse=True)
+def own_host(tmp_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PULUMI_DBOS_LOCK_DIR", str(tmp_root))  # this test's own "host": no other run delays it
+
+
+@pytest.fixture
+def source(engine: LocalEngine) -> int:
+    info = engine.provision("drsrc", "app_user", PW)
+    with conn(info.port) as c:
+        c.execute("CREATE TABLE t (x int)")
+        c.execute("CREATE SCHEMA s")
+        c.execute("CREATE TABLE s.u (y text)")
+        c.execute("INSERT INTO t SELECT generate_series(1, 100)")
+        c.execute("INSERT INTO s.u VALUES ('a'), ('b')")
+        c.execute("CREATE DATABASE other")
+    with conn(info.port, "other") as c:
+        c.execute("CREATE TABLE w (z int)")
+        c.execute("INSERT INTO w VALUES (1), (2), (3)")
+    for db in ("postgres", "other"):  # no autoanalyze (a transaction of its own) during the drill
+        with conn(info.port, db) as c:
+            c.execute("ANALYZE")
+    return info.port
+
+
+def test_drill_restores_compares_counts_and_removes_the_scratch(engine: LocalEngine, source: int,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    engine.backup("drsrc")
+    caplog.set_level(logging.INFO, "pulumi_dbos.engine")
+    r = engine.drill("drsrc")
+    assert r.ok, r.reason
+    assert r.counts_compared and r.reason is None
+    assert r.tables >= 3 and not r.sql_checked, r.tables
+    assert r.rto_seconds is not None and r.rto_seconds > 0
+    assert r.rpo_seconds is not None and r.rpo_seconds >= 0
+    assert r.restored_to is not None
+    assert "restore drill of drsrc passed" in caplog.text
+    no_scratch_left(engine)
+    assert [i.name for i in engine.list()] == ["drsrc"]
+    assert engine.drills("drsrc") == [r]
+    with conn(source) as c:
+        assert c.execute("SELECT count(*) FROM t").fetchone() == (100,)
+
+
+def test_check_sql_is_kept_and_a_false_one_fails(engine: LocalEngine, source: int,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PULUMI_DBOS_DRILLS_KEPT", "2")
+    ok = engine.drill("drsrc", check_sql="SELECT 1; SELECT count(*) = 3 FROM w", check_database="other")
+    assert ok.ok and ok.sql_checked, ok.reason
+    bad = engine.drill("drsrc", check_sql="SELECT count(*) = 4 FROM w")  # database: postgres, no table w
+    assert not bad.ok and "check SQL failed" in (bad.reason or "") and "w" in (bad.reason or "")
+    again = engine.drill("drsrc", check_sql="SELECT max(x) > 1000 FROM t")
+    assert not again.ok and "returned False" in (again.reason or "")
+    kept = engine.drills("drsrc")
+    assert kept == [again, bad]  # newest first, the last 2
+    later = engine.drill("drsrc")  # the kept check runs again
+    assert not later.ok and "returned False" in (later.reason or "")
+    no_scratch_left(engine)
+
+
+def _break_and_drill(engine: LocalEngine, source: int, caplog: pytest.LogCaptureFixture,
+                     breaker: str) -> None:
+    engine.backup("drsrc")
+    for _ in range(3):  # WAL after the base backup, in several archived segments
+        with conn(source) as c:
+            c.execute("INSERT INTO t SELECT generate_series(1, 1000)")
+        engine.pitr.archive_now("drsrc", source)
+    with conn(source) as c:
+        before_rows = c.execute("SELECT count(*) FROM t").fetchone()
+    archive = engine.layout.archive("drsrc")
+    backups = engine.layout.backups("drsrc")
+    newest = Path(engine.catalog.backups("drsrc")[-1].path)
+    segments = sorted(p for p in archive.iterdir() if len(p.name) == 24)
+    if breaker == "wal":
+        start = engine.catalog.backups("drsrc")[-1].start_wal
+        after = [p for p in segments if p.name[8:] > start[8:]]
+        assert len(after) >= 2
+        after[0].unlink()  # a segment the replay needs, gone
+    else:
+        (newest / "global" / "pg_control").unlink()  # a base backup that cannot start
+    archive_before, backups_before = digests(archive), digests(backups)
+    caplog.set_level(logging.INFO, "pulumi_dbos.engine")
+    r = engine.drill("drsrc")
+    assert not r.ok
+    assert (r.reason or "").startswith("the restore failed")
+    assert r.rto_seconds is None
+    assert "RESTORE DRILL FAILED for instance drsrc" in caplog.text
+    assert engine.drills("drsrc")[0] == r
+    # the source: untouched (its archive only grew by the restore's own switch), answering with its data
+    archive_after = digests(archive)
+    assert {k: archive_after.get(k) for k in archive_before} == archive_before
+    assert digests(backups) == backups_before
+    with conn(source) as c:
+        assert c.execute("SELECT count(*) FROM t").fetchone() == before_rows
+    assert engine.info("drsrc").status == "available"
+    no_scratch_left(engine)
+
+
+def test_missing_wal_fails_loudly_and_leaves_the_source_alone(engine: LocalEngine, source: int,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    _break_and_drill(engine, source, caplog, "wal")
+
+
+def test_broken_base_backup_fails_loudly_and_leaves_the_source_alone(engine: LocalEngine, source: int,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    _break_and_drill(engine, source, caplog, "base")
+
+
+def test_a_killed_drills_scratch_is_hidden_and_removed_by_the_next(engine: LocalEngine, source: int) -> None:
+    left = engine.restore_to_new("drsrc", "drill_0000dead", "latest", password=PW, owner=DRILL_OWNER)
+    assert left.name not in [i.name for i in engine.list()]
+    assert engine.drill("drsrc").ok
+    no_scratch_left(engine)
+
+
+def test_a_stopped_or_linked_instance_is_refused(engine: LocalEngine, source: int) -> None:
+    from pulumi_dbos.errors import EngineError, NotFoundError
+
+    engine.stop("drsrc")
+    with pytest.raises(EngineError, match="not running"):
+        engine.drill("drsrc")
+    with pytest.raises(NotFoundError):
+        engine.drill("nosuch")
+    assert engine.drills("drsrc") == []
+
+
+def test_fence_and_compare() -> None:
+    a = Fence(100, frozenset({98}))
+    assert a.writes_until(Fence(102, frozenset({98})), 2) == 0
+    assert a.writes_until(Fence(103, frozenset({98})), 2) == 1  # someone else's transaction
+    assert a.writes_until(Fence(102, frozenset()), 2) == 1  # one in progress before has ended
+    assert compare({"d/s.t": 1}, {"d/s.t": 1}) is None
+    assert "2 rows restored, 1 in the source" in (compare({"d/s.t": 1}, {"d/s.t": 2}) or "")
+    assert "d/s.u missing" in (compare({"d/s.u": 1}, {}) or "")
