@@ -4,6 +4,7 @@ archive (a missing WAL segment, a base backup without its pg_control)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -164,3 +165,32 @@ def test_fence_and_compare() -> None:
     assert compare({"d/s.t": 1}, {"d/s.t": 1}) is None
     assert "2 rows restored, 1 in the source" in (compare({"d/s.t": 1}, {"d/s.t": 2}) or "")
     assert "d/s.u missing" in (compare({"d/s.u": 1}, {}) or "")
+
+
+def test_cli_drill_and_drills(engine: LocalEngine, data_dir: Path, source: int, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    from pulumi_dbos.cli import main
+
+    base = ["--data-dir", str(data_dir), "db"]
+    assert main([*base, "drills", "drsrc"]) == 0
+    assert "no restore drills of drsrc yet" in capsys.readouterr().out
+    assert main([*base, "drill", "drsrc"]) == 0
+    out = capsys.readouterr().out
+    assert "restore drill of drsrc: ok" in out and "row counts compared" in out and "RTO" in out
+    check = tmp_path / "check.sql"
+    check.write_text("SELECT count(*) = 0 FROM t;\n")
+    assert main([*base, "drill", "drsrc", "--sql", str(check), "--json"]) == 1
+    captured = capsys.readouterr()
+    failed = json.loads(captured.out)
+    assert failed["ok"] is False and "returned False" in failed["reason"]
+    assert "RESTORE DRILL FAILED for drsrc" in captured.err
+    assert main([*base, "drills", "drsrc", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["ok"] for r in rows] == [False, True]
+    assert main([*base, "drills", "drsrc"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "FAILED" in lines[0] and " ok " in lines[1]
+    assert main([*base, "drill", "nope_db"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main([*base, "drill", "drsrc", "--sql", str(tmp_path / "missing.sql")]) == 1
+    assert "cannot read it" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Any
 
 from ..errors import DbosError
@@ -61,6 +62,53 @@ def cmd_url(args: argparse.Namespace) -> int:
 def cmd_backup(args: argparse.Namespace) -> int:
     b = engine_from_args(args).backup(args.name)
     print(f"base backup {b.backup_id} of {b.instance}: consistent from {b.finished_at}")
+    return 0
+
+
+def _drill_line(d: Any) -> str:
+    rto = "-" if d.rto_seconds is None else f"{d.rto_seconds:.1f}s"
+    rpo = "-" if d.rpo_seconds is None else f"{d.rpo_seconds:.0f}s"
+    what = "ok" if d.ok else "FAILED"
+    return f"{d.at}  {what:6}  RTO {rto:>8}  RPO {rpo:>7}  {d.reason or ''}".rstrip()
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    sql = None
+    if args.sql:
+        try:
+            with open(args.sql, encoding="utf-8") as fh:
+                sql = fh.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DbosError(f"--sql {args.sql}: cannot read it: {exc}") from None
+    d = engine_from_args(args).drill(args.name, check_sql=sql, check_database=args.database)
+    if args.json:
+        print(json.dumps(d.to_dict(), indent=2))
+    else:
+        compared = "row counts compared" if d.counts_compared else "row counts NOT compared"
+        print(f"restore drill of {d.instance}: {'ok' if d.ok else 'FAILED'} ({d.tables} tables, {compared}"
+              f"{', check SQL passed' if d.ok and d.sql_checked else ''})")
+        print(_drill_line(d))
+    if not d.ok:
+        print(f"RESTORE DRILL FAILED for {d.instance}: {d.reason}\n  hint: the newest backup of {d.instance} "
+              "could not be restored as it is; take a new base backup (`pulumi-dbos db backup "
+              f"{d.instance}`), check the archive, then drill again", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_drills(args: argparse.Namespace) -> int:
+    eng = engine_from_args(args)
+    drills = eng.drills(args.name)
+    if drills is None:
+        raise DbosError(f"{eng.describe()} keeps no restore drills: they are a pulumi-dbos serve extension, "
+                        "DBOS Cloud's API has none", hint="drill on the local engine or a pulumi-dbos serve")
+    if args.json:
+        print(json.dumps([d.to_dict() for d in drills], indent=2))
+    elif not drills:
+        print(f"no restore drills of {args.name} yet (`pulumi-dbos db drill {args.name}` runs one)")
+    else:
+        for d in drills:
+            print(_drill_line(d))
     return 0
 
 
@@ -122,6 +170,19 @@ def add_parsers(sub: Any) -> None:
     s = db.add_parser("backup", help="take a new base backup now (and prune outside retention)")
     s.add_argument("name")
     s.set_defaults(fn=cmd_backup)
+    s = db.add_parser("drill", help="restore the newest backup into a scratch instance, check it, remove it "
+                      "(exit 1 when the drill fails)")
+    s.add_argument("name")
+    s.add_argument("--sql", default=None, metavar="FILE",
+                   help="check SQL run on the restored copy: it must succeed, and its last query return true; "
+                   "kept for the instance's later drills")
+    s.add_argument("--database", default=None, help="the database the check SQL runs in (default postgres)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_drill)
+    s = db.add_parser("drills", help="the instance's last restore drills, newest first")
+    s.add_argument("name")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_drills)
     s = db.add_parser("connect", help="write APP's connection into its dbos-config.yaml (an AppDatabase's; a "
                       "deployed App's source is left alone)")
     s.add_argument("app")

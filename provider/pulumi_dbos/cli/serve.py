@@ -27,6 +27,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run(listen=args.listen, data_dir=_serve_data_dir(args),
                tls_cert=Path(args.tls_cert) if args.tls_cert else None,
                tls_key=Path(args.tls_key) if args.tls_key else None, backup_interval=args.backup_interval,
+               drill_interval=args.drill_interval,
                advertise_host=args.advertise_host, limits=limits_of(args), cloud_exact=args.cloud_exact)
 
 
@@ -127,6 +128,9 @@ def add_parsers(sub: Any) -> None:
                    "service stops the API only: clusters and apps keep running)")
     s.add_argument("--backup-interval", type=float, default=3600.0,
                    help="seconds between scheduled base backups (and retention pruning), default 3600")
+    s.add_argument("--drill-interval", type=float, default=86400.0,
+                   help="seconds between restore drills of each instance (one at a time, skipped while the host "
+                   "is busy), default 86400; 0: none")
     s.add_argument("--advertise-host", default=None, metavar="HOST",
                    help="an address of this machine other stacks reach: instances and apps listen there too "
                    "(besides 127.0.0.1) and report it (default: 127.0.0.1 only)")

@@ -24,6 +24,7 @@ from .limits import Limits
 
 DEFAULT_LISTEN = "127.0.0.1:8443"
 DEFAULT_BACKUP_INTERVAL = 3600.0
+DEFAULT_DRILL_INTERVAL = 86400.0  # background.DEFAULT_DRILL_INTERVAL (not imported: it loads psutil)
 
 log = logging.getLogger("pulumi_dbos.serve")
 
@@ -65,7 +66,8 @@ def issue_token(data_dir: Path, org: str, user: str, ttl_hours: float) -> str:
 
 
 def run(*, listen: str = DEFAULT_LISTEN, data_dir: Path, tls_cert: Path | None = None, tls_key: Path | None = None,
-        backup_interval: float = DEFAULT_BACKUP_INTERVAL, advertise_host: str | None = None,
+        backup_interval: float = DEFAULT_BACKUP_INTERVAL, drill_interval: float = DEFAULT_DRILL_INTERVAL,
+        advertise_host: str | None = None,
         limits: Limits | None = None, cloud_exact: bool = False) -> int:
     """Serve until SIGTERM/SIGINT (then stop cleanly: requests in flight finish, the background thread stops).
     ``cloud_exact``: DBOS Cloud's API without pulumi-dbos's extensions (:mod:`.exact`)."""
@@ -80,6 +82,8 @@ def run(*, listen: str = DEFAULT_LISTEN, data_dir: Path, tls_cert: Path | None =
         raise DbosError("--tls-cert and --tls-key go together", hint="pass both, or neither for a self-signed one")
     if backup_interval <= 0:
         raise DbosError(f"--backup-interval must be a positive number of seconds, got {backup_interval}")
+    if drill_interval < 0:
+        raise DbosError(f"--drill-interval must be 0 (no scheduled drills) or a number of seconds, got {drill_interval}")
     if advertise_host is not None:
         check_advertise_host(advertise_host)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -98,7 +102,7 @@ def run(*, listen: str = DEFAULT_LISTEN, data_dir: Path, tls_cert: Path | None =
     limits = limits or Limits()
     if limits.link_allow:
         log.info("links allowed only to %s", ", ".join(str(n) for n in limits.link_allow))
-    app = create_app(st, key, Background(st, backup_interval), limits, cloud_exact=cloud_exact)
+    app = create_app(st, key, Background(st, backup_interval, drill_interval), limits, cloud_exact=cloud_exact)
     server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, ssl_certfile=str(tls_cert), ssl_keyfile=str(tls_key), log_level="info",
         server_header=False, timeout_graceful_shutdown=60, lifespan="on",
@@ -117,4 +121,4 @@ def run(*, listen: str = DEFAULT_LISTEN, data_dir: Path, tls_cert: Path | None =
     return 0 if server.started else 1
 
 
-__all__ = ["DEFAULT_BACKUP_INTERVAL", "DEFAULT_LISTEN", "Limits", "check_advertise_host", "issue_token", "parse_listen", "run"]
+__all__ = ["DEFAULT_BACKUP_INTERVAL", "DEFAULT_DRILL_INTERVAL", "DEFAULT_LISTEN", "Limits", "check_advertise_host", "issue_token", "parse_listen", "run"]

@@ -1,10 +1,15 @@
 """What serve does on its own: crash recovery before it listens, then (a daemon thread) a restart of the
-organizations' instances and apps, and scheduled base backups with retention pruning.
+organizations' instances and apps, scheduled base backups with retention pruning, and restore drills.
 
 Crash recovery: a create or restore cut short by a killed server is removed (never left half-made),
 with the credentials stored for it; an app whose first deploy was cut short is removed from the
 engine (its registration stays). Restart: every stopped instance is started, every deployed app whose
 process is not running is redeployed at its current version with the credentials serve holds.
+Restore drills (``engine/local/drills.py``): every ``drill_interval`` seconds each available instance is
+drilled once, one drill at a time on the host, holding the instance's lock (its other requests wait); a
+round stops while the host is busy (``drills.busy_reason``: a create, restore or deploy under way, a base
+backup running, a high load average) and goes on at the next check. A scratch instance a killed server
+left is removed at start, as any half-made instance.
 Nothing logged here carries a secret.
 """
 
@@ -20,7 +25,9 @@ from typing import TYPE_CHECKING
 import psutil
 
 from ..engine.contract import AppDatabaseAccess, AppDeploy, AppStatus, Status
+from ..engine.local.drills import DrillBusyError, Drills, busy_reason, is_scratch
 from ..errors import DbosError
+from ..timeutil import parse_rfc3339, utcnow
 from .state import ServeState
 
 if TYPE_CHECKING:
@@ -29,6 +36,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("pulumi_dbos.serve")
 
 _HALF_MADE = (Status.CREATING.value, Status.RESTORING.value)
+DEFAULT_DRILL_INTERVAL = 86400.0
+#: how often the thread looks whether drills are due (at most)
+DRILL_CHECK_SECONDS = 300.0
 
 
 def _kill_under(path: Path) -> None:
@@ -74,8 +84,9 @@ def recover(state: ServeState) -> None:
 def _recover_org(state: ServeState, org: str) -> None:
     eng = state.engine(org)
     for rec in eng.catalog.all():
-        if rec.status in _HALF_MADE:
-            log.warning("org %s: removing %s, left %s by an interrupted server", org, rec.name, rec.status)
+        if rec.status in _HALF_MADE or is_scratch(rec.owner):
+            log.warning("org %s: removing %s, left %s by an interrupted server", org, rec.name,
+                        "as a restore drill's scratch instance" if is_scratch(rec.owner) else rec.status)
             _remove_half_made(org, eng, rec.name)
     for app in eng.list_apps():
         if not app.version:
@@ -85,11 +96,13 @@ def _recover_org(state: ServeState, org: str) -> None:
 
 class Background:
     """The daemon thread: restart once, then every ``interval`` seconds a backup and prune of every
-    available, non-linked instance of every organization."""
+    available, non-linked instance of every organization, and every ``drill_interval`` seconds (0: never)
+    a restore drill of each."""
 
-    def __init__(self, state: ServeState, interval: float) -> None:
+    def __init__(self, state: ServeState, interval: float, drill_interval: float = DEFAULT_DRILL_INTERVAL) -> None:
         self.state = state
         self.interval = interval
+        self.drill_interval = drill_interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -110,11 +123,20 @@ class Background:
             self.restart()
         except Exception:
             log.exception("restart of instances and apps failed")
-        while not self._stop.wait(self.interval):
-            try:
-                self.backup_all()
-            except Exception:
-                log.exception("scheduled backups failed")
+        tick = min(self.interval, self.drill_interval or self.interval, DRILL_CHECK_SECONDS)
+        next_backup = time.monotonic() + self.interval
+        while not self._stop.wait(tick):
+            if time.monotonic() >= next_backup:
+                next_backup = time.monotonic() + self.interval
+                try:
+                    self.backup_all()
+                except Exception:
+                    log.exception("scheduled backups failed")
+            if self.drill_interval:
+                try:
+                    self.drill_due()
+                except Exception:
+                    log.exception("scheduled restore drills failed")
 
     # ---------------------------------------------------------------- restart (after a reboot or a crash)
     def restart(self) -> None:
@@ -182,3 +204,40 @@ class Background:
                     log.warning("org %s: scheduled backup of %s failed: %s", org, info.name, exc.message)
                 finally:
                     lock.release()
+
+    # ---------------------------------------------------------------- scheduled restore drills
+    def drill_due(self) -> int:
+        """Drill, one after the other, every available instance whose newest drill is older than
+        ``drill_interval`` (or that has none); stop at the first sign of a busy host. Returns how many ran."""
+        ran = 0
+        for org in self.state.orgs():
+            if not self.state.has_catalog(org):
+                continue
+            eng = self.state.engine(org)
+            for info in eng.list():
+                if self._stop.is_set():
+                    return ran
+                if info.is_linked or info.status != Status.AVAILABLE.value:
+                    continue
+                last = Drills(eng).last_at(info.name)
+                if last and (utcnow() - parse_rfc3339(last)).total_seconds() < self.drill_interval:
+                    continue
+                busy = busy_reason(eng)
+                if busy:
+                    log.info("restore drills wait: %s", busy)
+                    return ran
+                lock = self.state.lock("db", org, info.name)
+                if not lock.acquire(blocking=False):
+                    continue  # being changed right now: next round
+                try:
+                    result = eng.drill(info.name, wait=0)
+                    ran += 1
+                    if not result.ok:
+                        log.error("org %s: RESTORE DRILL FAILED for %s: %s", org, info.name, result.reason)
+                except DrillBusyError:
+                    return ran
+                except DbosError as exc:
+                    log.warning("org %s: restore drill of %s could not run: %s", org, info.name, exc.message)
+                finally:
+                    lock.release()
+        return ran

@@ -15,6 +15,8 @@ from ..cloudapi.models import (
     BackupOutput,
     CredentialsRequest,
     DatabasePatch,
+    DrillOutput,
+    DrillRequest,
     LinkRequest,
     PreflightProblem,
     PreflightRequest,
@@ -23,7 +25,8 @@ from ..cloudapi.models import (
     UserDBInstance,
 )
 from ..config import rules
-from ..engine.contract import InstanceInfo, Kind, Preflight
+from ..engine.contract import DrillResult, InstanceInfo, Kind, Preflight
+from ..engine.local.drills import DrillBusyError, is_scratch
 from ..errors import AlreadyExistsError, DbosError, NotFoundError
 from . import exact
 from .http import ApiError, check, from_dbos, ok, owned, valid_name
@@ -60,6 +63,19 @@ def to_wire(info: InstanceInfo, creds: Credentials | None) -> UserDBInstance:
         SourceInstance=info.source_instance, RestoredTo=info.restored_to, Owner=info.owner)
 
 
+def drill_wire(r: DrillResult) -> DrillOutput:
+    return DrillOutput(PostgresInstanceName=r.instance, At=r.at, Ok=r.ok, RtoSeconds=r.rto_seconds,
+                       RpoSeconds=r.rpo_seconds, RestoredTo=r.restored_to, Tables=r.tables,
+                       CountsCompared=r.counts_compared, SqlChecked=r.sql_checked, Reason=r.reason)
+
+
+def check_owner(owner: str | None) -> None:
+    """The restore drills' scratch instances are the server's own: no request makes one (it would be hidden
+    from lists and quotas, and removed by the next drill)."""
+    if is_scratch(owner):
+        raise ApiError(400, f"Owner {owner!r} is reserved for the server's restore drills")
+
+
 def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool = False) -> APIRouter:
     r = APIRouter()
     ext = APIRouter() if cloud_exact else r  # the extension routes: not served by --cloud-exact (404)
@@ -73,7 +89,8 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
         ``--max-instances`` instances already (provisioned, restored and linked alike, those being made
         included)."""
         with state.locked("instance-quota", org):
-            existing = {rec.name for rec in state.engine(org).catalog.all()} if state.has_catalog(org) else set()
+            existing = {rec.name for rec in state.engine(org).catalog.all()  # a drill's scratch: the server's
+                        if not is_scratch(rec.owner)} if state.has_catalog(org) else set()
             names = existing | creating.get(org, set())
             if name not in names and len(names) >= lim.max_instances:
                 raise ApiError(400, f"organization {org} has {len(names)} database instances, the most this server "
@@ -120,6 +137,7 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
         org = owned(request, org)
         if cloud_exact:
             body = exact.ignore_extensions(body, "provision")
+        check_owner(body.Owner)
         check(rules.check_instance_name, body.Name)
         check(rules.check_username, body.AdminName)
         check(rules.check_password, body.AdminPassword)
@@ -167,6 +185,7 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
             body = exact.ignore_extensions(body, "restore")
             if body.RestoreTimestamp.strip() == "latest":
                 raise ApiError(400, "RestoreTimestamp must be an RFC3339 timestamp, got 'latest'")
+        check_owner(body.Owner)
         check(rules.check_instance_name, body.RestoreName)
         check(rules.check_restore_time, body.RestoreTimestamp)
         check(rules.check_port, body.Port)
@@ -204,6 +223,7 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
         org = owned(request, org)
         if cloud_exact:
             body = exact.ignore_extensions(body, "link")
+        check_owner(body.Owner)
         check(rules.check_instance_name, body.Name)
         check(rules.check_hostname, body.HostName)
         if body.Port is None or not 1 <= body.Port <= 65535:
@@ -256,6 +276,7 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
         info_or_404(org, name)
         check(rules.check_retention, body.RetentionHours)
         check(rules.check_port, body.Port)
+        check_owner(body.Owner)
         eng = state.engine(org)
         with state.locked("db", org, name):
             if body.Owner is not None:
@@ -288,6 +309,27 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
     def stop(org: str, name: str, request: Request) -> Response:
         org, info = on_instance(request, org, name, lambda eng, n: eng.stop(n))
         return ok(view(org, info))
+
+    @ext.get(paths.DB_DRILLS)
+    def drills(org: str, name: str, request: Request) -> Response:
+        org = owned(request, org)
+        info_or_404(org, name)
+        return ok([drill_wire(d) for d in state.engine(org).drills(name) or []])
+
+    @ext.post(paths.DB_DRILLS)
+    def drill(org: str, name: str, body: DrillRequest, request: Request) -> Response:
+        """Run a drill now (one at a time per host: 409 while another runs); a failed drill is a 201 answer too,
+        its ``Ok`` false (the drill ran; what it found is the answer)."""
+        if body.CheckDatabase is not None:
+            check(rules.check_db_name, body.CheckDatabase)
+        try:
+            org, result = on_instance(request, org, name, lambda eng, n: eng.drill(
+                n, check_sql=body.CheckSql, check_database=body.CheckDatabase, wait=0))
+        except DrillBusyError as exc:
+            raise ApiError(409, exc.message) from None
+        if not result.ok:
+            log.error("org %s: RESTORE DRILL FAILED for %s: %s", org, name, result.reason)
+        return ok(drill_wire(result), 201)
 
     @ext.post(paths.DB_PREFLIGHT)
     def preflight(org: str, body: PreflightRequest, request: Request) -> Response:

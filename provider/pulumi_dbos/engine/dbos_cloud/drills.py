@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from ...cloudapi import paths
-from ...errors import DbosError
 from ...cloudapi.models import DrillOutput, DrillRequest, dump
+from ...errors import DbosError
 from ..contract import DrillResult
 from .answers import parse, parse_list
 from .client import LONG_TIMEOUT

@@ -22,7 +22,17 @@ from datetime import datetime
 
 import httpx
 
-from ..contract import AppDeploy, AppInfo, AppVersion, BackupInfo, DrillResult, InstanceInfo, Kind, Preflight, Problem
+from ..contract import (
+    AppDeploy,
+    AppInfo,
+    AppVersion,
+    BackupInfo,
+    DrillResult,
+    InstanceInfo,
+    Kind,
+    Preflight,
+    Problem,
+)
 from . import checks, creates, drills, instances, linked, restores
 from .apps import CloudApps
 from .client import DEFAULT_DOMAIN, DOMAIN_ENV, CloudClient
