@@ -37,6 +37,8 @@ T = TypeVar("T")
 
 log = logging.getLogger("pulumi_dbos.serve")
 
+#: seconds a drill asked for waits for another drill on the host before the answer is 409
+DRILL_WAIT = 120.0
 DEFAULT_LINKED_USER = "dbosadmin"  # DBOS Cloud's fixed user of a linked server
 #: the one answer to every failed link: whether the port is closed, is not PostgreSQL or refused the password
 #: stays in serve's own log (a link is no port scanner of the networks serve reaches)
@@ -318,13 +320,13 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
 
     @ext.post(paths.DB_DRILLS)
     def drill(org: str, name: str, body: DrillRequest, request: Request) -> Response:
-        """Run a drill now (one at a time per host: 409 while another runs); a failed drill is a 201 answer too,
+        """Run a drill now (one at a time per host: 409 when another runs longer than DRILL_WAIT); a failed drill is a 201 answer too,
         its ``Ok`` false (the drill ran; what it found is the answer)."""
         if body.CheckDatabase is not None:
             check(rules.check_db_name, body.CheckDatabase)
         try:
             org, result = on_instance(request, org, name, lambda eng, n: eng.drill(
-                n, check_sql=body.CheckSql, check_database=body.CheckDatabase, wait=0))
+                n, check_sql=body.CheckSql, check_database=body.CheckDatabase, wait=DRILL_WAIT))
         except DrillBusyError as exc:
             raise ApiError(409, exc.message) from None
         if not result.ok:

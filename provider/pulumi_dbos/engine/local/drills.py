@@ -23,8 +23,9 @@ What is checked, and how the source's counts "as of that moment" are known:
   scratch instance as the instance's user in its database (default ``postgres``); it must succeed, and if
   its last statement returns rows, the first column of the first row must be true.
 
-**RPO**: how old the newest point the archive held was when the drill started: the age of the newest
-archived WAL segment (an upper bound: on an instance nobody wrote since, nothing would be lost).
+**RPO**: how old the newest point the backups held was when the drill started: the age of the newest
+archived WAL segment or base backup, whichever is newer (an upper bound: on an instance nobody wrote
+since, nothing would be lost).
 
 The source is only read (and asked to archive its current WAL, as any restore does); the scratch
 instance's archive holds hard links to the source's files, which a removal only unlinks. Scratch instances
@@ -264,8 +265,10 @@ class Drills:
     def _run(self, rec: InstanceRecord) -> DrillResult:
         eng, name = self.eng, rec.name
         at = utcnow()
-        archived = eng.pitr.last_archived_time(name)
-        rpo = round(max(0.0, (at - parse_rfc3339(archived)).total_seconds()), 3) if archived else None
+        # the newest point the backups alone reach: the newest archived segment, or base backup
+        newest = [t for t in (eng.pitr.last_archived_time(name), *(b.finished_at for b in eng.catalog.backups(name)))
+                  if t]
+        rpo = round(max(0.0, (at - max(parse_rfc3339(t) for t in newest)).total_seconds()), 3) if newest else None
         base: dict[str, Any] = {"instance": name, "at": to_rfc3339(at), "rpo_seconds": rpo}
         before = Fence.read(eng.server, name, rec.port)
         source = count_tables(eng.server, name, rec.port)
