@@ -194,3 +194,15 @@ def test_cli_drill_and_drills(engine: LocalEngine, data_dir: Path, source: int, 
     assert "does not exist" in capsys.readouterr().err
     assert main([*base, "drill", "drsrc", "--sql", str(tmp_path / "missing.sql")]) == 1
     assert "cannot read it" in capsys.readouterr().err
+
+
+def test_database_instance_reads_its_last_drill_on_refresh(engine: LocalEngine, data_dir: Path, source: int) -> None:
+    from pulumi_dbos.resources.instance import DatabaseInstanceProvider
+
+    props = {"instance_name": "drsrc", "username": "app_user", "password": PW, "engine": "local",
+             "data_dir": str(data_dir), "retention_hours": 24}
+    assert DatabaseInstanceProvider().read("drsrc", props).outs["last_drill"] is None
+    r = engine.drill("drsrc")
+    outs = DatabaseInstanceProvider().read("drsrc", props).outs
+    assert outs["last_drill"] == {"at": r.at, "ok": True, "rto_seconds": r.rto_seconds, "rpo_seconds": r.rpo_seconds}
+    assert outs["status"] == "available"

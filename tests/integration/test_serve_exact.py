@@ -47,7 +47,8 @@ def test_dbos_cloud_answers_without_extensions(exact: Serve) -> None:
         # no extension routes: 404, as on DBOS Cloud; the instance is untouched
         for method, path in (("PATCH", f"databases/userdb/{db}"), ("POST", f"databases/userdb/{db}/backup"),
                              ("POST", f"databases/userdb/{db}/stop"), ("POST", f"databases/userdb/{db}/start"),
-                             ("POST", "databases/preflight")):
+                             ("POST", "databases/preflight"), ("GET", f"databases/userdb/{db}/drills"),
+                             ("POST", f"databases/userdb/{db}/drills")):
             cloud_error(c.request(method, f"/v1alpha1/{org}/{path}", json={"RetentionHours": 1, "Port": 16000,
                                                                            "Kind": "local", "Name": db}), 404)
         assert c.get(f"/v1alpha1/{org}/databases/userdb/info/{db}").json() == info

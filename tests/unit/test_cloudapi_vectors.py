@@ -43,6 +43,8 @@ ROUTES = [
     Route("POST", paths.DB_BACKUP, None, m.BackupOutput),
     Route("POST", paths.DB_START, None, m.UserDBInstance | None),
     Route("POST", paths.DB_STOP, None, m.UserDBInstance | None),
+    Route("GET", paths.DB_DRILLS, None, list[m.DrillOutput]),
+    Route("POST", paths.DB_DRILLS, m.DrillRequest, m.DrillOutput),
     Route("POST", paths.DB_PREFLIGHT, m.PreflightRequest, list[m.PreflightProblem]),
     Route("POST", paths.LINK, m.LinkRequest, m.UserDBInstance | None),
     Route("DELETE", paths.UNLINK, None, None),

@@ -164,6 +164,9 @@ class DatabaseInstanceSpec(_ServerOutputs):
     deletion_protection: Annotated[bool, Meta("refuse deletion (also sets Pulumi's `protect`)")] = False
     port: Annotated[Port, Meta("TCP port (default: allocated)")] = None
     adopt: Annotated[bool, Meta("take over an existing instance of that name", diffed=False)] = False
+    last_drill: Annotated[dict[str, Any] | None, Meta(
+        "the newest restore drill, `{at, ok, rto_seconds, rpo_seconds}` (read on refresh; None: none yet, or on "
+        "DBOS Cloud, which has no drills)", output=True, stack=False)] = None
 
 
 

@@ -207,8 +207,8 @@ class Background:
 
     # ---------------------------------------------------------------- scheduled restore drills
     def drill_due(self) -> int:
-        """Drill, one after the other, every available instance whose newest drill is older than
-        ``drill_interval`` (or that has none); stop at the first sign of a busy host. Returns how many ran."""
+        """Drill, one after the other, every available instance whose newest drill (or, without one, its
+        creation) is older than ``drill_interval``; stop at the first sign of a busy host. Returns how many ran."""
         ran = 0
         for org in self.state.orgs():
             if not self.state.has_catalog(org):
@@ -219,7 +219,7 @@ class Background:
                     return ran
                 if info.is_linked or info.status != Status.AVAILABLE.value:
                     continue
-                last = Drills(eng).last_at(info.name)
+                last = Drills(eng).last_at(info.name) or info.created_at  # a new instance: one interval on
                 if last and (utcnow() - parse_rfc3339(last)).total_seconds() < self.drill_interval:
                     continue
                 busy = busy_reason(eng)
