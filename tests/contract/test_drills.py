@@ -1,13 +1,11 @@
 """Restore drills through the engine contract: on the local engine and a pulumi-dbos serve they restore,
-check and keep the result; DBOS Cloud's API has none (the engine says so, and reads no drills)."""
+check and keep the result (DBOS Cloud's API has none: tests/integration/test_serve_exact.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from pulumi_dbos.engine.contract import Engine
-from pulumi_dbos.errors import DbosError
-from tests.contract.engines import without_extensions
 from tests.contract.helpers import PW, Instances, connect
 
 
@@ -29,11 +27,3 @@ def test_drill_restores_checks_and_keeps_the_result(contract_engine: Engine, ins
     with connect(info, PW) as conn:
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (50,)
 
-
-def test_without_the_extension_drills_are_unavailable(contract_engine: Engine, instances: Instances) -> None:
-    if not without_extensions(contract_engine):
-        pytest.skip("drills are available on this engine (test_drill_restores_checks_and_keeps_the_result)")
-    info = instances.provision("drn")
-    assert contract_engine.drills(info.name) is None
-    with pytest.raises(DbosError, match="pulumi-dbos serve extension"):
-        contract_engine.drill(info.name)

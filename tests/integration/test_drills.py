@@ -206,3 +206,26 @@ def test_database_instance_reads_its_last_drill_on_refresh(engine: LocalEngine, 
     outs = DatabaseInstanceProvider().read("drsrc", props).outs
     assert outs["last_drill"] == {"at": r.at, "ok": True, "rto_seconds": r.rto_seconds, "rpo_seconds": r.rpo_seconds}
     assert outs["status"] == "available"
+
+
+def test_busy_host(engine: LocalEngine, source: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pulumi_dbos.engine.local import autobackup
+    from pulumi_dbos.engine.local.drills import busy_reason, host_lock_path
+    from pulumi_dbos.engine.local.workers import try_lock
+
+    monkeypatch.setenv("PULUMI_DBOS_DRILL_MAX_LOAD", "1000")
+    assert busy_reason(engine) is None
+    with try_lock(autobackup.host_lock_path()) as held:  # a base backup running on this host
+        assert held
+        assert busy_reason(engine) == "a base backup is running on this host"
+    engine.catalog.update("drsrc", status="restoring")
+    assert busy_reason(engine) == "instance drsrc is being created or restored"
+    engine.catalog.update("drsrc", status="available")
+    monkeypatch.setenv("PULUMI_DBOS_DRILL_MAX_LOAD", "-1")
+    assert "load average" in (busy_reason(engine) or "")
+    with try_lock(host_lock_path()) as held:  # another drill: an explicit one waits, then says so
+        assert held
+        from pulumi_dbos.engine.local.drills import DrillBusyError
+
+        with pytest.raises(DrillBusyError, match="another restore drill"):
+            engine.drill("drsrc", wait=0.5)

@@ -92,3 +92,27 @@ def renamed(archive: bytes, app: str) -> bytes:
                 data = data.replace(b"name: greet", f"name: {app}".encode())
             out.writestr(info, data)
     return buf.getvalue()
+
+
+def test_restore_drills_are_unavailable_without_extensions(exact: Serve, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from pulumi_dbos.cli import main
+    from pulumi_dbos.engine import get_engine
+    from pulumi_dbos.errors import DbosError
+
+    org = f"dr{secrets.token_hex(3)}"
+    token = exact.token(org=org, user="bob")
+    db = f"dr_{secrets.token_hex(3)}"
+    with client(exact, token) as c:
+        r = c.post(f"/v1alpha1/{org}/databases/userdb", json={"Name": db, "AdminName": "bob_u", "AdminPassword": PW})
+        assert r.status_code in (200, 201), r.text
+    eng = get_engine("dbos-cloud", domain=exact.domain, token=token, ca_cert=str(exact.ca_cert))
+    assert eng.drills(db) is None
+    with pytest.raises(DbosError, match="pulumi-dbos serve extension"):
+        eng.drill(db)
+    monkeypatch.setenv("DBOS_CLOUD_TOKEN", token)
+    where = ["--engine", "dbos-cloud", "--cloud-domain", exact.domain, "--cloud-ca-cert", str(exact.ca_cert)]
+    assert main(["db", "drills", db, *where]) == 1
+    assert "pulumi-dbos serve extension" in capsys.readouterr().err
+    assert main(["db", "drill", db, *where]) == 1
+    assert "pulumi-dbos serve extension" in capsys.readouterr().err
