@@ -85,6 +85,11 @@ def test_scheduled_drills_run_and_are_read_by_the_engine(drilling: Serve) -> Non
         eng = get_engine("dbos-cloud", domain=drilling.domain, token=drilling.token(), ca_cert=str(drilling.ca_cert))
         kept = eng.drills(db)
         assert kept is not None and any(k.ok and k.at == d["At"] for k in kept)
+        # the newest comes with the instance (DatabaseInstance.last_drill reads it from there on refresh)
+        last = info(api, db)["LastDrill"]
+        assert set(last) == {"At", "Ok", "RtoSeconds", "RpoSeconds"} and last["At"] >= d["At"]
+        seen = eng.info(db)
+        assert seen is not None and seen.last_drill is not None and seen.last_drill["at"] >= d["At"]
 
         # on request: a check that holds, then one that does not (loud in the log, Ok false, still 201)
         r = api.post(DRILLS.format(db), json={"CheckSql": "SELECT count(*) = 10 FROM t"})

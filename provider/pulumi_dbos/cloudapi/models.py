@@ -45,6 +45,15 @@ class UserProfile(_Wire):
 
 
 # ---------------------------------------------------------------------------- databases
+class DrillSummary(_Wire):
+    """extension: an instance's newest restore drill (``UserDBInstance.LastDrill``)."""
+
+    At: str
+    Ok: bool
+    RtoSeconds: float | None = None
+    RpoSeconds: float | None = None
+
+
 class UserDBInstance(_Wire):
     PostgresInstanceName: str
     Status: str
@@ -63,6 +72,7 @@ class UserDBInstance(_Wire):
     SourceInstance: str | None = None
     RestoredTo: str | None = None
     Owner: str | None = None
+    LastDrill: DrillSummary | None = None
 
 
 class ProvisionRequest(_Wire):

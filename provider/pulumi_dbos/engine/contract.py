@@ -64,6 +64,8 @@ class InstanceInfo:
     source_instance: str | None = None
     restored_to: str | None = None
     owner: str | None = None
+    #: the newest restore drill's ``DrillResult.summary()`` (None: none yet, or an engine without drills)
+    last_drill: dict[str, Any] | None = None
 
     @property
     def is_linked(self) -> bool:

@@ -7,7 +7,6 @@ from typing import Any
 from ..config.fields import fields_of
 from ..engine import Engine, InstanceInfo, Kind
 from ..engine.contract import STATUS_CREDENTIALS_INVALID
-from ..errors import DbosError
 from . import _base as b
 
 
@@ -27,18 +26,6 @@ def read_instance(eng: Engine, name: str, password: str | None) -> InstanceInfo 
             and not eng.check_credentials(name, info.username, password):
         info.status = STATUS_CREDENTIALS_INVALID
     return info
-
-
-def last_drill(eng: Engine, info: InstanceInfo) -> dict[str, Any] | None:
-    """``{at, ok, rto_seconds, rpo_seconds}`` of the instance's newest restore drill (None: none, or no drills
-    on this engine: DBOS Cloud)."""
-    if info.is_linked or info.status == "missing":
-        return None
-    try:
-        drills = eng.drills(info.name)
-    except DbosError:  # the drills are not worth a failed refresh: the next one reads them again
-        return None
-    return drills[0].summary() if drills else None
 
 
 def update_instance(eng: Engine, olds: b.Props, news: b.Props, password: str | None) -> InstanceInfo:
@@ -81,9 +68,9 @@ class DatabaseInstanceProvider(b.BaseProvider):
         return name, instance_outputs(self, props, info, props["password"])
 
     def do_read(self, id_: str, props: b.Props) -> b.Props | None:
-        eng = b.engine_for(props)
-        info = read_instance(eng, props.get("instance_name") or id_, props.get("password"))
-        return instance_outputs(self, props, info, props.get("password"), last_drill=last_drill(eng, info)) \
+        info = read_instance(b.engine_for(props), props.get("instance_name") or id_, props.get("password"))
+        # the newest drill comes with the instance (one list answer on dbos-cloud: no call per instance)
+        return instance_outputs(self, props, info, props.get("password"), last_drill=info.last_drill) \
             if info else None
 
     def do_update(self, olds: b.Props, news: b.Props) -> b.Props:

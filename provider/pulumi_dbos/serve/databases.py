@@ -17,6 +17,7 @@ from ..cloudapi.models import (
     DatabasePatch,
     DrillOutput,
     DrillRequest,
+    DrillSummary,
     LinkRequest,
     PreflightProblem,
     PreflightRequest,
@@ -62,7 +63,10 @@ def to_wire(info: InstanceInfo, creds: Credentials | None) -> UserDBInstance:
         SupabaseReference=creds.supabase if creds and info.is_linked else None,
         Kind=str(info.kind), RetentionHours=info.retention_hours, CreatedAt=info.created_at,
         EarliestRestorableTime=info.earliest_restorable_time, LatestRestorableTime=info.latest_restorable_time,
-        SourceInstance=info.source_instance, RestoredTo=info.restored_to, Owner=info.owner)
+        SourceInstance=info.source_instance, RestoredTo=info.restored_to, Owner=info.owner,
+        LastDrill=DrillSummary(At=info.last_drill["at"], Ok=info.last_drill["ok"],
+                               RtoSeconds=info.last_drill["rto_seconds"], RpoSeconds=info.last_drill["rpo_seconds"])
+        if info.last_drill else None)
 
 
 def drill_wire(r: DrillResult) -> DrillOutput:

@@ -51,7 +51,7 @@ M = TypeVar("M", bound=BaseModel)
 EXTENSIONS: dict[type[BaseModel], frozenset[str]] = {
     UserProfile: frozenset({"Server"}),
     UserDBInstance: frozenset({"Kind", "RetentionHours", "CreatedAt", "EarliestRestorableTime",
-                               "LatestRestorableTime", "SourceInstance", "RestoredTo", "Owner"}),
+                               "LatestRestorableTime", "SourceInstance", "RestoredTo", "Owner", "LastDrill"}),
     Application: frozenset({"Port", "Owner"}),
     ProvisionRequest: frozenset({"Port", "RetentionHours", "Owner"}),
     RestoreRequest: frozenset({"Password", "Port", "RetentionHours", "Owner"}),

@@ -51,7 +51,9 @@ def instance_info(db: UserDBInstance) -> InstanceInfo:
         retention_hours=db.RetentionHours if db.RetentionHours is not None else DEFAULT_RETENTION_HOURS,
         created_at=db.CreatedAt, earliest_restorable_time=db.EarliestRestorableTime,
         latest_restorable_time=db.LatestRestorableTime, source_instance=db.SourceInstance,
-        restored_to=db.RestoredTo, owner=db.Owner)
+        restored_to=db.RestoredTo, owner=db.Owner,
+        last_drill={"at": db.LastDrill.At, "ok": db.LastDrill.Ok, "rto_seconds": db.LastDrill.RtoSeconds,
+                    "rpo_seconds": db.LastDrill.RpoSeconds} if db.LastDrill else None)
 
 
 def versions(rows: list[ApplicationVersion]) -> list[AppVersion]:

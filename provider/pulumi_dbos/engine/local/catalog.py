@@ -296,11 +296,11 @@ class DrillCatalog:
             db.execute("DELETE FROM drills WHERE instance = ? AND rowid NOT IN (SELECT rowid FROM drills "
                        "WHERE instance = ? ORDER BY at DESC, rowid DESC LIMIT ?)", (instance, instance, keep))
 
-    def results(self, instance: str) -> list[str]:
-        """Newest first."""
+    def results(self, instance: str, limit: int = -1) -> list[str]:
+        """Newest first (``limit``: at most that many; -1: all)."""
         with self.catalog._connect() as db:
             return [r[0] for r in db.execute(
-                "SELECT result FROM drills WHERE instance = ? ORDER BY at DESC, rowid DESC", (instance,))]
+                "SELECT result FROM drills WHERE instance = ? ORDER BY at DESC, rowid DESC LIMIT ?", (instance, limit))]
 
     def last_at(self, instance: str) -> str | None:
         with self.catalog._connect() as db:

@@ -217,6 +217,11 @@ class Drills:
     def last_at(self, name: str) -> str | None:
         return self.db.last_at(name)
 
+    def last(self, name: str) -> dict[str, Any] | None:
+        """The newest result's summary (what ``InstanceInfo.last_drill`` shows)."""
+        newest = self.db.results(name, limit=1)
+        return DrillResult(**json.loads(newest[0])).summary() if newest else None
+
     @contextlib.contextmanager
     def host_lock(self, wait: float) -> Iterator[bool]:
         deadline = time.monotonic() + wait
