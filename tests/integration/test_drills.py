@@ -88,6 +88,8 @@ def test_check_sql_is_kept_and_a_false_one_fails(engine: LocalEngine, source: in
     assert kept == [again, bad]  # newest first, the last 2
     later = engine.drill("drsrc")  # the kept check runs again
     assert not later.ok and "returned False" in (later.reason or "")
+    assert engine.drill("drsrc", check_sql=" \n").ok  # an empty one removes it
+    assert engine.drill("drsrc").ok and not engine.drills("drsrc")[0].sql_checked
     no_scratch_left(engine)
 
 

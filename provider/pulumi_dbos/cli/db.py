@@ -175,7 +175,7 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("name")
     s.add_argument("--sql", default=None, metavar="FILE",
                    help="check SQL run on the restored copy: it must succeed, and its last query return true; "
-                   "kept for the instance's later drills")
+                   "kept for the instance's later drills (an empty file removes it)")
     s.add_argument("--database", default=None, help="the database the check SQL runs in (default postgres)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_drill)

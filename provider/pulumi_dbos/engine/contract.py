@@ -298,8 +298,8 @@ class Engine(Protocol):
     # ---------------------------------------------------------------- restore drills
     def drill(self, name: str, *, check_sql: str | None = None, check_database: str | None = None) -> DrillResult:
         """Restore ``name``'s newest restorable point into a scratch instance, check it (row counts of every user
-        table against the source's; ``check_sql``, kept for the instance's later drills, must succeed and, if its
-        last statement returns a row, return true), remove the scratch instance, keep the result. A failed drill
+        table against the source's; ``check_sql``, kept for the instance's later drills (an empty one removes
+        it), must succeed and, if its last statement returns a row, return true), remove the scratch instance, keep the result. A failed drill
         is a result with ``ok=False``, not an exception; the source is never changed. Raises when the instance
         cannot be drilled (missing, linked, stopped) or the engine has no drills (DBOS Cloud)."""
         ...

@@ -83,7 +83,8 @@ def run(*, listen: str = DEFAULT_LISTEN, data_dir: Path, tls_cert: Path | None =
     if backup_interval <= 0:
         raise DbosError(f"--backup-interval must be a positive number of seconds, got {backup_interval}")
     if drill_interval < 0:
-        raise DbosError(f"--drill-interval must be 0 (no scheduled drills) or a number of seconds, got {drill_interval}")
+        raise DbosError(f"--drill-interval must be 0 (no scheduled drills) or a number of seconds, "
+                        f"got {drill_interval}")
     if advertise_host is not None:
         check_advertise_host(advertise_host)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,

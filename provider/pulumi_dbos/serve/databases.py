@@ -324,8 +324,8 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
 
     @ext.post(paths.DB_DRILLS)
     def drill(org: str, name: str, body: DrillRequest, request: Request) -> Response:
-        """Run a drill now (one at a time per host: 409 when another runs longer than DRILL_WAIT); a failed drill is a 201 answer too,
-        its ``Ok`` false (the drill ran; what it found is the answer)."""
+        """Run a drill now (one at a time per host: 409 when another runs longer than DRILL_WAIT); a failed
+        drill is a 201 answer too, its ``Ok`` false (the drill ran; what it found is the answer)."""
         if body.CheckDatabase is not None:
             check(rules.check_db_name, body.CheckDatabase)
         try:

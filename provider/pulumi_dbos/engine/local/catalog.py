@@ -311,6 +311,10 @@ class DrillCatalog:
         with _thread_lock, self.catalog._connect() as db:
             db.execute("INSERT OR REPLACE INTO drill_checks VALUES (?, ?, ?)", (instance, sql, dbname))
 
+    def delete_check(self, instance: str) -> None:
+        with _thread_lock, self.catalog._connect() as db:
+            db.execute("DELETE FROM drill_checks WHERE instance = ?", (instance,))
+
     def check(self, instance: str) -> tuple[str, str] | None:
         """(sql, database) of the instance's own check, if it has one."""
         with self.catalog._connect() as db:

@@ -250,8 +250,10 @@ class Drills:
             raise EngineError(f"cannot drill {name!r}: its server is not running (status {self.eng._info(rec).status})",
                               hint="a drill restores the newest point, which the running source archives; "
                                    "start it with `pulumi up` and retry")
-        if check_sql is not None:
+        if check_sql is not None and check_sql.strip():
             self.db.set_check(name, check_sql, check_database or "postgres")
+        elif check_sql is not None:
+            self.db.delete_check(name)  # an empty check SQL: none any more
         with self.host_lock(wait) as mine:
             if not mine:
                 raise DrillBusyError("another restore drill is running on this host",

@@ -154,7 +154,8 @@ class LocalEngine:
             name=rec.name, status=status, hostname=hostname, port=rec.port, username=rec.username,
             kind=rec.kind, retention_hours=rec.retention_hours, created_at=rec.created_at,
             earliest_restorable_time=earliest, latest_restorable_time=latest, source_instance=rec.source,
-            restored_to=rec.restored_to, owner=rec.owner, last_drill=None if rec.linked else Drills(self).last(rec.name))
+            restored_to=rec.restored_to, owner=rec.owner,
+            last_drill=None if rec.linked else Drills(self).last(rec.name))
 
     def _harden(self, rec: InstanceRecord, *, strict: bool = True) -> None:
         """Once per instance (a marker in its directory): no way to the server's OS user for its roles
