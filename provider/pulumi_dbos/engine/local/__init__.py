@@ -1,8 +1,8 @@
 """The ``local`` engine: each instance is a real PostgreSQL cluster on this machine.
 
 The facade (:class:`LocalEngine`, in ``facade.py``) implements the engine contract over modules by
-domain: ``paths``, ``ports``, ``server``, ``template``, ``roles``, ``pitr``, ``drills``, ``checks``, ``catalog``,
-``apps`` and ``runtime``. It is imported on first use, so that a Pulumi program (which only needs
+domain: ``paths``, ``ports``, ``server``, ``template``, ``roles``, ``pitr``, ``drills``, ``checks``,
+``catalog``, ``apps`` and ``runtime``. It is imported on first use, so that a Pulumi program (which only needs
 ``paths`` for its defaults) does not load psycopg and the rest.
 """
 
