@@ -128,3 +128,19 @@ def test_scratch_counts_for_nothing_and_a_killed_servers_is_removed(quiet: Serve
         with connect(info(api, db), PW) as conn:
             assert conn.execute("SELECT count(*) FROM t").fetchone() == (3,)
 
+
+
+def test_scheduled_drills_wait_while_the_host_is_busy(drilling: Serve) -> None:
+    from pulumi_dbos.engine.local.autobackup import host_lock_path
+    from pulumi_dbos.engine.local.workers import try_lock
+
+    with client(drilling, drilling.token()) as api:
+        db = name("bz")
+        with try_lock(host_lock_path()) as held:  # "a base backup is running on this host"
+            assert held
+            with_rows(provision(api, db), 5)
+            marker = len(drilling.log())
+            wait_for(lambda: drilling.log().count("restore drills wait: a base backup is running on this host",
+                                                  marker) >= 2, 60, "two scheduled rounds waited")
+            assert drills(api, db) == []
+        wait_for(lambda: any(d["Ok"] for d in drills(api, db)), 180, "the drill ran once the host was free")
