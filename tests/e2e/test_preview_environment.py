@@ -71,7 +71,8 @@ def play_lifecycle(p: TemplateProject, engine_view: Any) -> None:
     # the pull request opens: its stack is made and brought up; the preview checks first
     stack = open_pr_stack(p, "dev", PR)
     preview = json.loads(p.pulumi("preview", "--json", "--stack", stack).stdout)
-    created = sorted(s["urn"].rsplit("::", 1)[1] for s in preview["steps"] if s["op"] == "create")
+    created = sorted(s["urn"].rsplit("::", 1)[1] for s in preview["steps"]
+                     if s["op"] == "create" and "dbos:" in s["urn"])
     assert created == ["hello_pr7", "hello_pr7", "preview"], created  # the restore, the app, the component
     p.pulumi("up", "--yes", "--stack", stack)
     pr = outputs(p, stack)
@@ -120,7 +121,7 @@ def test_a_pull_request_gets_its_own_data_and_app_and_closing_it_leaves_the_sour
 
     def engine_view() -> tuple[set[str], set[str]]:
         eng = LocalEngine(p.data_dir)
-        return {i.name for i in eng.list()}, {a.app_name for a in eng.list_apps()}
+        return {i.name for i in eng.list()}, {a.name for a in eng.list_apps()}
 
     play_lifecycle(p, engine_view)
 
