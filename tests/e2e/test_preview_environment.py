@@ -6,6 +6,7 @@ CLI throughout; the source is read through a StackReference only and comes out o
 from __future__ import annotations
 
 import json
+import subprocess
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,18 +15,20 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+import yaml
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from pulumi import automation as auto
 
 from pulumi_dbos.engine import LocalEngine
-from tests.e2e.conftest import PROGRAM_HEADER, REPO
+from tests.e2e.conftest import PROGRAM_HEADER, REPO, VENV
 from tests.e2e.test_own_project import TEMPLATE, TemplateProject
 from tests.e2e.test_own_project import template_project as template_project  # noqa: F401 - the fixture
 from tests.support.serve import Serve, running_serve
 
 pytestmark = pytest.mark.e2e
 PR = 7
+PR_ENVIRONMENT = REPO / ".github" / "workflows" / "pr-environment.yml"
 
 
 def outputs(p: TemplateProject, stack: str) -> dict[str, Any]:
@@ -44,19 +47,27 @@ def answer(url: str) -> dict[str, Any]:
 def new_project(p: TemplateProject) -> None:
     p.pulumi("new", str(TEMPLATE), "--dir", str(p.work), "--yes", "--name", "ownproj", "--stack", "dev",
              "--generate-only")
-    from tests.e2e.conftest import VENV
-
     assert VENV is not None, "run the tests in the repo's virtualenv (make test)"
     (p.work / "venv").symlink_to(VENV)
 
 
+def workflow_step(p: TemplateProject, name: str, source: str, number: int) -> None:
+    """Run the step of .github/workflows/pr-environment.yml whose name starts with ``name``, as Actions runs it
+    (``bash -e``, the job's variables), in the project."""
+    job = yaml.safe_load(PR_ENVIRONMENT.read_text())["jobs"]["environment"]
+    script = next(s["run"] for s in job["steps"] if str(s.get("name", "")).startswith(name))
+    env = {**p.env, "SOURCE": source, "STACK": f"pr-{number}", "PR": str(number),
+           "COMMENT": str(p.root / "comment.md")}
+    cp = subprocess.run(["bash", "-e", "-c", script], cwd=p.work, env=env, capture_output=True,  # noqa: S603,S607
+                        text=True, timeout=900, check=False)
+    assert cp.returncode == 0, f"workflow step {name!r} failed:\n{cp.stdout}\n{cp.stderr}"
+
+
 def open_pr_stack(p: TemplateProject, source: str, number: int) -> str:
-    """What the workflow does on `opened`: the stack `pr-<N>` with the source stack's config plus the PR's."""
-    stack = f"pr-{number}"
-    p.pulumi("stack", "init", stack, "--copy-config-from", source)
-    p.pulumi("config", "set", "previewOf", source, "--stack", stack)
-    p.pulumi("config", "set", "prNumber", str(number), "--stack", stack)
-    return stack
+    """What the workflow does first on `opened` and on every push: the stack `pr-<N>`, made when missing, with the
+    source stack's config plus `previewOf` and `prNumber`."""
+    workflow_step(p, "Make the stack of this pull request", source, number)
+    return f"pr-{number}"
 
 
 def play_lifecycle(p: TemplateProject, engine_view: Any) -> None:
@@ -74,8 +85,12 @@ def play_lifecycle(p: TemplateProject, engine_view: Any) -> None:
     created = sorted(s["urn"].rsplit("::", 1)[1] for s in preview["steps"]
                      if s["op"] == "create" and "dbos:" in s["urn"])
     assert created == ["hello_pr7", "hello_pr7", "preview"], created  # the restore, the app, the component
-    p.pulumi("up", "--yes", "--stack", stack)
+    workflow_step(p, "Preview, bring the environment up", "dev", PR)  # preview --json, up, the comment
     pr = outputs(p, stack)
+    comment = (p.root / "comment.md").read_text()
+    assert f"App: {pr['app_url']} (version `{pr['app_version']}`), on instance `hello_pr7`" in comment, comment
+    assert "pulumi preview · pr-7" in comment and comment.rstrip().endswith("<!-- pulumi-dbos-pr-environment -->")
+    assert "Template-pw-123" not in comment
     assert pr["instance_name"] == pr["app_name"] == "hello_pr7"
     assert rows(pr["database_url"]) == ["apple", "pear", "plum"]  # the source's data as of "latest"
     first = answer(pr["app_url"])
@@ -85,11 +100,14 @@ def play_lifecycle(p: TemplateProject, engine_view: Any) -> None:
         conn.execute("INSERT INTO items (name) VALUES ('pr-only')")  # the preview's own writes stay in it
     assert rows(src["database_url"]) == ["apple", "pear", "plum"]
 
-    # a second push: new code, same data (the restore is kept, not made again)
+    # a second push, on a fresh checkout (no Pulumi.pr-7.yaml): new code, same data (the restore is kept)
+    (p.work / f"Pulumi.{stack}.yaml").unlink()
+    open_pr_stack(p, "dev", PR)
     main = p.work / "app" / "main.py"
     main.write_text(main.read_text().replace('f"Hello, {shout(name)}!"', 'f"Hi, {shout(name)}!"'))
-    p.pulumi("up", "--yes", "--stack", stack)
+    workflow_step(p, "Preview, bring the environment up", "dev", PR)
     pushed = outputs(p, stack)
+    assert f"(version `{pushed['app_version']}`)" in (p.root / "comment.md").read_text()
     assert pushed["app_version"] != pr["app_version"] and pushed["restored_to"] == pr["restored_to"]
     assert answer(pushed["app_url"])["version"] == pushed["app_version"]
     assert answer(f"{pushed['app_url']}/hello/ann") == {"greeting": "Hi, ANN!"}
@@ -98,9 +116,9 @@ def play_lifecycle(p: TemplateProject, engine_view: Any) -> None:
     assert "hello_pr7" in instances and "hello_pr7" in apps
 
     # the pull request closes: everything of it goes; the source is as it was
-    p.pulumi("destroy", "--yes", "--stack", stack)
-    p.pulumi("stack", "rm", "--yes", stack)
+    workflow_step(p, "Destroy the environment and remove its stack", "dev", PR)
     assert stack not in p.pulumi("stack", "ls").stdout
+    assert "Removed" in (p.root / "comment.md").read_text()
     instances, apps = engine_view()
     assert instances == {"hello_db", "hello_r1"} and apps == {"hello"}
     assert rows(src["database_url"]) == ["apple", "pear", "plum"]
