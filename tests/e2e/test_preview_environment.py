@@ -57,7 +57,7 @@ def workflow_step(p: TemplateProject, name: str, source: str, number: int) -> No
     job = yaml.safe_load(PR_ENVIRONMENT.read_text())["jobs"]["environment"]
     script = next(s["run"] for s in job["steps"] if str(s.get("name", "")).startswith(name))
     env = {**p.env, "SOURCE": source, "STACK": f"pr-{number}", "PR": str(number),
-           "COMMENT": str(p.root / "comment.md")}
+           "COMMENT": str(p.root / "comment.md"), "RUNNER_TEMP": str(p.root)}
     cp = subprocess.run(["bash", "-e", "-c", script], cwd=p.work, env=env, capture_output=True,  # noqa: S603,S607
                         text=True, timeout=900, check=False)
     assert cp.returncode == 0, f"workflow step {name!r} failed:\n{cp.stdout}\n{cp.stderr}"
@@ -115,7 +115,8 @@ def play_lifecycle(p: TemplateProject, engine_view: Any) -> None:
     instances, apps = engine_view()
     assert "hello_pr7" in instances and "hello_pr7" in apps
 
-    # the pull request closes: everything of it goes; the source is as it was
+    # the pull request closes, seen from a fresh checkout: everything of it goes; the source is as it was
+    (p.work / f"Pulumi.{stack}.yaml").unlink()
     workflow_step(p, "Destroy the environment and remove its stack", "dev", PR)
     assert stack not in p.pulumi("stack", "ls").stdout
     assert "Removed" in (p.root / "comment.md").read_text()
