@@ -10,7 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_RESOURCES = {"DatabaseInstance", "RestoredInstance", "LinkedInstance", "AppDatabase", "App"}
+_RESOURCES = {"DatabaseInstance", "RestoredInstance", "LinkedInstance", "AppDatabase", "App", "PreviewEnvironment"}
 
 
 def __dir__() -> list[str]:

@@ -83,37 +83,76 @@ def pack(root: Path) -> tuple[str, bytes]:
     return hashlib.sha256(data).hexdigest()[:12], data
 
 
-def with_app_db_name(archive: bytes, app_db_name: str) -> bytes:
-    """``archive`` with ``database.app_db_name: <app_db_name>`` in its root dbos-config.yaml (comments and the
-    other keys kept): DBOS Cloud learns an app's database only from the uploaded config, so this is how a
-    deploy there asks for one the app's directory does not name. Unchanged when the config says it already."""
+def edit_config(text: str, *, name: str | None = None, app_db_name: str | None = None) -> str | None:
+    """A dbos-config.yaml's ``text`` with ``name`` and ``database.app_db_name`` set (comments and the other keys
+    kept); None when it says them already, or is no YAML mapping (then whoever reads it says so)."""
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
     yaml = YAML()  # round-trip
+    try:
+        doc: Any = yaml.load(text) or {}
+    except YAMLError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    db = doc.get("database")
+    if (name is None or doc.get("name") == name) and (
+            app_db_name is None or (isinstance(db, dict) and db.get("app_db_name") == app_db_name)):
+        return None
+    if name is not None:
+        doc["name"] = name
+    if app_db_name is not None:
+        if not isinstance(db, dict):
+            doc["database"] = db = {}
+        db["app_db_name"] = app_db_name
+    out = io.StringIO()
+    yaml.dump(doc, out)
+    return out.getvalue()
+
+
+def with_app_db_name(archive: bytes, app_db_name: str) -> bytes:
+    """``archive`` with ``database.app_db_name: <app_db_name>`` in its root dbos-config.yaml (comments and the
+    other keys kept): DBOS Cloud learns an app's database only from the uploaded config, so this is how a
+    deploy there asks for one the app's directory does not name. Unchanged when the config says it already."""
     try:
         src = zipfile.ZipFile(io.BytesIO(archive))
         text_in = src.read(CONFIG).decode()
     except (zipfile.BadZipFile, KeyError, UnicodeDecodeError):
         return archive  # not an app archive: the server says so
     with src:
-        try:
-            doc: Any = yaml.load(text_in) or {}
-        except YAMLError:
+        text = edit_config(text_in, app_db_name=app_db_name)
+        if text is None:
             return archive
-        db = doc.get("database") if isinstance(doc, dict) else None
-        if not isinstance(doc, dict) or (isinstance(db, dict) and db.get("app_db_name") == app_db_name):
-            return archive
-        if not isinstance(db, dict):
-            doc["database"] = db = {}
-        db["app_db_name"] = app_db_name
-        text = io.StringIO()
-        yaml.dump(doc, text)
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as out:
             for info in src.infolist():
-                out.writestr(info, text.getvalue().encode() if info.filename == CONFIG else src.read(info))
+                out.writestr(info, text.encode() if info.filename == CONFIG else src.read(info))
     return buf.getvalue()
+
+
+def staged_copy(root: Path, dest: Path, *, name: str, app_db_name: str) -> Path:
+    """``dest`` made a copy of app directory ``root`` as deployed (the archive's files), its config naming the
+    app ``name`` and its database ``app_db_name``: the same code deployed under another name (DBOS deploys by
+    the config's name), e.g. a pull request's preview beside the app it copies. Files are rewritten only when
+    their content differs, so an unchanged ``root`` keeps its copy's version id."""
+    wanted = {rel: (root / rel).read_bytes() for rel in files(root)}
+    config = wanted.get(PurePosixPath(CONFIG))
+    if config is not None:
+        edited = edit_config(config.decode(), name=name, app_db_name=app_db_name)
+        if edited is not None:
+            wanted[PurePosixPath(CONFIG)] = edited.encode()
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in files(dest):
+        if rel not in wanted:
+            (dest / rel).unlink()
+    for rel, data in wanted.items():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.is_file() or target.read_bytes() != data:
+            target.write_bytes(data)
+        target.chmod(0o755 if (root / rel).stat().st_mode & 0o111 else 0o644)
+    return dest
 
 
 MIB = 1024 * 1024

@@ -5,6 +5,7 @@ Values still *unknown* during a preview (Pulumi's sentinel string) are skipped, 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Annotated, Any
 
@@ -35,6 +36,37 @@ def check_instance_name(v: str) -> str:
 
 def check_app_name(v: str) -> str:
     return check_name(v, "app_name")
+
+
+# ---------------------------------------------------------------------------- preview environments
+#: the longest PR number a preview name holds: ``_pr`` + 7 digits leaves room for one character of the base
+#: and a 4-character digest within the 16 of a name
+MAX_PR_DIGITS = 7
+
+
+def check_pr_number(v: Any) -> int:
+    """A pull request's number: a positive integer of at most :data:`MAX_PR_DIGITS` digits (an int or its digits)."""
+    text = str(v).strip() if isinstance(v, (int, str)) and not isinstance(v, bool) else ""
+    if not text.isdigit() or int(text) < 1 or len(str(int(text))) > MAX_PR_DIGITS:
+        raise ValueError(f"pr_number must be a positive integer of at most {MAX_PR_DIGITS} digits (a name holds "
+                         f"it within 16 characters), got {v!r}")
+    return int(text)
+
+
+def preview_name(base: str, pr_number: Any) -> str:
+    """The instance and app name of pull request ``pr_number``'s preview of ``base`` (an app name):
+    ``<base>_pr<N>`` when that fits in 16 characters, else the base cut short plus a 4-hex digest of the
+    whole base (``<cut>_<digest>_pr<N>``), so two long bases sharing a prefix stay apart. The full number is
+    always kept: two pull requests never share a name. What still collides (a name some other stack made)
+    is refused at preview by the engine's ownership check, never taken over."""
+    check_name(base, "app_name")
+    n = check_pr_number(pr_number)
+    suffix = f"_pr{n}"
+    if len(base) + len(suffix) <= 16:
+        return base + suffix
+    digest = hashlib.sha256(base.encode()).hexdigest()[:4]
+    cut = base[:16 - len(suffix) - 5].rstrip("_")
+    return f"{cut}_{digest}{suffix}" if cut else digest + suffix
 
 
 def check_username(v: str) -> str:

@@ -14,10 +14,11 @@ if TYPE_CHECKING:
     from .app_database import AppDatabase
     from .instance import DatabaseInstance
     from .linked import LinkedInstance
+    from .preview import PreviewEnvironment
     from .restored import RestoredInstance
 
 _MODULES = {"App": "app", "AppDatabase": "app_database", "DatabaseInstance": "instance",
-            "LinkedInstance": "linked", "RestoredInstance": "restored"}
+            "LinkedInstance": "linked", "PreviewEnvironment": "preview", "RestoredInstance": "restored"}
 
 
 def __getattr__(name: str) -> Any:
@@ -30,4 +31,4 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_MODULES})
 
 
-__all__ = ["App", "AppDatabase", "DatabaseInstance", "LinkedInstance", "RestoredInstance"]
+__all__ = ["App", "AppDatabase", "DatabaseInstance", "LinkedInstance", "PreviewEnvironment", "RestoredInstance"]
