@@ -8,7 +8,9 @@
 2. recovery's last step: after restore-at-T + move + previous_version in one `up`, removing the original
    (the restore now names its source as a string) deletes the original only; the restore keeps its
    password, the app is untouched and serving (local engine, and dbos-cloud via serve);
-3. an app of this name that another stack manages is refused at preview, naming it and `adopt`;
+3. an app of this name that another stack manages is refused at preview, naming it and `adopt`; with
+   ``adopt=True`` the preview (and ``preview-report``) says whose app it takes over and that `up` deploys
+   a new version over the running one;
 4. adopting an instance with the wrong username fails at preview (engine-neutral words); a right one
    previews saying the password will be reset.
 """
@@ -169,9 +171,14 @@ def test_previews_name_exactly_the_fields_that_change(greet_project: Any, make_p
     out = cp.stdout + cp.stderr
     assert "an app named 'greet' already exists" in out and f"managed by {p.work.parent.name}/test/greet" in out
     assert "adopt=True" in out and "Traceback" not in out
-    # with adopt=True it previews as a create
+    # with adopt=True it previews as a create that says whose app it takes over and that `up` deploys over it
     q.set_spec({"instances": {"c": inst("prv_c")}, "app": {"instance": "c", "source": str(src), "adopt": True}})
-    pulumi(q, "preview")
+    out = pulumi(q, "preview").stdout
+    owner = f"managed by {p.work.parent.name}/test/greet"
+    taking = f"app 'greet' exists ({owner}) and will be adopted (adopt=True)"
+    assert taking in out and "`pulumi up` makes this stack its manager and deploys version" in out, out
+    md = render(json_preview(q))
+    assert "> [!NOTE]" in md and taking in md and "deploys version" in md, md
 
     # 4: adopting an instance with another username fails at preview; with its own, preview says what happens
     q.set_spec({"instances": {"a": {**inst("prv_a"), "username": "wrong_user", "adopt": True}}}, {"a": PW})
