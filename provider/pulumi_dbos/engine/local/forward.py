@@ -80,12 +80,8 @@ class Forward:
             return False
         log_file = self.dir / "log"
         tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] if log_file.exists() else []
-        try:
-            dbg = f"{psutil.Process(self.pid or 0).cmdline()} {psutil.Process(self.pid or 0).status()} {PROXY}"
-        except Exception as e:
-            dbg = repr(e)
-        raise EngineError(f"the forwarder of instance {self.instance!r} on its old port {self.port} exited: "
-                          f"{' '.join(tail)} DBG {dbg}")
+        raise EngineError(f"the forwarder of instance {self.instance!r} on its old port {self.port} exited"
+                          + (f": {' '.join(tail)}" if tail else " (see its log in the engine's forwards/ directory)"))
 
     def point(self, port: int) -> None:
         """Send held and new connections to ``port`` (the server is ready there)."""
