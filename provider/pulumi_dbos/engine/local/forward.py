@@ -81,7 +81,7 @@ class Forward:
         log_file = self.dir / "log"
         tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] if log_file.exists() else []
         raise EngineError(f"the forwarder of instance {self.instance!r} on its old port {self.port} exited"
-                          + (f": {' '.join(tail)}" if tail else " (see its log in the engine's forwards/ directory)"))
+                          + (f": {' '.join(tail)}" if tail else " without a word"), hint="retry `pulumi up`")
 
     def point(self, port: int) -> None:
         """Send held and new connections to ``port`` (the server is ready there)."""
