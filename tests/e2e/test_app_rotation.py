@@ -4,10 +4,12 @@ route (GET /greetings) every 10 ms throughout:
 - a password rotation: the instance's update resets the password and carries it to the running app (its
   password file), the App's update records the new value without a redeploy — the app's serving
   process is the same, and no request fails;
-- a port move, on the local engine and on dbos-cloud via serve: the instance's update restarts its
+- a port move: the instance's update restarts its
   server on the new port with the old one forwarded, the App's update redeploys onto the new port; at
   most the few requests that met the old server shutting down fail, the longest gap stays under a
   second, and once `up` is done nothing forwards the old port any more.
+
+Each on the local engine and on dbos-cloud via serve.
 """
 
 from __future__ import annotations
@@ -26,12 +28,16 @@ from tests.support.poller import Poller
 from tests.support.serve import Serve, free_port
 
 
-def test_password_rotation_through_up_keeps_the_app_process_and_its_answers(project: Any) -> None:  # noqa: F811
+def test_password_rotation_through_up_keeps_the_app_process_and_its_answers(
+        project: Any, engine: Serve | None) -> None:  # noqa: F811
     p, src = project()
+    if engine is not None:
+        use_serve(p, engine)
     p.set_spec({"instances": {"a": inst("greet_a")}, "app": {"instance": "a", "source": str(src)}}, {"a": PW})
     p.up()
     url = p.outputs()["app_url"]
-    before = backend_processes(p.data_dir)
+    where = p.data_dir if engine is None else engine.data_dir / "orgs" / "acme"  # use_serve's organization
+    before = backend_processes(where)
     assert len(before) == 1, before
 
     p.set_secret("pw_a", PW2)
@@ -42,7 +48,7 @@ def test_password_rotation_through_up_keeps_the_app_process_and_its_answers(proj
 
     assert poll.failures() == 0, f"{poll.failures()} of {len(poll.samples)} requests failed"
     assert poll.longest_gap() < 1.0, poll.longest_gap()
-    after = backend_processes(p.data_dir)
+    after = backend_processes(where)
     assert [q.pid for q in after] == [before[0].pid]  # no redeploy, no restart
     outs = p.outputs()
     assert PW2 in outs["app_db"]["db"] and PW not in outs["app_db"]["db"]  # the state records the new password
@@ -80,5 +86,5 @@ def test_port_move_through_up_keeps_the_app_answering(project: Any, engine: Serv
     where = p.data_dir if engine is None else engine.data_dir
     assert _forwarders(where) == []
     assert not any(f"/forwards/{old}/" in " ".join(q.info["cmdline"] or []) for q in psutil.process_iter(["cmdline"]))
-    listeners = lambda: [(c.status, c.pid) for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == old]  # noqa: E731
-    assert wait_until(lambda: ports.port_free(old), 10, "", raise_on_timeout=False), listeners()
+    assert wait_until(lambda: ports.port_free(old), 10, "", raise_on_timeout=False), \
+        [(c.status, c.pid) for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == old]

@@ -2,7 +2,8 @@
 
 1. a password rotation previews as ``~ password`` on the instance and ``~ instance_password`` on the app
    bound to it, nothing else; inputs hold only what the program gave (no allocated host or port), so the
-   next no-change preview shows nothing and asks no engine (its data dir is away while it runs);
+   next no-change preview shows nothing and asks no engine (its data dir is away while it runs; serve's
+   access log shows no request);
    the ``detailedDiff`` of a port change, an app code change, an instance move and a replace name
    exactly their fields, update or replace each;
 2. recovery's last step: after restore-at-T + move + previous_version in one `up`, removing the original
@@ -13,6 +14,8 @@
    a new version over the running one;
 4. adopting an instance with the wrong username fails at preview (engine-neutral words); a right one
    previews saying the password will be reset.
+
+1, 3 and 4 on the local engine and on dbos-cloud via serve, 2 too.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pulumi_dbos.report import render
 from tests.conftest import ROOT
 from tests.e2e.conftest import Project
 from tests.e2e.test_app import PROGRAM, get, http, inst, rfc3339_now, with_greeting
+from tests.e2e.test_dbos_cloud_stack import REQUEST
 from tests.support.serve import Serve, free_port, running_serve
 
 pytestmark = pytest.mark.e2e
@@ -96,10 +100,12 @@ def stop_apps() -> Iterator[list[Project]]:
 
 
 # ---------------------------------------------------------------------------------------------- 1, 3, 4
-def test_previews_name_exactly_the_fields_that_change(greet_project: Any, make_project: Any,
+def test_previews_name_exactly_the_fields_that_change(greet_project: Any, make_project: Any, engine: Serve | None,
                                                        stop_apps: list[Project]) -> None:
     p, src = greet_project()
     stop_apps.append(p)
+    if engine is not None:
+        use_serve(p, engine)
     spec = {"instances": {"a": inst("prv_a"), "b": inst("prv_b")}, "app": {"instance": "a", "source": str(src)}}
     p.set_spec(spec, {"a": PW, "b": PW})
     p.up()
@@ -125,13 +131,19 @@ def test_previews_name_exactly_the_fields_that_change(greet_project: Any, make_p
     assert get(url + "/")["app"] == "greet"
     assert "hostname" not in state_inputs(p, "a") and state_inputs(p, "a").get("port") is None
 
-    # a no-change preview shows nothing and asks no engine: it succeeds with the data dir away
-    away = p.data_dir.with_name("d.away")
-    p.data_dir.rename(away)
-    try:
+    # a no-change preview shows nothing and asks no engine: it succeeds with the data dir away; serve's
+    # access log has no request of it
+    if engine is None:
+        away = p.data_dir.with_name("d.away")
+        p.data_dir.rename(away)
+        try:
+            pv = json_preview(p)
+        finally:
+            away.rename(p.data_dir)
+    else:
+        before = len(REQUEST.findall(engine.log()))
         pv = json_preview(p)
-    finally:
-        away.rename(p.data_dir)
+        assert REQUEST.findall(engine.log())[before:] == []
     assert not steps(pv) and {k for k, v in pv["changeSummary"].items() if v} == {"same"}, pv["changeSummary"]
 
     # a port change, an app code change, an instance move, a replace: each field named, update or replace
@@ -164,7 +176,10 @@ def test_previews_name_exactly_the_fields_that_change(greet_project: Any, make_p
 
     # 3: another stack declaring an app of that name is refused at preview, naming the owner and adopt
     q = make_project(PROGRAM)
-    q.stack.set_config("dbos:dataDir", auto.ConfigValue(str(p.data_dir)))
+    if engine is None:
+        q.stack.set_config("dbos:dataDir", auto.ConfigValue(str(p.data_dir)))
+    else:
+        use_serve(q, engine)  # the same organization
     q.set_spec({"instances": {"c": inst("prv_c")}, "app": {"instance": "c", "source": str(src)}}, {"c": PW})
     cp = pulumi(q, "preview", check=False)
     assert cp.returncode != 0

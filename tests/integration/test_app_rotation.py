@@ -169,3 +169,21 @@ def test_a_forwarder_left_by_a_crash_ends_or_comes_back_as_needed(
     engine.ensure_running("rot_c")
     assert _forwards(engine) == [] and not again.running()
     assert _claimed(db.port) is None
+
+
+def test_a_password_reset_during_a_port_move_reaches_the_app_on_the_old_port(
+        engine: LocalEngine, greet: tuple[str, bytes]) -> None:
+    """A port move and a rotation in one `pulumi up` (the instance's update moves the port, then resets the
+    password; the App's redeploy comes after): the app, still connecting through the forwarded old port,
+    gets the new password in its password file at once and keeps answering."""
+    db, url = _serving(engine, greet, "rot_r")
+    engine.set_port("rot_r", free_port(engine))
+    with Poller(url + "/greetings", bodies=(b"[",)) as poll:
+        time.sleep(0.3)
+        engine.reset_credentials("rot_r", "rot_user", NEW_PW)
+        time.sleep(1.5)
+    rec = engine.apps.rows.get("greet")
+    assert rec is not None
+    fields = runtime.pgpass_fields((engine.apps.app_dir("greet") / "ctl" / f"pgpass.{rec.backend_port}").read_text())
+    assert fields[1] == str(db.port) and fields[4] == NEW_PW
+    assert poll.longest_gap() < 1.0 and poll.samples[-1][1], poll.failures()

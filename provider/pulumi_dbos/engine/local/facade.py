@@ -331,7 +331,9 @@ class LocalEngine:
             roles.set_password(conn, username, password)
             # in the same step, the apps bound to it: their password files say the new password (their
             # processes keep running), and their sessions are not among those ended
-            keep = self._apps_over(self.existing_catalog()).rekey(name, rec.port, username, password)
+            apps, keep = self._apps_over(self.existing_catalog()), set()
+            for db_port in (rec.port, *forward.ports_of(self.layout, name)):  # also apps still on a forwarded port
+                keep |= apps.rekey(name, db_port, username, password)
             roles.end_sessions(conn, username, keep)
         return self._current(name)
 

@@ -152,6 +152,12 @@ def existing(layout: Layout) -> list[Forward]:
     return found
 
 
+def ports_of(layout: Layout, instance: str) -> list[int]:
+    """The old ports forwarded for ``instance`` (apps still connect there: a password reset rewrites their
+    password files too)."""
+    return [f.port for f in existing(layout) if f.instance == instance]
+
+
 def sweep(layout: Layout, listen_host: str | None, port_of: Callable[[str], int | None], used: set[int]) -> None:
     """Stop the forwarders no app needs any more: ``port_of(instance)`` is the instance's port now (None:
     gone), ``used`` the database ports the apps' password files name. A needed one that is not running
