@@ -75,8 +75,9 @@ class Forward:
         return str(PROXY) in cmd and str(self.dir / "target") in cmd
 
     def _exited(self) -> bool:
-        """False while it runs; raises once it has exited (with its last log line)."""
-        if self.running():
+        """False while the forwarder this process started runs (its pid: our unreaped child, so no one else's;
+        its command line is empty for a moment while it execs); raises once it has exited (its last log line)."""
+        if self.pid and alive(self.pid):
             return False
         log_file = self.dir / "log"
         tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] if log_file.exists() else []
