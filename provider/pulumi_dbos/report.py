@@ -2,7 +2,8 @@
 
 Counts by operation, one row per changed resource (fields that change, why a
 replace happens), a loud warning for every instance that would be deleted or
-replaced (data loss) and for protected ones that will block the update.
+replaced (data loss) and for protected ones that will block the update, and the
+provider's notices (an adopt: what it takes over, what `up` does to it).
 A failed preview (error diagnostics) is headlined as such, each error its own
 item, multi-line ones in a fenced block. Secret values are never printed
 (``[secret]``), and a secret field is listed only when it may change; the
@@ -29,6 +30,7 @@ SENSITIVE = {"password", "database_url", "admin_url", "owner_database_url", "own
 HIDDEN = {"__provider", "owner", "status", "earliest_restorable_time", "latest_restorable_time"}
 ICON = {"create": "🟢", "update": "🟡", "replace": "🔴", "delete": "🔴", "same": "⚪", "read": "🔵",
         "create-replacement": "🔴", "delete-replaced": "🔴", "refresh": "🔵", "import": "🔵"}
+NOTICE = "pulumi-dbos:"  # how the provider's notices begin (resources._base.notice)
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|<\{%[a-z]+%\}>")
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 
@@ -201,6 +203,18 @@ def _error_items(errors: list[dict[str, Any]]) -> list[str]:
     return items
 
 
+def _notes(preview: dict[str, Any]) -> list[str]:
+    """The provider's notices of the preview (``resources._base.notice``: what an adopt takes over), each once."""
+    notes: list[str] = []
+    for d in preview.get("diagnostics") or []:
+        msg = _clean(str(d.get("message", "")))
+        if str(d.get("severity", "")).startswith("info") and msg.startswith(NOTICE):
+            note = msg[len(NOTICE):].strip().replace("<", "&lt;")
+            if note not in notes:
+                notes.append(note)
+    return notes[:MAX_WARNINGS]
+
+
 def render(preview: dict[str, Any], title: str = "pulumi preview") -> str:
     steps = [s for s in preview.get("steps") or [] if s.get("op") != "same"]
     summary = preview.get("changeSummary") or {}
@@ -239,6 +253,9 @@ def render(preview: dict[str, Any], title: str = "pulumi preview") -> str:
             f"> [!CAUTION]\n> **… and {len(rest)} more data-loss or protection warnings**, for: {listed}"]
     if warnings:
         out += ["\n\n".join(warnings), ""]
+    notes = _notes(preview)
+    if notes:
+        out += ["> [!NOTE]\n" + "\n".join(f"> {n}" for n in notes), ""]
 
     if steps:
         out += ["| | resource | type | operation | changes |", "|---|---|---|---|---|"]

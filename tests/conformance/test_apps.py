@@ -18,7 +18,10 @@ from typing import Any
 import pytest
 
 from tests.conformance.conftest import DEPLOY, POLLING, DbosCloud, Names, connect, databases
-from tests.conftest import ROOT
+from tests.conftest import ROOT, _short_tmpdir
+from tests.e2e.conftest import Project
+from tests.e2e.test_app import PROGRAM, inst
+from tests.e2e.test_previews import pulumi, use_serve
 
 PW = "Conf-app-pw1"
 
@@ -171,3 +174,34 @@ def test_app_lifecycle(dbos_cloud: DbosCloud, names: Names, app_dir: tuple[str, 
     # the instances themselves stay
     assert dbos_cloud.status(y)["Status"] == "available"
     assert dbos_cloud.status(x)["Status"] == "available"
+
+
+def test_an_app_deployed_with_the_cli_is_not_taken_over_silently_by_a_stack(
+        dbos_cloud: DbosCloud, names: Names, app_dir: tuple[str, Path]) -> None:
+    """Issue 19, reproduction 3: an `App` of a stack declared for an app someone deployed with the official
+    `dbos-cloud app deploy` is refused at preview (naming it as deployed without this stack, and `adopt`);
+    with `adopt=True` the preview says it takes that app over and deploys a new version over it."""
+    app, src = app_dir
+    x = names("appt")
+    dbos_cloud.provision_all([x], "conf_user", PW)
+    dbos_cloud.ok("app", "register", "-d", x, cwd=src)
+    deployed = assigned_version(dbos_cloud.ok("app", "deploy", cwd=src, timeout=DEPLOY))
+
+    root = _short_tmpdir("pc")
+    try:
+        p = Project(root, PROGRAM, name=root.name)
+        use_serve(p, dbos_cloud.serve)  # the CLI's organization and user
+        spec: dict[str, Any] = {"instances": {"a": inst("cft_a")}, "app": {"instance": "a", "source": str(src),
+                                                                            "app_name": app}}
+        p.set_spec(spec, {"a": PW})
+        cp = pulumi(p, "preview", check=False)
+        out = cp.stdout + cp.stderr
+        assert cp.returncode != 0 and f"an app named {app!r} already exists" in out, out
+        assert "deployed without this stack" in out and "adopt=True" in out and "Traceback" not in out
+        spec["app"]["adopt"] = True
+        p.set_spec(spec)
+        out = pulumi(p, "preview").stdout
+        assert f"app {app!r} exists (deployed without this stack) and will be adopted (adopt=True)" in out, out
+        assert f"over the running one (version {deployed})" in out, out
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -2,15 +2,20 @@
 
 1. a password rotation previews as ``~ password`` on the instance and ``~ instance_password`` on the app
    bound to it, nothing else; inputs hold only what the program gave (no allocated host or port), so the
-   next no-change preview shows nothing and asks no engine (its data dir is away while it runs);
+   next no-change preview shows nothing and asks no engine (its data dir is away while it runs; serve's
+   access log shows no request);
    the ``detailedDiff`` of a port change, an app code change, an instance move and a replace name
    exactly their fields, update or replace each;
 2. recovery's last step: after restore-at-T + move + previous_version in one `up`, removing the original
    (the restore now names its source as a string) deletes the original only; the restore keeps its
    password, the app is untouched and serving (local engine, and dbos-cloud via serve);
-3. an app of this name that another stack manages is refused at preview, naming it and `adopt`;
+3. an app of this name that another stack manages is refused at preview, naming it and `adopt`; with
+   ``adopt=True`` the preview (and ``preview-report``) says whose app it takes over and that `up` deploys
+   a new version over the running one;
 4. adopting an instance with the wrong username fails at preview (engine-neutral words); a right one
    previews saying the password will be reset.
+
+1, 3 and 4 on the local engine and on dbos-cloud via serve, 2 too.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pulumi_dbos.report import render
 from tests.conftest import ROOT
 from tests.e2e.conftest import Project
 from tests.e2e.test_app import PROGRAM, get, http, inst, rfc3339_now, with_greeting
+from tests.e2e.test_dbos_cloud_stack import REQUEST
 from tests.support.serve import Serve, free_port, running_serve
 
 pytestmark = pytest.mark.e2e
@@ -94,10 +100,12 @@ def stop_apps() -> Iterator[list[Project]]:
 
 
 # ---------------------------------------------------------------------------------------------- 1, 3, 4
-def test_previews_name_exactly_the_fields_that_change(greet_project: Any, make_project: Any,
+def test_previews_name_exactly_the_fields_that_change(greet_project: Any, make_project: Any, engine: Serve | None,
                                                        stop_apps: list[Project]) -> None:
     p, src = greet_project()
     stop_apps.append(p)
+    if engine is not None:
+        use_serve(p, engine)
     spec = {"instances": {"a": inst("prv_a"), "b": inst("prv_b")}, "app": {"instance": "a", "source": str(src)}}
     p.set_spec(spec, {"a": PW, "b": PW})
     p.up()
@@ -123,13 +131,19 @@ def test_previews_name_exactly_the_fields_that_change(greet_project: Any, make_p
     assert get(url + "/")["app"] == "greet"
     assert "hostname" not in state_inputs(p, "a") and state_inputs(p, "a").get("port") is None
 
-    # a no-change preview shows nothing and asks no engine: it succeeds with the data dir away
-    away = p.data_dir.with_name("d.away")
-    p.data_dir.rename(away)
-    try:
+    # a no-change preview shows nothing and asks no engine: it succeeds with the data dir away; serve's
+    # access log has no request of it
+    if engine is None:
+        away = p.data_dir.with_name("d.away")
+        p.data_dir.rename(away)
+        try:
+            pv = json_preview(p)
+        finally:
+            away.rename(p.data_dir)
+    else:
+        before = len(REQUEST.findall(engine.log()))
         pv = json_preview(p)
-    finally:
-        away.rename(p.data_dir)
+        assert REQUEST.findall(engine.log())[before:] == []
     assert not steps(pv) and {k for k, v in pv["changeSummary"].items() if v} == {"same"}, pv["changeSummary"]
 
     # a port change, an app code change, an instance move, a replace: each field named, update or replace
@@ -162,16 +176,24 @@ def test_previews_name_exactly_the_fields_that_change(greet_project: Any, make_p
 
     # 3: another stack declaring an app of that name is refused at preview, naming the owner and adopt
     q = make_project(PROGRAM)
-    q.stack.set_config("dbos:dataDir", auto.ConfigValue(str(p.data_dir)))
+    if engine is None:
+        q.stack.set_config("dbos:dataDir", auto.ConfigValue(str(p.data_dir)))
+    else:
+        use_serve(q, engine)  # the same organization
     q.set_spec({"instances": {"c": inst("prv_c")}, "app": {"instance": "c", "source": str(src)}}, {"c": PW})
     cp = pulumi(q, "preview", check=False)
     assert cp.returncode != 0
     out = cp.stdout + cp.stderr
     assert "an app named 'greet' already exists" in out and f"managed by {p.work.parent.name}/test/greet" in out
     assert "adopt=True" in out and "Traceback" not in out
-    # with adopt=True it previews as a create
+    # with adopt=True it previews as a create that says whose app it takes over and that `up` deploys over it
     q.set_spec({"instances": {"c": inst("prv_c")}, "app": {"instance": "c", "source": str(src), "adopt": True}})
-    pulumi(q, "preview")
+    out = pulumi(q, "preview").stdout
+    owner = f"managed by {p.work.parent.name}/test/greet"
+    taking = f"app 'greet' exists ({owner}) and will be adopted (adopt=True)"
+    assert taking in out and "`pulumi up` makes this stack its manager and deploys version" in out, out
+    md = render(json_preview(q))
+    assert "> [!NOTE]" in md and taking in md and "deploys version" in md, md
 
     # 4: adopting an instance with another username fails at preview; with its own, preview says what happens
     q.set_spec({"instances": {"a": {**inst("prv_a"), "username": "wrong_user", "adopt": True}}}, {"a": PW})

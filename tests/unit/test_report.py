@@ -220,3 +220,17 @@ def test_a_healthy_app_without_a_detailed_diff_is_not_started() -> None:
     step = _step(data, "greet")
     del step["detailedDiff"]
     assert "AVAILABLE" not in render(data)
+
+
+def test_the_providers_notices_are_notes_once_each() -> None:
+    """An adopt's notice (what it takes over, what `up` does) is a note of the report; checks run it more than
+    once, it is shown once; error diagnostics stay errors."""
+    pv = load("preview_dev_create.json")
+    note = ("pulumi-dbos: app 'greet' exists (managed by proj/test/greet) and will be adopted (adopt=True): "
+            "`pulumi up` makes this stack its manager and deploys version abc of it over the running one")
+    pv["diagnostics"] = [{"message": note, "severity": "info"}, {"message": note + "\n", "severity": "info#err"},
+                         {"message": "some other line", "severity": "info"}]
+    md = render(pv)
+    assert md.count("will be adopted") == 1 and "> [!NOTE]\n> app 'greet' exists (managed by proj/test/greet)" in md
+    assert "some other line" not in md and "preview failed" not in md
+    assert "[!NOTE]" not in render(load("preview_dev_create.json"))

@@ -154,12 +154,16 @@ class Problem:
     message: str
 
 
+def whose_app(existing_owner: str | None) -> str:
+    """Who manages an existing app, in words (its owner is a stack's resource URN, or none)."""
+    return f"managed by {existing_owner.split('#')[0]}" if existing_owner else "deployed without this stack"
+
+
 def taken_app(name: str, where: str, existing_owner: str | None, owner: str | None, adopt: bool) -> Problem | None:
     """On a create: an app of that name that ``owner`` does not manage is not taken over without ``adopt``."""
     if adopt or (owner is not None and existing_owner == owner):
         return None
-    whose = f"managed by {existing_owner.split('#')[0]}" if existing_owner else "deployed without this stack"
-    return Problem("app_name", f"an app named {name!r} already exists in {where} ({whose}); choose another "
+    return Problem("app_name", f"an app named {name!r} already exists in {where} ({whose_app(existing_owner)}); choose another "
                    "app_name, or set adopt=True to take it over (this stack then manages it: its next deploy "
                    "replaces the running version and `pulumi destroy` deletes it)")
 

@@ -15,6 +15,7 @@ from pulumi.dynamic import CheckFailure
 from ..appsource import pack, read_config
 from ..config.fields import fields_of, is_unknown
 from ..engine import AppDatabaseAccess, AppDeploy, AppInfo, AppStatus
+from ..engine.contract import whose_app
 from ..errors import DbosError, ValidationError
 from ..resources_util import url_for
 from . import _base as b
@@ -43,15 +44,30 @@ class AppProvider(b.BaseProvider):
         return []
 
     def extra_checks(self, olds: b.Props, news: b.Props) -> list[CheckFailure]:
-        prev, port = news.get("previous_version"), news.get("port")
+        prev, port, name = news.get("previous_version"), news.get("port"), str(news.get("app_name"))
         try:
-            problems = b.engine_for(news).app_preflight(
-                str(news.get("app_name")), port=None if port is None or is_unknown(port) else b.as_int(port),
+            eng = b.engine_for(news)
+            problems = eng.app_preflight(
+                name, port=None if port is None or is_unknown(port) else b.as_int(port),
                 version=None if not prev or is_unknown(prev) else str(prev), owner=news.get("owner"),
                 creating=not olds, adopt=bool(news.get("adopt")))
+            if news.get("adopt") and not olds and not problems:
+                self._adopt_notice(eng.app_info(name), news)
         except DbosError as exc:
             return [CheckFailure("data_dir", exc.message)]
         return [CheckFailure(p.field, p.message) for p in problems]
+
+    @staticmethod
+    def _adopt_notice(info: AppInfo | None, news: b.Props) -> None:
+        """An adopt that takes over an app this stack does not manage says so at preview (and which version
+        `up` deploys over which)."""
+        if info is None or (info.owner is not None and info.owner == news.get("owner")):
+            return
+        version = news.get("version")
+        new = f"version {version}" if version and not is_unknown(version) else "a new version"
+        b.notice(f"app {info.name!r} exists ({whose_app(info.owner)}) and will be adopted (adopt=True): `pulumi up` "
+                 f"makes this stack its manager and deploys {new} of it over the running one "
+                 f"(version {info.version or 'none'}); `pulumi destroy` then deletes it")
 
     @staticmethod
     def _version(props: b.Props, info: AppInfo, server_version: str | None) -> str | None:

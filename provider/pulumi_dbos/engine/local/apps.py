@@ -489,12 +489,13 @@ class LocalApps:
         return info
 
     # ---------------------------------------------------------------- an instance's password reset
-    def _password_files(self, db_port: int, username: str) -> list[tuple[Path, list[str]]]:
-        """Every app's password file for ``username`` on the instance at ``db_port`` (those of running
-        processes and of a deploy under way), with its fields."""
+    def _password_files(self, db_port: int | None = None, username: str | None = None) -> list[tuple[Path, list[str]]]:
+        """Every app's password file (those of running processes and of a deploy under way) for ``username``
+        on the instance at ``db_port`` (None: any), with its fields."""
         found: list[tuple[Path, list[str]]] = []
         if not self.root.is_dir():
             return found
+        port = None if db_port is None else str(db_port)
         for app in sorted(self.root.iterdir()):
             ctl = app / "ctl"
             if app.name.startswith(("_", ".")) or not ctl.is_dir() or ctl.is_symlink():
@@ -504,9 +505,14 @@ class LocalApps:
                     fields = runtime.pgpass_fields(f.read_text())
                 except OSError:
                     continue
-                if len(fields) == 5 and fields[1] == str(db_port) and fields[3] == username:
+                if len(fields) == 5 and port in (None, fields[1]) and username in (None, fields[3]):
                     found.append((f, fields))
         return found
+
+    def db_ports(self) -> set[int]:
+        """The database ports the apps' password files name: where their processes connect (a moved
+        instance's old port stays forwarded while one still does)."""
+        return {int(fields[1]) for _, fields in self._password_files() if fields[1].isdigit()}
 
     def rekey(self, instance: str, db_port: int, username: str, password: str) -> set[int]:
         """Right after ``username``'s password changed on ``instance`` (listening on ``db_port``): each app's

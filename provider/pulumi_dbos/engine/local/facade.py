@@ -35,7 +35,7 @@ from ..contract import (
     Problem,
     Status,
 )
-from . import checks, ports, roles
+from . import checks, forward, ports, roles
 from .apps import LocalApps
 from .autobackup import spawn_watcher
 from .catalog import BackupRecord, Catalog, InstanceRecord
@@ -312,6 +312,7 @@ class LocalEngine:
             self.server.start(name, rec.port)
         if not rec.linked:
             self._background()
+            self._sweep_forwards()  # after a crash or a reboot: a needed forwarder starts again
         self._harden(rec)
         return self._current(name)
 
@@ -333,7 +334,9 @@ class LocalEngine:
             roles.set_password(conn, username, password)
             # in the same step, the apps bound to it: their password files say the new password (their
             # processes keep running), and their sessions are not among those ended
-            keep = self._apps_over(self.existing_catalog()).rekey(name, rec.port, username, password)
+            apps, keep = self._apps_over(self.existing_catalog()), set()
+            for db_port in (rec.port, *forward.ports_of(self.layout, name)):  # also apps still on a forwarded port
+                keep |= apps.rekey(name, db_port, username, password)
             roles.end_sessions(conn, username, keep)
         return self._current(name)
 
@@ -350,29 +353,66 @@ class LocalEngine:
         return self._current(name)
 
     def set_port(self, name: str, port: int) -> InstanceInfo:
+        """Move the instance's server to ``port``: a restart (Postgres listens on one port). When a bound app
+        still connects to the old port (its password file names it), the old port does not go dark: a
+        forwarder (``forward.py``) starts before the server stops, binds the old port as soon as the server
+        lets go of it and holds each connection until the server is ready on the new port, then pipes
+        it; it lives until no app uses the old port (the App's redeploy in the same `pulumi up`, the
+        app's deletion, the instance's destroy: ``forward.sweep``). The apps see their pooled
+        connections end with the old server and their next ones wait out the restart instead of being
+        refused. Chosen over moving the apps first (a redeploy onto a port nothing listens on yet) and
+        over keeping both ports (one server, one port)."""
         rec = self._require_local(name, "its port is its server's")
         if rec.port == port:
             return self._current(name)
+        for held in forward.existing(self.layout):  # moving back onto a port still forwarded for it
+            if held.port == port and held.instance == name:
+                held.stop(self.layout)
         with self.catalog.locked() as db:
             ports.allocate(db, self.data_dir, port, name)
             self.catalog.update(name, db=db, port=port)
-        ports.release(rec.port, self.data_dir, name)
         was_running = self.server.running(name)
-        if was_running:
-            self.server.stop(name)
-        self.server.write_conf(name, port)
+        fwd: forward.Forward | None = None
+        if was_running and rec.port in self._apps_over(self.existing_catalog()).db_ports():
+            with contextlib.suppress(DbosError), self.server.admin(name, rec.port) as conn:
+                conn.execute("CHECKPOINT")  # a short shutdown checkpoint: the old port is free sooner
+            fwd = forward.start(self.layout, name, rec.port, self.listen_host)
+        else:
+            ports.release(rec.port, self.data_dir, name)
         try:
+            if was_running:
+                self.server.stop(name)
+            if fwd is not None:
+                forward.wait_bound(fwd)
+            self.server.write_conf(name, port)
             self.server.start(name, port)
         except DbosError:
             # leave the old instance working: back to the old port
+            if fwd is not None:
+                fwd.stop(self.layout)
             self.catalog.update(name, port=rec.port)
             ports.claim(rec.port, self.data_dir, name)
             ports.release(port, self.data_dir, name)
             self.server.write_conf(name, rec.port)
             if was_running:
+                self.server.stop_or_kill(name)
                 self.server.start(name, rec.port)
             raise
+        if fwd is not None:
+            fwd.point(port)
         return self._current(name)
+
+    def _sweep_forwards(self) -> None:
+        """The forwarders of moved instances' old ports that no app uses any more end (``forward.sweep``)."""
+        if not forward.root(self.layout).is_dir():
+            return
+        catalog = self.existing_catalog()
+
+        def port_of(instance: str) -> int | None:
+            rec = catalog.get(instance) if catalog is not None else None
+            return rec.port if rec is not None else None
+
+        forward.sweep(self.layout, self.listen_host, port_of, self._apps_over(catalog).db_ports())
 
     def destroy(self, name: str) -> None:
         rec = self.catalog.get(name)
@@ -386,6 +426,7 @@ class LocalEngine:
         if rec is not None:
             ports.release(rec.port, self.data_dir, name)
             self.catalog.delete(name)
+        self._sweep_forwards()
         self._stop_workers_if_idle()
 
     # ---------------------------------------------------------------- contract: backups and restores
@@ -487,7 +528,9 @@ class LocalEngine:
             app_name, port=port, version=version, owner=owner, creating=creating, adopt=adopt)
 
     def deploy_app(self, req: AppDeploy) -> AppInfo:
-        return self.apps.deploy(req)
+        info = self.apps.deploy(req)
+        self._sweep_forwards()  # the app left a moved instance's old port
+        return info
 
     def app_info(self, app_name: str) -> AppInfo | None:
         return self.apps.info(app_name) if self.existing_catalog() else None
@@ -504,4 +547,5 @@ class LocalEngine:
     def delete_app(self, app_name: str) -> None:
         if self.existing_catalog() is not None:
             self.apps.delete(app_name)
+            self._sweep_forwards()
 

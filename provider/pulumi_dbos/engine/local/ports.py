@@ -208,6 +208,8 @@ def _claim_is_live(owner: str, port: int, age: float = CLAIM_GRACE + 1) -> bool:
     catalog = Path(parts[0]) / "catalog.db"
     if not catalog.exists():
         return False
+    if parts[1].startswith("fwd:"):  # the old port of a moved instance, while its forwarder lives (forward.py)
+        return (Path(parts[0]) / "forwards" / str(port)).is_dir()
     try:
         db = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=10)
         try:
