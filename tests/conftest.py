@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pulumi_dbos.engine import LocalEngine
+from tests.support import parallel
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,3 +82,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker in ("unit", "integration", "e2e", "reliability", "contract", "conformance", "security"):
             if marker in parts:
                 item.add_marker(getattr(pytest.mark, marker))
+    if config.pluginmanager.hasplugin("xdist"):
+        parallel.group(items)
+        if config.getoption("dist", "no") != "no":
+            items[:] = parallel.longest_first(items)
