@@ -2,22 +2,26 @@
 --no-loadscope-reorder``; docs/development.md says why).
 
 A worker runs *units*; xdist builds each fixture once per worker that uses it, so a unit is what shares
-an expensive fixture (:func:`group`):
+an expensive fixture (:func:`unit_of`):
 
 - the tests using one of our session-scoped fixtures (``tenants``; ``contract_engine``, once per engine)
   form one unit, named after the fixture: built once per run;
 - else the tests of a file with a module- (or class-) scoped fixture of ours form one unit, the file
-  (``--dist loadfile``): one serve per module, as when run serially;
-- every other test is a unit of its own: nothing is shared, so any worker may run it.
+  (as ``--dist loadfile``): one serve per module, as when run serially;
+- every other test is a unit of its own: nothing is shared, so any worker may take it.
 
-An ``xdist_group`` mark written on a test wins. Units are handed out longest first (:func:`longest_first`,
-by the serial durations in ``durations.json``), so that no long unit starts last.
+An ``xdist_group`` mark written on a test wins. The workers tell the controller each test's unit
+(:func:`publish`), whose scheduler (:func:`make_scheduler`, xdist's load-by-scope) hands whole units
+out, the longest first (:func:`longest_first`, by the durations in ``durations.json``), so that no
+long unit starts last.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +29,8 @@ import pytest
 #: from a ``--junitxml`` report); a test not in it counts as :data:`UNKNOWN`
 DURATIONS = Path(__file__).with_name("durations.json")
 UNKNOWN = 1.0
+#: where the workers write each test's unit for the controller (set by tests/conftest.py)
+UNITS_ENV = "PULUMI_DBOS_TEST_UNITS"
 _WIDE = ("session", "package", "module", "class")
 
 
@@ -53,22 +59,44 @@ def _shared_scope(item: pytest.Item) -> tuple[str, str] | None:
     return None if best is None else (_WIDE[best[0]], best[1])
 
 
-def group(items: list[pytest.Item]) -> None:
-    """Mark each item with the ``xdist_group`` of its unit (see the module's docstring)."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
-        shared = _shared_scope(item)
-        if shared is not None:
-            # xdist appends "@<group>" to the test id and reads it back after the last "@" behind any "]"
-            item.add_marker(pytest.mark.xdist_group(shared[1].replace("@", "_").replace("]", ")")))
-
-
-def _unit(item: pytest.Item) -> str:
+def unit_of(item: pytest.Item) -> str:
+    """The unit ``item`` belongs to (see the module's docstring); an ``xdist_group`` mark wins."""
     mark = item.get_closest_marker("xdist_group")
-    if mark is None:
-        return item.nodeid
-    return str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+    if mark is not None:
+        return str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+    shared = _shared_scope(item)
+    return item.nodeid if shared is None else shared[1]
+
+
+def _plain(nodeid: str) -> str:
+    """``nodeid`` without the "@group" xdist appends to marked tests (under pytest < 9.2)."""
+    return nodeid[: nodeid.rfind("@")] if nodeid.rfind("@") > nodeid.rfind("]") else nodeid
+
+
+def publish(items: list[pytest.Item]) -> None:
+    """In a worker: write every test's unit where the controller's scheduler reads it (:data:`UNITS_ENV`).
+    (xdist's own ``loadgroup`` puts the group into the test id, which pytest 9.2 no longer lets it change.)"""
+    path = os.environ.get(UNITS_ENV)
+    if not path:
+        return
+    tmp = f"{path}.{os.getpid()}"
+    Path(tmp).write_text(json.dumps({item.nodeid: unit_of(item) for item in items}))
+    os.replace(tmp, path)  # every worker writes the same: whole files only
+
+
+def make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """The controller's scheduler: xdist's load-by-scope, a scope being a unit (:func:`unit_of`)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        units: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.units is None:
+                self.units = json.loads(Path(os.environ[UNITS_ENV]).read_text())
+            return self.units.get(_plain(nodeid), nodeid)
+
+    return UnitScheduling(config, log)
 
 
 def longest_first(items: list[pytest.Item]) -> list[pytest.Item]:
@@ -79,7 +107,7 @@ def longest_first(items: list[pytest.Item]) -> list[pytest.Item]:
         seconds = {}
     units: dict[str, list[pytest.Item]] = {}
     for item in items:
-        units.setdefault(_unit(item), []).append(item)
+        units.setdefault(unit_of(item), []).append(item)
     weight = {u: sum(seconds.get(i.nodeid, UNKNOWN) for i in its) for u, its in units.items()}
     order = sorted(units, key=lambda u: -weight[u])
     return [item for u in order for item in units[u]]
@@ -92,6 +120,8 @@ def _from_junit(path: Path) -> dict[str, float]:
     out: dict[str, float] = {}
     for case in ET.parse(path).iter("testcase"):
         cls, name = case.get("classname", ""), case.get("name", "")
+        if name.rfind("@") > name.rfind("]"):
+            name = name[: name.rfind("@")]  # the group xdist appended to the test id
         parts = cls.split(".")
         # classname "tests.e2e.test_app" (or "...test_mod.Class"): the file is the part ending in test_*
         idx = max(i for i, p in enumerate(parts) if p.startswith("test_"))
