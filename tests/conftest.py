@@ -9,10 +9,12 @@ import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pulumi_dbos.engine import LocalEngine
+from tests.support import parallel
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,9 +77,26 @@ def engine(data_dir: Path) -> LocalEngine:
     return LocalEngine(data_dir)
 
 
+@pytest.hookimpl(tryfirst=True)  # the order it leaves is the one the workers report
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(str(item.fspath)).parts
         for marker in ("unit", "integration", "e2e", "reliability", "contract", "conformance", "security"):
             if marker in parts:
                 item.add_marker(getattr(pytest.mark, marker))
+    if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(parallel.UNITS_ENV):  # a worker of scripts/test.sh
+        items[:] = parallel.longest_first(items)
+        parallel.publish(items)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The controller of a ``--dist loadgroup`` run: a file for the workers to say each test's unit in."""
+    if config.getoption("dist", "no") == "loadgroup" and not os.environ.get("PYTEST_XDIST_WORKER"):
+        fd, path = tempfile.mkstemp(prefix="pulumi-dbos-units-", suffix=".json")
+        os.close(fd)
+        os.environ[parallel.UNITS_ENV] = path
+        config.add_cleanup(lambda: Path(path).unlink(missing_ok=True))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    return parallel.make_scheduler(config, log) if os.environ.get(parallel.UNITS_ENV) else None

@@ -84,9 +84,9 @@ class Project:
         self.stack.set_config("dbos:dataDir", auto.ConfigValue(str(self.data_dir)))
 
     def set_spec(self, spec: dict[str, Any], passwords: dict[str, str] | None = None) -> None:
-        self.stack.set_config("spec", auto.ConfigValue(json.dumps(spec)))
-        for k, v in (passwords or {}).items():
-            self.stack.set_config(f"pw_{k}", auto.ConfigValue(v, secret=True))
+        values = {"spec": auto.ConfigValue(json.dumps(spec))}
+        values.update({f"pw_{k}": auto.ConfigValue(v, secret=True) for k, v in (passwords or {}).items()})
+        self.stack.set_all_config(values)  # one pulumi CLI call (each costs ~1 s), not one per value
 
     def set_secret(self, key: str, value: str) -> None:
         """Set a secret config value through stdin (the Automation API would put it in argv)."""
