@@ -90,7 +90,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """The controller of a ``--dist loadgroup`` run: a file for the workers to say each test's unit in."""
+    """The controller of a ``--dist loadgroup`` run: a file for the workers to say each test's unit in.
+    A worker: a slice of the engine's port range of its own (``parallel.worker_port_range``)."""
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    if worker and "PULUMI_DBOS_PORT_RANGE" not in os.environ:
+        count = int(getattr(config, "workerinput", {}).get("workercount", 1))
+        os.environ["PULUMI_DBOS_PORT_RANGE"] = parallel.worker_port_range(worker, count)
     if config.getoption("dist", "no") == "loadgroup" and not os.environ.get("PYTEST_XDIST_WORKER"):
         fd, path = tempfile.mkstemp(prefix="pulumi-dbos-units-", suffix=".json")
         os.close(fd)

@@ -141,3 +141,16 @@ if __name__ == "__main__":
     import sys
 
     DURATIONS.write_text(json.dumps(_from_junit(Path(sys.argv[1])), indent=1, sort_keys=True) + "\n")
+
+
+def worker_port_range(worker: str, count: int) -> str:
+    """``PULUMI_DBOS_PORT_RANGE`` for xdist worker ``gwN`` of ``count``: a disjoint slice of the engine's
+    default range. Port claims are per claims directory and a free port is only checked, not held, until
+    the server or proxy binds it; two workers picking from one range met at the same port (a proxy's
+    "Address already in use", a port released by one test and claimed by another's engine meanwhile)."""
+    from pulumi_dbos.engine.local.ports import DEFAULT_PORT_RANGE
+
+    lo, hi = DEFAULT_PORT_RANGE
+    n, count = int(worker.removeprefix("gw")), max(count, 1)
+    span = (hi - lo + 1) // count
+    return f"{lo + n * span}-{lo + (n + 1) * span - 1}"

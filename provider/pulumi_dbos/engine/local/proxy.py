@@ -67,22 +67,24 @@ def _bind(hosts: list[str], listen: int, wait_bind: float, waiting_file: str) ->
         with open(waiting_file, "w") as fh:
             fh.write(str(os.getpid()))
     socks: list[socket.socket] = []
-    for host in dict.fromkeys(hosts):  # duplicates are bound once
-        for family, kind, proto, _, addr in socket.getaddrinfo(host, listen, type=socket.SOCK_STREAM):
-            s = socket.socket(family, kind, proto)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            while True:
-                try:
-                    s.bind(addr)
-                    break
-                except OSError:
-                    if time.monotonic() >= deadline:
-                        raise
-                    time.sleep(0.001)
-            s.listen(128)
-            socks.append(s)
+    # each address once: an advertised host may resolve to 127.0.0.1 again (asyncio.start_server dedups too)
+    addrs = dict.fromkeys((family, kind, proto, addr) for host in hosts for family, kind, proto, _, addr
+                          in socket.getaddrinfo(host, listen, type=socket.SOCK_STREAM))
+    for family, kind, proto, addr in addrs:
+        s = socket.socket(family, kind, proto)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        while True:
+            try:
+                s.bind(addr)
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.001)
+        s.listen(128)
+        socks.append(s)
     return socks
 
 
