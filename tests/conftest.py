@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _short_tmpdir(prefix: str) -> Path:
     # short (Unix socket paths are limited to 107 bytes) and reachable by the cluster user
-    d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    d = Path(tempfile.mkdtemp(prefix=prefix))  # $TMPDIR: scripts/test.sh puts it on a tmpfs
     os.chmod(d, 0o755)
     return d
 

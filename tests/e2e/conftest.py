@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,64 @@ pulumi.export("ports", {k: v.port for k, v in out.items()})
 """
 
 
+_COMMAND: list[auto.PulumiCommand] = []
+
+
+def pulumi_command() -> auto.PulumiCommand:
+    """One ``PulumiCommand`` per test process: constructing one runs ``pulumi version`` (~0.3 s of CPU)."""
+    if not _COMMAND:
+        _COMMAND.append(auto.PulumiCommand())
+    return _COMMAND[0]
+
+
+class _LazyOutputs(Mapping[str, auto.OutputValue]):
+    """Stack outputs read from the CLI on first access, not before."""
+
+    def __init__(self, fetch: Callable[[], Mapping[str, auto.OutputValue]]) -> None:
+        self._fetch: Callable[[], Mapping[str, auto.OutputValue]] | None = fetch
+        self._got: Mapping[str, auto.OutputValue] = {}
+
+    def _values(self) -> Mapping[str, auto.OutputValue]:
+        if self._fetch is not None:
+            self._got, self._fetch = self._fetch(), None
+        return self._got
+
+    def __getitem__(self, key: str) -> auto.OutputValue:
+        return self._values()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values())
+
+    def __len__(self) -> int:
+        return len(self._values())
+
+
+class _LazySummary:
+    """An operation's ``UpdateSummary`` read from the CLI on first attribute access."""
+
+    def __init__(self, fetch: Callable[[], Any]) -> None:
+        self._fetch, self._got = fetch, None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._got is None:
+            self._got = self._fetch()
+        return getattr(self._got, name)
+
+
+class LeanStack(auto.Stack):
+    """``auto.Stack`` whose up/refresh/destroy results read their outputs and summary only when a test looks.
+
+    After every up the Automation API runs ``pulumi stack output`` twice and ``pulumi stack history`` once
+    (after refresh and destroy, the history), ~0.3 s of CPU each, for values most tests never read. Here
+    they are read on first access, which every test that reads them does right after the operation."""
+
+    def outputs(self) -> Any:
+        return _LazyOutputs(lambda: auto.Stack.outputs(self))
+
+    def info(self, show_secrets: bool = True) -> Any:
+        return _LazySummary(lambda: auto.Stack.info(self, show_secrets))
+
+
 class Project:
     """A throwaway Pulumi project + stack in a temp dir."""
 
@@ -79,9 +137,14 @@ class Project:
             # programs and the provider process import tests.support.noop
             "PYTHONPATH": str(REPO),
         }
-        self.ws_opts = auto.LocalWorkspaceOptions(env_vars=env, work_dir=str(self.work))
-        self.stack = auto.create_or_select_stack("test", work_dir=str(self.work), opts=self.ws_opts)
-        self.stack.set_config("dbos:dataDir", auto.ConfigValue(str(self.data_dir)))
+        self.ws_opts = auto.LocalWorkspaceOptions(env_vars=env, work_dir=str(self.work),
+                                                  pulumi_command=pulumi_command())
+        # `pulumi stack init` only (create_or_select would try a select first: one more CLI call)
+        self.stack = auto.Stack.create("test", auto.LocalWorkspace(**vars(self.ws_opts)))
+        self.stack.__class__ = LeanStack
+        # a plain value goes in the stack's config file, as a user writes it (no CLI call)
+        with (self.work / "Pulumi.test.yaml").open("a") as f:
+            f.write(f"config:\n  dbos:dataDir: {json.dumps(str(self.data_dir))}\n")
 
     def set_spec(self, spec: dict[str, Any], passwords: dict[str, str] | None = None) -> None:
         values = {"spec": auto.ConfigValue(json.dumps(spec))}
@@ -101,7 +164,11 @@ class Project:
         return self.stack.preview(on_output=lambda _: None, diff=True, **kw)
 
     def outputs(self) -> dict[str, Any]:
-        return {k: v.value for k, v in self.stack.outputs().items()}
+        """The stack outputs, secrets in clear (one CLI call; the Automation API's ``outputs()`` makes two)."""
+        env = {**os.environ, **(self.ws_opts.env_vars or {})}
+        cp = subprocess.run(["pulumi", "stack", "output", "--json", "--show-secrets", "--stack", "test",  # noqa: S603,S607
+                             "--cwd", str(self.work)], capture_output=True, text=True, env=env, timeout=120, check=True)
+        return dict(json.loads(cp.stdout))
 
     def export_text(self) -> str:
         """`pulumi stack export` (without --show-secrets) plus every file the backend stored."""

@@ -183,3 +183,18 @@ def test_a_failed_migration_leaves_no_port_claim_behind(
         for port in _claims_of(data_dir):
             (Path(os.environ.get("PULUMI_DBOS_PORTS_DIR", "/var/tmp/pulumi-dbos-ports")) / str(port)).unlink(
                 missing_ok=True)
+
+
+def test_the_apps_environment_is_built_with_its_bytecode(
+        engine: LocalEngine, data_dir: Path, access: AppDatabaseAccess, greet: tuple[str, bytes]) -> None:
+    """The environment is read-only to the app: built without bytecode (uv's default, unlike pip), every
+    start of the app, its ``dbos migrate`` and its alembic compiled DBOS, SQLAlchemy & co. from source
+    again, 1.5-2 s of CPU each (``runtime.COMPILE``)."""
+    version, archive = greet
+    info = engine.deploy_app(AppDeploy("greet", version, archive, access, "greet", {}))
+    assert get(info.app_url + "/")["version"] == version
+    envs = [e for d in data_dir.rglob("_envs") for e in d.iterdir() if e.is_dir() and not e.name.startswith("_")]
+    assert len(envs) == 1, envs
+    site = next(envs[0].glob("lib/python3*/site-packages"))
+    for package in ("dbos", "sqlalchemy", "alembic", "fastapi"):
+        assert list((site / package / "__pycache__").glob("__init__.*.pyc")), f"{package} has no bytecode"
