@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import pytest
 from pulumi import automation as auto
@@ -72,7 +73,14 @@ def test_sigkill_during_up_of_five_then_documented_recovery(make_project: Any) -
     while time.monotonic() < deadline and not (inst.exists() and any(inst.iterdir())):
         time.sleep(0.02)
     time.sleep(0.15)  # some creates done, some in flight
-    os.killpg(proc.pid, signal.SIGKILL)  # pulumi, language host, program and provider at once
+    # pulumi, language host, program and provider at once; pulumi starts its plugins in process groups
+    # of their own, so the provider is not in pulumi's group: every descendant is killed by pid (a
+    # provider left running would go on creating beside the recovery, and outlive the test)
+    tree = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for child in tree:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
     proc.wait()
 
     # the documented recovery
