@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from pulumi_dbos.engine import LocalEngine
+from pulumi_dbos.engine.waits import wait_until
 from pulumi_dbos.errors import EngineError
 from pulumi_dbos.timeutil import parse_rfc3339, to_rfc3339
 
@@ -148,8 +149,17 @@ def test_linked_wal_leaves_the_sources_archive_byte_identical(engine: LocalEngin
         r = engine.restore_to_new("src_db", "rst_link", "latest", password=PW)
     assert "archived WAL linked" in caplog.text
     assert rows(r.port)[-1] == 50000
-    assert not any(os.lstat(p).st_nlink > 1 for p in (engine.inst_dir("rst_link") / "data" / "pg_wal").iterdir()
-                   if p.is_file())
+    wal = engine.inst_dir("rst_link") / "data" / "pg_wal"
+
+    def linked() -> list[str]:
+        return [p.name for p in wal.iterdir() if p.is_file() and os.lstat(p).st_nlink > 1]
+
+    def recycle() -> str:
+        with engine.server.admin("rst_link", r.port) as su:
+            return str(su.execute("SHOW wal_recycle").fetchone()[0])  # type: ignore[index]
+
+    still = linked()
+    assert not still or recycle() == "off", still  # never recycling a segment shared with an archive
     with conn(r.port) as c:
         for _ in range(4):  # new WAL on the new timeline: segments written, recycled, archived
             c.execute("INSERT INTO t SELECT generate_series(1, 40000)")
@@ -160,6 +170,11 @@ def test_linked_wal_leaves_the_sources_archive_byte_identical(engine: LocalEngin
     engine.pitr.archive_now("rst_link", r.port)
     after = {k: v for k, v in _digests(archive).items() if k in before}
     assert after == before
+    assert linked() == []  # the checkpoints deleted the old timeline's segments: the links are gone
+    engine.server.write_conf("rst_link", r.port)  # the next configuration written turns recycling back on
+    with engine.server.admin("rst_link", r.port) as su:
+        su.execute("SELECT pg_reload_conf()")
+    assert wait_until(lambda: recycle() == "on", 10, "wal_recycle back on")
     assert engine.info("rst_link").status == "available"
     assert "already exists" not in engine.layout.log_tail("rst_link")  # no archive_command failed on a link
 

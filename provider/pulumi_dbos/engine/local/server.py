@@ -72,9 +72,23 @@ class Server:
             "unix_socket_permissions = 0700\n"
             f"cluster_name = 'dbos-{name}'\n"
             f"archive_command = 'test ! -f {archive}/%f && cp %p {archive}/%f.part && mv {archive}/%f.part {archive}/%f'\n"
+            + ("wal_recycle = off\n" if self.shares_wal(name) else "")
             + extra
         )
         self.layout.own(data / "instance.conf", 0o600)
+
+    def shares_wal(self, name: str) -> bool:
+        """Some segment in ``name``'s ``pg_wal`` is still a hard link into an archive (a restore links the
+        source's archived segments, ``pitr.recover``). Recycling such a segment would rename it and write
+        the next WAL *into the archive's file*, so :meth:`write_conf` says ``wal_recycle = off`` while one
+        remains: a checkpoint then deletes old segments (the link, never the archive's copy) instead of
+        reusing them, and the links are gone after the first checkpoints of the new timeline."""
+        try:
+            with os.scandir(self.layout.pgdata(name) / "pg_wal") as it:
+                return any(e.is_file(follow_symlinks=False) and e.stat(follow_symlinks=False).st_nlink > 1
+                           for e in it)
+        except OSError:
+            return False
 
     def _rewrite(self, path: Path, text: str) -> None:
         """Replace ``path`` by a new file (never writing through a hard link into a backup)."""
