@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -57,14 +58,10 @@ pulumi.export("ports", {k: v.port for k, v in out.items()})
 """
 
 
-_COMMAND: list[auto.PulumiCommand] = []
-
-
+@functools.cache
 def pulumi_command() -> auto.PulumiCommand:
     """One ``PulumiCommand`` per test process: constructing one runs ``pulumi version`` (~0.3 s of CPU)."""
-    if not _COMMAND:
-        _COMMAND.append(auto.PulumiCommand())
-    return _COMMAND[0]
+    return auto.PulumiCommand()
 
 
 class _LazyOutputs(Mapping[str, auto.OutputValue]):
@@ -156,10 +153,10 @@ class Project:
         the stack's config file, as a user edits it; otherwise one pulumi CLI call sets them all."""
         secrets = {f"pw_{k}": v for k, v in (passwords or {}).items()}
         conf_file = self.work / "Pulumi.test.yaml"
-        conf = (yaml.safe_load(conf_file.read_text()) or {}).get("config") or {}
+        whole = yaml.safe_load(conf_file.read_text()) or {}
+        conf = whole.setdefault("config", {})
         if all(self._secrets.get(k) == (v, conf.get(f"{self.name}:{k}")) for k, v in secrets.items()):
-            whole = yaml.safe_load(conf_file.read_text())
-            whole.setdefault("config", {})[f"{self.name}:spec"] = json.dumps(spec)
+            conf[f"{self.name}:spec"] = json.dumps(spec)
             conf_file.write_text(yaml.safe_dump(whole, sort_keys=False))
             return
         values = {"spec": auto.ConfigValue(json.dumps(spec))}
