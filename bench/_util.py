@@ -7,6 +7,7 @@ import shutil
 import socket
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 from pulumi_dbos.engine import LocalEngine, default_run_as, pgbin, proc
@@ -47,3 +48,12 @@ def cleanup_engine(data_dir: Path) -> None:
     for i in eng.list():
         eng.destroy(i.name)
     shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def pool_settled(eng: LocalEngine) -> None:
+    """Until the engine's warm pool is full again: its refill copies, made in the background after a
+    provision or restore took an entry, would otherwise slow whichever timed step runs next."""
+    eng.pool().spawn_refill()  # (a destroy of the data dir's last instance ends a refill at work)
+    deadline = time.monotonic() + 120
+    while eng.pool().wanted() and time.monotonic() < deadline:
+        time.sleep(0.1)

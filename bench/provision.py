@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import chown, cleanup_engine, free_port, median, pg, run_as, tmpdir  # noqa: E402
+from _util import chown, cleanup_engine, free_port, median, pg, pool_settled, run_as, tmpdir  # noqa: E402
 from pulumi_dbos.engine import LocalEngine, proc  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "7"))
@@ -48,13 +48,6 @@ def raw_once(root: Path) -> float:
     proc.run([pg("pg_ctl"), "stop", "-D", str(d / "data"), "-m", "immediate", "-w", "-s"], run_as=ra, timeout=60)
     shutil.rmtree(d)
     return elapsed
-
-
-def pool_settled(eng: LocalEngine) -> None:
-    eng.pool().spawn_refill()  # (a destroy of the data dir's last instance ends a refill at work)
-    deadline = time.monotonic() + 120
-    while eng.pool().wanted() and time.monotonic() < deadline:
-        time.sleep(0.1)
 
 
 def ours_once(eng: LocalEngine, i: int) -> float:

@@ -6,6 +6,11 @@ Raw: copy the base backup, write restore_command + recovery_target_time + recove
 Ours: ``LocalEngine.restore_to_new`` (includes forcing/archiving the source's last WAL and
 the restored instance's own backup and archive). Same run, medians of BENCH_N (default 3).
 Also: our restore after a fresh ``db backup`` (WAL replay bounded). Ends with ``ratio: X.XX``.
+
+Fair conditions for both sides: backups by WAL volume are off here (``PULUMI_DBOS_WAL_BACKUP_MB=0``:
+the source's ~170 MB of WAL would start a base backup in the background during the timed runs;
+``restore_under_writes.py`` measures what they bring), and before each timed step the engine's warm
+pool is given time to refill (ours takes an entry, as a provision does; ``pool_settled``).
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from pathlib import Path
 
 import psycopg
 
+os.environ["PULUMI_DBOS_WAL_BACKUP_MB"] = "0"  # before the engine is imported (its watcher reads it)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import chown, cleanup_engine, free_port, median, pg, run_as, tmpdir  # noqa: E402
+from _util import chown, cleanup_engine, free_port, median, pg, pool_settled, run_as, tmpdir  # noqa: E402
 from pulumi_dbos.engine import LocalEngine, proc  # noqa: E402
 from pulumi_dbos.timeutil import to_pg, to_rfc3339  # noqa: E402
 
@@ -89,14 +95,19 @@ def main() -> None:
         print(f"source: {ROWS} rows, {wal_bytes(eng, 'src') / 1e6:.0f} MB of archived WAL since its base backup")
         raw, ours = [], []
         for i in range(N):
+            pool_settled(eng)
             raw.append(raw_restore(eng, root, base, target))
+            pool_settled(eng)
             ours.append(ours_restore(eng, f"rst_{i}", to_rfc3339(target)))
         print(f"raw restore (copy, replay, promote): median {median(raw):.2f} s  ("
               + ", ".join(f"{x:.2f}" for x in raw) + ")")
         print(f"engine restore_to_new:               median {median(ours):.2f} s  ("
               + ", ".join(f"{x:.2f}" for x in ours) + ")")
         eng.backup("src")
-        after = [ours_restore(eng, f"rsb_{i}", "latest") for i in range(N)]
+        after = []
+        for i in range(N):
+            pool_settled(eng)
+            after.append(ours_restore(eng, f"rsb_{i}", "latest"))
         print(f"engine restore after a fresh db backup: median {median(after):.2f} s (WAL replay bounded)")
         print(f"ratio: {median(ours) / median(raw):.2f}")
     finally:

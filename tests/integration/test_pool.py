@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +18,8 @@ import pytest
 from pulumi_dbos.engine import LocalEngine
 from pulumi_dbos.engine.local.pool import STAMP, Pool
 from pulumi_dbos.engine.local.workers import worker_env
+from pulumi_dbos.timeutil import to_rfc3339
+from tests.support.trees import snapshot
 
 PW = "Integr4tion-pw"
 
@@ -154,3 +158,62 @@ def test_four_provisions_at_once_from_a_pool_of_two(data_dir: Path) -> None:
     with ThreadPoolExecutor(2) as ex:
         got = list(ex.map(lambda e: e[0].provision(e[1], "app_user", PW), [(eng, "pool_x"), (other, "pool_y")]))
     assert got[0].port != got[1].port
+
+
+def test_a_restore_writes_the_base_over_an_entry_byte_for_byte(data_dir: Path) -> None:
+    """What a restore's server starts from: the base backup exactly (names, bytes, modes, owners),
+    whatever the entry held: a file the base lacks, a file it has with other bytes, files it has that
+    the template lacks (a user table), and the entry's own first backup gone."""
+    eng = LocalEngine(data_dir, pool=2)
+    info = eng.provision("pool_s", "app_user", PW)
+    with connect(info.port) as c:
+        c.execute("CREATE TABLE t AS SELECT generate_series(1, 1000) x")
+        c.commit()
+    eng.backup("pool_s")
+    base = Path(eng.catalog.backups("pool_s")[-1].path)
+    pool = eng.pool()
+    wait_settled(pool)
+    for entry in pool.entries():
+        mark(entry, "stale")
+        (entry / "data" / "global" / "pg_control").write_bytes(b"\0" * 8192)
+    assert pool.take_copy_of(eng.inst_dir("pool_x"), base)
+    try:
+        assert snapshot(eng.pgdata("pool_x")) == snapshot(base)
+        assert sorted(p.name for p in (eng.inst_dir("pool_x") / "backups").iterdir()) == []
+    finally:
+        eng.server.kill("pool_x")
+        shutil.rmtree(eng.inst_dir("pool_x"))
+
+
+@pytest.mark.parametrize("size", [2, 0], ids=["from-the-pool", "without-a-pool"])
+def test_a_restore_with_or_without_a_pool_entry(data_dir: Path, size: int,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    eng = LocalEngine(data_dir, pool=size)
+    info = eng.provision("pool_r", "app_user", PW)
+    with connect(info.port) as c:
+        c.execute("CREATE TABLE t AS SELECT generate_series(1, 100) x")
+        c.commit()
+        t = c.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+        c.commit()
+        c.execute("INSERT INTO t VALUES (-1)")
+        c.commit()
+    if size:
+        wait_settled(eng.pool())
+        for entry in eng.pool().entries():
+            mark(entry, "stale")
+    with caplog.at_level(logging.INFO, logger="pulumi_dbos.engine"):
+        r = eng.restore_to_new("pool_r", "pool_rr", to_rfc3339(t), password=PW)
+    assert ("written over a warm-pool entry" if size else "base base-000 copied") in caplog.text
+    with connect(r.port) as c:
+        assert [x for (x,) in c.execute("SELECT x FROM t ORDER BY x")] == list(range(1, 101))
+    assert not list(eng.pgdata("pool_rr").glob("MARK_*"))
+    assert [b.backup_id for b in eng.catalog.backups("pool_rr")] == ["base-000-inherited"]
+    uid = eng.run_as.uid if eng.run_as.user else os.geteuid()
+    assert {os.lstat(p).st_uid for p in eng.pgdata("pool_rr").rglob("*")} == {uid}
+    eng.destroy("pool_r")  # the restored instance stands alone
+    r2 = eng.restore_to_new("pool_rr", "pool_r2", "latest", password=PW)
+    with connect(r2.port) as c:
+        assert c.execute("SELECT count(*) FROM t").fetchone() == (100,)
+    if size:
+        wait_settled(eng.pool())
+        assert len(eng.pool().entries()) == 2

@@ -46,7 +46,7 @@ from .pool import Pool, pool_size
 from .ports import HOST
 from .runtime import AppUser
 from .server import RECOVERY_TIMEOUT, Server
-from .template import ensure_template, template_wal
+from .template import ensure_template, ready_template, template_wal
 from .workers import stop_workers
 
 log = logging.getLogger("pulumi_dbos.engine")
@@ -466,8 +466,10 @@ class LocalEngine:
         rec = self._reserve(self._new_record(
             name, Kind.RESTORED, src.username, Status.RESTORING, retention_hours or src.retention_hours, owner,
             source=source, restored_to=to_rfc3339(target)), port)
+        template = ready_template(self.layout)
+        pool = Pool(self.layout, template, self.pool_size) if template is not None else None
         with self._creating(name, f"restoring from {source!r} into"):
-            self.layout.make_instance_dirs(name)
+            self.pitr.place_base(name, base, pool)
             self.pitr.recover(source, name, rec.port, base, target)
             with self.server.admin(name, rec.port) as conn:
                 # the role's password as of the target may predate a reset: the restore's is the given one
@@ -478,6 +480,8 @@ class LocalEngine:
             roles.mark_hardened(self.inst_dir(name))
             self.pitr.inherit(source, name, base)
             self.catalog.update(name, status=Status.AVAILABLE.value, earliest=to_rfc3339(ts))
+        if pool is not None:
+            pool.spawn_refill()
         self._background()
         return self._current(name)
 

@@ -24,6 +24,7 @@ from ..contract import BackupInfo
 from ..waits import wait_until
 from .catalog import BackupRecord, Catalog, InstanceRecord
 from .paths import Layout
+from .pool import Pool
 from .server import ADMIN_ROLE, RECOVERY_TIMEOUT, START_TIMEOUT, Server
 
 log = logging.getLogger("pulumi_dbos.engine")
@@ -155,8 +156,20 @@ class Pitr:
         return base
 
     # ---------------------------------------------------------------- recovery
+    def place_base(self, name: str, base: BackupRecord, pool: Pool | None) -> None:
+        """``name``'s directories, its cluster a copy of ``base``: a warm-pool entry rewritten into the base
+        (``Pool.take_copy_of``: no file made that the entry has already) or, without one, ``cp -a``."""
+        if pool is not None and pool.take_copy_of(self.layout.inst_dir(name), Path(base.path)):
+            log.info("restore into %s: base %s written over a warm-pool entry", name, base.backup_id)
+            return
+        log.info("restore into %s: base %s copied", name, base.backup_id)
+        self.layout.make_instance_dirs(name)
+        proc.run(["cp", "-a", base.path, str(self.layout.pgdata(name))], run_as=self.layout.run_as,
+                 timeout=RECOVERY_TIMEOUT)
+
     def recover(self, source: str, name: str, port: int, base: BackupRecord, target: datetime) -> None:
-        """Copy ``base`` into ``name``'s data dir, replay ``source``'s WAL to ``target``, promote.
+        """Replay ``source``'s WAL over ``name``'s cluster (a copy of ``base``: :meth:`place_base`) to
+        ``target``, promote.
 
         The WAL is not copied: the archived segments from the base's start on are hard-linked into the
         new cluster's ``pg_wal`` (with ``archive_status/*.done`` for each, so the new instance never
@@ -171,7 +184,6 @@ class Pitr:
         copied by ``restore_command`` as before.
         """
         pgdata = self.layout.pgdata(name)
-        proc.run(["cp", "-a", base.path, str(pgdata)], run_as=self.layout.run_as, timeout=RECOVERY_TIMEOUT)
         for stale in ("postmaster.pid", "instance.conf", "postmaster.opts"):
             with contextlib.suppress(FileNotFoundError):
                 (pgdata / stale).unlink()
@@ -198,7 +210,7 @@ class Pitr:
             return False
 
         wait_until(promoted, RECOVERY_TIMEOUT, f"recovery of {name!r} did not finish",
-                   hint="set PULUMI_DBOS_RECOVERY_TIMEOUT for very large restores")
+                   hint="set PULUMI_DBOS_RECOVERY_TIMEOUT for very large restores", interval=0.02)
         # recovery is over: drop the recovery settings (wal_recycle stays off while links remain), keep
         # archiving to our own archive
         self.server.write_conf(name, port)

@@ -12,6 +12,13 @@ Layout, next to the template it is copied from (``templates/pg<ver>-wal<n>/``)::
     pool/.tmp-<random>/         an entry being made (never taken; removed by the next refill)
     pool/refill.lock            held (flock) by the one refill working on this pool
 
+Restores take entries too (``Pool.take_copy_of``): the entry's cluster is rewritten, file by file in
+place, into a copy of the base backup being restored. Why: the entry's files already exist, and on
+this machine's ext4 creating a file costs ~0.6 ms (writing into an existing one ~0.04 ms), so placing a
+~1000-file base by ``cp -a`` took 0.5-0.7 s of a ~1.8 s restore, by rewrite ~0.05 s. The result is the
+base, byte for byte, whatever the entry held (its files not in the base are removed, missing ones made,
+each file truncated to the base's size), so an entry of another template would do as well.
+
 An entry is used only if its stamp equals the current one (the full server version, and the
 template's identity: its READY file's content and modification time, which change when the
 template is rebuilt); any other entry is removed. A refill writes an entry under a ``.tmp-`` name
@@ -27,6 +34,7 @@ import logging
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,6 +106,30 @@ class Pool:
             (inst_dir / STAMP).unlink()
             return True
         return False
+
+    def take_copy_of(self, inst_dir: Path, src: Path) -> bool:
+        """Take an entry to ``inst_dir`` and make its ``data`` a copy of the cluster directory ``src`` (a base
+        backup) by rewriting it in place (:func:`rewrite_tree`); its own first backup goes. False (and
+        nothing left at ``inst_dir``) when no entry is ready or ``src`` holds more than directories and
+        regular files (a tablespace link, say): the caller copies."""
+        if not self.take(inst_dir):
+            return False
+        try:
+            shutil.rmtree(inst_dir / "backups" / "base-000")  # the template's links: not this instance's
+            rewrite_tree(src, inst_dir / "data", self.layout.run_as.uid if self._chown else None,
+                         self.layout.run_as.gid)
+        except NotPlainTree as exc:
+            log.info("restore without the warm pool: %s", exc)
+            shutil.rmtree(inst_dir, ignore_errors=True)
+            return False
+        except BaseException:
+            shutil.rmtree(inst_dir, ignore_errors=True)
+            raise
+        return True
+
+    @property
+    def _chown(self) -> bool:
+        return os.geteuid() == 0 and bool(self.layout.run_as.user)
 
     # ---------------------------------------------------------------- refilling
     def wanted(self) -> bool:
@@ -176,3 +208,100 @@ class Pool:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+class NotPlainTree(Exception):
+    """The tree to copy holds something :func:`rewrite_tree` does not copy (a symlink, a device)."""
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def rewrite_tree(src: Path, dst: Path, uid: int | None, gid: int) -> None:
+    """Make the directory ``dst`` hold exactly what ``src`` holds (names, bytes, permission bits), writing
+    into the files ``dst`` already has instead of making new ones where the names match.
+
+    Every step is relative to an open directory and refuses symlinks (``O_NOFOLLOW``), so nothing
+    outside ``dst`` is ever written or removed, whoever runs it. Files and directories made here get
+    ``uid``/``gid`` when ``uid`` is given (the engine runs as root, the clusters as their user).
+    Raises :class:`NotPlainTree` when ``src`` holds anything but directories and regular files.
+    """
+    sfd = os.open(src, _DIR_FLAGS)
+    try:
+        dfd = os.open(dst, _DIR_FLAGS)
+        try:
+            _rewrite_dir(sfd, dfd, str(src), uid, gid)
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(sfd)
+
+
+def _rewrite_dir(sfd: int, dfd: int, where: str, uid: int | None, gid: int) -> None:
+    have = {e.name: e for e in os.scandir(dfd)}
+    for e in os.scandir(sfd):
+        old = have.pop(e.name, None)
+        if e.is_dir(follow_symlinks=False):
+            if old is not None and not old.is_dir(follow_symlinks=False):
+                os.unlink(e.name, dir_fd=dfd)
+                old = None
+            mode = stat.S_IMODE(e.stat(follow_symlinks=False).st_mode)
+            if old is None:
+                os.mkdir(e.name, mode, dir_fd=dfd)
+            child_s = os.open(e.name, _DIR_FLAGS, dir_fd=sfd)
+            try:
+                child_d = os.open(e.name, _DIR_FLAGS, dir_fd=dfd)
+                try:
+                    os.fchmod(child_d, mode)
+                    if uid is not None and old is None:
+                        os.fchown(child_d, uid, gid)
+                    _rewrite_dir(child_s, child_d, f"{where}/{e.name}", uid, gid)
+                finally:
+                    os.close(child_d)
+            finally:
+                os.close(child_s)
+        elif e.is_file(follow_symlinks=False):
+            if old is not None and not old.is_file(follow_symlinks=False):
+                _remove(old, dfd)
+                old = None
+            _rewrite_file(sfd, dfd, e.name, old is None, uid, gid)
+        else:
+            raise NotPlainTree(f"{where}/{e.name} is neither a directory nor a regular file")
+    for extra in have.values():  # in the entry, not in the base
+        _remove(extra, dfd)
+
+
+def _rewrite_file(sfd: int, dfd: int, name: str, new: bool, uid: int | None, gid: int) -> None:
+    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=sfd)
+    try:
+        st = os.fstat(src)
+        mode = stat.S_IMODE(st.st_mode)
+        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT | os.O_EXCL if new else 0)
+        dst = os.open(name, flags, mode, dir_fd=dfd)
+        try:
+            if not stat.S_ISREG(os.fstat(dst).st_mode):
+                raise NotPlainTree(f"{name} in the entry is not a regular file")
+            off = 0
+            while off < st.st_size:
+                try:
+                    n = os.copy_file_range(src, dst, st.st_size - off, off, off)
+                except OSError:  # not supported between these files: read and write
+                    n = os.pwrite(dst, os.pread(src, min(1 << 20, st.st_size - off), off), off)
+                if n == 0:
+                    break  # the source shrank: a base backup never does
+                off += n
+            os.ftruncate(dst, off)
+            if new and uid is not None:
+                os.fchown(dst, uid, gid)
+            os.fchmod(dst, mode)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
+def _remove(entry: os.DirEntry[str], dfd: int) -> None:
+    if entry.is_dir(follow_symlinks=False):
+        shutil.rmtree(entry.name, dir_fd=dfd)
+    else:
+        os.unlink(entry.name, dir_fd=dfd)

@@ -69,10 +69,20 @@ def template_wal(layout: Layout, template: Path) -> str:
     return cached.read_text().strip()
 
 
+def template_dir(layout: Layout) -> Path:
+    """Where this data dir's template for this Postgres version is (or will be)."""
+    return layout.data_dir / "templates" / f"pg{pgbin.server_version().split('.')[0]}-wal{WAL_SEGMENT_MB}"
+
+
+def ready_template(layout: Layout) -> Path | None:
+    """The template's cluster when it is made already (None: not yet; nothing is built here)."""
+    tdir = template_dir(layout)
+    return tdir / "data" if (tdir / "READY").exists() else None
+
+
 def ensure_template(layout: Layout, catalog_lock: AbstractContextManager[Any]) -> Path:
     """The prepared cluster clones are made from (created once per data dir and PG version)."""
-    version = pgbin.server_version().split(".")[0]
-    tdir = layout.data_dir / "templates" / f"pg{version}-wal{WAL_SEGMENT_MB}"
+    tdir = template_dir(layout)
     data, ready = tdir / "data", tdir / "READY"
     if ready.exists():
         return data
