@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import cleanup_engine, median, tmpdir  # noqa: E402
+from _util import cleanup_engine, median, pool_settled, tmpdir  # noqa: E402
 from pulumi_dbos.engine import LocalEngine  # noqa: E402
 from pulumi_dbos.engine.local import autobackup  # noqa: E402
 from pulumi_dbos.engine.local.pitr import instance_lock  # noqa: E402
@@ -55,15 +55,19 @@ SRC = "uw_src"
 
 
 def settle(eng: LocalEngine) -> None:
-    """Until no WAL-volume backup is due or running (none may run during a timed restore)."""
-    limit = autobackup.threshold_mb() * 1024 * 1024
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if autobackup.wal_since_backup(eng.layout, eng.catalog, SRC) < limit:
+    """Until no WAL-volume backup is due or running (none may run during a timed restore), by the
+    watcher's own rule (``autobackup.limit_for``: the threshold, or the newest backup's size if larger),
+    and the warm pool is full again (``pool_settled``)."""
+    t0 = time.monotonic()
+    while time.monotonic() < t0 + 120:
+        if autobackup.wal_since_backup(eng.layout, eng.catalog, SRC) < autobackup.limit_for(eng.catalog, SRC):
             with instance_lock(eng.layout, SRC, 60) as free:
                 if free:
-                    return
+                    break
         time.sleep(0.5)
+    else:
+        print("  (settle: a backup by WAL volume still looked due after 120 s)")
+    pool_settled(eng)
 
 
 def main() -> None:
