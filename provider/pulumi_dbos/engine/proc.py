@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -75,18 +76,21 @@ def spawn(argv: list[str], *, run_as: RunAs | None = None, env: Mapping[str, str
             start_new_session=True, close_fds=True,
             user=run_as.uid if switch and run_as else None, group=run_as.gid if switch and run_as else None,
             extra_groups=[] if switch else None)
-    _children.append(p)
+    with _children_lock:
+        _children.append(p)
     return p.pid
 
 
 _children: list[subprocess.Popen[bytes]] = []
+_children_lock = threading.Lock()  # a provider runs its resources' calls in parallel threads
 
 
 def reap() -> None:
-    """Collect exited children started by :func:`spawn` (no zombies in a long-lived caller)."""
-    for p in list(_children):
-        if p.poll() is not None:
-            _children.remove(p)
+    """Collect exited children started by :func:`spawn` (no zombies in a long-lived caller); safe from any
+    number of threads at once (``pulumi up --parallel``: two provisions refilling the pool together once
+    both removed the same child)."""
+    with _children_lock:
+        _children[:] = [p for p in _children if p.poll() is None]
 
 
 def run(
