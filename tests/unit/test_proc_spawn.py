@@ -25,7 +25,7 @@ def fast_switching() -> Iterator[None]:
         sys.setswitchinterval(before)
 
 
-@pytest.mark.parametrize("attempt", range(5))  # a race: each attempt lost it more often than not before the fix
+@pytest.mark.parametrize("attempt", range(5))  # a race: before the fix 1 to 4 of the 5 attempts lost it, here
 def test_many_threads_reap_the_same_exited_children(tmp_path: Path, fast_switching: None, attempt: int) -> None:
     pids = [proc.spawn(["true"], env={}, cwd=tmp_path, log=tmp_path / "log") for _ in range(100)]
     deadline = time.monotonic() + 30
