@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-#: seconds per test id, measured in a serial run (``python -m tests.support.parallel JUNIT_XML`` rewrites it
+#: seconds per test id, measured in a run (only their order matters) (``python -m tests.support.parallel JUNIT_XML`` rewrites it
 #: from a ``--junitxml`` report); a test not in it (new since, or under 2 s) counts as :data:`UNKNOWN` of its
 #: suite's directory, so a new slow e2e test is still handed out early rather than last
 DURATIONS = Path(__file__).with_name("durations.json")
