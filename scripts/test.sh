@@ -3,7 +3,7 @@
 # `make test ARGS="-n 0"` runs serially).
 #
 # In parallel with pytest-xdist: most of the suite waits on processes (Postgres, pulumi, apps), so more
-# workers than cores pay. PULUMI_DBOS_TEST_WORKERS sets how many (default 6, measured on 2 cores; see
+# workers than cores pay. PULUMI_DBOS_TEST_WORKERS sets how many (default 4, measured on 2 cores; see
 # docs/development.md); tests/support/parallel.py decides which tests must share a worker, and hands
 # the longest out first (hence --no-loadscope-reorder).
 #
@@ -38,5 +38,5 @@ fi
 # CPU than the memory it frees is worth (without: ~150 MB at most, measured)
 export GOGC="${GOGC:-off}"
 
-python -m pytest -p no:cacheprovider -n "${PULUMI_DBOS_TEST_WORKERS:-6}" --dist loadgroup \
+python -m pytest -p no:cacheprovider -n "${PULUMI_DBOS_TEST_WORKERS:-4}" --dist loadgroup \
     --no-loadscope-reorder "$@"
