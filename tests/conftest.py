@@ -81,7 +81,8 @@ def engine(data_dir: Path) -> LocalEngine:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(str(item.fspath)).parts
-        for marker in ("unit", "integration", "e2e", "reliability", "contract", "conformance", "security"):
+        for marker in ("unit", "integration", "e2e", "reliability", "contract", "conformance", "security",
+                       "durability"):
             if marker in parts:
                 item.add_marker(getattr(pytest.mark, marker))
     if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(parallel.UNITS_ENV):  # a worker of scripts/test.sh

@@ -27,7 +27,9 @@ class Status(str, enum.Enum):
     CREATING = "creating"
     RESTORING = "restoring"
     UNREACHABLE = "unreachable"  # a linked server that does not answer
-    MISSING = "missing"  # known to the engine, its data gone out of band
+    #: its cluster, its directory, its catalog row or the whole data dir gone (a lost disk, an operator's
+    #: mistake): its backups are in the repository, the restorable window stays; never recreated silently
+    LOST = "lost"
 
     def __str__(self) -> str:
         return self.value

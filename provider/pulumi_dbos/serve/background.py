@@ -146,8 +146,8 @@ class Background:
                 if self._stop.is_set():
                     return
                 if info.is_linked or info.status != Status.STOPPED.value:
-                    if info.status == Status.MISSING.value:
-                        log.warning("org %s: the data of %s is missing", org, info.name)
+                    if info.status == Status.LOST.value:
+                        log.warning("org %s: %s is lost (its data is gone): `pulumi-dbos db recover` brings it back from the backup repository", org, info.name)
                     continue
                 with self.state.locked("db", org, info.name):
                     try:

@@ -62,7 +62,7 @@ EXTENSIONS: dict[type[BaseModel], frozenset[str]] = {
 
 #: the local engine's instance statuses in DBOS Cloud's words
 _DB_STATUS = {"available": "available", "creating": "creating", "restoring": "creating", "stopped": "stopped",
-              "missing": "failed"}
+              "missing": "failed", "lost": "failed"}
 
 
 def _extensions(model: type[BaseModel]) -> frozenset[str]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from ..engine.files import write_atomic
 from ..errors import DbosError
 
 if TYPE_CHECKING:
@@ -65,19 +66,8 @@ def prepare(data_dir: Path) -> Path:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write ``path`` atomically with mode 0600 (a temporary file beside it, fsynced, renamed)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    """Write ``path`` atomically and durably with mode 0600 (``engine.files.write_atomic``)."""
+    write_atomic(path, data, 0o600)
 
 
 class JsonStore:

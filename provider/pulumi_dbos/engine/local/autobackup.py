@@ -117,8 +117,6 @@ def host_lock_path() -> Path:
 
 def spawn_watcher(layout: Layout) -> None:
     """Make sure a watcher runs for this data dir (best effort: a failure only logs)."""
-    if threshold_mb() <= 0:
-        return
     try:
         with try_lock(layout.data_dir / WATCH_LOCK) as free:
             if not free:
@@ -136,10 +134,25 @@ def _due(layout: Layout, catalog: Catalog, server: Server) -> tuple[list[Instanc
         if rec.linked or rec.status != Status.AVAILABLE.value or not server.running(rec.name):
             continue
         running = True
+        if rec.stanza and rec.repo_backup_at is None:
+            due.append(rec)  # its first repository backup (``first_repo_backup``)
+            continue
         wal = wal_since_backup(layout, catalog, rec.name)
-        if wal >= threshold_mb() * 1024 * 1024 and wal >= limit_for(catalog, rec.name):  # the cheap test first
+        if threshold_mb() > 0 and wal >= threshold_mb() * 1024 * 1024 and wal >= limit_for(catalog, rec.name):  # the cheap test first
             due.append(rec)
     return due, running
+
+
+def first_repo_backup(layout: Layout, catalog: Catalog, server: Server, rec: InstanceRecord) -> bool:
+    """A new instance's first backup into the repository (full), taken here, seconds after its create, not in
+    the create itself (which it would make ~2 s slower): until then only its local cache can restore it."""
+    with instance_lock(layout, rec.name, wait=0) as mine:
+        current = catalog.get(rec.name)
+        if not mine or current is None or current.repo_backup_at is not None:
+            return False
+        b = Pitr(layout, catalog, server).repo_backup(current)
+        log.info("first repository backup %s of %s", b.label if b else None, rec.name)
+        return True
 
 
 def backup_if_due(layout: Layout, catalog: Catalog, server: Server, rec: InstanceRecord) -> bool:
@@ -160,8 +173,6 @@ def backup_if_due(layout: Layout, catalog: Catalog, server: Server, rec: Instanc
 
 def watch(layout: Layout) -> None:
     """The watcher's loop (see the module's docstring)."""
-    if threshold_mb() <= 0:
-        return
     lock_file = layout.data_dir / WATCH_LOCK
     server = Server(layout)
     while True:
@@ -175,7 +186,10 @@ def watch(layout: Layout) -> None:
                     break
                 for rec in due:
                     try:
-                        backup_if_due(layout, catalog, server, rec)
+                        if rec.stanza and rec.repo_backup_at is None:
+                            first_repo_backup(layout, catalog, server, rec)
+                        else:
+                            backup_if_due(layout, catalog, server, rec)
                     except Exception as exc:  # one instance's trouble (destroyed meanwhile) stops nothing
                         log.warning("WAL-volume backup of %s failed: %s", rec.name, exc)
                 time.sleep(check_seconds())

@@ -34,7 +34,9 @@ CREATE TABLE IF NOT EXISTS instances (
     source TEXT,
     restored_to TEXT,
     pg_version TEXT,
-    owner TEXT                       -- the managing stack and resource (see resources/_base.owner)
+    owner TEXT,                      -- the managing stack and resource (see resources/_base.owner)
+    stanza TEXT,                     -- its incarnation in the backup repository (repo.py)
+    repo_backup_at TEXT              -- when its newest repository backup finished (NULL: none yet)
 );
 CREATE TABLE IF NOT EXISTS backups (
     instance TEXT NOT NULL,
@@ -94,6 +96,8 @@ class InstanceRecord:
     restored_to: str | None = None
     pg_version: str | None = None
     owner: str | None = None
+    stanza: str | None = None
+    repo_backup_at: str | None = None
 
     @property
     def linked(self) -> bool:
@@ -130,6 +134,10 @@ class Catalog:
         self.lock_path = data_dir / "catalog.lock"
         with self._connect() as db:
             db.executescript(_SCHEMA)
+            have = {r[1] for r in db.execute("PRAGMA table_info(instances)")}
+            for column in ("stanza", "repo_backup_at"):  # catalogs made before the backup repository
+                if column not in have:
+                    db.execute(f"ALTER TABLE instances ADD COLUMN {column} TEXT")
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

@@ -35,15 +35,18 @@ from ..contract import (
     Problem,
     Status,
 )
+from ..files import write_atomic
 from . import checks, forward, ports, roles
 from .apps import LocalApps
 from .autobackup import spawn_watcher
 from .catalog import BackupRecord, Catalog, InstanceRecord
 from .drills import Drills, is_scratch
+from .durability import kept_stanza, lost_error, lost_record, recover, repo_window, restore_from_repo, retire
 from .paths import Layout, check_data_dir, default_data_dir, default_run_as
 from .pitr import Pitr, instance_lock
 from .pool import Pool, pool_size
 from .ports import HOST
+from .repo import RepoSettings, Repository, new_stanza
 from .runtime import AppUser
 from .server import RECOVERY_TIMEOUT, Server
 from .template import ensure_template, ready_template, template_wal
@@ -61,18 +64,22 @@ class LocalEngine:
 
     def __init__(self, data_dir: str | Path | None = None, run_as: str | None | bool = True,
                  listen_host: str | None = None, *, app_user: AppUser | None = None,
-                 keep_versions: int | None = None, pool: int | None = None) -> None:
+                 keep_versions: int | None = None, pool: int | None = None,
+                 repo: RepoSettings | None = None) -> None:
         """``listen_host``: instances and app proxies listen there too (besides 127.0.0.1) and report it
         as their address, pg_hba.conf then accepting scram-sha-256 from any address (``pulumi-dbos serve
         --advertise-host``); existing instances pick it up at their next start. ``pool``: stopped copies of
-        the template kept ready for provisions (``pool``; default ``$PULUMI_DBOS_POOL_SIZE``, else 2; 0: none)."""
+        the template kept ready for provisions (``pool``; default ``$PULUMI_DBOS_POOL_SIZE``, else 2; 0: none).
+        ``repo``: the backup repository (``repo.RepoSettings``; None: ``$PULUMI_DBOS_BACKUP_REPO``, else what
+        the data dir's repository configuration says, else a posix repository at ``<data_dir>/repo``)."""
         self.listen_host = ports.check_listen_host(listen_host) if listen_host else None
         self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
         if run_as is True:
             run_as = default_run_as()
         user = run_as if isinstance(run_as, str) and os.geteuid() == 0 else None
         self.layout = Layout(self.data_dir, proc.RunAs(user))
-        self.server = Server(self.layout, self.listen_host)
+        self.repo = Repository(self.layout, repo)
+        self.server = Server(self.layout, self.listen_host, self.repo.settings)
         self._catalog: Catalog | None = None
         self.app_user = app_user  # serve: one OS user per organization (None: dbosapp)
         self.keep_versions = keep_versions
@@ -125,6 +132,8 @@ class LocalEngine:
 
     def _require(self, name: str) -> InstanceRecord:
         rec = self.catalog.get(name)
+        if rec is None and (lost := self._lost_record(name)) is not None:
+            raise self._lost_error(lost)
         if rec is None:
             raise NotFoundError(f"instance {name!r} does not exist in {self.describe()}",
                                 hint="`pulumi-dbos db list` shows the instances this engine knows")
@@ -143,7 +152,8 @@ class LocalEngine:
             if status in _LIFECYCLE_BUSY:
                 pass
             elif not self.pgdata(rec.name).is_dir():
-                status = Status.MISSING.value  # removed out of band; `pulumi refresh` drops it
+                # removed out of band: lost, not gone (its backups are in the repository)
+                status, latest = Status.LOST.value, self._repo_latest(rec)
             elif self.server.running(rec.name):
                 status, latest = Status.AVAILABLE.value, to_rfc3339(utcnow())
                 self._harden(rec, strict=False)
@@ -200,8 +210,15 @@ class LocalEngine:
                 raise AlreadyExistsError(f"an instance named {rec.name!r} already exists in {self.describe()}",
                                          hint="choose another instance_name, or set adopt=True to take it over")
             if self.inst_dir(rec.name).exists():
-                # a directory without a catalog row is debris of a crashed create: ours to remove
-                log.warning("removing leftover directory %s of a failed create", self.inst_dir(rec.name))
+                if (self.pgdata(rec.name) / "PG_VERSION").exists() or self.layout.stanza(rec.name):
+                    # a cluster without a catalog row: the catalog was lost, not a create that failed
+                    raise EngineError(
+                        f"instance {rec.name!r} has a cluster in {self.inst_dir(rec.name)} but no catalog row "
+                        "(a lost catalog): it is not removed nor re-created",
+                        hint=f"`pulumi-dbos db recover {rec.name}` registers it again")
+                # an empty directory (no cluster, no stanza) left by a crashed create: debris, ours to remove
+                log.warning("removing leftover directory %s of a failed create (it holds no cluster)",
+                            self.inst_dir(rec.name))
                 shutil.rmtree(self.inst_dir(rec.name))
             if not rec.linked:
                 rec.port = ports.allocate(db, self.data_dir, wanted_port, rec.name)
@@ -210,11 +227,15 @@ class LocalEngine:
         return rec
 
     def _abort_create(self, name: str) -> None:
-        """Undo a half-made create: server, directory, port claim, catalog row (each best effort)."""
+        """Undo a half-made create: server, directory, port claim, catalog row, its stanza when it holds no
+        backup (each best effort; a create that failed has no repository backup: nothing kept is lost)."""
         with contextlib.suppress(Exception):
             rec = self.catalog.get(name)
             if rec is not None and not rec.linked:
                 ports.release(rec.port, self.data_dir, name)
+            stanza = (rec.stanza if rec else None) or self.layout.stanza(name)
+            if stanza:
+                self.repo.remove_empty(stanza)
         with contextlib.suppress(Exception):
             self.server.kill(name)
         with contextlib.suppress(OSError):
@@ -250,6 +271,9 @@ class LocalEngine:
     # ---------------------------------------------------------------- contract: instances
     def provision(self, name: str, username: str, password: str, *, port: int | None = None,
                   retention_hours: int = 24, owner: str | None = None) -> InstanceInfo:
+        lost = self._lost_record(name)
+        if lost is not None:
+            raise self._lost_error(lost)
         try:
             template = self.template()
             rec = self._reserve(self._new_record(name, Kind.PROVISIONED, username, Status.CREATING,
@@ -267,6 +291,7 @@ class LocalEngine:
                 # instance's first (cold) base backup: it is never started, so its files never change.
                 proc.run(["cp", "-a", str(template), str(self.pgdata(name))], run_as=self.run_as, timeout=120)
                 proc.run(["cp", "-al", str(template), str(backup_dir)], run_as=self.run_as, timeout=120)
+            self._new_stanza(name)
             self.server.write_conf(name, rec.port)
             self.server.start(name, rec.port)
             with self.server.admin(name, rec.port) as conn:
@@ -286,10 +311,12 @@ class LocalEngine:
         if rec is None:
             return None
         ours = owner is not None and rec.owner == owner
-        if ours and (rec.status in _LIFECYCLE_BUSY or (not rec.linked and not self.pgdata(name).is_dir())):
+        if ours and rec.status in _LIFECYCLE_BUSY:
             log.warning("removing half-made instance %r left by an interrupted create", name)
-            self.destroy(name)
+            self._abort_create(name)
             return None
+        if not rec.linked and not self.pgdata(name).is_dir():
+            raise self._lost_error(rec)  # lost, never half-made: its backups are kept
         if not ours and not adopt:
             return None
         if not ours:
@@ -298,15 +325,33 @@ class LocalEngine:
 
     def info(self, name: str) -> InstanceInfo | None:
         rec = self.catalog.get(name)
-        if rec is None or (not rec.linked and not self.pgdata(name).is_dir()):
-            return None  # never made, or deleted out of band (the catalog row is stale)
+        if rec is None:
+            rec = self._lost_record(name)  # its catalog row (or the whole data dir) lost: the repository knows
+            if rec is None:
+                return None  # never made, or destroyed
+            return self._lost_info(rec)
         return self._info(rec)
 
+    def _lost_info(self, rec: InstanceRecord) -> InstanceInfo:
+        """A lost instance the catalog does not know (its cluster may even run: ``recover`` registers it)."""
+        window = repo_window(self, rec.name)
+        return InstanceInfo(
+            name=rec.name, status=Status.LOST.value, hostname=rec.hostname, port=rec.port, username=rec.username,
+            kind=rec.kind, retention_hours=rec.retention_hours, created_at=rec.created_at,
+            earliest_restorable_time=to_rfc3339(window[0]) if window else None,
+            latest_restorable_time=to_rfc3339(window[1]) if window else None, source_instance=rec.source)
+
     def list(self) -> builtins.list[InstanceInfo]:
-        return [self._info(r) for r in self.catalog.all() if not is_scratch(r.owner)]  # a drill's: nobody's
+        known = [r for r in self.catalog.all() if not is_scratch(r.owner)]  # a drill's: nobody's
+        names = {r.name for r in known}
+        lost = [rec for st in self.repo.stanzas() if st.instance not in names and not st.destroyed_at
+                and not is_scratch(st.annotations.get("owner")) and (rec := self._lost_record(st.instance)) is not None]
+        return sorted([self._info(r) for r in known] + [self._lost_info(r) for r in lost], key=lambda i: i.name)
 
     def ensure_running(self, name: str) -> InstanceInfo:
         rec = self._require(name)
+        if not rec.linked and not self.pgdata(name).is_dir():
+            raise self._lost_error(rec)
         if not rec.linked and not self.server.running(name):
             self.server.clear_after_crash(name)
             self.server.start(name, rec.port)
@@ -419,6 +464,8 @@ class LocalEngine:
         if rec is not None and rec.linked:
             self.catalog.delete(name)
             return
+        if rec is not None:
+            retire(self, rec)  # the repository keeps its backups for the deleted retention
         if self.inst_dir(name).exists():
             with instance_lock(self.layout, name, RECOVERY_TIMEOUT):  # no base backup writing into it
                 self.server.stop_or_kill(name)
@@ -439,6 +486,14 @@ class LocalEngine:
         self.pitr.prune(self._require_local(name, "it has no backups here"))
 
     def restore_window(self, name: str) -> tuple[datetime, datetime]:
+        rec = self.catalog.get(name)
+        if rec is None or (not rec.linked and not self.pgdata(name).is_dir()):
+            window = repo_window(self, name)  # lost or destroyed: the repository's
+            if window is None:
+                raise NotFoundError(f"instance {name!r} does not exist in {self.describe()} and the backup "
+                                    "repository has no restorable backup of it",
+                                    hint="`pulumi-dbos db list` shows the instances this engine knows")
+            return window
         rec = self._require_local(name, "it has no WAL archive here to restore from")
         info = self._info(rec)
         if info.earliest_restorable_time is None or info.latest_restorable_time is None:
@@ -449,7 +504,10 @@ class LocalEngine:
     def restore_to_new(self, source: str, name: str, restore_time: str, *, password: str,
                        port: int | None = None, retention_hours: int | None = None,
                        owner: str | None = None) -> InstanceInfo:
-        src = self._require(source)
+        src = self.catalog.get(source)
+        if src is None or (not src.linked and not self.pgdata(source).is_dir()):
+            return self._restore_from_repo(source, name, restore_time, password=password, port=port,
+                                           retention_hours=retention_hours, owner=owner)
         if src.linked:
             raise EngineError(f"cannot restore from {source!r}: it is a linked instance",
                               hint="point-in-time restore needs an instance this engine archives WAL for")
@@ -470,6 +528,7 @@ class LocalEngine:
         pool = Pool(self.layout, template, self.pool_size) if template is not None else None
         with self._creating(name, f"restoring from {source!r} into"):
             self.pitr.place_base(name, base, pool)
+            self._new_stanza(name)  # its own incarnation: pushes from its promotion on
             self.pitr.recover(source, name, rec.port, base, target)
             with self.server.admin(name, rec.port) as conn:
                 # the role's password as of the target may predate a reset: the restore's is the given one
@@ -482,6 +541,82 @@ class LocalEngine:
             self.catalog.update(name, status=Status.AVAILABLE.value, earliest=to_rfc3339(ts))
         if pool is not None:
             pool.spawn_refill()
+        self._background()
+        return self._current(name)
+
+    # ---------------------------------------------------------------- the backup repository (``durability``)
+    def _new_stanza(self, name: str) -> None:
+        """Give ``name``'s cluster (placed, not started) a stanza of its own in the repository."""
+        stanza = new_stanza(name)
+        self.repo.create_stanza(stanza, self.pgdata(name))
+        write_atomic(self.layout.stanza_file(name), stanza + "\n", 0o600)
+        self.catalog.update(name, stanza=stanza, repo_backup_at=None)
+
+    def _lost_record(self, name: str) -> InstanceRecord | None:
+        return lost_record(self, name) if self.repo.exists() else None
+
+    @staticmethod
+    def _lost_error(rec: InstanceRecord) -> EngineError:
+        return lost_error(rec)
+
+    def _repo_latest(self, rec: InstanceRecord) -> str | None:
+        window = repo_window(self, rec.name)
+        return to_rfc3339(window[1]) if window else None
+
+    def register_lost(self, rec: InstanceRecord) -> None:
+        """(``durability.recover``) the catalog row of a lost instance again, on its old port when free."""
+        with self.catalog.locked() as db:
+            if Catalog.exists(db, rec.name):
+                self.catalog.update(rec.name, db=db, status=Status.AVAILABLE.value)
+                return
+            if self.server.running(rec.name):  # its server never stopped: it keeps the port it listens on
+                ports.claim(rec.port, self.data_dir, rec.name)
+            else:
+                try:
+                    rec.port = ports.allocate(db, self.data_dir, rec.port or None, rec.name)
+                except EngineError:
+                    rec.port = ports.allocate(db, self.data_dir, None, rec.name)
+            rec.status = Status.AVAILABLE.value
+            Catalog.insert(db, rec)
+
+    def recover(self, name: str) -> InstanceInfo:
+        """Bring a lost instance back at its newest archived point (``durability.recover``)."""
+        recover(self, name)
+        rec = self._require(name)
+        self.catalog.update(name, repo_backup_at=rec.repo_backup_at)
+        self.ensure_running(name)
+        with contextlib.suppress(DbosError):
+            self.pitr.backup(self._require(name))  # a fresh local base: the fast restore path again
+        self._background()
+        return self._current(name)
+
+    def _restore_from_repo(self, source: str, name: str, restore_time: str, *, password: str,
+                           port: int | None, retention_hours: int | None, owner: str | None) -> InstanceInfo:
+        """``restore_to_new`` from a source that is lost or destroyed: the repository alone."""
+        window = self.restore_window(source)
+        target = None if restore_time == "latest" else parse_rfc3339(restore_time)
+        if target is not None and not window[0] <= target <= window[1]:
+            raise EngineError(f"restore_time {to_rfc3339(target)} is outside the restorable window of {source!r} "
+                              f"[{to_rfc3339(window[0])}, {to_rfc3339(window[1])}] (from the backup repository)")
+        st = kept_stanza(self, source)
+        username = (st.annotations.get("username") if st else None) or ""
+        rec = self._reserve(self._new_record(
+            name, Kind.RESTORED, username, Status.RESTORING,
+            retention_hours or int((st.annotations.get("retention-hours") if st else None) or 24), owner,
+            source=source, restored_to=to_rfc3339(target or window[1])), port)
+        with self._creating(name, f"restoring from {source!r} (backup repository) into"):
+            restore_from_repo(self, source, rec, target)
+            with self.server.admin(name, rec.port) as conn:
+                roles.set_password(conn, username, password)
+                roles.harden(conn, username)
+                ts = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+            roles.mark_hardened(self.inst_dir(name))
+            self.server.stop(name)
+            self._new_stanza(name)
+            self.server.write_conf(name, rec.port)
+            self.server.start(name, rec.port)
+            self.pitr.backup(self._require(name))  # its own local base and first repository backup
+            self.catalog.update(name, status=Status.AVAILABLE.value, earliest=to_rfc3339(ts))
         self._background()
         return self._current(name)
 

@@ -7,8 +7,11 @@ Layout under ``data_dir`` (0700, owned by the OS user that runs the clusters)::
       pool/e-*                  ready copies of it for provisions (``pool``)
     wal-watch.lock, .log        the WAL-volume backup watcher's (``autobackup``)
     instances/<name>/data       the cluster (PGDATA)
-    instances/<name>/archive    its WAL archive
-    instances/<name>/backups/   its base backups
+    instances/<name>/archive    its WAL archive (a local fast-path cache: the repository is the truth)
+    instances/<name>/backups/   its base backups (the same)
+    instances/<name>/stanza     its incarnation in the backup repository (``repo``)
+    pgbackrest/pgbackrest.conf  the backup repository's configuration (``repo``)
+    repo/                       the default posix repository (``dbos:backupRepo`` puts it elsewhere)
     instances/<name>/s/         its Unix socket (admin access only)
     instances/<name>/server.log
 """
@@ -114,6 +117,15 @@ class Layout:
 
     def backups(self, name: str) -> Path:
         return self.inst_dir(name) / "backups"
+
+    def stanza_file(self, name: str) -> Path:
+        return self.inst_dir(name) / "stanza"
+
+    def stanza(self, name: str) -> str | None:
+        try:
+            return self.stanza_file(name).read_text().strip() or None
+        except OSError:
+            return None
 
     def server_log(self, name: str) -> Path:
         return self.inst_dir(name) / "server.log"

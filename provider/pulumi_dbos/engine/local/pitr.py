@@ -25,6 +25,7 @@ from ..waits import wait_until
 from .catalog import BackupRecord, Catalog, InstanceRecord
 from .paths import Layout
 from .pool import Pool
+from .repo import RepoBackup, Repository
 from .server import ADMIN_ROLE, RECOVERY_TIMEOUT, START_TIMEOUT, Server
 
 log = logging.getLogger("pulumi_dbos.engine")
@@ -66,6 +67,24 @@ def instance_lock(layout: Layout, name: str, wait: float) -> Iterator[bool]:
 class Pitr:
     def __init__(self, layout: Layout, catalog: Catalog, server: Server) -> None:
         self.layout, self.catalog, self.server = layout, catalog, server
+        self.repo = Repository(layout, server.repo_settings)
+
+    # ---------------------------------------------------------------- the backup repository
+    def repo_backup(self, rec: InstanceRecord) -> RepoBackup | None:
+        """A backup of a running ``rec`` into the repository: full when it has none, else incremental.
+        The annotations make the repository self-describing (``repo``). None: ``rec`` has no stanza
+        (made before the repository existed: ``ensure_stanza`` first)."""
+        stanza = rec.stanza or self.layout.stanza(rec.name)
+        if not stanza:
+            return None
+        notes = {"instance": rec.name, "username": rec.username, "kind": rec.kind.value,
+                 "retention-hours": str(rec.retention_hours), "port": str(rec.port),
+                 "created-at": rec.created_at or "", **({"source": rec.source} if rec.source else {})}
+        b = self.repo.backup(stanza, self.layout.pgdata(rec.name), self.layout.sockdir(rec.name), rec.port,
+                             full=rec.repo_backup_at is None, annotations=notes, retention_hours=rec.retention_hours)
+        self.catalog.update(rec.name, repo_backup_at=to_rfc3339(b.stopped))
+        rec.repo_backup_at = to_rfc3339(b.stopped)
+        return b
 
     # ---------------------------------------------------------------- backups and retention
     def backup(self, rec: InstanceRecord, *, locked: bool = False) -> BackupInfo:
@@ -83,7 +102,7 @@ class Pitr:
             started: datetime = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
         try:
             proc.run([pgbin.tool("pg_basebackup"), "-h", str(self.layout.sockdir(name)), "-p", str(port),
-                      "-U", ADMIN_ROLE, "-D", str(bdir), "-Fp", "-X", "none", "-c", "fast", "--no-sync"],
+                      "-U", ADMIN_ROLE, "-D", str(bdir), "-Fp", "-X", "none", "-c", "fast"],
                      run_as=self.layout.run_as, timeout=RECOVERY_TIMEOUT,
                      env=proc.clean_env(run_as=self.layout.run_as))
         except BaseException:
@@ -96,6 +115,7 @@ class Pitr:
         record = BackupRecord(name, backup_id, to_rfc3339(started), to_rfc3339(finished), str(bdir),
                               m.group(1) if m else "")
         self.catalog.add_backup(record)
+        self.repo_backup(rec)
         self.prune(rec)
         return BackupInfo(name, backup_id, record.started_at, record.finished_at)
 
@@ -141,10 +161,31 @@ class Pitr:
             with conn.transaction():
                 conn.execute("SELECT pg_current_xact_id()")
             seg = conn.execute("SELECT pg_walfile_name(pg_switch_wal() - 1)").fetchone()[0]  # type: ignore[index]
-        target = self.layout.archive(name) / seg
-        wait_until(target.exists, START_TIMEOUT, f"WAL segment {seg} of {name!r} was not archived",
-                   hint="check archive_command errors in the source's server.log")
+        self.wait_archived(name, port, seg)
         return now
+
+    def wait_archived(self, name: str, port: int, seg: str) -> None:
+        """Until PostgreSQL's archiver has archived ``seg`` (the local cache and the repository: one
+        ``archive_command``); its last failure is shown when it does not."""
+        def archived() -> bool:
+            with self.server.admin(name, port) as conn:
+                row = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+            last: str = (row[0] if row else None) or ""
+            return _SEGMENT.match(last[:24]) is not None and last[:24] >= seg
+
+        def failure() -> str:
+            with contextlib.suppress(EngineError), self.server.admin(name, port) as conn:
+                row = conn.execute("SELECT last_failed_wal, last_failed_time FROM pg_stat_archiver").fetchone()
+                if row and row[0]:
+                    return f" (last failure: {row[0]} at {row[1]}; see the server log)"
+            return ""
+
+        try:
+            wait_until(archived, START_TIMEOUT, f"WAL segment {seg} of {name!r} was not archived", interval=0.02)
+        except EngineError as exc:
+            raise EngineError(exc.message + failure(),
+                              hint="check archive_command errors in the instance's server.log: is the backup "
+                                   "repository reachable?") from None
 
     def base_for(self, source: str, target: datetime) -> BackupRecord:
         base = None
@@ -201,21 +242,25 @@ class Pitr:
         self.layout.own(signal, 0o600)
         self.server.start(name, port, RECOVERY_TIMEOUT)
 
+        self.wait_promoted(name, port)
+        # recovery is over: drop the recovery settings (wal_recycle stays off while links remain), keep
+        # archiving to our own archive
+        self.server.write_conf(name, port)
+        with self.server.admin(name, port) as conn:
+            conn.execute("SELECT pg_reload_conf()")
+
+    def wait_promoted(self, name: str, port: int) -> None:
+        """Until ``name``'s server has left recovery (a clear error when it stopped instead)."""
         def promoted() -> bool:
             if not self.server.running(name):
                 raise EngineError(f"recovery of {name!r} stopped:\n{self.layout.log_tail(name)}",
-                                  hint="the WAL needed to reach the target may be missing from the source's archive")
+                                  hint="the WAL needed to reach the target may be missing from the archive")
             with contextlib.suppress(EngineError), self.server.admin(name, port) as conn:
                 return not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]  # type: ignore[index]
             return False
 
         wait_until(promoted, RECOVERY_TIMEOUT, f"recovery of {name!r} did not finish",
                    hint="set PULUMI_DBOS_RECOVERY_TIMEOUT for very large restores", interval=0.02)
-        # recovery is over: drop the recovery settings (wal_recycle stays off while links remain), keep
-        # archiving to our own archive
-        self.server.write_conf(name, port)
-        with self.server.admin(name, port) as conn:
-            conn.execute("SELECT pg_reload_conf()")
 
     def _link_wal(self, source: str, base: BackupRecord, pgdata: Path) -> bool:
         """Hard-link ``source``'s archived segments from ``base``'s start on (and the timelines' history

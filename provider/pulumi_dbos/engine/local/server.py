@@ -22,9 +22,11 @@ import psutil
 
 from ...errors import DbosError, EngineError
 from .. import pgbin, proc
+from ..files import write_atomic
 from ..waits import wait_until
 from .paths import Layout
 from .ports import check_listen_host, listen_hosts
+from .repo import RepoSettings, Repository
 
 if TYPE_CHECKING:  # psycopg loads on first use: a preview's checks never connect
     import psycopg
@@ -53,8 +55,9 @@ def alive(pid: int) -> bool:
 class Server:
     """Start, stop and reach the cluster of one instance at a time (stateless apart from the layout)."""
 
-    def __init__(self, layout: Layout, listen_host: str | None = None) -> None:
+    def __init__(self, layout: Layout, listen_host: str | None = None, repo: RepoSettings | None = None) -> None:
         self.layout = layout
+        self.repo_settings = repo
         self.listen_host = check_listen_host(listen_host) if listen_host else None
 
     @property
@@ -62,20 +65,34 @@ class Server:
         return f"listen_addresses = '{','.join(listen_hosts(self.listen_host))}'"
 
     def write_conf(self, name: str, port: int, extra: str = "") -> None:
-        """``instance.conf``, included by the template's postgresql.conf: port, socket, archiving."""
+        """``instance.conf``, included by the template's postgresql.conf: port, socket, archiving.
+
+        ``archive_command`` keeps the engine's local fast-path cache (``archive/``, hard-linked by restores)
+        and, once the instance has a stanza (``repo``), pushes each segment into the backup repository:
+        PostgreSQL recycles a segment only after both succeeded (a failed push is retried, the cached copy
+        is not made twice). ``archive_timeout`` bounds the commits lost with the host (``RepoSettings``)."""
         data, archive = self.layout.pgdata(name), self.layout.archive(name)
-        (data / "instance.conf").write_text(
-            "# written by pulumi-dbos; do not edit\n"
-            f"port = {port}\n"
-            f"{self.listen_line}\n"
-            f"unix_socket_directories = '{self.layout.sockdir(name)}'\n"
-            "unix_socket_permissions = 0700\n"
-            f"cluster_name = 'dbos-{name}'\n"
-            f"archive_command = 'test ! -f {archive}/%f && cp %p {archive}/%f.part && mv {archive}/%f.part {archive}/%f'\n"
-            + ("wal_recycle = off\n" if self.shares_wal(name) else "")
-            + extra
-        )
-        self.layout.own(data / "instance.conf", 0o600)
+        cache = f"{{ test -f {archive}/%f || {{ cp %p {archive}/%f.part && mv {archive}/%f.part {archive}/%f; }}; }}"
+        stanza = self.layout.stanza(name)
+        repo = Repository(self.layout, self.repo_settings)
+        command = (cache + (f" && {repo.archive_command(stanza, data)}" if stanza else "")).replace("'", "''")
+        text = ("# written by pulumi-dbos; do not edit\n"
+                f"port = {port}\n"
+                f"{self.listen_line}\n"
+                f"unix_socket_directories = '{self.layout.sockdir(name)}'\n"
+                "unix_socket_permissions = 0700\n"
+                f"cluster_name = 'dbos-{name}'\n"
+                f"archive_command = '{command}'\n"
+                f"archive_timeout = {repo.settings.archive_timeout}\n"
+                + ("wal_recycle = off\n" if self.shares_wal(name) else "")
+                + extra)
+        write_atomic(data / "instance.conf", text, 0o600, uid=self._uid(), gid=self._gid())
+
+    def _uid(self) -> int | None:
+        return self.layout.run_as.uid if os.geteuid() == 0 and self.layout.run_as.user else None
+
+    def _gid(self) -> int | None:
+        return self.layout.run_as.gid if os.geteuid() == 0 and self.layout.run_as.user else None
 
     def shares_wal(self, name: str) -> bool:
         """Some segment in ``name``'s ``pg_wal`` is still a hard link into an archive (a restore links the

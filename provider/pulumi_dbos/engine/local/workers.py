@@ -32,7 +32,7 @@ log = logging.getLogger("pulumi_dbos.engine")
 #: what the engine's detached workers need of the environment (nothing else: no secrets)
 _WORKER_ENV = ("PULUMI_DBOS_PG_BINDIR", "PULUMI_DBOS_WAL_SEGMENT_MB", "PULUMI_DBOS_POOL_SIZE",
                "PULUMI_DBOS_WAL_BACKUP_MB", "PULUMI_DBOS_WAL_CHECK_SECONDS", "PULUMI_DBOS_START_TIMEOUT",
-               "PULUMI_DBOS_RECOVERY_TIMEOUT", "PULUMI_DBOS_LOCK_DIR", "PYTHONPATH")
+               "PULUMI_DBOS_RECOVERY_TIMEOUT", "PULUMI_DBOS_LOCK_DIR", "PULUMI_DBOS_PGBACKREST", "PYTHONPATH")
 _MODULE = "pulumi_dbos.engine.local.workers"
 
 

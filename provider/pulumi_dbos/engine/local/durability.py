@@ -1,0 +1,176 @@
+"""What the backup repository (``repo``) gives the local engine: lost instances, keeping a destroyed instance's
+backups, restores from the repository alone, and bringing a lost instance back.
+
+The rules (docs/guarantees.md):
+
+- **Nothing in a cleanup path deletes backups.** A create that never finished has no repository backup
+  (the first is taken once it is available); its empty stanza is the only thing removed.
+- **Lost is a state.** An instance whose cluster directory, instance directory, catalog row or whole data
+  dir is gone, but whose repository stanza holds backups and was never destroyed, is ``lost``: listed,
+  refreshed with its restorable window, refused by ``up`` (no silent empty re-create), brought back at
+  its newest archived point by :func:`recover` (``pulumi-dbos db recover NAME``), or restored into a new
+  instance (``RestoredInstance(source=NAME)``).
+- **Destroy keeps the repository.** The final WAL is archived, the newest backup is annotated with
+  ``destroyed-at`` and ``keep-until`` (``RepoSettings.keep_deleted``), and until then the instance can be
+  restored by name; the repository's expiry (``Repository.expire_deleted``) removes it afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from ...errors import EngineError
+from ...timeutil import parse_rfc3339, to_rfc3339, utcnow
+from ..contract import Kind, Status
+from ..files import write_atomic
+from .catalog import InstanceRecord
+from .repo import Stanza
+from .server import RECOVERY_TIMEOUT
+
+if TYPE_CHECKING:
+    from .facade import LocalEngine
+
+log = logging.getLogger("pulumi_dbos.engine")
+
+
+def live_stanza(eng: LocalEngine, name: str) -> Stanza | None:
+    """``name``'s newest incarnation in the repository that holds a backup and was not destroyed."""
+    found = [s for s in eng.repo.of_instance(name) if not s.destroyed_at]
+    return found[-1] if found else None
+
+
+def kept_stanza(eng: LocalEngine, name: str) -> Stanza | None:
+    """``name``'s newest restorable incarnation: the live one, else a destroyed one still kept."""
+    now = to_rfc3339(utcnow())
+    found = [s for s in eng.repo.of_instance(name) if not s.keep_until or s.keep_until > now]
+    return found[-1] if found else None
+
+
+def lost_record(eng: LocalEngine, name: str) -> InstanceRecord | None:
+    """The record of an instance the catalog does not know but the repository does (catalog row or data dir
+    lost): rebuilt from its backups' annotations. None when the repository has no live incarnation."""
+    st = live_stanza(eng, name)
+    if st is None:
+        return None
+    notes = st.annotations
+    return InstanceRecord(
+        name=name, kind=Kind(notes.get("kind", Kind.PROVISIONED.value)), status=Status.AVAILABLE.value,
+        hostname="127.0.0.1", port=int(notes.get("port") or 0), username=notes.get("username", ""),
+        retention_hours=int(notes.get("retention-hours") or 24), created_at=notes.get("created-at") or None,
+        earliest=st.earliest, source=notes.get("source"), stanza=st.name,
+        repo_backup_at=to_rfc3339(st.backups[-1].stopped))
+
+
+def lost_error(rec: InstanceRecord) -> EngineError:
+    return EngineError(
+        f"instance {rec.name!r} is lost: its data is gone from this machine (a removed directory, a lost "
+        "disk or catalog); its backups are safe in the backup repository, and it is not re-created empty",
+        hint=f"bring it back at its newest archived point with `pulumi-dbos db recover {rec.name}` (then "
+             f"`pulumi up --refresh`), or restore it into a new instance: RestoredInstance(source={rec.name!r}, "
+             "restore_time='latest')")
+
+
+def repo_window(eng: LocalEngine, name: str) -> tuple[datetime, datetime] | None:
+    """The restorable window of ``name`` from the repository alone: its oldest backup's end to its newest
+    archived point (``destroyed-at`` for a destroyed instance; a lost one's newest backup or cached WAL)."""
+    st = kept_stanza(eng, name)
+    if st is None or not st.backups:
+        return None
+    earliest = st.backups[0].stopped
+    latest = parse_rfc3339(st.destroyed_at) if st.destroyed_at else st.backups[-1].stopped
+    cached = eng.pitr.last_archived_time(name)
+    if not st.destroyed_at and cached and parse_rfc3339(cached) > latest:
+        latest = parse_rfc3339(cached)
+    return earliest, latest
+
+
+def retire(eng: LocalEngine, rec: InstanceRecord) -> None:
+    """Before a destroy: archive the last WAL and mark the stanza destroyed (kept until ``keep-until``).
+    Without a repository backup there is nothing to keep: the empty stanza goes."""
+    stanza = rec.stanza or eng.layout.stanza(rec.name)
+    if not stanza:
+        return
+    st = eng.repo.stanza(stanza)
+    if st is None:
+        eng.repo.remove_empty(stanza)
+        return
+    at = utcnow()
+    if eng.server.running(rec.name):
+        with contextlib.suppress(EngineError):
+            at = eng.pitr.archive_now(rec.name, rec.port)
+    keep = at + eng.repo.settings.keep_deleted(rec.retention_hours)
+    eng.repo.annotate(stanza, st.backups[-1].label, {"destroyed-at": to_rfc3339(at), "keep-until": to_rfc3339(keep)})
+    log.info("instance %r destroyed; its backups stay restorable until %s", rec.name, to_rfc3339(keep))
+
+
+def restore_from_repo(eng: LocalEngine, source: str, rec: InstanceRecord, target: datetime | None) -> None:
+    """``rec``'s cluster (a new instance, its catalog row reserved) from ``source``'s repository backups alone,
+    recovered to ``target`` (None: the end of the archive) and promoted; then its own stanza."""
+    st = kept_stanza(eng, source)
+    if st is None:
+        raise EngineError(f"the backup repository has no restorable backup of {source!r}",
+                          hint="`pulumi-dbos db list` shows the instances; destroyed ones are kept for "
+                               "dbos:backupRepo.deletedRetentionHours")
+    name = rec.name
+    eng.layout.make_instance_dirs(name)
+    eng.layout.mkdir(eng.pgdata(name))
+    eng.repo.restore(st.name, eng.pgdata(name), target)
+    _start_recovered(eng, rec)
+
+
+def _start_recovered(eng: LocalEngine, rec: InstanceRecord) -> None:
+    """Start a cluster pgBackRest restored (its recovery settings in postgresql.auto.conf), wait for the
+    promotion, drop the recovery settings, then give it a stanza of its own."""
+    name = rec.name
+    pgdata = eng.pgdata(name)
+    for stale in ("postmaster.pid", "postmaster.opts"):
+        with contextlib.suppress(FileNotFoundError):
+            (pgdata / stale).unlink()
+    eng.server.write_conf(name, rec.port)
+    eng.server.start(name, rec.port, RECOVERY_TIMEOUT)
+    eng.pitr.wait_promoted(name, rec.port)
+    auto = pgdata / "postgresql.auto.conf"
+    with contextlib.suppress(OSError):
+        kept = [ln for ln in auto.read_text().splitlines(keepends=True)
+                if not ln.lstrip().startswith(("restore_command", "recovery_target"))]
+        write_atomic(auto, "".join(kept), 0o600, uid=eng.server._uid(), gid=eng.server._gid())
+
+
+def recover(eng: LocalEngine, name: str) -> None:
+    """Bring a lost instance back where it was (its name, its port when free), at its newest archived point,
+    from the repository; its history continues in the same stanza (a new timeline). An instance whose
+    catalog row alone was lost while its cluster is intact is registered again, nothing restored."""
+    rec = eng.catalog.get(name)
+    if rec is not None and not rec.linked and eng.pgdata(name).is_dir():
+        raise EngineError(f"instance {name!r} is not lost", hint="`pulumi-dbos db status NAME`")
+    if rec is None:
+        rec = lost_record(eng, name)
+        if rec is None:
+            raise EngineError(f"the backup repository has no live instance named {name!r}",
+                              hint="a destroyed instance is restored into a new one: RestoredInstance(source=...)")
+    stanza = rec.stanza or ""
+    inst_dir = eng.inst_dir(name)
+    if eng.catalog.get(name) is None and eng.layout.stanza(name) == stanza and (eng.pgdata(name) / "PG_VERSION").exists():
+        # the catalog row alone is gone: the cluster is there (perhaps still running)
+        eng.register_lost(rec)
+        return
+    if inst_dir.exists():  # what is left of it is set aside, never deleted
+        aside = inst_dir.with_name(f"{name}.lost-{utcnow().strftime('%Y%m%dT%H%M%S')}")
+        eng.server.kill(name)
+        inst_dir.rename(aside)
+        log.warning("instance %r: the remains of its directory are kept in %s", name, aside)
+    eng.register_lost(rec)
+    try:
+        eng.layout.make_instance_dirs(name)
+        eng.layout.mkdir(eng.pgdata(name))
+        eng.repo.restore(stanza, eng.pgdata(name), None)
+        write_atomic(eng.layout.stanza_file(name), stanza + "\n", 0o600)
+        _start_recovered(eng, rec)
+    except BaseException:
+        eng.server.kill(name)
+        shutil.rmtree(inst_dir, ignore_errors=True)  # only what this recovery made; the repository is untouched
+        raise
