@@ -123,15 +123,18 @@ class RepoSettings:
             if "=" in line and not line.startswith(("#", "[")):
                 k, v = line.split("=", 1)
                 kv[k.strip()] = v.strip()
-        s3 = None
-        if kv.get("repo2-type") == "s3":
-            s3 = S3Repo(endpoint=kv["repo2-s3-endpoint"], bucket=kv["repo2-s3-bucket"], access_key=kv["repo2-s3-key"],
-                        secret_key=kv["repo2-s3-key-secret"], region=kv.get("repo2-s3-region", "us-east-1"),
-                        path=kv.get("repo2-path", "/pulumi-dbos"), ca_file=kv.get("repo2-storage-ca-file"),
-                        uri_style=kv.get("repo2-s3-uri-style", "path"),
-                        verify_tls=kv.get("repo2-storage-verify-tls", "y") != "n")
-        return cls(path=Path(kv["repo1-path"]) if kv.get("repo1-path") else None, s3=s3,
-                   cipher_pass=kv.get("repo1-cipher-pass"),
+        s3, path = None, None
+        for n in (1, 2):
+            r = f"repo{n}"
+            if kv.get(f"{r}-type") == "s3":
+                s3 = S3Repo(endpoint=kv[f"{r}-s3-endpoint"], bucket=kv[f"{r}-s3-bucket"], access_key=kv[f"{r}-s3-key"],
+                            secret_key=kv[f"{r}-s3-key-secret"], region=kv.get(f"{r}-s3-region", "us-east-1"),
+                            path=kv.get(f"{r}-path", "/pulumi-dbos"), ca_file=kv.get(f"{r}-storage-ca-file"),
+                            uri_style=kv.get(f"{r}-s3-uri-style", "path"),
+                            verify_tls=kv.get(f"{r}-storage-verify-tls", "y") != "n")
+            elif kv.get(f"{r}-path"):
+                path = Path(kv[f"{r}-path"])
+        return cls(path=path, s3=s3, cipher_pass=kv.get("repo1-cipher-pass"),
                    deleted_retention_hours=int(kv["deleted-retention-hours"]) if kv.get("deleted-retention-hours") else None,
                    archive_timeout=int(kv.get("archive-timeout") or DEFAULT_ARCHIVE_TIMEOUT))
 
@@ -214,31 +217,37 @@ class Repository:
         return self.settings.path or (self.layout.data_dir / "repo")
 
     # ---------------------------------------------------------------- configuration
+    def _kinds(self) -> list[str]:
+        """The repositories in pgBackRest's order: the posix one (when a path is set, or no S3 store is),
+        then the S3 one."""
+        s = self.settings
+        return (["posix"] if s.path is not None or s.s3 is None else []) + (["s3"] if s.s3 else [])
+
     def render(self) -> str:
         s = self.settings
         lines = ["# written by pulumi-dbos (engine/local/repo.py); do not edit: set dbos:backupRepo", "[global]",
                  f"spool-path={self.dir / 'spool'}", f"lock-path={self.dir / 'lock'}", f"log-path={self.dir / 'log'}",
                  "log-level-file=off", "log-level-console=warn", "log-level-stderr=off",
                  "archive-async=y", "process-max=2", "compress-type=lz4", "start-fast=y", "delta=y",
-                 "archive-push-queue-max=4GiB",
-                 f"# pulumi-dbos: archive-timeout={s.archive_timeout}",
+                 "archive-push-queue-max=4GiB", f"# pulumi-dbos: archive-timeout={s.archive_timeout}",
                  *([f"# pulumi-dbos: deleted-retention-hours={s.deleted_retention_hours}"]
-                   if s.deleted_retention_hours else []),
-                 f"repo1-path={self.posix_path}", "repo1-retention-full-type=time", "repo1-retention-full=1"]
-        if s.cipher_pass:
-            lines += ["repo1-cipher-type=aes-256-cbc", f"repo1-cipher-pass={s.cipher_pass}"]
-        if s.s3:
-            lines += ["repo2-type=s3", f"repo2-s3-endpoint={s.s3.endpoint}", f"repo2-s3-bucket={s.s3.bucket}",
-                      f"repo2-s3-region={s.s3.region}", f"repo2-s3-key={s.s3.access_key}",
-                      f"repo2-s3-key-secret={s.s3.secret_key}", f"repo2-path={s.s3.path}",
-                      f"repo2-s3-uri-style={s.s3.uri_style}", "repo2-retention-full-type=time",
-                      "repo2-retention-full=1"]
-            if s.s3.ca_file:
-                lines.append(f"repo2-storage-ca-file={s.s3.ca_file}")
-            if not s.s3.verify_tls:
-                lines.append("repo2-storage-verify-tls=n")
+                   if s.deleted_retention_hours else [])]
+        for n, kind in enumerate(self._kinds(), 1):
+            r = f"repo{n}"
+            if kind == "posix":
+                lines += [f"{r}-path={self.posix_path}"]
+            elif s.s3 is not None:
+                lines += [f"{r}-type=s3", f"{r}-s3-endpoint={s.s3.endpoint}", f"{r}-s3-bucket={s.s3.bucket}",
+                          f"{r}-s3-region={s.s3.region}", f"{r}-s3-key={s.s3.access_key}",
+                          f"{r}-s3-key-secret={s.s3.secret_key}", f"{r}-path={s.s3.path}",
+                          f"{r}-s3-uri-style={s.s3.uri_style}"]
+                if s.s3.ca_file:
+                    lines.append(f"{r}-storage-ca-file={s.s3.ca_file}")
+                if not s.s3.verify_tls:
+                    lines.append(f"{r}-storage-verify-tls=n")
+            lines += [f"{r}-retention-full-type=time", f"{r}-retention-full=1"]
             if s.cipher_pass:
-                lines += ["repo2-cipher-type=aes-256-cbc", f"repo2-cipher-pass={s.cipher_pass}"]
+                lines += [f"{r}-cipher-type=aes-256-cbc", f"{r}-cipher-pass={s.cipher_pass}"]
         return "\n".join(lines) + "\n"
 
     def ensure_conf(self) -> None:
@@ -249,7 +258,7 @@ class Repository:
                 return
         for d in (self.dir, self.dir / "spool", self.dir / "lock", self.dir / "log"):
             self.layout.mkdir(d)
-        if self.settings.path is None or not self.posix_path.exists():
+        if "posix" in self._kinds() and (self.settings.path is None or not self.posix_path.exists()):
             self.layout.mkdir(self.posix_path)
         write_atomic(self.conf, text, 0o600, uid=self._uid(), gid=self._gid())
 
@@ -310,7 +319,7 @@ class Repository:
         return st.backups[-1]
 
     def _repos(self) -> list[int]:
-        return [1, 2] if self.settings.s3 else [1]
+        return list(range(1, len(self._kinds()) + 1))
 
     def annotate(self, stanza: str, label: str, annotations: Mapping[str, str]) -> None:
         for repo in self._repos():
@@ -401,5 +410,7 @@ def _parse(raw: dict[str, Any]) -> Stanza | None:
             stopped=datetime.fromtimestamp(int(ts["stop"])).astimezone(),
             start_wal=str((b.get("archive") or {}).get("start") or ""),
             annotations={str(k): str(v) for k, v in (b.get("annotation") or {}).items()}))
+    unique = {b.label: b for b in backups}  # the same backup in each repository
     archive = [a.get("max") for a in raw.get("archive") or [] if a.get("max")]
-    return Stanza(name, instance, backups, max(archive) if archive else None)
+    return Stanza(name, instance, sorted(unique.values(), key=lambda b: (b.stopped, b.label)),
+                  max(archive) if archive else None)
