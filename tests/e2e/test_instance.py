@@ -164,22 +164,3 @@ def test_explicit_port(make_project: Any) -> None:
     p.up()
     with psycopg.connect(host="127.0.0.1", port=port2, user="app_user", password=PW, dbname="postgres") as c:
         c.execute("SELECT 1")
-
-
-def test_directory_removed_out_of_band(make_project: Any) -> None:
-    import shutil
-
-    p = make_project()
-    p.set_spec(base_spec(), {"db1": PW})
-    p.up()
-    eng = LocalEngine(p.data_dir)
-    pid = int((eng.pgdata("e2e_db1") / "postmaster.pid").read_text().split()[0])
-    os.kill(pid, signal.SIGKILL)
-    shutil.rmtree(eng.inst_dir("e2e_db1"))  # someone rm -rf'd it
-    assert [i.status for i in eng.list()] == ["missing"]
-    p.stack.refresh(on_output=lambda _: None)
-    assert p.resource("db1") is None
-    p.up()  # recreated, the stale catalog row replaced
-    with psycopg.connect(p.outputs()["urls"]["db1"]) as conn:
-        conn.execute("SELECT 1")
-    assert [i.status for i in eng.list()] == ["available"]

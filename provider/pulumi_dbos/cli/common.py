@@ -98,15 +98,18 @@ def resolve_stack(args: argparse.Namespace) -> tuple[str | None, Path | None]:
 
 
 
-def engine_from_args(args: argparse.Namespace) -> Any:
+def engine_from_args(args: argparse.Namespace, *, new_ok: bool = False) -> Any:
     """The engine of an existing data dir: read commands never create one (see the module docstring for
-    where its settings come from)."""
+    where its settings come from). ``new_ok``: an empty data dir is fine when the backup repository is
+    given (``db recover`` on a new machine: the repository is all that is left)."""
     stack, project = resolve_stack(args)
     args.engine_stack, args.project_dir = stack, project
+    repo = None
     if stack:
         for attr, value in stack_engine_settings(stack, cwd=str(project) if project else None).items():
             if getattr(args, attr, None) is None:
                 setattr(args, attr, value)
+        repo = stack_backup_repo(stack, project)
     engine = args.engine or os.environ.get("PULUMI_DBOS_ENGINE") or "local"
     if engine == "dbos-cloud":
         return _cloud_engine(args)
@@ -116,13 +119,40 @@ def engine_from_args(args: argparse.Namespace) -> Any:
     except PermissionError:
         raise DbosError(f"data dir {data_dir} is not readable by this user",
                         hint="run it as root or as the OS user that runs the clusters (dbos:runAs)") from None
+    if repo is None and os.environ.get("PULUMI_DBOS_BACKUP_REPO"):
+        from ..engine.local.repo import RepoSettings
+
+        repo = RepoSettings.from_env()
+    if not has_catalog and new_ok and (repo is not None or (data_dir / "pgbackrest").is_dir()):
+        return get_engine(engine, str(data_dir), args.run_as, repo=repo)
     if not has_catalog:
         what = "does not exist" if not data_dir.exists() else "has no catalog.db (no instance was created there)"
         raise DbosError(
             f"data dir {data_dir} {what}",
             hint="pass the data dir the stack uses: --data-dir DIR (its `dbos:dataDir`), or --stack S (the stack's "
             "settings); without either, $PULUMI_DBOS_DATA_DIR, the project's selected stack or the default is used")
-    return get_engine(engine, str(data_dir), args.run_as)
+    return get_engine(engine, str(data_dir), args.run_as, repo=repo)
+
+
+def stack_backup_repo(stack: str, project: Path | None) -> Any:
+    """The stack's ``dbos:backupRepo`` (secrets decrypted by pulumi: needs the stack's passphrase), or None."""
+    from ..config.backup_repo import parse
+    from ..engine import proc
+    from ..engine.local.repo import RepoSettings
+    from ..resources_util import resolve_project_path
+
+    cp = proc.run(["pulumi", "config", "get", "dbos:backupRepo", "--stack", stack], env=dict(os.environ),
+                  cwd=str(project) if project else None, timeout=120, check=False)
+    text = (cp.stdout or "").strip()
+    if cp.returncode != 0 or not text:
+        return None
+    try:
+        mapping = parse(text)
+    except ValueError as exc:
+        raise DbosError(str(exc), hint="fix the stack's dbos:backupRepo (`pulumi config --stack S`)") from None
+    if mapping.get("s3", {}).get("caFile"):
+        mapping["s3"]["caFile"] = str(resolve_project_path(mapping["s3"]["caFile"], project or Path.cwd()))
+    return RepoSettings.from_mapping(mapping)
 
 
 def _cloud_engine(args: argparse.Namespace) -> Any:

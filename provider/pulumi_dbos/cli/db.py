@@ -65,6 +65,45 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_only(eng: Any, what: str) -> Any:
+    if getattr(eng, "kind", None) != "local":
+        raise DbosError(f"`pulumi-dbos db {what}` works on the local engine (and so on a pulumi-dbos serve's host)",
+                        hint="DBOS Cloud keeps its own backups: `dbos-cloud db restore`")
+    return eng
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    """Lost instances back at their newest archived point, from the backup repository."""
+    eng = _local_only(engine_from_args(args, new_ok=True), "recover")
+    names = [args.name] if args.name else [i.name for i in eng.list() if i.status == "lost"]
+    if not names:
+        print("no lost instance: nothing to recover")
+        return 0
+    failed = 0
+    for name in names:
+        try:
+            info = eng.recover(name)
+        except DbosError as exc:
+            failed += 1
+            print(f"{name}: not recovered: {exc}", file=sys.stderr)
+            continue
+        print(f"{name}: recovered at its newest archived point, {info.status} on {info.hostname}:{info.port}")
+    if not failed:
+        print("then `pulumi up --refresh` in each stack brings its state up to date")
+    return 1 if failed else 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """``dbos-cloud db restore``: SOURCE (running, lost or destroyed within its deleted retention) as of TIME
+    into the new instance TARGET; its password is SOURCE's (from the stack's state) or $PGPASSWORD."""
+    eng = engine_from_args(args)
+    password = os.environ.get("PGPASSWORD") or password_from_stack(args.source, getattr(args, "stack", None))
+    info = eng.restore_to_new(args.source, args.target, args.time, password=password)
+    print(f"{info.name}: restored from {args.source} as of {info.restored_to}, {info.status} on "
+          f"{info.hostname}:{info.port}")
+    return 0
+
+
 def _drill_line(d: Any) -> str:
     rto = "-" if d.rto_seconds is None else f"{d.rto_seconds:.1f}s"
     rpo = "-" if d.rpo_seconds is None else f"{d.rpo_seconds:.0f}s"
@@ -170,6 +209,16 @@ def add_parsers(sub: Any) -> None:
     s = db.add_parser("backup", help="take a new base backup now (and prune outside retention)")
     s.add_argument("name")
     s.set_defaults(fn=cmd_backup)
+    s = db.add_parser("recover", help="bring lost instances back (their data dir, directory or catalog row gone) "
+                      "at their newest archived point, from the backup repository alone")
+    s.add_argument("name", nargs="?", help="one instance (default: every lost one)")
+    s.set_defaults(fn=cmd_recover)
+    s = db.add_parser("restore", help="restore SOURCE (running, lost, or destroyed and still kept) as of --time "
+                      "into a new instance TARGET")
+    s.add_argument("source")
+    s.add_argument("target")
+    s.add_argument("--time", default="latest", help="RFC3339 with an offset, or latest (default)")
+    s.set_defaults(fn=cmd_restore)
     s = db.add_parser("drill", help="restore the newest backup into a scratch instance, check it, remove it "
                       "(exit 1 when the drill fails)")
     s.add_argument("name")

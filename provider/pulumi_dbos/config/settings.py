@@ -16,17 +16,18 @@ from typing import Any
 ENGINE_SETTINGS = {"engine": "engine", "dataDir": "data_dir", "runAs": "run_as", "cloudDomain": "cloud_domain",
                    "replaceOnEngineChange": "replace_on_engine_change"}
 #: top-level keys read by the provider process itself, never resource inputs (a token that rotates must not
-#: show as a change of every resource): the ``dbos-cloud`` engine's bearer token (a secret) and the CA
-#: certificate it trusts (``pulumi-dbos serve``'s self-signed one)
-PROVIDER_SETTINGS = ("cloudToken", "cloudCaCert")
+#: show as a change of every resource): the ``dbos-cloud`` engine's bearer token (a secret), the CA
+#: certificate it trusts (``pulumi-dbos serve``'s self-signed one), and the local engine's backup repository
+#: (``config.backup_repo``: its S3 key and passphrase are secrets)
+PROVIDER_SETTINGS = ("cloudToken", "cloudCaCert", "backupRepo")
 #: the engines a stack may name
 ENGINE_NAMES = ("local", "dbos-cloud")
 #: the sections the example program turns into resources (the Specs' ``stack_section``s; a unit test keeps
 #: this in step): known keys for every program, checked in depth only by the example program
 SECTION_NAMES = ("instances", "restores", "linked", "apps")
 #: settings that only the dbos-cloud engine uses, and those it never uses
-CLOUD_ONLY = ("cloudDomain", *PROVIDER_SETTINGS)
-LOCAL_ONLY = ("dataDir", "runAs")
+CLOUD_ONLY = ("cloudDomain", "cloudToken", "cloudCaCert")
+LOCAL_ONLY = ("dataDir", "runAs", "backupRepo")
 
 
 def known_keys() -> list[str]:
@@ -78,6 +79,14 @@ def _type_problem(key: str, value: Any) -> str | None:
         return None if isinstance(value, dict) else (
             f"dbos:{key}: must be a map of entries by name (set them with `pulumi config set --path "
             f"'dbos:{key}.<name>.<key>' ...`), not {type(value).__name__}")
+    if key == "backupRepo":
+        from .backup_repo import parse
+
+        try:
+            parse(value)
+        except ValueError as exc:
+            return str(exc)
+        return None
     if key == "cloudToken":
         return None if isinstance(value, str) else "dbos:cloudToken: must be a string (a secret)"
     return None if isinstance(value, str) and value else (

@@ -74,7 +74,7 @@ def engine_for(props: Props) -> Engine:
     if key not in _engines:
         name, data_dir, run_as, domain = key
         if name == "local":
-            _engines[key] = get_engine(name, data_dir, run_as)
+            _engines[key] = get_engine(name, data_dir, run_as, repo=repo_settings())
         else:
             _engines[key] = get_engine(name, domain=domain, token=_provider_settings.get("cloudToken"),
                                        ca_cert=_provider_settings.get("cloudCaCert"))
@@ -91,12 +91,28 @@ def _project_root() -> Path:
 
 def configure_provider(config: Any) -> None:
     """Take the provider-only settings from the stack config (Pulumi's ``configure`` of a dynamic provider)."""
-    for key in ("cloudToken", "cloudCaCert"):
+    for key in ("cloudToken", "cloudCaCert", "backupRepo"):
         value = config.get(f"dbos:{key}")
         if value is not None and key == "cloudCaCert":
             value = str(resolve_project_path(str(value), _project_root()))
+        if value is not None and key == "backupRepo" and not isinstance(value, str):
+            value = json.dumps(value)
         if value is not None:
             _provider_settings[key] = str(value)
+
+
+def repo_settings() -> Any:
+    """The local engine's backup repository from ``dbos:backupRepo`` (None: unset; the data dir's own)."""
+    raw = _provider_settings.get("backupRepo")
+    if not raw:
+        return None
+    from ..config.backup_repo import parse
+    from ..engine.local.repo import RepoSettings
+
+    mapping = parse(raw)
+    if mapping.get("s3", {}).get("caFile"):
+        mapping["s3"]["caFile"] = str(resolve_project_path(mapping["s3"]["caFile"], _project_root()))
+    return RepoSettings.from_mapping(mapping)
 
 
 def _backend_url() -> str:

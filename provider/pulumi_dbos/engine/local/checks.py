@@ -46,13 +46,29 @@ def preflight(eng: LocalEngine, req: Preflight) -> list[Problem]:
             problems.append(Problem("port", why))
     if req.kind is Kind.RESTORED and req.source and catalog is not None:
         problems += _restore_problems(eng, catalog, req)
+    if req.creating and req.kind is Kind.PROVISIONED and existing is None and catalog is not None:
+        lost = eng._lost_record(req.name)
+        if lost is not None:  # a lost instance is never re-created empty over its own backups
+            err = eng._lost_error(lost)
+            problems.append(Problem("instance_name", f"{err.message}; {err.hint}"))
     return problems
 
 
 def _restore_problems(eng: LocalEngine, catalog: Catalog, req: Preflight) -> list[Problem]:
     src = catalog.get(str(req.source))
-    if src is None:
-        return []  # created in the same update: checked when the restore runs
+    if src is None or (not src.linked and not eng.pgdata(src.name).is_dir()):
+        # lost, destroyed (its backups kept), or created in the same update (checked when the restore runs)
+        if req.restore_time in (None, "latest") or not eng.repo.exists():
+            return []
+        try:
+            earliest, latest = eng.restore_window(str(req.source))
+        except DbosError:
+            return []
+        target = parse_rfc3339(str(req.restore_time))
+        if not earliest <= target <= latest:
+            return [Problem("restore_time", f"restore_time {req.restore_time} is outside what the backup "
+                            f"repository can restore of {req.source!r} [{to_rfc3339(earliest)}, {to_rfc3339(latest)}]")]
+        return []
     if src.linked:
         return [Problem("source", f"{src.name!r} is a linked instance: point-in-time restore needs an "
                         "instance whose WAL this engine archives")]

@@ -528,7 +528,8 @@ class LocalEngine:
         pool = Pool(self.layout, template, self.pool_size) if template is not None else None
         with self._creating(name, f"restoring from {source!r} into"):
             self.pitr.place_base(name, base, pool)
-            self._new_stanza(name)  # its own incarnation: pushes from its promotion on
+            if not is_scratch(owner):  # a drill's scratch copy is nobody's data: no repository of its own
+                self._new_stanza(name)  # its own incarnation: pushes from its promotion on
             self.pitr.recover(source, name, rec.port, base, target)
             with self.server.admin(name, rec.port) as conn:
                 # the role's password as of the target may predate a reset: the restore's is the given one
