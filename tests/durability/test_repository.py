@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from pulumi_dbos.engine import LocalEngine
-from pulumi_dbos.engine.local.repo import Repository, RepoSettings
+from pulumi_dbos.engine.local.repo import RepoSettings, Repository
 from pulumi_dbos.engine.waits import wait_until
 from pulumi_dbos.errors import EngineError
 
@@ -187,3 +187,48 @@ def test_repository_settings_stay_out_of_argv_and_environment(durable: tuple[Loc
     assert "secret" not in cmd and "pass" not in cmd
     mode = os.stat(engine.repo.conf).st_mode & 0o777
     assert mode == 0o600
+
+
+def test_a_port_taken_between_choice_and_bind_is_retried(engine: LocalEngine,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process binds the port the engine chose, after the engine checked it was free and before the
+    server binds it (the check says free: that is the race): the provision goes on on another port."""
+    import socket
+
+    from pulumi_dbos.engine.local import ports
+
+    lo, _hi = ports.port_range()
+    thief = socket.socket()
+    thief.bind(("127.0.0.1", lo))
+    thief.listen()
+    real_free = ports.port_free
+    monkeypatch.setattr(ports, "port_free", lambda p: True if p == lo else real_free(p))
+    try:
+        info = engine.provision("race_db", "app_user", PW)
+    finally:
+        thief.close()
+    assert info.status == "available" and info.port != lo
+    assert rows_or_empty(info.port) == []
+
+
+def test_default_port_ranges_avoid_the_ephemeral_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel hands ports of its ephemeral range to outgoing connections at any moment: the engine's
+    default ranges (instances, app backends) lie outside it, also when a kernel's range covers them."""
+    from pulumi_dbos.engine.local import ports
+
+    monkeypatch.delenv("PULUMI_DBOS_PORT_RANGE", raising=False)
+    monkeypatch.delenv("PULUMI_DBOS_APP_BACKEND_PORTS", raising=False)
+    elo, ehi = ports.ephemeral_range()
+    for lo, hi in (ports.port_range(), ports.backend_ports()):
+        assert lo <= hi and (hi < elo or lo > ehi)
+    monkeypatch.setattr(ports, "ephemeral_range", lambda: (17000, 60999))  # a kernel tuned wide: narrowed
+    assert ports.port_range() == (ports.DEFAULT_PORT_RANGE[0], 16999)
+    monkeypatch.setattr(ports, "ephemeral_range", lambda: (1024, 65535))  # nothing left: said, not guessed
+    with pytest.raises(EngineError, match="PULUMI_DBOS_PORT_RANGE"):
+        ports.port_range()
+
+
+def rows_or_empty(port: int) -> list[int]:
+    with conn(port) as c:
+        c.execute("CREATE TABLE IF NOT EXISTS t (x int)")
+    return rows(port)

@@ -11,7 +11,6 @@ from pathlib import Path
 from pulumi_dbos.appsource import pack
 from pulumi_dbos.engine import LocalEngine
 from pulumi_dbos.engine.contract import AppDatabaseAccess, AppDeploy
-from pulumi_dbos.engine.local import apps as local_apps
 from pulumi_dbos.engine.local import ports
 
 PW = "Claims-engine-pw1"
@@ -44,7 +43,7 @@ def test_claims_of_an_interrupted_first_deploy_and_redeploy_are_released(engine:
 
     # a redeploy cut short after claiming its new process's port: the next deploy releases it
     engine.deploy_app(AppDeploy("health", version, archive, db, "health", {}))
-    orphan = local_apps.BACKEND_PORTS[1]  # the top of the range: the next deploy picks a lower one
+    orphan = ports.backend_ports()[1]  # the top of the range: the next deploy picks a lower one
     assert ports.claim(orphan, data_dir, "appb:health")
     engine.deploy_app(AppDeploy("health", version, None, db, "health", {}))
     rec = engine.apps.rows.get("health")

@@ -109,7 +109,7 @@ class _Intruder:
 @pytest.fixture
 def backend_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     port = free_port()
-    monkeypatch.setattr(local_apps, "BACKEND_PORTS", (port, port))
+    monkeypatch.setenv("PULUMI_DBOS_APP_BACKEND_PORTS", f"{port}-{port}")
     monkeypatch.setattr(local_apps, "APP_START_TIMEOUT", 45.0)  # the app never listens: do not wait 120 s
     yield port
 

@@ -54,7 +54,6 @@ from .paths import Layout
 
 APP_START_TIMEOUT = float(os.environ.get("PULUMI_DBOS_APP_START_TIMEOUT", "120"))
 MIGRATE_TIMEOUT = float(os.environ.get("PULUMI_DBOS_MIGRATE_TIMEOUT", "600"))
-BACKEND_PORTS = tuple(int(p) for p in os.environ.get("PULUMI_DBOS_APP_BACKEND_PORTS", "61000-61999").split("-"))
 #: the most of an app's log a read returns (its tail)
 LOG_READ_LIMIT = 1024 * 1024
 #: inside the sandbox: the release (read-only), its control files (read-only), the app's home (writable)
@@ -370,7 +369,7 @@ class LocalApps:
     def _backend_port(self, name: str) -> int:
         """A port of the app's own for a new process, claimed machine-wide (engines of other data dirs
         deploy at the same time); the claim is replaced by the next deploy's."""
-        lo, hi = BACKEND_PORTS
+        lo, hi = ports.backend_ports()
         with self.catalog.locked():
             taken = {r.backend_port for r in self.rows.all()}
             for port in range(lo, hi + 1):

@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -258,6 +258,25 @@ class LocalEngine:
                                   hint="is the data dir's file system writable and not full?") from None
             raise
 
+    def _on_free_port(self, rec: InstanceRecord, wanted: int | None, start: Callable[[int], None]) -> None:
+        """``start(rec.port)``; when the port was chosen here (``wanted`` None) and another process took it
+        between the choice and the server's bind, again on another port (``ports.BIND_ATTEMPTS`` in all)."""
+        for attempt in range(1, ports.BIND_ATTEMPTS + 1):
+            try:
+                start(rec.port)
+                return
+            except EngineError as exc:
+                if wanted is not None or attempt == ports.BIND_ATTEMPTS or not ports.bind_failed(exc.message):
+                    raise
+                self.server.kill(rec.name)
+                taken = rec.port
+                with self.catalog.locked() as db:  # the row still names the taken port: never chosen again
+                    rec.port = ports.allocate(db, self.data_dir, None, rec.name)
+                    self.catalog.update(rec.name, db=db, port=rec.port)
+                ports.release(taken, self.data_dir, rec.name)
+                log.warning("instance %r: port %d was taken before its server bound it; trying port %d",
+                            rec.name, taken, rec.port)
+
     def _new_record(self, name: str, kind: Kind, username: str, status: Status, retention_hours: int,
                     owner: str | None, **fields: str | None) -> InstanceRecord:
         return InstanceRecord(name=name, kind=kind, status=status.value, hostname=fields.pop("hostname", None) or HOST,
@@ -292,8 +311,12 @@ class LocalEngine:
                 proc.run(["cp", "-a", str(template), str(self.pgdata(name))], run_as=self.run_as, timeout=120)
                 proc.run(["cp", "-al", str(template), str(backup_dir)], run_as=self.run_as, timeout=120)
             self._new_stanza(name)
-            self.server.write_conf(name, rec.port)
-            self.server.start(name, rec.port)
+
+            def start(p: int) -> None:
+                self.server.write_conf(name, p)
+                self.server.start(name, p)
+
+            self._on_free_port(rec, port, start)
             with self.server.admin(name, rec.port) as conn:
                 roles.create_user(conn, username, password)  # hardened too
                 earliest = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
@@ -530,7 +553,7 @@ class LocalEngine:
             self.pitr.place_base(name, base, pool)
             if not is_scratch(owner):  # a drill's scratch copy is nobody's data: no repository of its own
                 self._new_stanza(name)  # its own incarnation: pushes from its promotion on
-            self.pitr.recover(source, name, rec.port, base, target)
+            self._on_free_port(rec, port, lambda p: self.pitr.recover(source, name, p, base, target))
             with self.server.admin(name, rec.port) as conn:
                 # the role's password as of the target may predate a reset: the restore's is the given one
                 roles.set_password(conn, src.username, password)

@@ -39,7 +39,15 @@ from .catalog import Catalog
 log = logging.getLogger("pulumi_dbos.engine")
 
 HOST = "127.0.0.1"
-DEFAULT_PORT_RANGE = (54320, 59999)
+#: instances and apps' stable ports, and app backends: below Linux's default ephemeral range (32768-60999), so
+#: the kernel never hands one of ours to an outgoing connection between our choice and our bind (it did with
+#: 54320-59999 on a busy machine: "Address already in use"); narrowed by :func:`outside_ephemeral` when
+#: this kernel's ``ip_local_port_range`` says otherwise. ``$PULUMI_DBOS_PORT_RANGE`` and
+#: ``$PULUMI_DBOS_APP_BACKEND_PORTS`` (``LO-HI``) set them.
+DEFAULT_PORT_RANGE = (15432, 19999)
+DEFAULT_BACKEND_PORTS = (20000, 22999)
+#: how often a server, proxy or app start is tried on another port when its chosen one was taken meanwhile
+BIND_ATTEMPTS = 3
 #: a listen host: a host name, an IPv4 or an IPv6 address (it goes into postgresql.conf and argv)
 _LISTEN_HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$")
 
@@ -184,12 +192,53 @@ def _read_claim(dfd: int, entry: str) -> tuple[str, float] | None:
     return None
 
 
-def port_range() -> tuple[int, int]:
-    env = os.environ.get("PULUMI_DBOS_PORT_RANGE")
-    if env:
-        lo, hi = env.split("-")
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (``ip_local_port_range``)."""
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
         return int(lo), int(hi)
-    return DEFAULT_PORT_RANGE
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def outside_ephemeral(lo: int, hi: int) -> tuple[int, int]:
+    """The longest part of ``lo-hi`` outside the ephemeral range (unchanged when they do not overlap)."""
+    elo, ehi = ephemeral_range()
+    if hi < elo or lo > ehi:
+        return lo, hi
+    below, above = (lo, min(hi, elo - 1)), (max(lo, ehi + 1), hi)
+    best = max((r for r in (below, above) if r[0] <= r[1]), key=lambda r: r[1] - r[0], default=None)
+    if best is None:
+        raise EngineError(f"ports {lo}-{hi} all lie in the kernel's ephemeral range {elo}-{ehi}",
+                          hint="set PULUMI_DBOS_PORT_RANGE / PULUMI_DBOS_APP_BACKEND_PORTS (LO-HI) outside it")
+    return best
+
+
+def _range(env: str, default: tuple[int, int]) -> tuple[int, int]:
+    value = os.environ.get(env)
+    if value:
+        try:
+            lo, hi = (int(x) for x in value.split("-"))
+        except ValueError:
+            raise EngineError(f"{env}={value!r} is not LO-HI", hint="e.g. 15432-19999") from None
+        return lo, hi  # what the operator set, as set
+    return outside_ephemeral(*default)
+
+
+def port_range() -> tuple[int, int]:
+    """Instances' ports and apps' stable ports (``$PULUMI_DBOS_PORT_RANGE``)."""
+    return _range("PULUMI_DBOS_PORT_RANGE", DEFAULT_PORT_RANGE)
+
+
+def backend_ports() -> tuple[int, int]:
+    """Ports of the apps' serving processes behind their stable ports (``$PULUMI_DBOS_APP_BACKEND_PORTS``)."""
+    return _range("PULUMI_DBOS_APP_BACKEND_PORTS", DEFAULT_BACKEND_PORTS)
+
+
+def bind_failed(text: str) -> bool:
+    """Whether a start failed because its port was taken (PostgreSQL's, Python's and Node's words)."""
+    return any(w in text for w in ("Address already in use", "could not create any TCP/IP sockets",
+                                   "EADDRINUSE", "could not bind"))
 
 
 def _claim_text(data_dir: Path, name: str) -> str:
