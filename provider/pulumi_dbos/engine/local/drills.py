@@ -277,6 +277,9 @@ class Drills:
                   if t]
         rpo = round(max(0.0, (at - max(parse_rfc3339(t) for t in newest)).total_seconds()), 3) if newest else None
         base: dict[str, Any] = {"instance": name, "at": to_rfc3339(at), "rpo_seconds": rpo}
+        chain = self._chain(rec)
+        if chain is not None and not chain[0]:
+            return DrillResult(ok=False, reason=chain[1], **base)
         before = Fence.read(eng.server, name, rec.port)
         source = count_tables(eng.server, name, rec.port)
         scratch = self._scratch_name()
@@ -311,6 +314,8 @@ class Drills:
                 failed = run_check(info.port, info.username, password, check[1], check[0])
                 if failed:
                     return DrillResult(ok=False, counts_compared=not writes, reason=failed, **base)
+            if chain is not None:  # whole from the newest backup on, but a gap before it: the window starts later
+                note = chain[1] if note is None else f"{chain[1]}; {note}"
             return DrillResult(ok=True, counts_compared=not writes, sql_checked=check is not None, reason=note,
                                **base)
         finally:
@@ -319,6 +324,30 @@ class Drills:
                     eng.destroy(scratch)
             except (DbosError, OSError) as exc:  # removed by the next drill, or serve's next start
                 log.error("could not remove the drill's scratch instance %r yet: %s", scratch, exc)
+
+    def _chain(self, rec: InstanceRecord) -> tuple[bool, str] | None:
+        """The backups themselves, before any restore: the WAL chain over the whole window (a segment missing
+        from the local cache and from the repository), then ``pgbackrest verify`` (every backup and WAL file
+        read back against its checksum). None: all whole; (False, why): the newest point cannot be restored;
+        (True, note): it can, but the window starts after a gap (``earliest_restorable_time`` says where)."""
+        eng = self.eng
+        gaps = eng.pitr.gaps(rec)
+        backups = eng.catalog.backups(rec.name)
+        newest = backups[-1].start_wal[8:] if backups else ""
+        after = [g for g in gaps if g[8:] > newest]
+        if after:
+            return False, (f"WAL segment {after[0]} is missing from the archive and from the backup repository "
+                           f"({len(after)} missing after the newest base backup): nothing after it can be restored; "
+                           f"take a new base backup now (`pulumi-dbos db backup {rec.name}`) to start a whole chain")
+        stanza = rec.stanza or eng.layout.stanza(rec.name)
+        if stanza and rec.repo_backup_at:
+            problem = eng.repo.verify(stanza)
+            if problem:
+                return False, f"the backup repository failed verification (pgbackrest verify): {problem}"
+        if gaps:
+            return True, (f"WAL segment {gaps[0]} is missing ({len(gaps)} in all, before the newest base backup): "
+                          f"the restorable window starts at {eng.pitr.earliest(rec)}")
+        return None
 
     def _scratch_name(self) -> str:
         while True:

@@ -118,6 +118,12 @@ class Layout:
     def backups(self, name: str) -> Path:
         return self.inst_dir(name) / "backups"
 
+    @property
+    def wal_segment_bytes(self) -> int:
+        from .template import WAL_SEGMENT_MB
+
+        return WAL_SEGMENT_MB * 1024 * 1024
+
     def stanza_file(self, name: str) -> Path:
         return self.inst_dir(name) / "stanza"
 

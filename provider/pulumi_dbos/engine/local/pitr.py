@@ -37,6 +37,14 @@ _HISTORY = re.compile(r"^[0-9A-F]{8}\.history$")
 ARCHIVE_NOW_XIDS = 2
 
 
+def _positions(start: str, end: str, segment_bytes: int) -> list[str]:
+    """Segment positions (the 16 hex digits after the timeline) from ``start`` to ``end``, both included."""
+    per_log = 0x100000000 // segment_bytes
+    def number(p: str) -> int:
+        return int(p[:8], 16) * per_log + int(p[8:], 16)
+    return [f"{n // per_log:08X}{n % per_log:08X}" for n in range(number(start), number(end) + 1)]
+
+
 @contextlib.contextmanager
 def instance_lock(layout: Layout, name: str, wait: float) -> Iterator[bool]:
     """The lock a base backup of ``name`` holds (across threads and processes: the WAL-volume watcher is
@@ -137,12 +145,56 @@ class Pitr:
 
     # ---------------------------------------------------------------- the restorable window
     def earliest(self, rec: InstanceRecord) -> str | None:
-        """When the user's role was committed, or the oldest kept backup's end if later."""
+        """When the user's role was committed, or the end of the oldest kept backup from which the WAL chain
+        is whole up to now (a segment missing from the local cache *and* the repository cuts the window:
+        nothing before it can be replayed past it), if later."""
         backups = self.catalog.backups(rec.name)
         candidates = [rec.earliest] if rec.earliest else []
         if backups:
-            candidates.append(backups[0].finished_at)
+            gaps = self.gaps(rec)
+            whole = [b for b in backups if not any(g[8:] > b.start_wal[8:] for g in gaps)] if gaps else backups
+            candidates.append((whole[0] if whole else backups[-1]).finished_at)
         return max(candidates) if candidates else None
+
+    def gaps(self, rec: InstanceRecord) -> list[str]:
+        """WAL segments missing from the chain between the oldest kept backup's start and the newest archived
+        segment: missing from the local cache (checked first: cheap) and then from the repository too."""
+        backups = self.catalog.backups(rec.name)
+        if not backups or not _SEGMENT.match(backups[0].start_wal or ""):
+            return []
+        local = self._cached_positions(rec.name)
+        if not local:
+            return []
+        start, newest = backups[0].start_wal[8:], max(local)
+        missing = [p for p in _positions(start, newest, self._segment_bytes(rec.name)) if p not in local]
+        if not missing:
+            return []
+        stanza = rec.stanza or self.layout.stanza(rec.name)
+        in_repo = {s[8:] for s in self.repo.segments(stanza)} if stanza else set()
+        tl = backups[-1].start_wal[:8]
+        return [tl + p for p in missing if p not in in_repo]
+
+    def gaps_in_cache(self, name: str, base: BackupRecord) -> bool:
+        """Whether the local cache misses a segment after ``base``'s start (then a restore asks the repository)."""
+        local = self._cached_positions(name)
+        if not local or not _SEGMENT.match(base.start_wal or ""):
+            return bool(base.start_wal)
+        return any(p not in local for p in _positions(base.start_wal[8:], max(local), self._segment_bytes(name)))
+
+    def _segment_bytes(self, name: str) -> int:
+        """The size of ``name``'s WAL segments (fixed when its template was made): a cached segment's."""
+        with contextlib.suppress(OSError), os.scandir(self.layout.archive(name)) as it:
+            for e in it:
+                if _SEGMENT.match(e.name):
+                    return e.stat().st_size
+        return self.layout.wal_segment_bytes
+
+    def _cached_positions(self, name: str) -> set[str]:
+        try:
+            with os.scandir(self.layout.archive(name)) as it:
+                return {e.name[8:] for e in it if _SEGMENT.match(e.name)}
+        except OSError:
+            return set()
 
     def last_archived_time(self, name: str) -> str | None:
         try:
@@ -231,6 +283,13 @@ class Pitr:
         linked = self._link_wal(source, base, pgdata)
         log.info("restore of %s into %s: archived WAL %s", source, name, "linked" if linked else "copied")
         restore = "false" if linked else f"cp {self.layout.archive(source)}/%f %p"
+        src = self.catalog.get(source)
+        stanza = (src.stanza if src else None) or self.layout.stanza(source)
+        if stanza and self.gaps_in_cache(source, base):
+            # a segment the local cache lacks (removed, never copied) comes from the repository, the truth
+            get = self.repo.archive_get_command(stanza, pgdata)
+            restore = (f"test ! -f {pgdata}/pg_wal/%f && {get}" if linked
+                       else f"{{ cp {self.layout.archive(source)}/%f %p || {get}; }}").replace("'", "''")
         self.server.write_conf(name, port, (
             f"restore_command = '{restore}'\n"
             f"recovery_target_time = '{to_pg(target)}'\n"

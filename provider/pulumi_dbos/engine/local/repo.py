@@ -48,6 +48,7 @@ log = logging.getLogger("pulumi_dbos.engine")
 PGBACKREST = os.environ.get("PULUMI_DBOS_PGBACKREST", "pgbackrest")
 #: a stanza: the instance's name, a dash (never in an instance name), when it was made
 _STANZA = re.compile(r"^([a-z0-9_]{3,16})-([0-9]{8}T[0-9]{6}[0-9a-f]{4})$")
+_SEGMENT_NAME = re.compile(r"^[0-9A-F]{24}$")
 DEFAULT_DELETED_RETENTION_HOURS = 168
 DEFAULT_ARCHIVE_TIMEOUT = 60
 
@@ -286,10 +287,11 @@ class Repository:
         return argv
 
     def run(self, stanza: str | None, command: str, *args: str, timeout: float = 900,
-            check: bool = True) -> str:
+            check: bool = True, params: tuple[str, ...] = ()) -> str:
+        """``pgbackrest [options] args command params`` as the cluster user; its output."""
         if self.explicit or not self.conf.exists():
             self.ensure_conf()
-        cp = proc.run([*self._base(stanza), *args, command], run_as=self.layout.run_as, timeout=timeout,
+        cp = proc.run([*self._base(stanza), *args, command, *params], run_as=self.layout.run_as, timeout=timeout,
                       env=proc.clean_env(run_as=self.layout.run_as), secrets=self.settings.secrets(),
                       check=check, hint="the backup repository (pgBackRest) refused; see its message above")
         return cp.stdout + (cp.stderr if cp.returncode else "")
@@ -298,6 +300,10 @@ class Repository:
         """The ``pgbackrest archive-push`` part of an instance's ``archive_command`` (PostgreSQL runs it
         with ``sh``; every argument is quoted)."""
         return " ".join(shlex.quote(a) for a in [*self._base(stanza), *self._pg(pgdata)]) + " archive-push %p"
+
+    def archive_get_command(self, stanza: str, pgdata: Path) -> str:
+        """A ``restore_command`` fetching a segment from the repository (``sh``; arguments quoted)."""
+        return " ".join(shlex.quote(a) for a in [*self._base(stanza), *self._pg(pgdata)]) + ' archive-get %f "%p"'
 
     def create_stanza(self, stanza: str, pgdata: Path) -> None:
         """Make the stanza (offline: reads ``pgdata``'s control file; no server needed, ~50 ms)."""
@@ -343,6 +349,19 @@ class Repository:
     def of_instance(self, instance: str) -> list[Stanza]:
         """The instance's incarnations that hold a backup, oldest first."""
         return sorted((s for s in self.stanzas() if s.instance == instance and s.backups), key=lambda s: s.name)
+
+    def segments(self, stanza: str) -> set[str]:
+        """The names of the WAL segments the repositories hold for ``stanza`` (any of them)."""
+        found: set[str] = set()
+        for repo in self._repos():
+            out = self.run(stanza, "repo-ls", "--recurse", "--output=json", f"--repo={repo}", timeout=300,
+                           check=False, params=(f"archive/{stanza}",))
+            with contextlib.suppress(ValueError):
+                for path in json.loads(out or "{}"):
+                    base = path.rsplit("/", 1)[-1]  # SEGMENT-<sha1>[.ext]; not SEGMENT.<offset>.backup
+                    if _SEGMENT_NAME.match(base[:24]) and base[24:25] in ("", "-"):
+                        found.add(base[:24])
+        return found
 
     def verify(self, stanza: str) -> str | None:
         """``pgbackrest verify``: None when every backup and WAL file reads back with its checksum, else
