@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -232,3 +233,56 @@ def rows_or_empty(port: int) -> list[int]:
     with conn(port) as c:
         c.execute("CREATE TABLE IF NOT EXISTS t (x int)")
     return rows(port)
+
+
+def test_a_killed_backup_leaves_nothing_behind(durable: tuple[LocalEngine, int]) -> None:
+    """`pulumi-dbos db backup` killed mid-copy (SIGKILL: no clean-up ran) left its base-… directory; the next
+    backup, or the watcher's next round, removes it."""
+    engine, port = durable
+    cp = subprocess.Popen([sys.executable, "-m", "pulumi_dbos.cli", "db", "backup", "dur_db",  # noqa: S603
+                           "--data-dir", str(engine.data_dir)])
+    wait_until(lambda: any(d.name.startswith("base-2") for d in engine.layout.backups("dur_db").iterdir()), 60,
+               "the backup's directory")
+    cp.kill()
+    cp.wait()
+    proc_children_killed(engine)
+    listed = {Path(b.path).name for b in engine.catalog.backups("dur_db")}
+    debris = [d.name for d in engine.layout.backups("dur_db").iterdir() if d.name not in listed]
+    if not debris:  # it finished before the kill: plant what a kill leaves, to the same effect
+        debris = ["base-20260101T000000000000"]
+        (engine.layout.backups("dur_db") / debris[0] / "base").mkdir(parents=True)
+    wait_until(lambda: not any((engine.layout.backups("dur_db") / d).exists() for d in debris), 30,
+               "the watcher removing the killed backup's directory")
+    engine.backup("dur_db")  # and backups go on
+    assert all(Path(b.path).exists() for b in engine.catalog.backups("dur_db"))
+
+
+def proc_children_killed(engine: LocalEngine) -> None:
+    """The killed CLI's pg_basebackup (its child, now an orphan) ends on its own once its parent is gone; wait."""
+    import psutil
+
+    def gone() -> bool:
+        return not any("pg_basebackup" in " ".join(p.info["cmdline"] or []) and str(engine.data_dir) in
+                       " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"]))
+
+    wait_until(gone, 60, "the killed backup's pg_basebackup exiting", raise_on_timeout=False)
+    for p in psutil.process_iter(["cmdline"]):
+        if "pg_basebackup" in " ".join(p.info["cmdline"] or []) and str(engine.data_dir) in " ".join(p.info["cmdline"] or []):
+            p.kill()
+
+
+def test_a_dead_watcher_is_started_again_by_a_refresh(durable: tuple[LocalEngine, int]) -> None:
+    """The WAL-volume/first-backup watcher killed (OOM, an operator): the next look at the instance (what
+    `pulumi refresh` and `pulumi up --refresh` do) starts a new one."""
+    import psutil
+
+    engine, _port = durable
+    lock = engine.data_dir / "wal-watch.lock"
+    wait_until(lambda: lock.exists() and lock.read_text().strip() != "", 30, "a watcher")
+    pid = int(lock.read_text().strip())
+    os.killpg(pid, signal.SIGKILL)
+    wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10,
+               "the watcher dying")
+    engine.info("dur_db")  # a refresh
+    wait_until(lambda: lock.read_text().strip() not in ("", str(pid)) and psutil.pid_exists(int(lock.read_text())),
+               30, "a new watcher")

@@ -127,12 +127,21 @@ def spawn_watcher(layout: Layout) -> None:
         log.warning("could not start the WAL-volume backup watcher of %s: %s", layout.data_dir, exc)
 
 
+def sweep_orphans(layout: Layout, catalog: Catalog, server: Server, rec: InstanceRecord) -> None:
+    """What a killed base backup of ``rec`` left (only while nothing backs it up: its lock, not waited for)."""
+    with instance_lock(layout, rec.name, wait=0) as mine:
+        if mine:
+            Pitr(layout, catalog, server).remove_orphans(rec.name)
+
+
 def _due(layout: Layout, catalog: Catalog, server: Server) -> tuple[list[InstanceRecord], bool]:
     """(instances over their limit, whether any instance runs)."""
     due, running = [], False
     for rec in catalog.all():
         if rec.linked or rec.status != Status.AVAILABLE.value or not server.running(rec.name):
             continue
+        with contextlib.suppress(Exception):
+            sweep_orphans(layout, catalog, server, rec)
         running = True
         if rec.stanza and rec.repo_backup_at is None:
             due.append(rec)  # its first repository backup (``first_repo_backup``)

@@ -157,6 +157,7 @@ class LocalEngine:
             elif self.server.running(rec.name):
                 status, latest = Status.AVAILABLE.value, to_rfc3339(utcnow())
                 self._harden(rec, strict=False)
+                self._background()  # a watcher that died (killed, OOM) is started again by any look
             else:
                 status, latest = Status.STOPPED.value, self.pitr.last_archived_time(rec.name)
         hostname = self.listen_host if self.listen_host and not rec.linked else rec.hostname

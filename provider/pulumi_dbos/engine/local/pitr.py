@@ -104,6 +104,7 @@ class Pitr:
                                       hint="try again once it is done")
                 return self.backup(rec, locked=True)
         name, port = rec.name, rec.port
+        self.remove_orphans(name)
         backup_id = "base-" + utcnow().strftime("%Y%m%dT%H%M%S%f")
         bdir = self.layout.backups(name) / backup_id
         with self.server.admin(name, port) as conn:
@@ -126,6 +127,20 @@ class Pitr:
         self.repo_backup(rec)
         self.prune(rec)
         return BackupInfo(name, backup_id, record.started_at, record.finished_at)
+
+    def remove_orphans(self, name: str) -> list[str]:
+        """Remove what a killed base backup left (a ``base-*`` directory the catalog does not list). Only
+        with the instance's backup lock held (``backup``; the watcher takes it): no backup is being written."""
+        listed = {Path(b.path).name for b in self.catalog.backups(name)}
+        gone = []
+        with contextlib.suppress(OSError):
+            for d in self.layout.backups(name).iterdir():
+                if d.name.startswith("base-") and d.name not in listed and not d.is_symlink() and d.is_dir():
+                    shutil.rmtree(d, ignore_errors=True)
+                    gone.append(d.name)
+        if gone:
+            log.warning("instance %r: removed %s left by a base backup that did not finish", name, ", ".join(gone))
+        return gone
 
     def prune(self, rec: InstanceRecord) -> None:
         """Drop base backups and WAL no longer needed to restore anywhere in the retention window."""
