@@ -2,7 +2,8 @@
 .PHONY: up test setup bench lint
 SHELL := /bin/bash
 
-up: setup          ## pulumi up of the example stack (STACK=dev) on the local engine
+up:                ## pulumi up of the example stack (STACK=dev) on the local engine
+	@PULUMI_DBOS_SETUP_S3=0 scripts/setup.sh
 	@scripts/up.sh
 
 test: setup        ## the whole test suite (unit, integration, e2e, reliability)

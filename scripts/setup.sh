@@ -3,6 +3,8 @@
 #   - PostgreSQL server binaries (Debian's `postgresql` package when missing)
 #   - the virtualenv .venv with this project installed (editable) and its test extras
 #   - the pulumi CLI + Python language host (scripts/ensure-pulumi.sh)
+#   - pgBackRest (Debian), the backup repository; SeaweedFS (built once, scripts/ensure-seaweedfs.sh), the
+#     S3-compatible store the durability tests keep a repository in
 # Writes .state/env, which the other scripts source (PATH and Pulumi settings).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,6 +41,14 @@ if [ "$(id -u)" -eq 0 ] && ! id -u "${PULUMI_DBOS_APP_USER:-dbosapp}" >/dev/null
     say "creating the unprivileged OS user '${PULUMI_DBOS_APP_USER:-dbosapp}' that runs the apps"
     useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "${PULUMI_DBOS_APP_USER:-dbosapp}"
 fi
+# pgBackRest: the backup repository under every instance (engine/local/repo.py)
+if ! command -v pgbackrest >/dev/null 2>&1; then
+    say "installing pgBackRest (Debian package 'pgbackrest'), the instances' backup repository..."
+    sudo_=""; [ "$(id -u)" -ne 0 ] && sudo_="sudo"
+    $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbackrest >&2 || {
+        $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbackrest >&2; }
+fi
 # bubblewrap: the sandbox of every piece of tenant code under `pulumi-dbos serve` (apps, migrations, builds)
 if ! command -v bwrap >/dev/null 2>&1; then
     say "installing bubblewrap (Debian package 'bubblewrap'), the apps' sandbox..."
@@ -70,6 +80,12 @@ pulumi_bin="$(scripts/ensure-pulumi.sh)"
 # --- the official DBOS Cloud CLI (npm), for the conformance tests against `pulumi-dbos serve` ---
 dbos_cloud="$(scripts/ensure-dbos-cloud.sh)"
 
+# --- SeaweedFS (an S3-compatible store for the backup repository's tests and benches), from the Go module proxy ---
+# (tests only: `make up` does not need it; the first build takes ~8 CPU-minutes, then it is cached)
+if [ "${PULUMI_DBOS_SETUP_S3:-1}" != 0 ]; then
+    weed="$(scripts/ensure-seaweedfs.sh)" || { say "SeaweedFS could not be built: its tests will fail"; weed=""; }
+fi
+
 # --- actionlint (tests/unit/test_workflow.py), from the Go module proxy when Go is there; optional ---
 actionlint_dir="${PULUMI_DBOS_CACHE:-$HOME/.cache/pulumi-dbos}/actionlint-v1.7.7/bin"
 if ! command -v actionlint >/dev/null 2>&1 && [ ! -x "$actionlint_dir/actionlint" ] && command -v go >/dev/null 2>&1; then
@@ -85,4 +101,5 @@ export PULUMI_SKIP_UPDATE_CHECK=true
 export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
 export PULUMI_DBOS_PULUMI_BIN="$pulumi_bin"
 export PULUMI_DBOS_DBOS_CLOUD="$dbos_cloud"
+export PULUMI_DBOS_WEED="${weed:-}"
 ENV

@@ -28,7 +28,7 @@ BUCKET = "pulumi-dbos"
 
 def weed_binary() -> str | None:
     """The ``weed`` binary (PATH, else the cache ensure-seaweedfs.sh builds into), or None."""
-    found = shutil.which("weed")
+    found = os.environ.get("PULUMI_DBOS_WEED") or shutil.which("weed")
     if found:
         return found
     cache = Path(os.environ.get("PULUMI_DBOS_CACHE") or Path.home() / ".cache/pulumi-dbos")

@@ -28,7 +28,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
                tls_cert=Path(args.tls_cert) if args.tls_cert else None,
                tls_key=Path(args.tls_key) if args.tls_key else None, backup_interval=args.backup_interval,
                drill_interval=args.drill_interval,
-               advertise_host=args.advertise_host, limits=limits_of(args), cloud_exact=args.cloud_exact)
+               advertise_host=args.advertise_host, limits=limits_of(args), cloud_exact=args.cloud_exact,
+               backup_repo=backup_repo_of(args))
+
+
+def backup_repo_of(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--backup-repo FILE``: the ``dbos:backupRepo`` mapping (YAML or JSON) in a file, so that the S3 secret
+    key and the passphrase are in neither argv nor serve's environment; it should be 0600."""
+    path = getattr(args, "backup_repo", None)
+    if not path:
+        return None
+    from ruamel.yaml import YAML
+
+    from ..config.backup_repo import parse
+
+    try:
+        raw = YAML(typ="safe").load(Path(path).read_text())
+    except OSError as exc:
+        raise DbosError(f"--backup-repo {path}: {exc.strerror}") from None
+    except Exception as exc:  # a YAML error
+        raise DbosError(f"--backup-repo {path}: not YAML or JSON: {exc}") from None
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise DbosError(f"--backup-repo {path}: {exc}") from None
 
 
 def limits_of(args: argparse.Namespace) -> Limits:
@@ -134,6 +157,12 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("--advertise-host", default=None, metavar="HOST",
                    help="an address of this machine other stacks reach: instances and apps listen there too "
                    "(besides 127.0.0.1) and report it (default: 127.0.0.1 only)")
+    s.add_argument("--backup-repo", default=None, metavar="FILE",
+                   help="the backup repository of every organization's instances: a YAML/JSON file with the keys of "
+                   "the stack config's dbos:backupRepo (path, s3: {endpoint, bucket, region, accessKey, secretKey, "
+                   "caFile, path}, cipherPassphrase, deletedRetentionHours, archiveTimeout); each organization "
+                   "gets <path>/orgs/<org> and <s3.path>/orgs/<org>. Default: a posix repository in each "
+                   "organization's data dir")
     s.add_argument("--cloud-exact", action="store_true",
                    help="behave exactly like DBOS Cloud: no pulumi-dbos extensions (no Server in the profile, "
                    "extension fields ignored, no extension routes, numeric app versions)")

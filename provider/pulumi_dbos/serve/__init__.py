@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import DbosError
 from .limits import Limits
@@ -68,9 +69,10 @@ def issue_token(data_dir: Path, org: str, user: str, ttl_hours: float) -> str:
 def run(*, listen: str = DEFAULT_LISTEN, data_dir: Path, tls_cert: Path | None = None, tls_key: Path | None = None,
         backup_interval: float = DEFAULT_BACKUP_INTERVAL, drill_interval: float = DEFAULT_DRILL_INTERVAL,
         advertise_host: str | None = None,
-        limits: Limits | None = None, cloud_exact: bool = False) -> int:
+        limits: Limits | None = None, cloud_exact: bool = False, backup_repo: dict[str, Any] | None = None) -> int:
     """Serve until SIGTERM/SIGINT (then stop cleanly: requests in flight finish, the background thread stops).
-    ``cloud_exact``: DBOS Cloud's API without pulumi-dbos's extensions (:mod:`.exact`)."""
+    ``cloud_exact``: DBOS Cloud's API without pulumi-dbos's extensions (:mod:`.exact`). ``backup_repo``: the
+    ``dbos:backupRepo`` mapping for every organization (``ServeState.engine``)."""
     import uvicorn
 
     from . import auth, state, tls
@@ -91,7 +93,7 @@ def run(*, listen: str = DEFAULT_LISTEN, data_dir: Path, tls_cert: Path | None =
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     data_dir = data_dir.expanduser().resolve()
     sdir = state.prepare(data_dir)
-    st = state.ServeState(data_dir, advertise_host)
+    st = state.ServeState(data_dir, advertise_host, backup_repo)
     st.acquire()
     if tls_cert is None or tls_key is None:
         tls_cert, tls_key = tls.ensure_self_signed(sdir / "tls", tls.cert_hosts(host, advertise_host))

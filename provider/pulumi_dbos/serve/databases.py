@@ -109,6 +109,13 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
             with state.locked("instance-quota", org):
                 creating.get(org, set()).discard(name)
 
+    def _kept(eng: Any, name: str) -> bool:
+        try:
+            eng.restore_window(name)
+        except DbosError:
+            return False
+        return True
+
     def info_or_404(org: str, name: str) -> InstanceInfo:
         if not state.has_catalog(org) or not valid_name(name):
             raise not_found(name)
@@ -186,7 +193,15 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
     @r.post(paths.DB_RESTORE)
     def restore(org: str, name: str, body: RestoreRequest, request: Request) -> Response:
         org = owned(request, org)
-        src = info_or_404(org, name)
+        src: InstanceInfo | None = None
+        try:
+            src = info_or_404(org, name)
+        except ApiError:
+            # destroyed (its backups kept for the deleted retention) or lost: restorable from the organization's
+            # own backup repository, by name, with a password given
+            if not (valid_name(name) and state.has_catalog(org) and body.Password is not None
+                    and _kept(state.engine(org), name)):
+                raise
         if cloud_exact:
             body = exact.ignore_extensions(body, "restore")
             if body.RestoreTimestamp.strip() == "latest":
@@ -207,7 +222,8 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
             check(rules.check_password, password)
         with state.locked("db", org, body.RestoreName), instance_quota(org, body.RestoreName):
             taken(org, body.RestoreName)
-            state.set_credentials(org, body.RestoreName, Credentials(src.username, password))
+            if src is not None:
+                state.set_credentials(org, body.RestoreName, Credentials(src.username, password))
             try:
                 info = state.engine(org).restore_to_new(
                     name, body.RestoreName, body.RestoreTimestamp, password=password, port=body.Port,
@@ -215,6 +231,7 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
             except BaseException:
                 state.forget_credentials(org, body.RestoreName)
                 raise
+            state.set_credentials(org, body.RestoreName, Credentials(info.username, password))
         log.info("org %s: restored %s as of %s into %s", org, name, info.restored_to, info.name)
         return respond(view(org, info), 201)
 

@@ -150,8 +150,10 @@ class Credentials:
 class ServeState:
     """Per-organization engines (made lazily, cached) and serve's stores. Thread-safe."""
 
-    def __init__(self, data_dir: Path, advertise_host: str | None = None) -> None:
+    def __init__(self, data_dir: Path, advertise_host: str | None = None,
+                 backup_repo: dict[str, Any] | None = None) -> None:
         self.data_dir = data_dir
+        self.backup_repo = backup_repo
         #: ``--advertise-host``: the organizations' instances and apps listen there too and report it
         self.advertise_host = advertise_host
         self.dir = serve_dir(data_dir)
@@ -191,8 +193,22 @@ class ServeState:
 
                 eng = self._engines[org] = LocalEngine(self.org_dir(org), listen_host=self.advertise_host,
                                                        app_user=org_user(self.data_dir, org),
-                                                       keep_versions=KEEP_VERSIONS)
+                                                       keep_versions=KEEP_VERSIONS, repo=self.org_repo(org))
             return eng
+
+    def org_repo(self, org: str) -> Any:
+        """The organization's part of ``--backup-repo``: ``<path>/orgs/<org>``, ``<s3.path>/orgs/<org>`` (None:
+        the default, a repository in the organization's data dir)."""
+        if not self.backup_repo:
+            return None
+        from ..engine.local.repo import RepoSettings
+
+        mapping = json.loads(json.dumps(self.backup_repo))
+        if mapping.get("path"):
+            mapping["path"] = f"{mapping['path'].rstrip('/')}/orgs/{org}"
+        if mapping.get("s3"):
+            mapping["s3"]["path"] = f"{(mapping['s3'].get('path') or '/pulumi-dbos').rstrip('/')}/orgs/{org}"
+        return RepoSettings.from_mapping(mapping)
 
     def has_catalog(self, org: str) -> bool:
         """Whether the organization's engine has made anything yet (reads never create a data dir)."""
