@@ -17,6 +17,7 @@ from pulumi_dbos.engine.local.repo import RepoSettings
 from tests.durability.test_repository import PW, first_repo_backup, insert, rows
 from tests.support.s3 import S3Server, seaweedfs, weed_binary
 
+
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Server]:
     if weed_binary() is None:  # make test builds it (scripts/setup.sh): a missing one is a failure, not a skip
