@@ -198,7 +198,9 @@ def test_a_port_taken_between_choice_and_bind_is_retried(engine: LocalEngine,
 
     from pulumi_dbos.engine.local import ports
 
-    lo, _hi = ports.port_range()
+    lo, hi = ports.port_range()
+    lo = next(p for p in range(lo, hi - 20) if all(ports.port_free(q) for q in range(p, p + 20)))
+    monkeypatch.setenv("PULUMI_DBOS_PORT_RANGE", f"{lo}-{lo + 19}")  # the engine's choice: lo, first free
     thief = socket.socket()
     thief.bind(("127.0.0.1", lo))
     thief.listen()

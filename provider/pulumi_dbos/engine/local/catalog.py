@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -69,6 +70,14 @@ CREATE TABLE IF NOT EXISTS drill_checks (
     instance TEXT PRIMARY KEY,
     sql TEXT NOT NULL,               -- the user's check, run on every drill of the instance
     dbname TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lost (
+    name TEXT PRIMARY KEY,           -- an instance the repository holds (never destroyed) and this catalog did not
+    record TEXT NOT NULL             -- its InstanceRecord as JSON, rebuilt from the repository's annotations
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS app_versions (
     app TEXT NOT NULL,
@@ -209,6 +218,36 @@ class Catalog:
             db.execute("DELETE FROM drills WHERE instance = ?", (name,))
             db.execute("DELETE FROM drill_checks WHERE instance = ?", (name,))
             db.execute("DELETE FROM instances WHERE name = ?", (name,))
+
+    # ---------------------------------------------------------------- lost instances (``durability``)
+    def meta(self, key: str) -> str | None:
+        with self._connect() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            return str(row[0]) if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with _thread_lock, self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def add_lost(self, rec: InstanceRecord) -> None:
+        row = rec.to_row()
+        with _thread_lock, self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO lost VALUES (?, ?)", (rec.name, json.dumps(row)))
+
+    def lost(self, name: str | None = None) -> list[InstanceRecord]:
+        with self._connect() as db:
+            rows = db.execute("SELECT record FROM lost WHERE name = ?", (name,)) if name else \
+                db.execute("SELECT record FROM lost ORDER BY name")
+            out = []
+            for (text,) in rows:
+                d = json.loads(text)
+                d["kind"] = Kind(d["kind"])
+                out.append(InstanceRecord(**{k: v for k, v in d.items() if k in _COLUMNS}))
+            return out
+
+    def forget_lost(self, name: str) -> None:
+        with _thread_lock, self._connect() as db:
+            db.execute("DELETE FROM lost WHERE name = ?", (name,))
 
     def add_backup(self, b: BackupRecord) -> None:
         with _thread_lock, self._connect() as db:

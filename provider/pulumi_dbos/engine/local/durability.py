@@ -27,7 +27,7 @@ from ...errors import EngineError
 from ...timeutil import parse_rfc3339, to_rfc3339, utcnow
 from ..contract import Kind, Status
 from ..files import write_atomic
-from .catalog import InstanceRecord
+from .catalog import Catalog, InstanceRecord
 from .repo import Stanza
 from .server import RECOVERY_TIMEOUT
 
@@ -63,6 +63,26 @@ def lost_record(eng: LocalEngine, name: str) -> InstanceRecord | None:
         retention_hours=int(notes.get("retention-hours") or 24), created_at=notes.get("created-at") or None,
         earliest=st.earliest, source=notes.get("source"), stanza=st.name,
         repo_backup_at=to_rfc3339(st.backups[-1].stopped))
+
+
+RECONCILED = "repository-reconciled"
+
+
+def reconcile(eng: LocalEngine, catalog: Catalog) -> None:
+    """Once per catalog (a new data dir, a catalog that was lost and made anew): every live instance the
+    repository holds that the catalog has no row of is recorded as lost (``Catalog.lost``). Later rows and
+    destroys keep the two in step, so no look at an instance asks pgBackRest again."""
+    if catalog.meta(RECONCILED) is not None or not eng.repo.exists():
+        return
+    known = {r.name for r in catalog.all()}
+    for st in eng.repo.stanzas():
+        if st.instance not in known and not st.destroyed_at and st.backups:
+            rec = lost_record(eng, st.instance)
+            if rec is not None:
+                catalog.add_lost(rec)
+                log.warning("instance %r is in the backup repository but not in this catalog: lost "
+                            "(`pulumi-dbos db recover %s` brings it back)", st.instance, st.instance)
+    catalog.set_meta(RECONCILED, to_rfc3339(utcnow()))
 
 
 def lost_error(rec: InstanceRecord) -> EngineError:
@@ -148,7 +168,7 @@ def recover(eng: LocalEngine, name: str) -> None:
     if rec is not None and not rec.linked and eng.pgdata(name).is_dir():
         raise EngineError(f"instance {name!r} is not lost", hint="`pulumi-dbos db status NAME`")
     if rec is None:
-        rec = lost_record(eng, name)
+        rec = eng._lost_record(name) or lost_record(eng, name)
         if rec is None:
             raise EngineError(f"the backup repository has no live instance named {name!r}",
                               hint="a destroyed instance is restored into a new one: RestoredInstance(source=...)")

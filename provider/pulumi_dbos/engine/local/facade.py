@@ -41,7 +41,7 @@ from .apps import LocalApps
 from .autobackup import spawn_watcher
 from .catalog import BackupRecord, Catalog, InstanceRecord
 from .drills import Drills, is_scratch
-from .durability import kept_stanza, lost_error, lost_record, recover, repo_window, restore_from_repo, retire
+from .durability import kept_stanza, lost_error, reconcile, recover, repo_window, restore_from_repo, retire
 from .paths import Layout, check_data_dir, default_data_dir, default_run_as
 from .pitr import Pitr, instance_lock
 from .pool import Pool, pool_size
@@ -367,9 +367,9 @@ class LocalEngine:
 
     def list(self) -> builtins.list[InstanceInfo]:
         known = [r for r in self.catalog.all() if not is_scratch(r.owner)]  # a drill's: nobody's
+        reconcile(self, self.catalog)
         names = {r.name for r in known}
-        lost = [rec for st in self.repo.stanzas() if st.instance not in names and not st.destroyed_at
-                and not is_scratch(st.annotations.get("owner")) and (rec := self._lost_record(st.instance)) is not None]
+        lost = [r for r in self.catalog.lost() if r.name not in names]
         return sorted([self._info(r) for r in known] + [self._lost_info(r) for r in lost], key=lambda i: i.name)
 
     def ensure_running(self, name: str) -> InstanceInfo:
@@ -578,7 +578,14 @@ class LocalEngine:
         self.catalog.update(name, stanza=stanza, repo_backup_at=None)
 
     def _lost_record(self, name: str) -> InstanceRecord | None:
-        return lost_record(self, name) if self.repo.exists() else None
+        """A lost instance the catalog has no row of (``durability.reconcile``: the repository is asked once per
+        catalog, so looks stay free of pgBackRest calls)."""
+        catalog = self.existing_catalog() if not self.repo.explicit else self.catalog
+        if catalog is None:
+            return None
+        reconcile(self, catalog)
+        found = catalog.lost(name)
+        return found[0] if found else None
 
     @staticmethod
     def _lost_error(rec: InstanceRecord) -> EngineError:
@@ -603,6 +610,7 @@ class LocalEngine:
                     rec.port = ports.allocate(db, self.data_dir, None, rec.name)
             rec.status = Status.AVAILABLE.value
             Catalog.insert(db, rec)
+        self.catalog.forget_lost(rec.name)
 
     def recover(self, name: str) -> InstanceInfo:
         """Bring a lost instance back at its newest archived point (``durability.recover``)."""
