@@ -288,3 +288,37 @@ def test_a_dead_watcher_is_started_again_by_a_refresh(durable: tuple[LocalEngine
     engine.info("dur_db")  # a refresh
     wait_until(lambda: lock.read_text().strip() not in ("", str(pid)) and psutil.pid_exists(int(lock.read_text())),
                30, "a new watcher")
+
+
+def test_rpo_when_the_host_is_lost_is_bounded_by_archive_timeout(tmp_root: Path) -> None:
+    """Commits every 50 ms; the host (server and data dir) is lost without warning; recovered from the
+    repository alone, the newest commit back is at most archive_timeout (+ the push's own latency) old."""
+    timeout = 5
+    settings = RepoSettings(path=tmp_root / "elsewhere", archive_timeout=timeout)
+    first = LocalEngine(tmp_root / "d1", repo=settings)
+    info = first.provision("rpo_db", "app_user", PW)
+    first_repo_backup(first, "rpo_db")
+    with conn(info.port) as c:
+        c.execute("CREATE TABLE t (x int, at timestamptz DEFAULT clock_timestamp())")
+        started = time.monotonic()
+        n = 0
+        while time.monotonic() - started < 3 * timeout:
+            n += 1
+            c.execute("INSERT INTO t (x) VALUES (%s)", (n,))
+            time.sleep(0.05)
+        lost_at = c.execute("SELECT clock_timestamp()").fetchone()[0]
+    pid = first.server.pid("rpo_db")
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    shutil.rmtree(tmp_root / "d1")
+    second = LocalEngine(tmp_root / "d2", repo=settings)
+    back = second.recover("rpo_db")
+    with conn(back.port) as c:
+        got, newest = c.execute("SELECT count(*), max(at) FROM t").fetchone()
+    lag = (lost_at - newest).total_seconds()
+    print(f"RPO with archive_timeout={timeout}s: {n - got} of {n} commits lost, the newest back {lag:.1f}s old")
+    assert lag <= timeout + 3, f"{n - got} commits lost, the newest back is {lag:.1f}s old"
+    rows_back = list(range(1, got + 1))  # a prefix: nothing in the middle is missing
+    with conn(back.port) as c:
+        assert [r[0] for r in c.execute("SELECT x FROM t ORDER BY x")] == rows_back

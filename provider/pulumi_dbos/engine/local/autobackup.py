@@ -37,6 +37,7 @@ from ..contract import Status
 from .catalog import Catalog, InstanceRecord
 from .paths import Layout
 from .pitr import Pitr, instance_lock
+from .repo import Repository
 from .server import Server
 from .workers import spawn_worker, try_lock
 
@@ -45,6 +46,8 @@ log = logging.getLogger("pulumi_dbos.engine")
 _SEGMENT = re.compile(r"^[0-9A-F]{24}$")
 _HISTORY = re.compile(r"^[0-9A-F]{8}\.history$")
 WATCH_LOCK = "wal-watch.lock"
+#: how often the watcher removes destroyed instances' backups whose keep-until has passed
+EXPIRY_SECONDS = 600
 
 
 DEFAULT_MB = 128
@@ -184,6 +187,7 @@ def watch(layout: Layout) -> None:
     """The watcher's loop (see the module's docstring)."""
     lock_file = layout.data_dir / WATCH_LOCK
     server = Server(layout)
+    next_expiry = time.monotonic() + 60
     while True:
         with try_lock(lock_file, record_pid=True) as mine:
             if not mine:
@@ -201,6 +205,12 @@ def watch(layout: Layout) -> None:
                             backup_if_due(layout, catalog, server, rec)
                     except Exception as exc:  # one instance's trouble (destroyed meanwhile) stops nothing
                         log.warning("WAL-volume backup of %s failed: %s", rec.name, exc)
+                if time.monotonic() >= next_expiry:  # destroyed instances past their keep-until
+                    next_expiry = time.monotonic() + EXPIRY_SECONDS
+                    try:
+                        Repository(layout).expire_deleted()
+                    except Exception as exc:
+                        log.warning("expiring destroyed instances' backups failed: %s", exc)
                 time.sleep(check_seconds())
             else:
                 return  # the data dir is gone
