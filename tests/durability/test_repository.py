@@ -65,7 +65,8 @@ def test_destroy_keeps_backups_and_the_instance_restores_by_name(durable: tuple[
     assert back.source_instance == "dur_db" and back.status == "available"
     # the restore is an instance of its own: its own stanza and its own repository backup
     rec = engine.catalog.get("dur_back")
-    assert rec is not None and rec.stanza and rec.repo_backup_at
+    assert rec is not None and rec.stanza
+    first_repo_backup(engine, "dur_back")  # taken by the watcher, as after a provision
 
 
 def test_destroyed_instance_expires_after_the_deleted_retention(engine: LocalEngine, data_dir: Path) -> None:
@@ -202,6 +203,7 @@ def test_a_port_taken_between_choice_and_bind_is_retried(engine: LocalEngine,
     lo = next(p for p in range(lo, hi - 20) if all(ports.port_free(q) for q in range(p, p + 20)))
     monkeypatch.setenv("PULUMI_DBOS_PORT_RANGE", f"{lo}-{lo + 19}")  # the engine's choice: lo, first free
     thief = socket.socket()
+    thief.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as PostgreSQL binds (TIME_WAIT allowed)
     thief.bind(("127.0.0.1", lo))
     thief.listen()
     real_free = ports.port_free

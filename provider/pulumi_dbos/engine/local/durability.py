@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -94,13 +95,16 @@ def lost_error(rec: InstanceRecord) -> EngineError:
              "restore_time='latest')")
 
 
-def repo_window(eng: LocalEngine, name: str) -> tuple[datetime, datetime] | None:
+def repo_window(eng: LocalEngine, name: str, live: InstanceRecord | None = None) -> tuple[datetime, datetime] | None:
     """The restorable window of ``name`` from the repository alone: its oldest backup's end to its newest
-    archived point (``destroyed-at`` for a destroyed instance; a lost one's newest backup or cached WAL)."""
-    st = kept_stanza(eng, name)
+    archived point (``destroyed-at`` for a destroyed instance; a lost one's newest backup or cached WAL;
+    ``live``, a running instance: now, its WAL just archived)."""
+    st = eng.repo.stanza(live.stanza) if live is not None and live.stanza else kept_stanza(eng, name)
     if st is None or not st.backups:
         return None
     earliest = st.backups[0].stopped
+    if live is not None:
+        return earliest, utcnow()
     latest = parse_rfc3339(st.destroyed_at) if st.destroyed_at else st.backups[-1].stopped
     cached = eng.pitr.last_archived_time(name)
     if not st.destroyed_at and cached and parse_rfc3339(cached) > latest:
@@ -127,10 +131,13 @@ def retire(eng: LocalEngine, rec: InstanceRecord) -> None:
     log.info("instance %r destroyed; its backups stay restorable until %s", rec.name, to_rfc3339(keep))
 
 
-def restore_from_repo(eng: LocalEngine, source: str, rec: InstanceRecord, target: datetime | None) -> None:
+def restore_from_repo(eng: LocalEngine, source: str, rec: InstanceRecord, target: datetime | None,
+                      before_start: Callable[[], None]) -> None:
     """``rec``'s cluster (a new instance, its catalog row reserved) from ``source``'s repository backups alone,
-    recovered to ``target`` (None: the end of the archive) and promoted; then its own stanza."""
-    st = kept_stanza(eng, source)
+    recovered to ``target`` (None: the end of the archive) and promoted; ``before_start`` (its own stanza)
+    runs once the files are in place."""
+    src = eng.catalog.get(source)
+    st = eng.repo.stanza(src.stanza) if src is not None and src.stanza else kept_stanza(eng, source)
     if st is None:
         raise EngineError(f"the backup repository has no restorable backup of {source!r}",
                           hint="`pulumi-dbos db list` shows the instances; destroyed ones are kept for "
@@ -139,6 +146,7 @@ def restore_from_repo(eng: LocalEngine, source: str, rec: InstanceRecord, target
     eng.layout.make_instance_dirs(name)
     eng.layout.mkdir(eng.pgdata(name))
     eng.repo.restore(st.name, eng.pgdata(name), target)
+    before_start()
     _start_recovered(eng, rec)
 
 

@@ -544,7 +544,10 @@ class LocalEngine:
         if target < earliest or target > archived_to:
             raise EngineError(f"restore_time {to_rfc3339(target)} is outside the restorable window of {source!r} "
                               f"[{to_rfc3339(earliest)}, {to_rfc3339(archived_to)}]")
-        base = self.pitr.base_for(source, target)
+        base = self.pitr.base_for(source, target, missing_ok=True)
+        if base is None:  # no local base backup before the target (a recovered instance's cache is empty)
+            return self._restore_from_repo(source, name, restore_time, password=password, port=port,
+                                           retention_hours=retention_hours, owner=owner, src=src)
         rec = self._reserve(self._new_record(
             name, Kind.RESTORED, src.username, Status.RESTORING, retention_hours or src.retention_hours, owner,
             source=source, restored_to=to_rfc3339(target)), port)
@@ -615,18 +618,21 @@ class LocalEngine:
     def recover(self, name: str) -> InstanceInfo:
         """Bring a lost instance back at its newest archived point (``durability.recover``)."""
         recover(self, name)
-        rec = self._require(name)
-        self.catalog.update(name, repo_backup_at=rec.repo_backup_at)
         self.ensure_running(name)
-        with contextlib.suppress(DbosError):
-            self.pitr.backup(self._require(name))  # a fresh local base: the fast restore path again
         self._background()
         return self._current(name)
 
     def _restore_from_repo(self, source: str, name: str, restore_time: str, *, password: str,
-                           port: int | None, retention_hours: int | None, owner: str | None) -> InstanceInfo:
-        """``restore_to_new`` from a source that is lost or destroyed: the repository alone."""
-        window = self.restore_window(source)
+                           port: int | None, retention_hours: int | None, owner: str | None,
+                           src: InstanceRecord | None = None) -> InstanceInfo:
+        """``restore_to_new`` from the repository alone: the source is lost or destroyed, or (``src``, running)
+        has no local base backup before the target."""
+        if src is not None:
+            self.pitr.archive_now(source, src.port)
+        window = self.restore_window(source) if src is None else repo_window(self, source, live=src)
+        if window is None:
+            raise EngineError(f"instance {source!r} has no backup to restore from yet",
+                              hint=f"take one: `pulumi-dbos db backup {source}`")
         target = None if restore_time == "latest" else parse_rfc3339(restore_time)
         if target is not None and not window[0] <= target <= window[1]:
             raise EngineError(f"restore_time {to_rfc3339(target)} is outside the restorable window of {source!r} "
@@ -638,17 +644,15 @@ class LocalEngine:
             retention_hours or int((st.annotations.get("retention-hours") if st else None) or 24), owner,
             source=source, restored_to=to_rfc3339(target or window[1])), port)
         with self._creating(name, f"restoring from {source!r} (backup repository) into"):
-            restore_from_repo(self, source, rec, target)
+            # its own stanza before its server starts: it archives from its promotion on; its first repository
+            # backup is the watcher's, as after a provision (no local base: its restores use the repository)
+            restore_from_repo(self, source, rec, target, lambda: self._new_stanza(name) if not is_scratch(owner)
+                              else None)
             with self.server.admin(name, rec.port) as conn:
                 roles.set_password(conn, username, password)
                 roles.harden(conn, username)
                 ts = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
             roles.mark_hardened(self.inst_dir(name))
-            self.server.stop(name)
-            self._new_stanza(name)
-            self.server.write_conf(name, rec.port)
-            self.server.start(name, rec.port)
-            self.pitr.backup(self._require(name))  # its own local base and first repository backup
             self.catalog.update(name, status=Status.AVAILABLE.value, earliest=to_rfc3339(ts))
         self._background()
         return self._current(name)

@@ -254,11 +254,13 @@ class Pitr:
                               hint="check archive_command errors in the instance's server.log: is the backup "
                                    "repository reachable?") from None
 
-    def base_for(self, source: str, target: datetime) -> BackupRecord:
+    def base_for(self, source: str, target: datetime, *, missing_ok: bool = False) -> BackupRecord | None:
         base = None
         for b in self.catalog.backups(source):
-            if parse_rfc3339(b.finished_at) <= target:
+            if parse_rfc3339(b.finished_at) <= target and Path(b.path).is_dir():
                 base = b
+        if base is None and missing_ok:
+            return None
         if base is None:
             raise EngineError(f"no base backup of {source!r} finished before {to_rfc3339(target)}")
         return base
