@@ -488,12 +488,16 @@ class LocalEngine:
         if rec is not None and rec.linked:
             self.catalog.delete(name)
             return
-        if rec is not None:
-            retire(self, rec)  # the repository keeps its backups for the deleted retention
         if self.inst_dir(name).exists():
-            with instance_lock(self.layout, name, RECOVERY_TIMEOUT):  # no base backup writing into it
+            # no base backup writing into it, none starting: a backup finishing after the stanza was found
+            # empty would leave a destroyed instance's backups looking live
+            with instance_lock(self.layout, name, RECOVERY_TIMEOUT):
+                if rec is not None:
+                    retire(self, rec)  # the repository keeps its backups for the deleted retention
                 self.server.stop_or_kill(name)
                 shutil.rmtree(self.inst_dir(name))
+        elif rec is not None:
+            retire(self, rec)  # a lost instance destroyed: its backups are kept all the same
         if rec is not None:
             ports.release(rec.port, self.data_dir, name)
             self.catalog.delete(name)
