@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from typing import Any
+
+from .timeutil import utcnow
 
 #: Pulumi's marker for a value not known until apply (``pulumi.runtime.rpc.UNKNOWN``)
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
@@ -236,9 +239,20 @@ def render(preview: dict[str, Any], title: str = "pulumi preview") -> str:
         old_inputs = (s.get("oldState") or {}).get("inputs") or {}
         if op in ("replace", "delete") and t.endswith(INSTANCE_TYPES):
             verb = "replaced (destroyed and created anew)" if op == "replace" else "deleted"
-            warnings.append(f"> [!CAUTION]\n> **Data loss: instance `{name}` will be {verb}.** Every database "
-                            "on it is lost unless you restore it first "
-                            "(`dbos:restores` / `RestoredInstance`).")
+            old_outputs = (s.get("oldState") or {}).get("outputs") or {}
+            kept = old_outputs.get("kept_after_destroy_hours")
+            iname = old_outputs.get("instance_name") or old_inputs.get("instance_name") or name
+            if isinstance(kept, int) and kept > 0:
+                until = (utcnow() + timedelta(hours=kept)).strftime("%Y-%m-%d %H:%M UTC")
+                warnings.append(
+                    f"> [!CAUTION]\n> **Instance `{name}` will be {verb}.** Its backups stay in the backup "
+                    f"repository for {kept} h: until about {until} it can be restored by name "
+                    f"(`RestoredInstance(source=\"{iname}\")`, `pulumi-dbos db restore {iname} NEW`); after "
+                    "that its data is gone.")
+            else:
+                warnings.append(f"> [!CAUTION]\n> **Data loss: instance `{name}` will be {verb}.** Every database "
+                                "on it is lost unless you restore it first "
+                                "(`dbos:restores` / `RestoredInstance`).")
             if old_inputs.get("deletion_protection") is True:
                 warnings.append(f"> [!WARNING]\n> `{name}` has `deletion_protection=True`: `pulumi up` will "
                                 "refuse this. Turn protection off in a separate change first if it is intended.")

@@ -234,3 +234,18 @@ def test_the_providers_notices_are_notes_once_each() -> None:
     assert md.count("will be adopted") == 1 and "> [!NOTE]\n> app 'greet' exists (managed by proj/test/greet)" in md
     assert "some other line" not in md and "preview failed" not in md
     assert "[!NOTE]" not in render(load("preview_dev_create.json"))
+
+
+def test_a_destroy_says_until_when_the_instance_can_be_restored() -> None:
+    """An instance of the local engine keeps its backups after a destroy (issue 29): the report of a delete or a
+    replace says for how long and how to restore it by name, instead of 'every database is lost'."""
+    preview = load("preview_dev_replace.json")
+    step = next(s for s in preview["steps"] if s.get("op") == "replace" and "DatabaseInstance" in s.get("urn", ""))
+    step.setdefault("oldState", {}).setdefault("outputs", {}).update(
+        kept_after_destroy_hours=168, instance_name="dev_db")
+    md = render(preview)
+    assert "Its backups stay in the backup repository for 168 h" in md
+    assert 'RestoredInstance(source="dev_db")' in md and "pulumi-dbos db restore dev_db NEW" in md
+    assert "every database on it is lost" not in md.lower()
+    # without the output (the dbos-cloud engine, older state): the old caution, unchanged
+    assert "Data loss: instance `dev_db` will be replaced" in render(load("preview_dev_replace.json"))

@@ -109,7 +109,8 @@ def engine_from_args(args: argparse.Namespace, *, new_ok: bool = False) -> Any:
         for attr, value in stack_engine_settings(stack, cwd=str(project) if project else None).items():
             if getattr(args, attr, None) is None:
                 setattr(args, attr, value)
-        repo = stack_backup_repo(stack, project)
+        if new_ok:  # other commands use what the data dir's repository configuration says (no pulumi call)
+            repo = stack_backup_repo(stack, project)
     engine = args.engine or os.environ.get("PULUMI_DBOS_ENGINE") or "local"
     if engine == "dbos-cloud":
         return _cloud_engine(args)
@@ -123,15 +124,16 @@ def engine_from_args(args: argparse.Namespace, *, new_ok: bool = False) -> Any:
         from ..engine.local.repo import RepoSettings
 
         repo = RepoSettings.from_env()
+    given = {"repo": repo} if repo is not None else {}  # else the data dir's own repository configuration
     if not has_catalog and new_ok and (repo is not None or (data_dir / "pgbackrest").is_dir()):
-        return get_engine(engine, str(data_dir), args.run_as, repo=repo)
+        return get_engine(engine, str(data_dir), args.run_as, **given)
     if not has_catalog:
         what = "does not exist" if not data_dir.exists() else "has no catalog.db (no instance was created there)"
         raise DbosError(
             f"data dir {data_dir} {what}",
             hint="pass the data dir the stack uses: --data-dir DIR (its `dbos:dataDir`), or --stack S (the stack's "
             "settings); without either, $PULUMI_DBOS_DATA_DIR, the project's selected stack or the default is used")
-    return get_engine(engine, str(data_dir), args.run_as, repo=repo)
+    return get_engine(engine, str(data_dir), args.run_as, **given)
 
 
 def stack_backup_repo(stack: str, project: Path | None) -> Any:

@@ -149,6 +149,9 @@ class _ServerOutputs(Spec):
     earliest_restorable_time: Annotated[str | None, Meta("start of the PITR window", output=True,
                                                          stack=False)] = None
     latest_restorable_time: Annotated[str | None, Meta("end of the PITR window", output=True, stack=False)] = None
+    kept_after_destroy_hours: Annotated[int | None, Meta(
+        "hours its backups stay restorable by name after a destroy (local engine's backup repository; None on "
+        "DBOS Cloud)", output=True, stack=False)] = None
 
 
 class DatabaseInstanceSpec(_ServerOutputs):

@@ -68,6 +68,8 @@ class InstanceInfo:
     owner: str | None = None
     #: the newest restore drill's ``DrillResult.summary()`` (None: none yet, or an engine without drills)
     last_drill: dict[str, Any] | None = None
+    #: how long its backups stay restorable by name after a destroy (None: the engine does not keep them)
+    kept_after_destroy_hours: int | None = None
 
     @property
     def is_linked(self) -> bool:

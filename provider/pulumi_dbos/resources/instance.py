@@ -15,7 +15,7 @@ def instance_outputs(provider: b.BaseProvider, props: b.Props, info: InstanceInf
     return provider.outputs(
         props, status=info.status, hostname=info.hostname, port=info.port, username=info.username,
         is_linked=info.is_linked, earliest_restorable_time=info.earliest_restorable_time,
-        latest_restorable_time=info.latest_restorable_time,
+        latest_restorable_time=info.latest_restorable_time, kept_after_destroy_hours=info.kept_after_destroy_hours,
         database_url=b.database_url(info.username, password, info.hostname, info.port), **extra)
 
 

@@ -166,7 +166,11 @@ class LocalEngine:
             kind=rec.kind, retention_hours=rec.retention_hours, created_at=rec.created_at,
             earliest_restorable_time=earliest, latest_restorable_time=latest, source_instance=rec.source,
             restored_to=rec.restored_to, owner=rec.owner,
-            last_drill=None if rec.linked else Drills(self).last(rec.name))
+            last_drill=None if rec.linked else Drills(self).last(rec.name),
+            kept_after_destroy_hours=None if rec.linked else self._kept_hours(rec))
+
+    def _kept_hours(self, rec: InstanceRecord) -> int:
+        return int(self.repo.settings.keep_deleted(rec.retention_hours).total_seconds() // 3600)
 
     def _harden(self, rec: InstanceRecord, *, strict: bool = True) -> None:
         """Once per instance (a marker in its directory): no way to the server's OS user for its roles
@@ -363,7 +367,8 @@ class LocalEngine:
             name=rec.name, status=Status.LOST.value, hostname=rec.hostname, port=rec.port, username=rec.username,
             kind=rec.kind, retention_hours=rec.retention_hours, created_at=rec.created_at,
             earliest_restorable_time=to_rfc3339(window[0]) if window else None,
-            latest_restorable_time=to_rfc3339(window[1]) if window else None, source_instance=rec.source)
+            latest_restorable_time=to_rfc3339(window[1]) if window else None, source_instance=rec.source,
+            kept_after_destroy_hours=self._kept_hours(rec))
 
     def list(self) -> builtins.list[InstanceInfo]:
         known = [r for r in self.catalog.all() if not is_scratch(r.owner)]  # a drill's: nobody's
