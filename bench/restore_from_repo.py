@@ -25,11 +25,12 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
+from tests.support.s3 import seaweedfs  # noqa: E402
+
 from _util import chown, free_port, median, pg, run_as, tmpdir  # noqa: E402
 from pulumi_dbos.engine import LocalEngine, proc  # noqa: E402
 from pulumi_dbos.engine.local.repo import RepoSettings  # noqa: E402
 from pulumi_dbos.engine.waits import wait_until  # noqa: E402
-from tests.support.s3 import seaweedfs  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "3"))
 ROWS = int(os.environ.get("BENCH_ROWS", "300000"))

@@ -10,7 +10,7 @@ from pulumi_dbos.config.backup_repo import parse
 from pulumi_dbos.config.settings import settings_problems
 from pulumi_dbos.engine import proc
 from pulumi_dbos.engine.local.paths import Layout
-from pulumi_dbos.engine.local.repo import Repository, RepoSettings
+from pulumi_dbos.engine.local.repo import RepoSettings, Repository
 
 
 @pytest.mark.parametrize(("value", "expected"), [
