@@ -110,14 +110,20 @@ def _break_and_drill(engine: LocalEngine, source: int, caplog: pytest.LogCapture
         start = engine.catalog.backups("drsrc")[-1].start_wal
         after = [p for p in segments if p.name[8:] > start[8:]]
         assert len(after) >= 2
-        after[0].unlink()  # a segment the replay needs, gone
+        after[0].unlink()  # a segment the replay needs, gone: from the local cache and from the repository
+        stanza = engine.catalog.get("drsrc").stanza
+        for f in Path(engine.repo.posix_path, "archive", stanza).glob(f"*/*/{after[0].name}-*"):
+            f.unlink()
     else:
         (newest / "global" / "pg_control").unlink()  # a base backup that cannot start
     archive_before, backups_before = digests(archive), digests(backups)
     caplog.set_level(logging.INFO, "pulumi_dbos.engine")
     r = engine.drill("drsrc")
     assert not r.ok
-    assert (r.reason or "").startswith("the restore failed")
+    if breaker == "wal":  # found before any restore, and named
+        assert (r.reason or "").startswith(f"WAL segment {after[0].name} is missing"), r.reason
+    else:
+        assert (r.reason or "").startswith("the restore failed")
     assert r.rto_seconds is None
     assert "RESTORE DRILL FAILED for instance drsrc" in caplog.text
     assert engine.drills("drsrc")[0] == r
