@@ -324,3 +324,26 @@ def test_rpo_when_the_host_is_lost_is_bounded_by_archive_timeout(tmp_root: Path)
     rows_back = list(range(1, got + 1))  # a prefix: nothing in the middle is missing
     with conn(back.port) as c:
         assert [r[0] for r in c.execute("SELECT x FROM t ORDER BY x")] == rows_back
+
+
+def test_a_base_backup_is_fsynced_before_it_is_recorded(durable: tuple[LocalEngine, int]) -> None:
+    """`pulumi-dbos db backup` under strace: pg_basebackup syncs the local base (no --no-sync) and pgBackRest
+    syncs what it writes into the repository, before the backup is recorded as complete."""
+    engine, _port = durable
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    out = engine.data_dir / "strace-backup.out"
+    subprocess.run(["strace", "-f", "-qq", "-e", "trace=execve,fsync,fdatasync,syncfs", "-o", str(out),  # noqa: S603,S607
+                    sys.executable, "-m", "pulumi_dbos.cli", "db", "backup", "dur_db", "--data-dir",
+                    str(engine.data_dir)], check=True, timeout=600, capture_output=True)
+    exe: dict[str, str] = {}
+    synced: dict[str, int] = {}
+    for line in out.read_text().splitlines():
+        pid, _, call = line.partition(" ")
+        call = call.strip()
+        if call.startswith("execve("):
+            exe[pid] = call.split('"')[1].rsplit("/", 1)[-1] if '"' in call else "?"
+        elif call.startswith(("fsync(", "fdatasync(", "syncfs(")) and "= 0" in call:
+            synced[exe.get(pid, "?")] = synced.get(exe.get(pid, "?"), 0) + 1
+    assert synced.get("pg_basebackup", 0) >= 1, synced
+    assert synced.get("pgbackrest", 0) >= 1, synced

@@ -47,6 +47,7 @@ from ...resources_util import url_for
 from ...timeutil import to_rfc3339, utcnow
 from .. import proc
 from ..contract import AppDatabaseAccess, AppDeploy, AppInfo, AppStatus, AppVersion, Problem, taken_app
+from ..files import write_atomic
 from ..waits import wait_until
 from . import ports, runtime, sandbox
 from .catalog import AppCatalog, AppRecord, Catalog
@@ -73,20 +74,9 @@ def _private_dir(path: Path, mode: int, gid: int | None = None) -> None:
 
 
 def _write_file(path: Path, data: bytes, mode: int, uid: int | None = None, gid: int | None = None) -> None:
-    """Write ``path`` atomically in its (root-owned) directory: a new file (O_EXCL, O_NOFOLLOW) renamed over
-    the old one, owned by ``uid``/``gid`` when given."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        os.write(fd, data)
-        if uid is not None and os.geteuid() == 0:
-            os.fchown(fd, uid, -1 if gid is None else gid)
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    """Write ``path`` atomically and durably in its (root-owned) directory: a new file (O_EXCL, O_NOFOLLOW)
+    renamed over the old one, owned by ``uid``/``gid`` when given (``files.write_atomic``)."""
+    write_atomic(path, data, mode, uid=uid if os.geteuid() == 0 else None, gid=gid if os.geteuid() == 0 else None)
 
 
 def read_tail(path: Path, limit: int = LOG_READ_LIMIT) -> str:

@@ -35,6 +35,7 @@ import psutil
 
 from ...errors import EngineError
 from .. import proc
+from ..files import write_atomic
 from ..waits import wait_until
 from . import ports
 from .paths import Layout
@@ -86,9 +87,7 @@ class Forward:
 
     def point(self, port: int) -> None:
         """Send held and new connections to ``port`` (the server is ready there)."""
-        tmp = self.dir / "target.tmp"
-        tmp.write_text(str(port))
-        os.replace(tmp, self.dir / "target")
+        write_atomic(self.dir / "target", str(port), 0o600)
 
     def stop(self, layout: Layout) -> None:
         if self.running():

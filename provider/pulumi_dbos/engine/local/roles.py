@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import EngineError
+from ..files import write_atomic
 
 if TYPE_CHECKING:  # psycopg loads on first use: a preview's checks never connect
     import psycopg
@@ -205,14 +206,8 @@ def hardened(inst_dir: Path) -> bool:
 
 
 def mark_hardened(inst_dir: Path) -> None:
-    """Write the marker (a new file renamed into place: never written through an existing path)."""
-    tmp = inst_dir / f".{HARDENED_MARKER}.{os.getpid()}.{threading.get_ident()}"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(HARDEN_VERSION + "\n")
-    os.replace(tmp, inst_dir / HARDENED_MARKER)
+    """Write the marker (a new file renamed into place, fsynced: never written through an existing path)."""
+    write_atomic(inst_dir / HARDENED_MARKER, HARDEN_VERSION + "\n", 0o600)
 
 
 def forget_hardened(inst_dir: Path) -> None:
