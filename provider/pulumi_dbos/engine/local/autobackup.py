@@ -38,7 +38,7 @@ from .catalog import Catalog, InstanceRecord
 from .paths import Layout
 from .pitr import Pitr, instance_lock
 from .repo import Repository
-from .server import Server
+from .server import Server, alive
 from .workers import spawn_worker, try_lock
 
 log = logging.getLogger("pulumi_dbos.engine")
@@ -118,14 +118,23 @@ def host_lock_path() -> Path:
         f"pulumi-dbos-{os.geteuid()}-wal-backup.lock"
 
 
+_spawned: dict[Path, int] = {}  # data dir -> the watcher this process last started there
+
+
 def spawn_watcher(layout: Layout) -> None:
-    """Make sure a watcher runs for this data dir (best effort: a failure only logs)."""
+    """Make sure a watcher runs for this data dir (best effort: a failure only logs). A watcher takes its lock
+    only once its interpreter has started (~0.3 s): while the one this process started last is alive, it
+    does not start another (a `db list` of many instances would start one per instance)."""
+    pid = _spawned.get(layout.data_dir)
+    if pid is not None and alive(pid):
+        return
     try:
         with try_lock(layout.data_dir / WATCH_LOCK) as free:
             if not free:
                 return  # one runs
         instances = layout.data_dir / "instances"
-        spawn_worker(layout, ["watch"], cwd=instances, log_file=layout.data_dir / "wal-watch.log")
+        _spawned[layout.data_dir] = spawn_worker(layout, ["watch"], cwd=instances,
+                                                 log_file=layout.data_dir / "wal-watch.log")
     except OSError as exc:
         log.warning("could not start the WAL-volume backup watcher of %s: %s", layout.data_dir, exc)
 

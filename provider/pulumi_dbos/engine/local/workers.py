@@ -64,14 +64,14 @@ def try_lock(path: Path, *, record_pid: bool = False) -> Iterator[bool]:
         os.close(fd)  # releases the lock
 
 
-def spawn_worker(layout: Layout, args: list[str], *, cwd: Path, log_file: Path) -> None:
+def spawn_worker(layout: Layout, args: list[str], *, cwd: Path, log_file: Path) -> int:
     """Start ``python -m pulumi_dbos.engine.local.workers ARGS`` detached (its own session), as this
     process's user (it switches to the cluster user for what runs as that user, as the engine does)."""
     argv = [sys.executable, "-m", _MODULE, args[0], str(layout.data_dir), *args[1:]]
     if layout.run_as.user:
         argv += ["--run-as", layout.run_as.user]
     proc.reap()
-    proc.spawn(argv, env=worker_env(), cwd=cwd, log=log_file)
+    return proc.spawn(argv, env=worker_env(), cwd=cwd, log=log_file)
 
 
 def worker_env() -> dict[str, str]:
