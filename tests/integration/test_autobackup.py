@@ -85,6 +85,8 @@ def test_busy_instance_or_host_skips_a_round(engine: LocalEngine, small_limit: N
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PULUMI_DBOS_WAL_BACKUP_MB", "100000")  # the watcher started below stays out of it
     info = engine.provision("wal_c", "app_user", PW)
+    # the watcher's first repository backup holds the instance's lock while it runs: let it finish
+    wait_for(lambda: engine.catalog.get("wal_c").repo_backup_at is not None, 120, "the first repository backup")
     monkeypatch.setenv("PULUMI_DBOS_WAL_BACKUP_MB", "8")  # this process's view
     write_wal(info.port, 40)
     engine.pitr.archive_now("wal_c", info.port)

@@ -100,7 +100,11 @@ def test_missing_wal_fails_clearly_and_leaves_nothing(engine: LocalEngine, sourc
     archive = engine.inst_dir("src_db") / "archive"
     engine.pitr.archive_now("src_db", engine.info("src_db").port)
     for seg in archive.iterdir():
-        seg.unlink()  # someone deleted the archive
+        seg.unlink()  # someone deleted the local archive: the backup repository still has every segment
+    healed = engine.restore_to_new("src_db", "rst_healed", to_rfc3339(t), password=PW)
+    assert rows(healed.port) == list(range(1, 101))
+    stanza = engine.catalog.get("src_db").stanza
+    shutil.rmtree(Path(engine.repo.posix_path, "archive", stanza, "15-1"))  # and the repository's: truly gone
     with pytest.raises(EngineError, match="rolled back"):
         engine.restore_to_new("src_db", "rst_broken", to_rfc3339(t), password=PW)
     assert engine.info("rst_broken") is None and not engine.inst_dir("rst_broken").exists()

@@ -275,9 +275,12 @@ class LocalEngine:
                     raise
                 self.server.kill(rec.name)
                 taken = rec.port
-                with self.catalog.locked() as db:  # the row still names the taken port: never chosen again
-                    rec.port = ports.allocate(db, self.data_dir, None, rec.name)
-                    self.catalog.update(rec.name, db=db, port=rec.port)
+                try:
+                    with self.catalog.locked() as db:  # the row still names the taken port: never chosen again
+                        rec.port = ports.allocate(db, self.data_dir, None, rec.name)
+                        self.catalog.update(rec.name, db=db, port=rec.port)
+                except EngineError:
+                    raise exc from None  # no other port: the start's own failure says the most
                 ports.release(taken, self.data_dir, rec.name)
                 log.warning("instance %r: port %d was taken before its server bound it; trying port %d",
                             rec.name, taken, rec.port)
