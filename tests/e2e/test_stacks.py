@@ -88,12 +88,13 @@ def test_dev_stack_from_yaml_then_replace_report(repo: RepoCopy) -> None:
     pv = repo.preview_json("dev")
     save_fixture("preview_dev_replace.json", pv)
     md = render(pv)
-    assert "Data loss: instance `dev_db` will be replaced" in md
+    # the local engine keeps the old instance's backups: the report says until when it can be restored by name
+    assert "Instance `dev_db` will be replaced" in md and "it can be restored by name" in md
     assert "dev-Passw0rd-throwaway" not in md
     # the same through the CLI pipe
     cp = subprocess.run(["pulumi-dbos", "preview-report"], input=json.dumps(pv), capture_output=True, text=True,  # noqa: S603,S607
                         timeout=60, check=True)
-    assert "Data loss" in cp.stdout
+    assert "can be restored by name" in cp.stdout
 
 
 def test_staging_stack_restore_and_app_from_yaml(repo: RepoCopy) -> None:
