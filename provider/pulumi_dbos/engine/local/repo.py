@@ -229,7 +229,10 @@ class Repository:
         lines = ["# written by pulumi-dbos (engine/local/repo.py); do not edit: set dbos:backupRepo", "[global]",
                  f"spool-path={self.dir / 'spool'}", f"lock-path={self.dir / 'lock'}", f"log-path={self.dir / 'log'}",
                  "log-level-file=off", "log-level-console=warn", "log-level-stderr=off",
-                 "archive-async=y", "process-max=2", "compress-type=lz4", "start-fast=y", "delta=y",
+                 # async only with a remote store: batched, parallel uploads; a posix repository alone is
+                 # quicker per segment synchronously (archive_now 0.04-0.07 s vs 0.23-0.45 s; a server's stop
+                 # 0.1 s vs 0.5 s, its last segment pushed on the way down)
+                 f"archive-async={'y' if s.s3 else 'n'}", "process-max=2", "compress-type=lz4", "start-fast=y", "delta=y",
                  "archive-push-queue-max=4GiB", f"# pulumi-dbos: archive-timeout={s.archive_timeout}",
                  *([f"# pulumi-dbos: deleted-retention-hours={s.deleted_retention_hours}"]
                    if s.deleted_retention_hours else [])]
