@@ -52,8 +52,12 @@ def raw_restore(conf: Path, stanza: str, root: Path) -> float:
     inst.write_text(f"port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{d}'\n"
                     "archive_mode = off\n")
     chown(inst)
-    proc.run([pg("pg_ctl"), "start", "-D", str(d / "data"), "-w", "-t", "900", "-s", "-l", str(d / "log")],
-             run_as=ra, timeout=960)
+    try:
+        proc.run([pg("pg_ctl"), "start", "-D", str(d / "data"), "-w", "-t", "900", "-s", "-l", str(d / "log")],
+                 run_as=ra, timeout=960)
+    except Exception:
+        print((d / "log").read_text()[-3000:])
+        raise
     while True:
         try:
             with psycopg.connect(host="127.0.0.1", port=port, user="bench_user", password=PW,
@@ -102,7 +106,12 @@ def main() -> None:
             first.pitr.archive_now("src", info.port)
             stanza = first.catalog.get("src").stanza  # type: ignore[union-attr]
             conf = root / "pgbackrest.conf"
-            shutil.copy(first.repo.conf, conf)  # the raw side's configuration: the same repository
+            rawpb = root / "rawpb"  # the raw side's spool, lock and log dirs (the engine's go with its data dir)
+            rawpb.mkdir()
+            chown(rawpb)
+            # the raw side's configuration: the same repository
+            conf.write_text(first.repo.conf.read_text().replace(str(first.repo.dir), str(rawpb)))
+            conf.chmod(0o600)
             chown(conf)
             # the host is lost: server killed, data dir gone; the watcher stops with it
             os.kill(first.server.pid("src") or 0, signal.SIGKILL)

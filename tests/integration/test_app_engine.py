@@ -29,6 +29,7 @@ from pulumi_dbos.appsource import pack
 from pulumi_dbos.engine import LocalEngine
 from pulumi_dbos.engine.contract import AppDatabaseAccess, AppDeploy
 from pulumi_dbos.engine.local import apps as local_apps
+from pulumi_dbos.engine.local import ports
 from pulumi_dbos.errors import DbosError
 from tests.conftest import ROOT
 
@@ -198,3 +199,41 @@ def test_the_apps_environment_is_built_with_its_bytecode(
     site = next(envs[0].glob("lib/python3*/site-packages"))
     for package in ("dbos", "sqlalchemy", "alembic", "fastapi"):
         assert list((site / package / "__pycache__").glob("__init__.*.pyc")), f"{package} has no bytecode"
+
+
+def test_a_backend_port_taken_before_the_app_binds_it_is_retried_on_another(
+        engine: LocalEngine, data_dir: Path, access: AppDatabaseAccess, greet: tuple[str, bytes],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 29: the port the engine chose for the app's process is taken by another process between the choice
+    and the app's bind (the app exits with 'address already in use'): the deploy goes on on another port."""
+    first = free_port()
+    second = free_port()
+    while second == first:
+        second = free_port()
+    lo, hi = min(first, second), max(first, second)
+    monkeypatch.setenv("PULUMI_DBOS_APP_BACKEND_PORTS", f"{lo}-{hi}")
+    monkeypatch.setattr(local_apps, "APP_START_TIMEOUT", 45.0)
+    real_free = ports.port_free
+    monkeypatch.setattr(ports, "port_free", lambda p: p in (lo, hi) or real_free(p))  # only these two
+    version, archive = greet
+    run = data_dir / "apps" / "greet" / "ctl"
+    intruder: list[_Intruder] = []
+
+    def take_the_port() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (run / f"pgpass.{lo}").exists():
+            time.sleep(0.005)
+        intruder.append(_Intruder(lo))
+
+    t = threading.Thread(target=take_the_port, daemon=True)
+    t.start()
+    try:
+        info = engine.deploy_app(AppDeploy("greet", version, archive, access, "greet", {}))
+        t.join(5)
+        assert intruder, "the port was not taken during the deploy (test set-up)"
+        assert get(info.app_url + "/") == {"app": "greet", "version": version, "greeting": "Hello"}
+        assert engine.apps.rows.get("greet").backend_port not in (None, lo)
+    finally:
+        t.join(5)
+        for i in intruder:
+            i.close()

@@ -356,12 +356,12 @@ class LocalApps:
     def _limits(self, req: AppDeploy) -> sandbox.Limits:
         return sandbox.Limits(memory_mib=req.memory_mib)
 
-    def _backend_port(self, name: str) -> int:
+    def _backend_port(self, name: str, avoid: frozenset[int] = frozenset()) -> int:
         """A port of the app's own for a new process, claimed machine-wide (engines of other data dirs
         deploy at the same time); the claim is replaced by the next deploy's."""
         lo, hi = ports.backend_ports()
         with self.catalog.locked():
-            taken = {r.backend_port for r in self.rows.all()}
+            taken = {r.backend_port for r in self.rows.all()} | avoid
             for port in range(lo, hi + 1):
                 if port not in taken and ports.port_free(port) and ports.claim(port, self.layout.data_dir,
                                                                                 f"appb:{name}"):
@@ -384,6 +384,56 @@ class LocalApps:
             return sandbox.spawn(argv, user=self.run_as, binds=binds, cwd=cwd, env=env, host_cwd=self.app_dir(
                 req.app_name), log_path=log, limits=self._limits(req), unit=unit)
         return proc.spawn(argv, run_as=self.run_as, env=env, cwd=cwd, log=log)
+
+    def _launch(self, req: AppDeploy, start: str, dirs: dict[str, Path], binds: list[sandbox.Bind],
+                places: dict[str, str], port: int, pgpass: Path, log: Path, since: int,
+                masks: list[str]) -> tuple[int, int, Path]:
+        """Start the app's process on ``port`` and wait until it answers; when another process took the port
+        between its choice and the app's bind, again on another one (``ports.BIND_ATTEMPTS`` in all).
+        Returns (pid, port, its pgpass file); on failure nothing of it is left (process, claim, pgpass)."""
+        tried: set[int] = set()
+        for attempt in range(1, ports.BIND_ATTEMPTS + 1):
+            tried.add(port)
+            env = self._environment(req, places, port)
+            unit = self._unit(req.app_name, str(port))
+            pid = self._start(shlex.split(start), req=req, dirs=dirs, binds=binds, cwd=places["app"], env=env,
+                              log=log, unit=unit)
+            last: list[int | None] = [None]
+
+            def healthy(pid: int = pid, port: int = port, last: list[int | None] = last) -> bool:
+                if not runtime.alive(pid):
+                    raise self._fail(req.app_name, f"version {req.version} exited before it was healthy", log, since,
+                                     masks)
+                if not runtime.listens(pid, port):  # a port that answers may be someone else's
+                    return False
+                last[0] = runtime.http_status(port)
+                return runtime.answers(last[0])
+
+            try:
+                if not wait_until(healthy, APP_START_TIMEOUT, "", interval=0.05, raise_on_timeout=False):
+                    raise TimeoutExpired(
+                        f"app {req.app_name!r} version {req.version} did not answer on port {port} within "
+                        f"{APP_START_TIMEOUT:.0f}s" + (f" (GET / answered HTTP {last[0]}; healthy is an answer below "
+                                                       "500)" if last[0] is not None else ""))
+                return pid, port, pgpass
+            except BaseException as exc:
+                self._stop(pid, unit, grace=2)
+                pgpass.unlink(missing_ok=True)
+                ports.release(port, self.layout.data_dir, f"appb:{req.app_name}")
+                retry = (attempt < ports.BIND_ATTEMPTS and isinstance(exc, DbosError)
+                         and ports.bind_failed(exc.message))
+                if not retry:
+                    if isinstance(exc, DbosError) and "Last log lines" not in exc.message:
+                        raise self._fail(req.app_name, exc.message, log, since, masks) from None
+                    raise
+                log_line = f"==== port {port} was taken before the app bound it; trying another\n"
+                with open(log, "ab") as fh:
+                    fh.write(log_line.encode())
+                port = self._backend_port(req.app_name, frozenset(tried))
+                pgpass = dirs["ctl"] / f"pgpass.{port}"
+                _write_file(pgpass, runtime.pgpass_line(req.database).encode(), 0o600,
+                            self.run_as.uid if self.user else None, self._gid)
+        raise AssertionError("unreachable")
 
     def deploy(self, req: AppDeploy) -> AppInfo:
         self._prepare()
@@ -426,37 +476,12 @@ class LocalApps:
         if cp.returncode != 0:
             give_up()
             raise self._fail(req.app_name, f"`dbos migrate` failed with exit code {cp.returncode}", log, since, masks)
-        unit = self._unit(req.app_name, str(port))
-        pid = self._start(shlex.split(cfg.start[0]), req=req, dirs=dirs, binds=binds, cwd=places["app"], env=env,
-                          log=log, unit=unit)
-
-        last: list[int | None] = [None]
-
-        def healthy() -> bool:
-            if not runtime.alive(pid):
-                raise self._fail(req.app_name, f"version {req.version} exited before it was healthy", log, since,
-                                 masks)
-            if not runtime.listens(pid, port):  # a port that answers may be someone else's
-                return False
-            last[0] = runtime.http_status(port)
-            return runtime.answers(last[0])
-
-        try:
-            if not wait_until(healthy, APP_START_TIMEOUT, "", interval=0.05, raise_on_timeout=False):
-                raise TimeoutExpired(f"app {req.app_name!r} version {req.version} did not answer on port {port} within "
-                                     f"{APP_START_TIMEOUT:.0f}s" + (f" (GET / answered HTTP {last[0]}; healthy is an "
-                                                                   "answer below 500)" if last[0] is not None else ""))
-        except BaseException as exc:
-            self._stop(pid, unit, grace=2)
-            give_up()
-            if isinstance(exc, DbosError) and "Last log lines" not in exc.message:
-                raise self._fail(req.app_name, exc.message, log, since, masks) from None
-            raise
+        pid, port, pgpass = self._launch(req, cfg.start[0], dirs, binds, places, port, pgpass, log, since, masks)
         try:
             proxy_pid = self._switch(old, port, dirs)
         except EngineError:
             if req.port is not None or runtime.alive(old.proxy_pid):
-                self._stop(pid, unit, grace=2)
+                self._stop(pid, self._unit(req.app_name, str(port)), grace=2)
                 give_up()
                 raise
             # an allocated port someone else took while the app was not serving: take another one

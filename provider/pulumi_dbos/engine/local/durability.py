@@ -196,8 +196,10 @@ def recover(eng: LocalEngine, name: str) -> None:
         eng.layout.make_instance_dirs(name)
         eng.layout.mkdir(eng.pgdata(name))
         eng.repo.restore(stanza, eng.pgdata(name), None)
-        # on a new machine the posix repository (if any) is new: the stanza is made there too (idempotent)
-        eng.repo.create_stanza(stanza, eng.pgdata(name))
+        # on a new machine a posix repository (if any) may be new: the stanza is made there too (idempotent; an
+        # S3 store alone holds it already: that is where it was found)
+        if eng.repo.has_posix:
+            eng.repo.create_stanza(stanza, eng.pgdata(name))
         write_atomic(eng.layout.stanza_file(name), stanza + "\n", 0o600)
         _start_recovered(eng, rec)
     except BaseException:

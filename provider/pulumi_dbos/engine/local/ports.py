@@ -237,8 +237,9 @@ def backend_ports() -> tuple[int, int]:
 
 def bind_failed(text: str) -> bool:
     """Whether a start failed because its port was taken (PostgreSQL's, Python's and Node's words)."""
-    return any(w in text for w in ("Address already in use", "could not create any TCP/IP sockets",
-                                   "EADDRINUSE", "could not bind"))
+    lowered = text.lower()
+    return any(w in lowered for w in ("address already in use", "could not create any tcp/ip sockets",
+                                      "eaddrinuse", "could not bind"))
 
 
 def _claim_text(data_dir: Path, name: str) -> str:

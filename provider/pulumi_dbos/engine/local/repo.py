@@ -224,6 +224,10 @@ class Repository:
         s = self.settings
         return (["posix"] if s.path is not None or s.s3 is None else []) + (["s3"] if s.s3 else [])
 
+    @property
+    def has_posix(self) -> bool:
+        return "posix" in self._kinds()
+
     def render(self) -> str:
         s = self.settings
         lines = ["# written by pulumi-dbos (engine/local/repo.py); do not edit: set dbos:backupRepo", "[global]",
