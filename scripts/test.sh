@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite (after scripts/setup.sh). Extra arguments go to pytest (after ours, so they win:
+# The whole test suite (after scripts/setup.sh): ruff and mypy --strict, then pytest. Extra arguments go to pytest (after ours, so they win:
 # `make test ARGS="-n 0"` runs serially).
 #
 # In parallel with pytest-xdist: most of the suite waits on processes (Postgres, pulumi, apps), so more
@@ -33,6 +33,11 @@ if [[ "${PULUMI_DBOS_TEST_TMPFS:-1}" != 0 && "$(id -u)" == 0 ]]; then
         rmdir "$scratch"; scratch=""
     fi
 fi
+
+# the house style first: lint and strict types (seconds; a failure stops the run before the long part)
+echo "test: ruff check, mypy --strict" >&2
+ruff check provider tests stacks bench
+mypy
 
 # the pulumi CLI (Go) is started ~1500 times, each for a second or two: collecting its garbage costs more
 # CPU than the memory it frees is worth (without: ~150 MB at most, measured)

@@ -48,6 +48,7 @@ from ...timeutil import to_rfc3339, utcnow
 from .. import proc
 from ..contract import AppDatabaseAccess, AppDeploy, AppInfo, AppStatus, AppVersion, Problem, taken_app
 from ..files import write_atomic
+from ..undo import undoing
 from ..waits import wait_until
 from . import ports, runtime, sandbox
 from .catalog import AppCatalog, AppRecord, Catalog
@@ -385,6 +386,11 @@ class LocalApps:
                 req.app_name), log_path=log, limits=self._limits(req), unit=unit)
         return proc.spawn(argv, run_as=self.run_as, env=env, cwd=cwd, log=log)
 
+    def _release_backend(self, app: str, dirs: dict[str, Path], port: int) -> None:
+        """(a failed deploy's revert) a backend port's password file and claim."""
+        (dirs["ctl"] / f"pgpass.{port}").unlink(missing_ok=True)
+        ports.release(port, self.layout.data_dir, f"appb:{app}")
+
     def _launch(self, req: AppDeploy, start: str, dirs: dict[str, Path], binds: list[sandbox.Bind],
                 places: dict[str, str], port: int, pgpass: Path, log: Path, since: int,
                 masks: list[str]) -> tuple[int, int, Path]:
@@ -418,8 +424,7 @@ class LocalApps:
                 return pid, port, pgpass
             except BaseException as exc:
                 self._stop(pid, unit, grace=2)
-                pgpass.unlink(missing_ok=True)
-                ports.release(port, self.layout.data_dir, f"appb:{req.app_name}")
+                self._release_backend(req.app_name, dirs, port)
                 retry = (attempt < ports.BIND_ATTEMPTS and isinstance(exc, DbosError)
                          and ports.bind_failed(exc.message))
                 if not retry:
@@ -446,47 +451,46 @@ class LocalApps:
         places = self._places(dirs, release, env_dir, env_inside)
         binds = self._binds(dirs, release, env_dir, env_inside)
         self._databases(req.database, [req.app_db_name, f"{req.app_db_name}_dbos_sys"])
-        port = self._backend_port(req.app_name)
-        pgpass = dirs["ctl"] / f"pgpass.{port}"
-        _write_file(pgpass, runtime.pgpass_line(req.database).encode(), 0o600,
-                    self.run_as.uid if self.user else None, self._gid)
-        env = self._environment(req, places, port)
-        log = dirs["log"] / "app.log"
-        masks = [req.database.password, *req.env.values()]
-        with open(log, "ab") as fh:  # root's own directory
-            fh.write(f"\n==== {to_rfc3339(utcnow())} deploy {req.version} on {req.database.instance_name}\n".encode())
-            since = fh.tell()
-
-        def give_up() -> None:
-            pgpass.unlink(missing_ok=True)
-            ports.release(port, self.layout.data_dir, f"appb:{req.app_name}")
-
-        # `dbos migrate`: DBOS's system tables, then the config's database.migrate (run by dbos itself)
-        migrate = [f"{places['env']}/bin/dbos", "migrate", "-s", env["DBOS_SYSTEM_DATABASE_URL"]]
-        if self.boxed:
-            cp = sandbox.run(migrate, user=self.run_as, binds=binds, cwd=places["app"], env=env,
-                             host_cwd=self.app_dir(req.app_name), limits=self._limits(req),
-                             unit=self._unit(req.app_name, "migrate"), timeout=MIGRATE_TIMEOUT, check=False,
-                             secrets=masks)
-        else:
-            cp = proc.run(migrate, run_as=self.run_as, env=env, cwd=release, timeout=MIGRATE_TIMEOUT, check=False,
-                          secrets=masks)
-        with open(log, "ab") as fh:
-            fh.write(proc.mask(cp.stdout + cp.stderr, masks).encode())
-        if cp.returncode != 0:
-            give_up()
-            raise self._fail(req.app_name, f"`dbos migrate` failed with exit code {cp.returncode}", log, since, masks)
-        pid, port, pgpass = self._launch(req, cfg.start[0], dirs, binds, places, port, pgpass, log, since, masks)
-        try:
-            proxy_pid = self._switch(old, port, dirs)
-        except EngineError:
-            if req.port is not None or runtime.alive(old.proxy_pid):
-                self._stop(pid, self._unit(req.app_name, str(port)), grace=2)
-                give_up()
-                raise
-            # an allocated port someone else took while the app was not serving: take another one
-            old = self._move_port(old)
-            proxy_pid = self._switch(old, port, dirs)
+        with undoing() as undo:  # a failed deploy leaves the previous version serving, nothing of this one
+            port = self._backend_port(req.app_name)
+            pgpass = dirs["ctl"] / f"pgpass.{port}"
+            undo.push(self._release_backend, req.app_name, dirs, port)
+            _write_file(pgpass, runtime.pgpass_line(req.database).encode(), 0o600,
+                        self.run_as.uid if self.user else None, self._gid)
+            env = self._environment(req, places, port)
+            log = dirs["log"] / "app.log"
+            masks = [req.database.password, *req.env.values()]
+            with open(log, "ab") as fh:  # root's own directory
+                fh.write(f"\n==== {to_rfc3339(utcnow())} deploy {req.version} on "
+                         f"{req.database.instance_name}\n".encode())
+                since = fh.tell()
+            # `dbos migrate`: DBOS's system tables, then the config's database.migrate (run by dbos itself)
+            migrate = [f"{places['env']}/bin/dbos", "migrate", "-s", env["DBOS_SYSTEM_DATABASE_URL"]]
+            if self.boxed:
+                cp = sandbox.run(migrate, user=self.run_as, binds=binds, cwd=places["app"], env=env,
+                                 host_cwd=self.app_dir(req.app_name), limits=self._limits(req),
+                                 unit=self._unit(req.app_name, "migrate"), timeout=MIGRATE_TIMEOUT, check=False,
+                                 secrets=masks)
+            else:
+                cp = proc.run(migrate, run_as=self.run_as, env=env, cwd=release, timeout=MIGRATE_TIMEOUT,
+                              check=False, secrets=masks)
+            with open(log, "ab") as fh:
+                fh.write(proc.mask(cp.stdout + cp.stderr, masks).encode())
+            if cp.returncode != 0:
+                raise self._fail(req.app_name, f"`dbos migrate` failed with exit code {cp.returncode}", log, since,
+                                 masks)
+            pid, port, pgpass = self._launch(req, cfg.start[0], dirs, binds, places, port, pgpass, log, since,
+                                             masks)
+            undo.push(self._release_backend, req.app_name, dirs, port)
+            undo.push(self._stop, pid, self._unit(req.app_name, str(port)), grace=2)
+            try:
+                proxy_pid = self._switch(old, port, dirs)
+            except EngineError:
+                if req.port is not None or runtime.alive(old.proxy_pid):
+                    raise
+                # an allocated port someone else took while the app was not serving: take another one
+                old = self._move_port(old)
+                proxy_pid = self._switch(old, port, dirs)
         if old.backend_pid and old.backend_pid != pid:
             self._stop(old.backend_pid, self._unit(req.app_name, str(old.backend_port)))
             if old.backend_port:

@@ -97,6 +97,12 @@ def kept() -> int:
     return max(1, int(_env_number("PULUMI_DBOS_DRILLS_KEPT", DEFAULT_KEEP)))
 
 
+def last_drill(db: DrillCatalog, name: str) -> dict[str, Any] | None:
+    """The newest result's summary (what ``InstanceInfo.last_drill`` shows)."""
+    newest = db.results(name, limit=1)
+    return DrillResult(**json.loads(newest[0])).summary() if newest else None
+
+
 def is_scratch(owner: str | None) -> bool:
     return owner == DRILL_OWNER
 
@@ -218,9 +224,7 @@ class Drills:
         return self.db.last_at(name)
 
     def last(self, name: str) -> dict[str, Any] | None:
-        """The newest result's summary (what ``InstanceInfo.last_drill`` shows)."""
-        newest = self.db.results(name, limit=1)
-        return DrillResult(**json.loads(newest[0])).summary() if newest else None
+        return last_drill(self.db, name)
 
     @contextlib.contextmanager
     def host_lock(self, wait: float) -> Iterator[bool]:

@@ -33,25 +33,25 @@ from .repo import Stanza
 from .server import RECOVERY_TIMEOUT
 
 if TYPE_CHECKING:
-    from .facade import LocalEngine
+    from .context import LocalContext
 
 log = logging.getLogger("pulumi_dbos.engine")
 
 
-def live_stanza(eng: LocalEngine, name: str) -> Stanza | None:
+def live_stanza(eng: LocalContext, name: str) -> Stanza | None:
     """``name``'s newest incarnation in the repository that holds a backup and was not destroyed."""
     found = [s for s in eng.repo.of_instance(name) if not s.destroyed_at]
     return found[-1] if found else None
 
 
-def kept_stanza(eng: LocalEngine, name: str) -> Stanza | None:
+def kept_stanza(eng: LocalContext, name: str) -> Stanza | None:
     """``name``'s newest restorable incarnation: the live one, else a destroyed one still kept."""
     now = to_rfc3339(utcnow())
     found = [s for s in eng.repo.of_instance(name) if not s.keep_until or s.keep_until > now]
     return found[-1] if found else None
 
 
-def lost_record(eng: LocalEngine, name: str) -> InstanceRecord | None:
+def lost_record(eng: LocalContext, name: str) -> InstanceRecord | None:
     """The record of an instance the catalog does not know but the repository does (catalog row or data dir
     lost): rebuilt from its backups' annotations. None when the repository has no live incarnation."""
     st = live_stanza(eng, name)
@@ -69,7 +69,7 @@ def lost_record(eng: LocalEngine, name: str) -> InstanceRecord | None:
 RECONCILED = "repository-reconciled"
 
 
-def reconcile(eng: LocalEngine, catalog: Catalog) -> None:
+def reconcile(eng: LocalContext, catalog: Catalog) -> None:
     """Once per catalog (a new data dir, a catalog that was lost and made anew): every live instance the
     repository holds that the catalog has no row of is recorded as lost (``Catalog.lost``). Later rows and
     destroys keep the two in step, so no look at an instance asks pgBackRest again."""
@@ -95,7 +95,7 @@ def lost_error(rec: InstanceRecord) -> EngineError:
              "restore_time='latest')")
 
 
-def repo_window(eng: LocalEngine, name: str, live: InstanceRecord | None = None) -> tuple[datetime, datetime] | None:
+def repo_window(eng: LocalContext, name: str, live: InstanceRecord | None = None) -> tuple[datetime, datetime] | None:
     """The restorable window of ``name`` from the repository alone: its oldest backup's end to its newest
     archived point (``destroyed-at`` for a destroyed instance; a lost one's newest backup or cached WAL;
     ``live``, a running instance: now, its WAL just archived)."""
@@ -112,7 +112,7 @@ def repo_window(eng: LocalEngine, name: str, live: InstanceRecord | None = None)
     return earliest, latest
 
 
-def retire(eng: LocalEngine, rec: InstanceRecord) -> None:
+def retire(eng: LocalContext, rec: InstanceRecord) -> None:
     """Before a destroy: archive the last WAL and mark the stanza destroyed (kept until ``keep-until``).
     Without a repository backup there is nothing to keep: the empty stanza goes."""
     stanza = rec.stanza or eng.layout.stanza(rec.name)
@@ -131,7 +131,7 @@ def retire(eng: LocalEngine, rec: InstanceRecord) -> None:
     log.info("instance %r destroyed; its backups stay restorable until %s", rec.name, to_rfc3339(keep))
 
 
-def restore_from_repo(eng: LocalEngine, source: str, rec: InstanceRecord, target: datetime | None,
+def restore_from_repo(eng: LocalContext, source: str, rec: InstanceRecord, target: datetime | None,
                       before_start: Callable[[], None]) -> None:
     """``rec``'s cluster (a new instance, its catalog row reserved) from ``source``'s repository backups alone,
     recovered to ``target`` (None: the end of the archive) and promoted; ``before_start`` (its own stanza)
@@ -150,7 +150,7 @@ def restore_from_repo(eng: LocalEngine, source: str, rec: InstanceRecord, target
     _start_recovered(eng, rec)
 
 
-def _start_recovered(eng: LocalEngine, rec: InstanceRecord) -> None:
+def _start_recovered(eng: LocalContext, rec: InstanceRecord) -> None:
     """Start a cluster pgBackRest restored (its recovery settings in postgresql.auto.conf), wait for the
     promotion, drop the recovery settings, then give it a stanza of its own."""
     name = rec.name
@@ -168,10 +168,11 @@ def _start_recovered(eng: LocalEngine, rec: InstanceRecord) -> None:
         write_atomic(auto, "".join(kept), 0o600, uid=eng.server._uid(), gid=eng.server._gid())
 
 
-def recover(eng: LocalEngine, name: str) -> None:
+def recover(eng: LocalContext, name: str) -> None:
     """Bring a lost instance back where it was (its name, its port when free), at its newest archived point,
     from the repository; its history continues in the same stanza (a new timeline). An instance whose
     catalog row alone was lost while its cluster is intact is registered again, nothing restored."""
+    from . import creates  # creates -> context -> durability: imported when used
     rec = eng.catalog.get(name)
     if rec is not None and not rec.linked and eng.pgdata(name).is_dir():
         raise EngineError(f"instance {name!r} is not lost", hint="`pulumi-dbos db status NAME`")
@@ -184,14 +185,14 @@ def recover(eng: LocalEngine, name: str) -> None:
     inst_dir = eng.inst_dir(name)
     if eng.catalog.get(name) is None and eng.layout.stanza(name) == stanza and (eng.pgdata(name) / "PG_VERSION").exists():
         # the catalog row alone is gone: the cluster is there (perhaps still running)
-        eng.register_lost(rec)
+        creates.register_lost(eng, rec)
         return
     if inst_dir.exists():  # what is left of it is set aside, never deleted
         aside = inst_dir.with_name(f"{name}.lost-{utcnow().strftime('%Y%m%dT%H%M%S')}")
         eng.server.kill(name)
         inst_dir.rename(aside)
         log.warning("instance %r: the remains of its directory are kept in %s", name, aside)
-    eng.register_lost(rec)
+    creates.register_lost(eng, rec)
     try:
         eng.layout.make_instance_dirs(name)
         eng.layout.mkdir(eng.pgdata(name))
