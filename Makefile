@@ -13,7 +13,7 @@ setup:
 	@scripts/setup.sh
 
 bench: setup
-	@source .state/env && python bench/provision.py && python bench/restore.py && python bench/restore_window.py && python bench/restore_under_writes.py && python bench/scale.py && python bench/deploy.py && python bench/preview_environment.py && python bench/serve_fairness.py
+	@source .state/env && python bench/provision.py && python bench/restore.py && python bench/restore_window.py && python bench/restore_under_writes.py && python bench/restore_from_repo.py && python bench/scale.py && python bench/deploy.py && python bench/preview_environment.py && python bench/serve_fairness.py
 
 lint: setup
 	@source .state/env && ruff check provider tests stacks bench && mypy
