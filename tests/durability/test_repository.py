@@ -347,3 +347,19 @@ def test_a_base_backup_is_fsynced_before_it_is_recorded(durable: tuple[LocalEngi
             synced[exe.get(pid, "?")] = synced.get(exe.get(pid, "?"), 0) + 1
     assert synced.get("pg_basebackup", 0) >= 1, synced
     assert synced.get("pgbackrest", 0) >= 1, synced
+
+
+def test_cli_restores_a_destroyed_instance_by_name(durable: tuple[LocalEngine, int]) -> None:
+    """`pulumi-dbos db restore SOURCE NEW` of a destroyed instance (its password from $PGPASSWORD), and
+    `db list` / `db recover` on a data dir with nothing lost."""
+    engine, _port = durable
+    engine.destroy("dur_db")
+    env = {**os.environ, "PGPASSWORD": PW}
+    cp = subprocess.run([sys.executable, "-m", "pulumi_dbos.cli", "db", "restore", "dur_db", "dur_cli",  # noqa: S603
+                         "--data-dir", str(engine.data_dir)], capture_output=True, text=True, env=env, timeout=600)
+    assert cp.returncode == 0, cp.stderr
+    assert "restored from dur_db" in cp.stdout
+    assert rows(engine.info("dur_cli").port) == list(range(1, 201))
+    cp = subprocess.run([sys.executable, "-m", "pulumi_dbos.cli", "db", "recover", "--data-dir",  # noqa: S603
+                         str(engine.data_dir)], capture_output=True, text=True, timeout=600)
+    assert cp.returncode == 0 and "no lost instance" in cp.stdout, cp.stdout + cp.stderr
