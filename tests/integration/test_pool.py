@@ -106,7 +106,7 @@ def test_a_refill_killed_half_way_leaves_nothing_usable(data_dir: Path) -> None:
     template = eng.template()
     pool = eng.pool()
     pool.dir.mkdir(exist_ok=True)
-    argv = [sys.executable, "-m", "pulumi_dbos.engine.local.workers", "refill", str(data_dir), str(template), "2"]
+    argv = [sys.executable, "-m", "pulumi_dbos.engine.local.workers_run", "refill", str(data_dir), str(template), "2"]
     if eng.run_as.user:
         argv += ["--run-as", eng.run_as.user]
     # killed while its first entry is being copied (the worker and its cp: the whole session)

@@ -9,7 +9,7 @@ newest backup and one check interval.
 
 Where it runs: the embedded engine has no daemon, and WAL is written when no engine call runs (the
 instances' clients write it). So every engine call that starts a server makes sure a *watcher* runs
-for its data dir: a detached process (``python -m pulumi_dbos.engine.local.workers watch``), one
+for its data dir: a detached process (``python -m pulumi_dbos.engine.local.workers_run watch``), one
 per data dir (a lock file), that every ``PULUMI_DBOS_WAL_CHECK_SECONDS`` (default 2) adds up the
 archive's segments since each running instance's newest backup, and exits once none of the data
 dir's instances runs (nothing writes WAL then; the next start starts it again) or the data dir is

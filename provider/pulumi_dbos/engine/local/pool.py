@@ -23,7 +23,7 @@ An entry is used only if its stamp equals the current one (the full server versi
 template's identity: its READY file's content and modification time, which change when the
 template is rebuilt); any other entry is removed. A refill writes an entry under a ``.tmp-`` name
 and renames it into the pool only once complete and stamped, so a refill killed half-way leaves
-nothing usable. The refill runs in a detached process (``python -m pulumi_dbos.engine.local.workers
+nothing usable. The refill runs in a detached process (``python -m pulumi_dbos.engine.local.workers_run
 refill``): a Pulumi provider exits right after its calls, and a thread would die with it.
 """
 

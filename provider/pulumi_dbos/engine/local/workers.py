@@ -1,7 +1,8 @@
-"""The local engine's detached workers, started by the engine itself (``pool.spawn_worker``)::
+"""The local engine's detached workers: starting them, their locks, stopping them. Their entry point is
+``workers_run`` (a module of its own: it imports what the workers do, which imports this library)::
 
-    python -m pulumi_dbos.engine.local.workers refill DATA_DIR TEMPLATE SIZE [--run-as USER]
-    python -m pulumi_dbos.engine.local.workers watch DATA_DIR [--run-as USER]
+    python -m pulumi_dbos.engine.local.workers_run refill DATA_DIR TEMPLATE SIZE [--run-as USER]
+    python -m pulumi_dbos.engine.local.workers_run watch DATA_DIR [--run-as USER]
 
 ``refill`` fills the warm pool of one template (``pool``); ``watch`` takes base backups by WAL volume
 while the data dir's instances run (``autobackup``). Each holds a lock file, so a second one exits at
@@ -10,7 +11,6 @@ once. Not a user command: nothing here is part of the CLI.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import functools
@@ -33,7 +33,7 @@ log = logging.getLogger("pulumi_dbos.engine")
 _WORKER_ENV = ("PULUMI_DBOS_PG_BINDIR", "PULUMI_DBOS_WAL_SEGMENT_MB", "PULUMI_DBOS_POOL_SIZE",
                "PULUMI_DBOS_WAL_BACKUP_MB", "PULUMI_DBOS_WAL_CHECK_SECONDS", "PULUMI_DBOS_START_TIMEOUT",
                "PULUMI_DBOS_RECOVERY_TIMEOUT", "PULUMI_DBOS_LOCK_DIR", "PULUMI_DBOS_PGBACKREST", "PYTHONPATH")
-_MODULE = "pulumi_dbos.engine.local.workers"
+_MODULE = "pulumi_dbos.engine.local.workers_run"
 
 
 @contextlib.contextmanager
@@ -65,7 +65,7 @@ def try_lock(path: Path, *, record_pid: bool = False) -> Iterator[bool]:
 
 
 def spawn_worker(layout: Layout, args: list[str], *, cwd: Path, log_file: Path) -> int:
-    """Start ``python -m pulumi_dbos.engine.local.workers ARGS`` detached (its own session), as this
+    """Start ``python -m pulumi_dbos.engine.local.workers_run ARGS`` detached (its own session), as this
     process's user (it switches to the cluster user for what runs as that user, as the engine does)."""
     argv = [sys.executable, "-m", _MODULE, args[0], str(layout.data_dir), *args[1:]]
     if layout.run_as.user:
@@ -106,36 +106,3 @@ def _gone(p: psutil.Process) -> bool:
         return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
     except psutil.Error:
         return True
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pulumi_dbos.engine.local.workers")
-    parser.add_argument("job", choices=("refill", "watch"))
-    parser.add_argument("data_dir", type=Path)
-    parser.add_argument("rest", nargs="*")
-    parser.add_argument("--run-as", default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(message)s")
-    layout = Layout(args.data_dir, proc.RunAs(args.run_as))
-    if not (args.data_dir / "catalog.db").exists():
-        return 0  # removed meanwhile
-    if args.job == "refill":
-        from .pool import Pool
-
-        template, size = Path(args.rest[0]), int(args.rest[1])
-        made = Pool(layout, template, size).refill()
-        if made:
-            logging.info("pool of %s: %d entries made", template.parent.name, made)
-    else:
-        from .autobackup import watch
-
-        watch(layout)
-    return 0
-
-
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Exception as exc:  # a data dir removed under a worker's feet: nothing to report to anyone
-        logging.getLogger("pulumi_dbos.engine").warning("worker stopped: %s", exc)
-        sys.exit(1)
