@@ -12,6 +12,7 @@ as plain functions tested on their own:
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import secrets
@@ -26,6 +27,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from .engine import proc
+from .engine.files import write_atomic
 from .errors import CommandError, DbosError, ValidationError
 from .resources_util import url_for
 from .timeutil import to_rfc3339, utcnow
@@ -372,8 +374,8 @@ def write_connection(path: str | Path, hostname: str, port: int, username: str, 
         db["password"] = DoubleQuotedScalarString("${PGPASSWORD}")
         db["app_db_name"] = dbname
         embedded = True
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    with open(tmp, "w") as fh:
-        y.dump(doc, fh)
-    os.replace(tmp, p)
+    out = io.StringIO()
+    y.dump(doc, out)
+    mode = p.stat().st_mode & 0o777 if p.exists() else 0o644
+    write_atomic(p, out.getvalue(), mode)  # the user's file: its mode kept
     return embedded

@@ -112,10 +112,7 @@ class Server:
 
     def _rewrite(self, path: Path, text: str) -> None:
         """Replace ``path`` by a new file (never writing through a hard link into a backup)."""
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        self.layout.own(tmp, 0o600)
-        os.replace(tmp, path)
+        write_atomic(path, text, 0o600, uid=self._uid(), gid=self._gid())
 
     def apply_listen(self, name: str) -> None:
         """Make ``instance.conf`` and ``pg_hba.conf`` say this engine's listen setting (rewritten only on a change)."""
