@@ -7,13 +7,11 @@ to ``recovery_target_time``, then promote, into a new cluster with its own port 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
 import shutil
-import time
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from ...errors import EngineError
 from ...timeutil import parse_rfc3339, to_pg, to_rfc3339, utcnow
 from .. import pgbin, proc
 from ..contract import BackupInfo
+from ..locks import file_lock
 from ..waits import wait_until
 from .catalog import BackupRecord, Catalog, InstanceRecord
 from .paths import Layout
@@ -45,31 +44,11 @@ def _positions(start: str, end: str, segment_bytes: int) -> list[str]:
     return [f"{n // per_log:08X}{n % per_log:08X}" for n in range(number(start), number(end) + 1)]
 
 
-@contextlib.contextmanager
-def instance_lock(layout: Layout, name: str, wait: float) -> Iterator[bool]:
+def instance_lock(layout: Layout, name: str, wait: float) -> AbstractContextManager[bool]:
     """The lock a base backup of ``name`` holds (across threads and processes: the WAL-volume watcher is
     a process of its own); ``destroy`` takes it too, so that no backup writes into a directory being
     removed. Yields False when it was not free within ``wait`` seconds (or the instance has no directory)."""
-    try:
-        fd = os.open(layout.inst_dir(name) / "backup.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
-    except FileNotFoundError:
-        yield False
-        return
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(0.1)
-        yield True
-    finally:
-        os.close(fd)
+    return file_lock(layout.inst_dir(name) / "backup.lock", wait=wait)
 
 
 class Pitr:

@@ -12,18 +12,18 @@ once. Not a user command: nothing here is part of the CLI.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import psutil
 
 from .. import proc
+from ..locks import file_lock
 from ..waits import wait_until
 from .paths import Layout
 
@@ -36,32 +36,10 @@ _WORKER_ENV = ("PULUMI_DBOS_PG_BINDIR", "PULUMI_DBOS_WAL_SEGMENT_MB", "PULUMI_DB
 _MODULE = "pulumi_dbos.engine.local.workers_run"
 
 
-@contextlib.contextmanager
-def try_lock(path: Path, *, record_pid: bool = False) -> Iterator[bool]:
-    """An exclusive lock on ``path`` (flock: across threads and processes) if free right now; yields False
-    otherwise, or when the file is not this user's (one another user made in a shared directory). A worker
-    writes its pid into the lock file it holds (``stop_workers`` reads it)."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        log.warning("cannot lock %s: %s", path, exc)
-        yield False
-        return
-    try:
-        if os.fstat(fd).st_uid != os.geteuid():
-            yield False
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        if record_pid:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield True
-    finally:
-        os.close(fd)  # releases the lock
+def try_lock(path: Path, *, record_pid: bool = False) -> AbstractContextManager[bool]:
+    """An exclusive lock on ``path`` if free right now (``locks.file_lock``); never one on a file another OS user
+    made (a shared directory). A worker writes its pid into the lock file it holds (``stop_workers`` reads it)."""
+    return file_lock(path, own_only=True, record_pid=record_pid)
 
 
 def spawn_worker(layout: Layout, args: list[str], *, cwd: Path, log_file: Path) -> int:
