@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pulumi_dbos.engine import LocalEngine
+from pulumi_dbos.engine import LocalEngine, proc
 from tests.support import parallel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,17 +26,8 @@ def _short_tmpdir(prefix: str) -> Path:
 
 
 def kill_servers_under(path: Path) -> None:
-    """Kill every postgres whose data dir is under ``path``, and every process (apps, proxies) working or
-    started there (cleanup after failures)."""
-    for pid_dir in Path("/proc").iterdir():
-        if not pid_dir.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            cmd = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ")
-            cwd = os.readlink(pid_dir / "cwd") if (pid_dir / "cwd").exists() else ""
-            if (b"postgres" in cmd or b"proxy.py" in cmd or b"bwrap" in cmd) and str(path).encode() in cmd \
-                    or cwd.startswith(str(path) + "/"):
-                os.kill(int(pid_dir.name), signal.SIGKILL)
+    """Kill every process working in or on ``path`` (servers, apps, proxies: cleanup after failures)."""
+    proc.kill_under(path)
 
 
 def cleanup_data_dir(path: Path) -> None:

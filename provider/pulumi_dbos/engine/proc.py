@@ -7,6 +7,7 @@ masked before it can reach an error message.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import subprocess
@@ -131,3 +132,25 @@ def run(
     if check and cp.returncode != 0:
         raise CommandError(argv, cp.returncode, mask(cp.stdout + cp.stderr, secrets), hint=hint)
     return cp
+
+
+def kill_under(path: os.PathLike[str] | str, timeout: float = 10) -> None:
+    """Kill every process working in ``path`` (its working directory is there: a server, an app) or on it (an
+    argument names it or a path under it: a copy, a recovering ``pg_ctl``), whatever any record says (a
+    create or deploy killed midway), and wait until they are gone (one still writing would make the
+    directory's removal fail)."""
+    import psutil
+
+    base = os.path.realpath(path)
+    given = str(path)
+    victims = []
+    for p in psutil.process_iter(["cwd", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            cwd = p.info["cwd"] or ""
+            args = p.info["cmdline"] or ()
+            if cwd == base or cwd.startswith(base + "/") or any(
+                    a in (given, base) or a.startswith((given + "/", base + "/")) for a in args):
+                p.kill()
+                victims.append(p)
+    psutil.wait_procs(victims, timeout=timeout)
+    reap()

@@ -15,15 +15,12 @@ Nothing logged here carries a secret.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-import psutil
-
+from ..engine import proc
 from ..engine.contract import AppDatabaseAccess, AppDeploy, AppStatus, Status
 from ..engine.local.drills import DrillBusyError, Drills, busy_reason, is_scratch
 from ..errors import DbosError
@@ -41,22 +38,9 @@ DEFAULT_DRILL_INTERVAL = 86400.0
 DRILL_CHECK_SECONDS = 300.0
 
 
-def _kill_under(path: Path) -> None:
-    """Kill processes working on ``path`` (a copy or a recovering server of a killed create), and wait
-    until they are gone (a copy still writing would make the directory's removal fail)."""
-    prefix = str(path) + "/"
-    victims = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if any(arg == str(path) or arg.startswith(prefix) for arg in p.info["cmdline"] or ()):
-                p.kill()
-                victims.append(p)
-    psutil.wait_procs(victims, timeout=10)
-
-
 def _remove_half_made(org: str, eng: LocalEngine, name: str) -> None:
     for attempt in range(5):
-        _kill_under(eng.inst_dir(name))
+        proc.kill_under(eng.inst_dir(name))
         try:
             eng.destroy(name)
             return

@@ -601,7 +601,7 @@ class LocalApps:
         if rec is not None:
             self._stop(rec.backend_pid, self._unit(name, str(rec.backend_port)), grace=5)
             self._stop(rec.proxy_pid, self._unit(name, "proxy"), grace=2)
-        runtime.kill_under(self.app_dir(name))
+        proc.kill_under(self.app_dir(name))
         if self.boxed:
             sandbox.kill_units(self._unit(name, ""))  # whatever of the app is left in its cgroups
         shutil.rmtree(self.app_dir(name), ignore_errors=True)

@@ -14,7 +14,6 @@ import re
 import shutil
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -343,14 +342,3 @@ def _build_boxed(envs: Path, key: str, req: Path | None, python: str, user: proc
         sandbox.run(["/opt/uv/uv", "pip", "install", "--quiet", *COMPILE, "--python", f"{inside}/bin/python", "-r",
                      "/opt/req/requirements.txt"], hint="installing the app's requirements.txt failed",
                     **common)  # type: ignore[arg-type]
-
-
-def kill_under(directory: Path) -> None:
-    """Processes working in ``directory`` whatever the catalog says (a deploy killed midway)."""
-    base = str(directory.resolve())
-    for p in psutil.process_iter(["cwd"]):
-        with contextlib.suppress(psutil.Error):
-            if p.info["cwd"] and (p.info["cwd"] == base or p.info["cwd"].startswith(base + "/")):
-                p.kill()
-    time.sleep(0.05)
-    proc.reap()
