@@ -80,20 +80,66 @@ def _cert(tls: Path) -> tuple[Path, Path]:
 
 
 def _free_ports(n: int) -> list[int]:
-    socks, ports = [], []
+    """``n`` ports free now, below the kernel's ephemeral range (an outgoing connection never takes one of those
+    between this choice and weed's bind) and above the engine's ranges (15432-22999)."""
+    import random
+
+    chosen: list[int] = []
+    while len(chosen) < n:
+        port = random.randrange(23000, 32000)  # noqa: S311 - not security
+        if port in chosen:
+            continue
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        chosen.append(port)
+    return chosen
+
+
+def bucket_exists(endpoint: str, bucket: str, access: str, secret: str, ca_file: Path,
+                  region: str = "us-east-1") -> bool:
+    """``HEAD /<bucket>`` signed with AWS signature v4 (what any S3 client sends): 200 when the bucket is
+    there. Only for the tests' readiness check; the product speaks S3 through pgBackRest."""
+    import hashlib
+    import hmac
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    now = dt.datetime.now(dt.timezone.utc)
+    amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    payload = hashlib.sha256(b"").hexdigest()
+    headers = {"host": endpoint, "x-amz-content-sha256": payload, "x-amz-date": amz_date}
+    signed = ";".join(sorted(headers))
+    canonical = "\n".join(["HEAD", f"/{bucket}", "", *(f"{k}:{headers[k]}" for k in sorted(headers)), "", signed,
+                           payload])
+    scope = f"{day}/{region}/s3/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key = ("AWS4" + secret).encode()
+    for part in (day, region, "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    req = urllib.request.Request(f"https://{endpoint}/{bucket}", method="HEAD", headers={
+        "x-amz-content-sha256": payload, "x-amz-date": amz_date,
+        "Authorization": f"AWS4-HMAC-SHA256 Credential={access}/{scope}, SignedHeaders={signed}, Signature={signature}"})
     try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
+        with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=str(ca_file)), timeout=5) as r:  # noqa: S310
+            return bool(r.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
-def _ready(port: int) -> bool:
+def _ready(port: int, log: Path) -> bool:
+    """The S3 endpoint answers and weed said every component (and so the pre-created bucket) is ready: the
+    port alone opens before the bucket exists (pgBackRest then met 404 NoSuchBucket)."""
+    try:
+        if "All enabled components are running" not in log.read_text(errors="replace"):
+            return False
+    except OSError:
+        return False
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
         return True
     return False
@@ -126,18 +172,25 @@ def seaweedfs(root: Path, timeout: float = 60) -> Iterator[S3Server]:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,  # noqa: S603
                                 start_new_session=True, cwd=root)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and proc.poll() is None and not _ready(https):
+        while time.monotonic() < deadline and proc.poll() is None and not _ready(https, root / "weed.log"):
             time.sleep(0.2)
-        if proc.poll() is None and _ready(https):
+        if proc.poll() is None and _ready(https, root / "weed.log"):
             break
         proc.kill()
         proc.wait()
         log.close()
         if attempt == 2:
             raise RuntimeError(f"SeaweedFS did not start:\n{(root / 'weed.log').read_text()[-3000:]}")
+    server = S3Server(endpoint=f"127.0.0.1:{https}", bucket=BUCKET, access_key=access, secret_key=secret,
+                      ca_file=crt, data=root / "data")
+    deadline = time.monotonic() + timeout
+    while not bucket_exists(server.endpoint, BUCKET, access, secret, crt):  # the bucket, not only the port
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError(f"SeaweedFS's bucket never appeared:\n{(root / 'weed.log').read_text()[-3000:]}")
+        time.sleep(0.2)
     try:
-        yield S3Server(endpoint=f"127.0.0.1:{https}", bucket=BUCKET, access_key=access, secret_key=secret,
-                       ca_file=crt, data=root / "data")
+        yield server
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 15)
