@@ -254,12 +254,17 @@ def unpack(data: bytes, dest: Path, *, max_total: int = MAX_UNPACKED, max_entrie
             target = (dest / info.filename).resolve()
             if not str(target).startswith(str(dest.resolve()) + "/"):
                 raise ValidationError([("source", f"archive entry {info.filename!r} escapes the app directory")])
-            if info.is_dir():  # zips made by other tools (the official CLI's JSZip) list directories too
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(target, "wb") as out:
-                budget.copy(zf, info, out)
+            try:
+                if info.is_dir():  # zips made by other tools (the official CLI's JSZip) list directories too
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(target, "wb") as out:
+                    budget.copy(zf, info, out)
+            except (FileExistsError, NotADirectoryError, IsADirectoryError):
+                # `x` and `x/inner.txt`, or `x/` and `x`: one name both a file and a directory
+                raise ValidationError([("source", f"archive entry {info.filename!r} clashes with another entry of "
+                                        "the archive (one name used for a file and a directory)")]) from None
             target.chmod(0o755 if (info.external_attr >> 16) & 0o111 else 0o644)
 
 

@@ -115,3 +115,17 @@ def test_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         limits_of(parse([]))
     with pytest.raises(DbosError, match="--max-instances must be at least 1"):
         Limits(max_instances=0)
+
+
+@pytest.mark.parametrize("names", [["x", "x/inner.txt"], ["x/inner.txt", "x"], ["d/", "d"]])
+def test_clashing_entry_names_are_refused_naming_the_entry(tmp_path: Path, names: list[str]) -> None:
+    """Issue 31: one name both a file and a directory (`x` then `x/inner.txt`) was a FileExistsError, so a 500
+    from serve; it is a validation error naming the entry (serve answers 400)."""
+    from pulumi_dbos.errors import ValidationError
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for n in names:
+            zf.writestr(n, b"" if n.endswith("/") else b"data")
+    with pytest.raises(ValidationError, match="clashes with another entry"):
+        unpack(buf.getvalue(), tmp_path / "out")

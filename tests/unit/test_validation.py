@@ -35,6 +35,7 @@ BAD_INSTANCE = [
     ("username", "dbosadmin", "reserved"),
     ("username", "dbos", "reserved"),
     ("username", "admin", "reserved"),
+    ("username", "pg_tenant", "PostgreSQL reserves"),  # issue 31: a 500 (ReservedName) at provision before
     ("username", "1user", "start with a letter"),
     ("username", "_user", "start with a letter"),
     ("username", "us", "3-16"),

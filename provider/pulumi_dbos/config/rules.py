@@ -77,6 +77,8 @@ def check_username(v: str) -> str:
         raise ValueError(f"username must start with a letter, got {v!r}")
     if v in RESERVED_USERNAMES:
         raise ValueError(f"username {v!r} is reserved (reserved: {', '.join(sorted(RESERVED_USERNAMES))})")
+    if v.startswith("pg_"):
+        raise ValueError(f"username {v!r} starts with pg_, which PostgreSQL reserves for its own roles")
     return v
 
 
