@@ -41,22 +41,18 @@ if [ "$(id -u)" -eq 0 ] && ! id -u "${PULUMI_DBOS_APP_USER:-dbosapp}" >/dev/null
     say "creating the unprivileged OS user '${PULUMI_DBOS_APP_USER:-dbosapp}' that runs the apps"
     useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "${PULUMI_DBOS_APP_USER:-dbosapp}"
 fi
+# apt_install PACKAGE WHY: Debian's package (an `apt-get update` first only when the install needs it)
+apt_install() {
+    say "installing $2 (Debian package '$1')..."
+    local sudo_=""; [ "$(id -u)" -ne 0 ] && sudo_="sudo"
+    $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$1" >&2 || {
+        $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$1" >&2; }
+}
 # pgBackRest: the backup repository under every instance (engine/local/repo.py)
-if ! command -v pgbackrest >/dev/null 2>&1; then
-    say "installing pgBackRest (Debian package 'pgbackrest'), the instances' backup repository..."
-    sudo_=""; [ "$(id -u)" -ne 0 ] && sudo_="sudo"
-    $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbackrest >&2 || {
-        $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-        $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbackrest >&2; }
-fi
+command -v pgbackrest >/dev/null 2>&1 || apt_install pgbackrest "pgBackRest, the instances' backup repository"
 # bubblewrap: the sandbox of every piece of tenant code under `pulumi-dbos serve` (apps, migrations, builds)
-if ! command -v bwrap >/dev/null 2>&1; then
-    say "installing bubblewrap (Debian package 'bubblewrap'), the apps' sandbox..."
-    sudo_=""; [ "$(id -u)" -ne 0 ] && sudo_="sudo"
-    $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap >&2 || {
-        $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-        $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap >&2; }
-fi
+command -v bwrap >/dev/null 2>&1 || apt_install bubblewrap "bubblewrap, the apps' sandbox"
 if ! [ -x /usr/bin/python3 ] && [ -z "${PULUMI_DBOS_APP_PYTHON:-}" ]; then
     say "installing Debian's python3 (the apps' interpreter, reachable by their OS user)..."
     sudo_=""; [ "$(id -u)" -ne 0 ] && sudo_="sudo"

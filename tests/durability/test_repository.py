@@ -46,6 +46,15 @@ def first_repo_backup(engine: LocalEngine, name: str) -> None:
                f"the first repository backup of {name}")
 
 
+def lose_host(engine: LocalEngine, name: str) -> None:
+    """The host is gone without warning: its server killed (kill -9), its whole data dir removed."""
+    pid = engine.server.pid(name)
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    shutil.rmtree(engine.data_dir)
+
+
 @pytest.fixture
 def durable(engine: LocalEngine) -> tuple[LocalEngine, int]:
     info = engine.provision("dur_db", "app_user", PW)
@@ -143,11 +152,7 @@ def test_whole_data_dir_lost_restores_from_another_repository(tmp_root: Path) ->
     insert(info.port, 1, 300)
     acknowledged = 300
     first.pitr.archive_now("dd_db", info.port)
-    pid = first.server.pid("dd_db")
-    assert pid
-    os.kill(pid, signal.SIGKILL)
-    time.sleep(0.5)
-    shutil.rmtree(tmp_root / "d1")
+    lose_host(first, "dd_db")
     # a new machine: an empty data dir, only the repository settings
     second = LocalEngine(tmp_root / "d2", repo=settings)
     listed = {i.name: i.status for i in second.list()}
@@ -309,11 +314,7 @@ def test_rpo_when_the_host_is_lost_is_bounded_by_archive_timeout(tmp_root: Path)
             c.execute("INSERT INTO t (x) VALUES (%s)", (n,))
             time.sleep(0.05)
         lost_at = c.execute("SELECT clock_timestamp()").fetchone()[0]
-    pid = first.server.pid("rpo_db")
-    assert pid
-    os.kill(pid, signal.SIGKILL)
-    time.sleep(0.5)
-    shutil.rmtree(tmp_root / "d1")
+    lose_host(first, "rpo_db")
     second = LocalEngine(tmp_root / "d2", repo=settings)
     back = second.recover("rpo_db")
     with conn(back.port) as c:

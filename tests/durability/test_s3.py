@@ -4,9 +4,6 @@ dir lost, the instance comes back from the object store alone with every acknowl
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +11,7 @@ import pytest
 
 from pulumi_dbos.engine import LocalEngine
 from pulumi_dbos.engine.local.repo import RepoSettings
-from tests.durability.test_repository import PW, first_repo_backup, insert, rows
+from tests.durability.test_repository import PW, first_repo_backup, insert, lose_host, rows
 from tests.support.s3 import S3Server, seaweedfs, weed_binary
 
 
@@ -37,11 +34,7 @@ def test_whole_data_dir_lost_restores_from_s3_alone(s3: S3Server, tmp_root: Path
     insert(info.port, 1, 250)
     first.pitr.archive_now("s3_db", info.port)
     assert "Cipher-pw-9876" not in (first.inst_dir("s3_db") / "data" / "instance.conf").read_text()
-    pid = first.server.pid("s3_db")
-    assert pid
-    os.kill(pid, signal.SIGKILL)  # the host is gone: its server, its disk, its local cache
-    time.sleep(0.5)
-    shutil.rmtree(tmp_root / "d1")
+    lose_host(first, "s3_db")  # the host is gone: its server, its disk, its local cache
     second = LocalEngine(tmp_root / "d2", repo=settings)
     assert {i.name: i.status for i in second.list()} == {"s3_db": "lost"}
     back = second.recover("s3_db")
