@@ -28,11 +28,10 @@ from psycopg.conninfo import conninfo_to_dict
 
 from .engine import proc
 from .engine.files import write_atomic
+from .engine.settings import EngineSettings
 from .errors import CommandError, DbosError, ValidationError
 from .resources_util import url_for
 from .timeutil import to_rfc3339, utcnow
-
-MIGRATE_TIMEOUT = float(os.environ.get("PULUMI_DBOS_MIGRATE_TIMEOUT", "600"))
 
 
 @dataclass(frozen=True)
@@ -222,7 +221,7 @@ def run_commands(commands: list[str], conn: Conn, working_dir: str | None, what:
         if not argv:
             continue
         try:
-            cp = proc.run(argv, cwd=cwd, env=env, timeout=MIGRATE_TIMEOUT, check=False, secrets=masks)
+            cp = proc.run(argv, cwd=cwd, env=env, timeout=EngineSettings.from_env().migrate_timeout, check=False, secrets=masks)
         except CommandError as exc:
             raise DbosError(f"{what} command `{proc.mask(command, masks)}` could not run: {exc.message}") from None
         out = proc.mask(cp.stdout + cp.stderr, masks)

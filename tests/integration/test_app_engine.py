@@ -28,7 +28,6 @@ import pytest
 from pulumi_dbos.appsource import pack
 from pulumi_dbos.engine import LocalEngine
 from pulumi_dbos.engine.contract import AppDatabaseAccess, AppDeploy
-from pulumi_dbos.engine.local import apps as local_apps
 from pulumi_dbos.engine.local import ports
 from pulumi_dbos.errors import DbosError
 from tests.conftest import ROOT
@@ -108,10 +107,10 @@ class _Intruder:
 
 
 @pytest.fixture
-def backend_port(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+def backend_port(engine: LocalEngine, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     port = free_port()
     monkeypatch.setenv("PULUMI_DBOS_APP_BACKEND_PORTS", f"{port}-{port}")
-    monkeypatch.setattr(local_apps, "APP_START_TIMEOUT", 45.0)  # the app never listens: do not wait 120 s
+    engine.settings = engine.settings.replace(app_start_timeout=45.0)  # the app never listens: do not wait 120 s
     yield port
 
 
@@ -212,7 +211,7 @@ def test_a_backend_port_taken_before_the_app_binds_it_is_retried_on_another(
         second = free_port()
     lo, hi = min(first, second), max(first, second)
     monkeypatch.setenv("PULUMI_DBOS_APP_BACKEND_PORTS", f"{lo}-{hi}")
-    monkeypatch.setattr(local_apps, "APP_START_TIMEOUT", 45.0)
+    engine.settings = engine.settings.replace(app_start_timeout=45.0)
     real_free = ports.port_free
     monkeypatch.setattr(ports, "port_free", lambda p: p in (lo, hi) or real_free(p))  # only these two
     version, archive = greet

@@ -13,7 +13,6 @@ import pytest
 from pulumi_dbos.appsource import pack
 from pulumi_dbos.engine import AppStatus, LocalEngine
 from pulumi_dbos.engine.contract import AppDatabaseAccess, AppDeploy
-from pulumi_dbos.engine.local import apps as local_apps
 from pulumi_dbos.errors import DbosError
 
 PW = "Health-engine-pw1"
@@ -21,7 +20,7 @@ APP_DIR = Path(__file__).parent / "apps" / "health"
 
 
 def test_an_app_answering_500_is_not_available(engine: LocalEngine, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(local_apps, "APP_START_TIMEOUT", 20.0)  # the broken version never gets healthy
+    engine.settings = engine.settings.replace(app_start_timeout=20.0)  # the broken version never gets healthy
     inst = engine.provision("health_a", "health_user", PW)
     db = AppDatabaseAccess("health_a", inst.hostname, inst.port, "health_user", PW)
     version, archive = pack(APP_DIR)

@@ -49,5 +49,5 @@ def test_a_frozen_serve_costs_one_bounded_failure_per_process(serve: Serve, monk
     assert "no TLS handshake" in messages[0], messages[0]
     assert all("not asked" in m for m in messages[1:]), messages
     # serve answers again: a process that remembered the failure asks again after UNREACHABLE_MEMO
-    monkeypatch.setattr(cloud_client, "UNREACHABLE_MEMO", 0.0)
+    fresh.client.unreachable_memo = 0.0
     assert fresh.info("frozen_a") is not None

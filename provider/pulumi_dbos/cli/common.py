@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine import default_data_dir, get_engine
+from ..engine.settings import EngineSettings
 from ..errors import DbosError
 
 PULUMI_HINT = "run it in the Pulumi project directory, with PULUMI_CONFIG_PASSPHRASE and the backend set"
@@ -28,8 +29,6 @@ STACK_ENGINE_KEYS = {"dbos:engine": "engine", "dbos:dataDir": "data_dir", "dbos:
                      "dbos:cloudDomain": "cloud_domain", "dbos:cloudCaCert": "cloud_ca_cert"}
 #: the environment default of ``--cloud-ca-cert`` (the official CLI's ``$DBOS_DOMAIN`` is ``--cloud-domain``'s)
 CA_CERT_ENV = "PULUMI_DBOS_CLOUD_CA_CERT"
-#: environment variables that say where the engine is, so the project's selected stack is not consulted
-_WHERE_ENV = ("PULUMI_DBOS_ENGINE", "PULUMI_DBOS_DATA_DIR")
 
 
 def find_project(start: Path | None = None) -> Path | None:
@@ -87,7 +86,7 @@ def resolve_stack(args: argparse.Namespace) -> tuple[str | None, Path | None]:
         project = find_project()
         return args.stack, project
     if any(getattr(args, a, None) for a in ("engine", "data_dir", "cloud_domain")) or \
-            any(os.environ.get(v) for v in _WHERE_ENV):
+            os.environ.get("PULUMI_DBOS_ENGINE") or EngineSettings.from_env().data_dir:
         return None, None
     found = selected_stack()
     if found is None:
@@ -120,7 +119,7 @@ def engine_from_args(args: argparse.Namespace, *, new_ok: bool = False) -> Any:
     except PermissionError:
         raise DbosError(f"data dir {data_dir} is not readable by this user",
                         hint="run it as root or as the OS user that runs the clusters (dbos:runAs)") from None
-    if repo is None and os.environ.get("PULUMI_DBOS_BACKUP_REPO"):
+    if repo is None and EngineSettings.from_env().backup_repo:
         from ..engine.local.repo import RepoSettings
 
         repo = RepoSettings.from_env()

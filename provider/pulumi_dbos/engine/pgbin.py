@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import EngineError
-from . import proc
+from . import proc, settings
 
 _NEEDED = ("initdb", "pg_ctl", "postgres", "pg_basebackup", "pg_controldata")
 
@@ -26,7 +26,7 @@ def bindir(preferred: str | None = None) -> Path:
     the newest ``/usr/lib/postgresql/*/bin``, then ``initdb`` on PATH.
     """
     candidates: list[Path] = []
-    for given in (preferred, os.environ.get("PULUMI_DBOS_PG_BINDIR")):
+    for given in (preferred, settings.from_env().pg_bindir):
         if given:
             candidates.append(Path(given))
     pg_config = shutil.which("pg_config")

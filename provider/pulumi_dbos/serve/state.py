@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ..engine.files import write_atomic
+from ..engine.settings import EngineSettings
 from ..errors import DbosError
 
 if TYPE_CHECKING:
     from ..engine.local.facade import LocalEngine
 
 #: stored versions kept per app (older ones are pruned after a deploy; never the serving or the previous one)
-KEEP_VERSIONS = int(os.environ.get("PULUMI_DBOS_SERVE_KEEP_VERSIONS", "10"))
 #: organization names (they become directory names): letters, digits, ``_`` and ``-``
 ORG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,29}$")
 
@@ -154,6 +154,8 @@ class ServeState:
                  backup_repo: dict[str, Any] | None = None) -> None:
         self.data_dir = data_dir
         self.backup_repo = backup_repo
+        #: the organizations' engines' settings (read once, when serve starts)
+        self.settings = EngineSettings.from_env()
         #: ``--advertise-host``: the organizations' instances and apps listen there too and report it
         self.advertise_host = advertise_host
         self.dir = serve_dir(data_dir)
@@ -193,7 +195,8 @@ class ServeState:
 
                 eng = self._engines[org] = LocalEngine(self.org_dir(org), listen_host=self.advertise_host,
                                                        app_user=org_user(self.data_dir, org),
-                                                       keep_versions=KEEP_VERSIONS, repo=self.org_repo(org))
+                                                       keep_versions=self.settings.serve_keep_versions,
+                                                       repo=self.org_repo(org), settings=self.settings)
             return eng
 
     def org_repo(self, org: str) -> Any:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 from typing import Any
 
 from ...appsource import with_app_db_name
@@ -31,6 +30,7 @@ from ...cloudapi.models import (
     dump,
 )
 from ...errors import DbosError, EngineError, NotFoundError, TimeoutExpired, ValidationError
+from .. import settings
 from ..contract import AppDeploy, AppInfo, AppVersion, Problem, taken_app
 from . import convert
 from .answers import parse, parse_list
@@ -41,7 +41,6 @@ from .tokens import mask
 log = logging.getLogger("pulumi_dbos.engine.dbos_cloud")
 
 #: How long a deploy may take to become available before it is reported as failed.
-APP_DEADLINE = float(os.environ.get("PULUMI_DBOS_CLOUD_APP_DEADLINE", "600"))
 CLOUD_APP_PORT = ("DBOS Cloud gives each app its own URL (https://<organization>-<app>.<domain>): remove `port`, "
                   "or use pulumi-dbos serve or the local engine")
 _LOG_TAIL = 25
@@ -52,7 +51,7 @@ class CloudApps:
 
     def __init__(self, engine: CloudSession, deadline: float | None = None) -> None:
         self.engine = engine
-        self.deadline = APP_DEADLINE if deadline is None else deadline
+        self.deadline = settings.from_env().cloud_app_deadline if deadline is None else deadline
 
     def _call(self, method: str, template: str, *, what: str, **kw: Any) -> Any:
         return self.engine.call(method, template, what=what, **kw)

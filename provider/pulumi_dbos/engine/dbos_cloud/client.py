@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import ssl
 import threading
 import time
@@ -28,6 +27,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from ...cloudapi import paths
 from ...cloudapi.models import SERVE_SERVER, UserProfile
 from ...errors import DbosError, EngineError, TimeoutExpired
+from .. import settings
 from . import answers
 from .answers import parse
 from .tokens import mask, resolve_token
@@ -44,7 +44,6 @@ LONG_TIMEOUT = 900.0  # deploys, restores, backups: the server may answer only w
 #: after a server did not answer (refused after the retries, or no handshake within CONNECT_TIMEOUT), the
 #: calls of this process fail at once for this long with that answer: a preview or refresh of N resources
 #: against a frozen or stopped server costs one bounded failure, not N
-UNREACHABLE_MEMO = float(os.environ.get("PULUMI_DBOS_CLOUD_UNREACHABLE_MEMO", "30"))
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PATCH"})
@@ -60,7 +59,7 @@ class Profile:
 
 
 class _Unreachable(Exception):
-    """The server did not answer at all (remembered by the client, see :data:`UNREACHABLE_MEMO`)."""
+    """The server did not answer at all (remembered by the client, for the settings' ``cloud_unreachable_memo``)."""
 
     def __init__(self, error: DbosError) -> None:
         super().__init__(error.message)
@@ -112,6 +111,7 @@ class CloudClient:
         self.domain = domain.removeprefix("https://")
         self._token = resolve_token(token)
         self.attempts = max(1, attempts)
+        self.unreachable_memo = settings.from_env().cloud_unreachable_memo
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.sleep = sleep
@@ -169,12 +169,12 @@ class CloudClient:
         if down is None:
             return
         since = time.monotonic() - down[0]
-        if since >= UNREACHABLE_MEMO:
+        if since >= self.unreachable_memo:
             self._down = None
             return
         first = down[1]
         raise type(first)(f"{what}: not asked: {first.message.split(': ', 1)[-1]} ({since:.0f}s ago; this process "
-                          f"asks again after {UNREACHABLE_MEMO:.0f}s)", hint=first.hint)
+                          f"asks again after {self.unreachable_memo:.0f}s)", hint=first.hint)
 
     def _send(self, method: str, url: str, body: Mapping[str, Any] | None, params: Mapping[str, Any] | None,
               timeout: float | None, what: str, masks: list[str | None]) -> httpx.Response:

@@ -7,7 +7,6 @@ forever), and the removal of what a create that failed halfway left behind.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +22,6 @@ from .session import CloudSession
 log = logging.getLogger("pulumi_dbos.engine.dbos_cloud")
 
 #: How long a provision or restore may take before it is given up and rolled back.
-DEADLINE = float(os.environ.get("PULUMI_DBOS_CLOUD_DEADLINE", "600"))
 #: A new record may take a moment to show in ``info`` on an eventually consistent server.
 _VISIBLE_GRACE = 5.0
 

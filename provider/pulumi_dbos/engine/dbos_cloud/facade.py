@@ -33,6 +33,7 @@ from ..contract import (
     Preflight,
     Problem,
 )
+from ..settings import EngineSettings
 from . import checks, creates, drills, instances, linked, restores
 from .apps import CloudApps
 from .client import DEFAULT_DOMAIN, DOMAIN_ENV, CloudClient
@@ -47,11 +48,12 @@ class DbosCloudEngine:
     def __init__(self, domain: str | None = DEFAULT_DOMAIN, token: str | None = None, ca_cert: str | None = None, *,
                  deadline: float | None = None, app_deadline: float | None = None,
                  transport: httpx.BaseTransport | None = None, sleep: Callable[[float], None] = time.sleep,
-                 backoff: float = 0.5) -> None:
+                 backoff: float = 0.5, settings: EngineSettings | None = None) -> None:
+        self.settings = settings or EngineSettings.from_env()
         domain = domain or os.environ.get(DOMAIN_ENV) or DEFAULT_DOMAIN
         client = CloudClient(domain, token, ca_cert, transport=transport, sleep=sleep, backoff=backoff)
-        self.session = CloudSession(client, creates.DEADLINE if deadline is None else deadline, sleep)
-        self.apps = CloudApps(self.session, app_deadline)
+        self.session = CloudSession(client, self.settings.cloud_deadline if deadline is None else deadline, sleep)
+        self.apps = CloudApps(self.session, self.settings.cloud_app_deadline if app_deadline is None else app_deadline)
 
     @property
     def client(self) -> CloudClient:

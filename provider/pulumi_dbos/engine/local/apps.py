@@ -48,14 +48,13 @@ from ...timeutil import to_rfc3339, utcnow
 from .. import proc
 from ..contract import AppDatabaseAccess, AppDeploy, AppInfo, AppStatus, AppVersion, Problem, taken_app
 from ..files import write_atomic
+from ..settings import EngineSettings
 from ..undo import undoing
 from ..waits import wait_until
 from . import ports, runtime, sandbox
 from .catalog import AppCatalog, AppRecord, Catalog
 from .paths import Layout
 
-APP_START_TIMEOUT = float(os.environ.get("PULUMI_DBOS_APP_START_TIMEOUT", "120"))
-MIGRATE_TIMEOUT = float(os.environ.get("PULUMI_DBOS_MIGRATE_TIMEOUT", "600"))
 #: the most of an app's log a read returns (its tail)
 LOG_READ_LIMIT = 1024 * 1024
 #: inside the sandbox: the release (read-only), its control files (read-only), the app's home (writable)
@@ -98,16 +97,18 @@ class LocalApps:
     """The app half of the local engine (see the module docstring)."""
 
     def __init__(self, layout: Layout, catalog: Catalog | None, listen_host: str | None = None,
-                 app_user: runtime.AppUser | None = None, keep_versions: int | None = None) -> None:
+                 app_user: runtime.AppUser | None = None, keep_versions: int | None = None,
+                 settings: EngineSettings | None = None) -> None:
         """``catalog`` None: the data dir has none yet (checks and reads only; nothing exists).
         ``listen_host``: the proxies listen there too and the apps' URLs name it. ``app_user``: the OS
         user of the apps (as root; default ``dbosapp``). ``keep_versions``: stored versions kept per app
-        (older ones are pruned after a deploy; None keeps all)."""
+        (older ones are pruned after a deploy; None keeps all). ``settings``: the engine's."""
         self.layout = layout
+        self.settings = settings or EngineSettings.from_env()
         self.listen_host = listen_host
         self._catalog = catalog
         self.keep_versions = keep_versions
-        self.user = (app_user or runtime.default_app_user()) if os.geteuid() == 0 else None
+        self.user = (app_user or runtime.default_app_user(self.settings)) if os.geteuid() == 0 else None
         self.run_as = proc.RunAs(self.user.name if self.user else None)
 
     @property
@@ -416,10 +417,10 @@ class LocalApps:
                 return runtime.answers(last[0])
 
             try:
-                if not wait_until(healthy, APP_START_TIMEOUT, "", interval=0.05, raise_on_timeout=False):
+                if not wait_until(healthy, self.settings.app_start_timeout, "", interval=0.05, raise_on_timeout=False):
                     raise TimeoutExpired(
                         f"app {req.app_name!r} version {req.version} did not answer on port {port} within "
-                        f"{APP_START_TIMEOUT:.0f}s" + (f" (GET / answered HTTP {last[0]}; healthy is an answer below "
+                        f"{self.settings.app_start_timeout:.0f}s" + (f" (GET / answered HTTP {last[0]}; healthy is an answer below "
                                                        "500)" if last[0] is not None else ""))
                 return pid, port, pgpass
             except BaseException as exc:
@@ -469,10 +470,10 @@ class LocalApps:
             if self.boxed:
                 cp = sandbox.run(migrate, user=self.run_as, binds=binds, cwd=places["app"], env=env,
                                  host_cwd=self.app_dir(req.app_name), limits=self._limits(req),
-                                 unit=self._unit(req.app_name, "migrate"), timeout=MIGRATE_TIMEOUT, check=False,
+                                 unit=self._unit(req.app_name, "migrate"), timeout=self.settings.migrate_timeout, check=False,
                                  secrets=masks)
             else:
-                cp = proc.run(migrate, run_as=self.run_as, env=env, cwd=release, timeout=MIGRATE_TIMEOUT,
+                cp = proc.run(migrate, run_as=self.run_as, env=env, cwd=release, timeout=self.settings.migrate_timeout,
                               check=False, secrets=masks)
             with open(log, "ab") as fh:
                 fh.write(proc.mask(cp.stdout + cp.stderr, masks).encode())

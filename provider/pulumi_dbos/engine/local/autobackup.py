@@ -33,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .. import settings
 from ..contract import Status
 from .catalog import Catalog, InstanceRecord
 from .paths import Layout
@@ -49,23 +50,15 @@ WATCH_LOCK = "wal-watch.lock"
 #: how often the watcher removes destroyed instances' backups whose keep-until has passed
 EXPIRY_SECONDS = 600
 
-
-DEFAULT_MB = 128
 _sizes: dict[str, int] = {}  # a base backup's size, by path (they never change)
 
 
 def threshold_mb() -> int:
-    try:
-        return max(0, int(os.environ.get("PULUMI_DBOS_WAL_BACKUP_MB", str(DEFAULT_MB))))
-    except ValueError:
-        return DEFAULT_MB
+    return settings.from_env().wal_backup_mb
 
 
 def check_seconds() -> float:
-    try:
-        return max(0.2, float(os.environ.get("PULUMI_DBOS_WAL_CHECK_SECONDS", "2")))
-    except ValueError:
-        return 2.0
+    return settings.from_env().wal_check_seconds
 
 
 def _tree_size(path: str) -> int:
@@ -114,7 +107,7 @@ def wal_since_backup(layout: Layout, catalog: Catalog, name: str) -> int:
 
 
 def host_lock_path() -> Path:
-    return Path(os.environ.get("PULUMI_DBOS_LOCK_DIR") or tempfile.gettempdir()) / \
+    return (settings.from_env().lock_dir or Path(tempfile.gettempdir())) / \
         f"pulumi-dbos-{os.geteuid()}-wal-backup.lock"
 
 

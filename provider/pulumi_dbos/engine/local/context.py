@@ -15,6 +15,7 @@ from ...errors import DbosError, EngineError, NotFoundError
 from ...timeutil import to_rfc3339, utcnow
 from .. import proc
 from ..contract import InstanceInfo, Status
+from ..settings import EngineSettings
 from . import forward, ports, roles
 from .apps import LocalApps
 from .autobackup import spawn_watcher
@@ -23,7 +24,7 @@ from .drills import last_drill
 from .durability import lost_error, reconcile, repo_window
 from .paths import Layout, default_data_dir, default_run_as
 from .pitr import Pitr
-from .pool import Pool, pool_size
+from .pool import Pool
 from .repo import RepoSettings, Repository
 from .runtime import AppUser
 from .server import Server
@@ -43,25 +44,28 @@ class LocalContext:
     def __init__(self, data_dir: str | Path | None = None, run_as: str | None | bool = True,
                  listen_host: str | None = None, *, app_user: AppUser | None = None,
                  keep_versions: int | None = None, pool: int | None = None,
-                 repo: RepoSettings | None = None) -> None:
+                 repo: RepoSettings | None = None, settings: EngineSettings | None = None) -> None:
         """``listen_host``: instances and app proxies listen there too (besides 127.0.0.1) and report it
         as their address, pg_hba.conf then accepting scram-sha-256 from any address (``pulumi-dbos serve
         --advertise-host``); existing instances pick it up at their next start. ``pool``: stopped copies of
         the template kept ready for provisions (``pool``; default ``$PULUMI_DBOS_POOL_SIZE``, else 2; 0: none).
         ``repo``: the backup repository (``repo.RepoSettings``; None: ``$PULUMI_DBOS_BACKUP_REPO``, else what
-        the data dir's repository configuration says, else a posix repository at ``<data_dir>/repo``)."""
+        the data dir's repository configuration says, else a posix repository at ``<data_dir>/repo``).
+        ``settings``: the engine's settings (``engine.settings``; default: this process's environment, read
+        once here)."""
+        self.settings = settings or EngineSettings.from_env()
         self.listen_host = ports.check_listen_host(listen_host) if listen_host else None
-        self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+        self.data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir(self.settings)
         if run_as is True:
-            run_as = default_run_as()
+            run_as = default_run_as(self.settings)
         user = run_as if isinstance(run_as, str) and os.geteuid() == 0 else None
         self.layout = Layout(self.data_dir, proc.RunAs(user))
         self.repo = Repository(self.layout, repo)
-        self.server = Server(self.layout, self.listen_host, self.repo.settings)
+        self.server = Server(self.layout, self.listen_host, self.repo.settings, self.settings)
         self._catalog: Catalog | None = None
         self.app_user = app_user  # serve: one OS user per organization (None: dbosapp)
         self.keep_versions = keep_versions
-        self.pool_size = pool_size(pool)
+        self.pool_size = self.settings.pool_size if pool is None else max(0, pool)
 
     @property
     def run_as(self) -> proc.RunAs:
@@ -230,7 +234,7 @@ class LocalContext:
         forward.sweep(self.layout, self.listen_host, port_of, self._apps_over(catalog).db_ports())
 
     def _apps_over(self, catalog: Catalog | None) -> LocalApps:
-        return LocalApps(self.layout, catalog, self.listen_host, self.app_user, self.keep_versions)
+        return LocalApps(self.layout, catalog, self.listen_host, self.app_user, self.keep_versions, self.settings)
 
     @property
     def apps(self) -> LocalApps:

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import DbosError, EngineError
 from ...timeutil import parse_rfc3339, to_rfc3339, utcnow
+from .. import settings
 from ..contract import AppStatus, DrillResult, Status
 from ..waits import wait_until
 from . import roles
@@ -59,7 +60,7 @@ from .autobackup import host_lock_path as backup_lock_path
 from .catalog import AppCatalog, DrillCatalog, InstanceRecord
 from .pitr import ARCHIVE_NOW_XIDS
 from .ports import HOST
-from .server import START_TIMEOUT, Server
+from .server import Server
 from .workers import try_lock
 
 if TYPE_CHECKING:
@@ -69,9 +70,6 @@ log = logging.getLogger("pulumi_dbos.engine")
 
 #: the owner of every scratch instance (no stack's owner looks like this)
 DRILL_OWNER = "pulumi-dbos:restore-drill"
-DEFAULT_KEEP = 20
-#: scheduled drills skip a round above this 1-minute load average per CPU (``PULUMI_DBOS_DRILL_MAX_LOAD``)
-DEFAULT_MAX_LOAD = 1.0
 #: the check SQL's statements are cancelled after this long
 CHECK_TIMEOUT_MS = 300_000
 
@@ -85,16 +83,9 @@ class DrillBusyError(EngineError):
     """Another drill holds the host's drill lock."""
 
 
-def _env_number(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, "") or default)
-    except ValueError:
-        return default
-
-
 def kept() -> int:
     """How many results are kept per instance."""
-    return max(1, int(_env_number("PULUMI_DBOS_DRILLS_KEPT", DEFAULT_KEEP)))
+    return settings.from_env().drills_kept
 
 
 def last_drill(db: DrillCatalog, name: str) -> dict[str, Any] | None:
@@ -125,7 +116,7 @@ def busy_reason(eng: LocalEngine) -> str | None:
     with try_lock(backup_lock_path()) as free:
         if not free:
             return "a base backup is running on this host"
-    limit = _env_number("PULUMI_DBOS_DRILL_MAX_LOAD", DEFAULT_MAX_LOAD)
+    limit = settings.from_env().drill_max_load
     load = os.getloadavg()[0] / (os.cpu_count() or 1)
     if load > limit:
         return f"the load average is {load:.2f} per CPU (over {limit:g}, PULUMI_DBOS_DRILL_MAX_LOAD)"
@@ -292,7 +283,8 @@ class Drills:
         try:
             try:
                 info = eng.restore_to_new(name, scratch, "latest", password=password, owner=DRILL_OWNER)
-                wait_until(lambda: roles.credentials_work(HOST, info.port, info.username, password), START_TIMEOUT,
+                wait_until(lambda: roles.credentials_work(HOST, info.port, info.username, password),
+                           eng.settings.start_timeout,
                            f"the restored scratch instance of {name!r} did not accept its user's login")
             except DbosError as exc:
                 return DrillResult(ok=False, reason=f"the restore failed: {exc.message}", **base)

@@ -30,7 +30,6 @@ from ..contract import Kind, Status
 from ..files import write_atomic
 from .catalog import Catalog, InstanceRecord
 from .repo import Stanza
-from .server import RECOVERY_TIMEOUT
 
 if TYPE_CHECKING:
     from .context import LocalContext
@@ -159,7 +158,7 @@ def _start_recovered(eng: LocalContext, rec: InstanceRecord) -> None:
         with contextlib.suppress(FileNotFoundError):
             (pgdata / stale).unlink()
     eng.server.write_conf(name, rec.port)
-    eng.server.start(name, rec.port, RECOVERY_TIMEOUT)
+    eng.server.start(name, rec.port, eng.settings.recovery_timeout)
     eng.pitr.wait_promoted(name, rec.port)
     auto = pgdata / "postgresql.auto.conf"
     with contextlib.suppress(OSError):

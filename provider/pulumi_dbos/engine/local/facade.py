@@ -33,7 +33,6 @@ from .catalog import InstanceRecord
 from .context import LocalContext
 from .drills import Drills
 from .paths import check_data_dir
-from .server import RECOVERY_TIMEOUT
 
 
 class LocalEngine(LocalContext):
@@ -110,9 +109,10 @@ class LocalEngine(LocalContext):
 
     # ---------------------------------------------------------------- restore drills (``drills``)
     def drill(self, name: str, *, check_sql: str | None = None, check_database: str | None = None,
-              wait: float = RECOVERY_TIMEOUT) -> DrillResult:
+              wait: float | None = None) -> DrillResult:
         """``wait``: seconds to wait for another drill on this host to finish (then DrillBusyError)."""
-        return Drills(self).run(name, check_sql, check_database, wait=wait)
+        return Drills(self).run(name, check_sql, check_database,
+                               wait=self.settings.recovery_timeout if wait is None else wait)
 
     def drills(self, name: str) -> builtins.list[DrillResult] | None:
         return Drills(self).history(name)

@@ -34,18 +34,18 @@ from pathlib import Path
 import psutil
 
 from ...errors import EngineError
-from .. import proc
+from .. import proc, settings
 from ..files import write_atomic
 from ..waits import wait_until
 from . import ports
 from .paths import Layout
-from .server import START_TIMEOUT, alive
+from .server import alive
 
 log = logging.getLogger("pulumi_dbos.engine")
 
 PROXY = Path(__file__).with_name("proxy.py")
 #: how long a forwarder waits for the old port and holds a connection for the new one (a server start)
-HOLD_SECONDS = START_TIMEOUT + 30
+HOLD_SECONDS = settings.from_env().start_timeout + 30
 
 
 def claimant(instance: str) -> str:

@@ -21,7 +21,6 @@ from .drills import is_scratch
 from .durability import reconcile, retire
 from .pitr import instance_lock
 from .pool import Pool
-from .server import RECOVERY_TIMEOUT
 from .template import template_wal
 
 log = logging.getLogger("pulumi_dbos.engine")
@@ -209,7 +208,7 @@ def destroy(ctx: LocalContext, name: str) -> None:
     if ctx.inst_dir(name).exists():
         # no base backup writing into it, none starting: a backup finishing after the stanza was found
         # empty would leave a destroyed instance's backups looking live
-        with instance_lock(ctx.layout, name, RECOVERY_TIMEOUT):
+        with instance_lock(ctx.layout, name, ctx.settings.recovery_timeout):
             if rec is not None:
                 retire(ctx, rec)  # the repository keeps its backups for the deleted retention
             ctx.server.stop_or_kill(name)

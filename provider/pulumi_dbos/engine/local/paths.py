@@ -25,30 +25,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import EngineError
-from .. import proc
+from .. import proc, settings
 
 _SOCKET_MAX = 107
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+-]+$")
 
 
-def default_data_dir() -> Path:
+def default_data_dir(given: settings.EngineSettings | None = None) -> Path:
     """``$PULUMI_DBOS_DATA_DIR``, else a place the cluster user can reach.
 
     As root, root's home is 0700 and the ``postgres`` user could not reach it, so the default is
     ``/var/lib/pulumi-dbos``; otherwise ``~/.local/share/pulumi-dbos``.
     """
-    env = os.environ.get("PULUMI_DBOS_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
+    where = (given or settings.from_env()).data_dir
+    if where:
+        return where
     if os.geteuid() == 0:
         return Path("/var/lib/pulumi-dbos")
     return Path("~/.local/share/pulumi-dbos").expanduser()
 
 
-def default_run_as() -> str | None:
-    env = os.environ.get("PULUMI_DBOS_RUN_AS")
-    if env:
-        return env
+def default_run_as(given: settings.EngineSettings | None = None) -> str | None:
+    user = (given or settings.from_env()).run_as
+    if user:
+        return user
     return "postgres" if os.geteuid() == 0 else None
 
 
@@ -120,9 +120,8 @@ class Layout:
 
     @property
     def wal_segment_bytes(self) -> int:
-        from .template import WAL_SEGMENT_MB
 
-        return WAL_SEGMENT_MB * 1024 * 1024
+        return settings.from_env().wal_segment_mb * 1024 * 1024
 
     def stanza_file(self, name: str) -> Path:
         return self.inst_dir(name) / "stanza"

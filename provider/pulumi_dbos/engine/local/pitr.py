@@ -25,7 +25,7 @@ from .catalog import BackupRecord, Catalog, InstanceRecord
 from .paths import Layout
 from .pool import Pool
 from .repo import RepoBackup, Repository
-from .server import ADMIN_ROLE, RECOVERY_TIMEOUT, START_TIMEOUT, Server
+from .server import ADMIN_ROLE, Server
 
 log = logging.getLogger("pulumi_dbos.engine")
 
@@ -77,7 +77,7 @@ class Pitr:
     def backup(self, rec: InstanceRecord, *, locked: bool = False) -> BackupInfo:
         """A base backup now (then pruning), holding the instance's backup lock (``locked``: held already)."""
         if not locked:
-            with instance_lock(self.layout, rec.name, RECOVERY_TIMEOUT) as mine:
+            with instance_lock(self.layout, rec.name, self.server.settings.recovery_timeout) as mine:
                 if not mine:
                     raise EngineError(f"a base backup of {rec.name!r} is still running",
                                       hint="try again once it is done")
@@ -91,7 +91,7 @@ class Pitr:
         try:
             proc.run([pgbin.tool("pg_basebackup"), "-h", str(self.layout.sockdir(name)), "-p", str(port),
                       "-U", ADMIN_ROLE, "-D", str(bdir), "-Fp", "-X", "none", "-c", "fast"],
-                     run_as=self.layout.run_as, timeout=RECOVERY_TIMEOUT,
+                     run_as=self.layout.run_as, timeout=self.server.settings.recovery_timeout,
                      env=proc.clean_env(run_as=self.layout.run_as))
         except BaseException:
             shutil.rmtree(bdir, ignore_errors=True)
@@ -227,7 +227,8 @@ class Pitr:
             return ""
 
         try:
-            wait_until(archived, START_TIMEOUT, f"WAL segment {seg} of {name!r} was not archived", interval=0.02)
+            wait_until(archived, self.server.settings.start_timeout, f"WAL segment {seg} of {name!r} was not archived",
+                       interval=0.02)
         except EngineError as exc:
             raise EngineError(exc.message + failure(),
                               hint="check archive_command errors in the instance's server.log: is the backup "
@@ -254,7 +255,7 @@ class Pitr:
         log.info("restore into %s: base %s copied", name, base.backup_id)
         self.layout.make_instance_dirs(name)
         proc.run(["cp", "-a", base.path, str(self.layout.pgdata(name))], run_as=self.layout.run_as,
-                 timeout=RECOVERY_TIMEOUT)
+                 timeout=self.server.settings.recovery_timeout)
 
     def recover(self, source: str, name: str, port: int, base: BackupRecord, target: datetime) -> None:
         """Replay ``source``'s WAL over ``name``'s cluster (a copy of ``base``: :meth:`place_base`) to
@@ -295,7 +296,7 @@ class Pitr:
         signal = pgdata / "recovery.signal"
         signal.touch()
         self.layout.own(signal, 0o600)
-        self.server.start(name, port, RECOVERY_TIMEOUT)
+        self.server.start(name, port, self.server.settings.recovery_timeout)
 
         self.wait_promoted(name, port)
         # recovery is over: drop the recovery settings (wal_recycle stays off while links remain), keep
@@ -314,7 +315,7 @@ class Pitr:
                 return not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]  # type: ignore[index]
             return False
 
-        wait_until(promoted, RECOVERY_TIMEOUT, f"recovery of {name!r} did not finish",
+        wait_until(promoted, self.server.settings.recovery_timeout, f"recovery of {name!r} did not finish",
                    hint="set PULUMI_DBOS_RECOVERY_TIMEOUT for very large restores", interval=0.02)
 
     def _link_wal(self, source: str, base: BackupRecord, pgdata: Path) -> bool:
@@ -354,7 +355,8 @@ class Pitr:
         instance's own copies only.
         """
         dest = self.layout.backups(name) / f"{base.backup_id}-inherited"
-        proc.run(["cp", "-al", base.path, str(dest)], run_as=self.layout.run_as, timeout=RECOVERY_TIMEOUT)
+        proc.run(["cp", "-al", base.path, str(dest)], run_as=self.layout.run_as,
+                 timeout=self.server.settings.recovery_timeout)
         own_archive = self.layout.archive(name)
         for f in sorted(self.layout.archive(source).iterdir()):
             target = own_archive / f.name

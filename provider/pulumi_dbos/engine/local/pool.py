@@ -44,20 +44,9 @@ from .workers import spawn_worker, try_lock
 
 log = logging.getLogger("pulumi_dbos.engine")
 
-#: entries kept ready per data dir and template (``PULUMI_DBOS_POOL_SIZE``; 0 disables the pool)
-DEFAULT_SIZE = 2
 STAMP = "POOL"
 REFILL_LOCK = "refill.lock"
 _OWN_FILES = (REFILL_LOCK, "refill.log")
-
-
-def pool_size(given: int | None = None) -> int:
-    if given is not None:
-        return max(0, given)
-    try:
-        return max(0, int(os.environ.get("PULUMI_DBOS_POOL_SIZE", str(DEFAULT_SIZE))))
-    except ValueError:
-        return DEFAULT_SIZE
 
 
 class Pool:

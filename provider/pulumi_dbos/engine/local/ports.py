@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ...errors import EngineError
+from .. import settings
 from .catalog import Catalog
 
 log = logging.getLogger("pulumi_dbos.engine")
@@ -82,9 +83,9 @@ _MAX_CLAIM = 4096  # a claim is two lines; anything longer is not one of ours
 
 def ports_dir() -> Path:
     """``$PULUMI_DBOS_PORTS_DIR``, else root's shared directory, else one per OS user."""
-    env = os.environ.get("PULUMI_DBOS_PORTS_DIR")
-    if env:
-        return Path(env)
+    given = settings.from_env().ports_dir
+    if given:
+        return given
     uid = os.geteuid()
     return Path(DEFAULT_PORTS_DIR if uid == 0 else f"{DEFAULT_PORTS_DIR}-{uid}")
 
@@ -99,7 +100,7 @@ def _trusted_dir(st: os.stat_result) -> bool:
 
 def _replace_untrusted(d: Path, st: os.stat_result) -> None:
     """``d`` is not a directory of ours: remove it (never following it) so that a new one can be made."""
-    configured = "PULUMI_DBOS_PORTS_DIR" in os.environ
+    configured = settings.from_env().ports_dir is not None
     what = ("a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory" if not stat.S_ISDIR(st.st_mode)
             else f"owned by uid {st.st_uid}")
     if configured or (st.st_uid != os.geteuid() and os.geteuid() != 0):
@@ -214,25 +215,15 @@ def outside_ephemeral(lo: int, hi: int) -> tuple[int, int]:
     return best
 
 
-def _range(env: str, default: tuple[int, int]) -> tuple[int, int]:
-    value = os.environ.get(env)
-    if value:
-        try:
-            lo, hi = (int(x) for x in value.split("-"))
-        except ValueError:
-            raise EngineError(f"{env}={value!r} is not LO-HI", hint="e.g. 15432-19999") from None
-        return lo, hi  # what the operator set, as set
-    return outside_ephemeral(*default)
-
-
 def port_range() -> tuple[int, int]:
-    """Instances' ports and apps' stable ports (``$PULUMI_DBOS_PORT_RANGE``)."""
-    return _range("PULUMI_DBOS_PORT_RANGE", DEFAULT_PORT_RANGE)
+    """Instances' ports and apps' stable ports (``$PULUMI_DBOS_PORT_RANGE`` as set, else the default outside
+    the ephemeral range)."""
+    return settings.from_env().port_range or outside_ephemeral(*DEFAULT_PORT_RANGE)
 
 
 def backend_ports() -> tuple[int, int]:
     """Ports of the apps' serving processes behind their stable ports (``$PULUMI_DBOS_APP_BACKEND_PORTS``)."""
-    return _range("PULUMI_DBOS_APP_BACKEND_PORTS", DEFAULT_BACKEND_PORTS)
+    return settings.from_env().app_backend_ports or outside_ephemeral(*DEFAULT_BACKEND_PORTS)
 
 
 def bind_failed(text: str) -> bool:

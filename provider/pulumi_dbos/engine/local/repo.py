@@ -39,13 +39,12 @@ from typing import Any
 
 from ...errors import EngineError
 from ...timeutil import parse_rfc3339, to_pg, to_rfc3339, utcnow
-from .. import proc
+from .. import proc, settings
 from ..files import write_atomic
 from .paths import Layout
 
 log = logging.getLogger("pulumi_dbos.engine")
 
-PGBACKREST = os.environ.get("PULUMI_DBOS_PGBACKREST", "pgbackrest")
 #: a stanza: the instance's name, a dash (never in an instance name), when it was made
 _STANZA = re.compile(r"^([a-z0-9_]{3,16})-([0-9]{8}T[0-9]{6}[0-9a-f]{4})$")
 _SEGMENT_NAME = re.compile(r"^[0-9A-F]{24}$")
@@ -105,7 +104,7 @@ class RepoSettings:
     @classmethod
     def from_env(cls) -> RepoSettings | None:
         """``$PULUMI_DBOS_BACKUP_REPO``: a JSON object with the stack config's keys (None when unset)."""
-        raw = os.environ.get("PULUMI_DBOS_BACKUP_REPO")
+        raw = settings.from_env().backup_repo
         if not raw:
             return None
         try:
@@ -283,7 +282,7 @@ class Repository:
 
     # ---------------------------------------------------------------- commands
     def _base(self, stanza: str | None) -> list[str]:
-        argv = [PGBACKREST, f"--config={self.conf}"]
+        argv = [settings.from_env().pgbackrest, f"--config={self.conf}"]
         return argv + [f"--stanza={stanza}"] if stanza else argv
 
     @staticmethod

@@ -20,12 +20,10 @@ from pathlib import Path
 import psutil
 
 from ...errors import EngineError, ValidationError
-from .. import proc
+from .. import proc, settings
 from ..contract import AppDatabaseAccess
 from ..waits import wait_until
 from . import sandbox, server
-
-ENV_TIMEOUT = float(os.environ.get("PULUMI_DBOS_ENV_TIMEOUT", "900"))
 
 
 @dataclass(frozen=True)
@@ -38,10 +36,10 @@ class AppUser:
     comment: str | None = None
 
 
-def default_app_user() -> AppUser | None:
-    env = os.environ.get("PULUMI_DBOS_APP_USER")
-    if env:
-        return AppUser(env)
+def default_app_user(given: settings.EngineSettings | None = None) -> AppUser | None:
+    name = (given or settings.from_env()).app_user
+    if name:
+        return AppUser(name)
     return AppUser("dbosapp") if os.geteuid() == 0 else None
 
 
@@ -99,9 +97,9 @@ def remove_user(user: AppUser) -> None:
 
 def app_python() -> str:
     """The interpreter of the apps' environments; as root one the apps' user can run (not under /root)."""
-    env = os.environ.get("PULUMI_DBOS_APP_PYTHON")
-    if env:
-        return env
+    given = settings.from_env().app_python
+    if given:
+        return given
     return "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
 
@@ -133,15 +131,15 @@ def listens(pid: int, port: int) -> bool:
 
 
 #: how long a status read waits for an app's answer (a deploy's health wait asks again until its deadline)
-ANSWER_TIMEOUT = float(os.environ.get("PULUMI_DBOS_APP_ANSWER_TIMEOUT", "2"))
 
 
-def http_status(port: int, timeout: float = ANSWER_TIMEOUT) -> int | None:
+def http_status(port: int, timeout: float | None = None) -> int | None:
     """The HTTP status of ``GET /`` on 127.0.0.1:``port`` (None: no HTTP answer). DBOS Transact 3.x has no
     admin server (no ``/dbos-healthz``): the app's own answer is its health."""
     import http.client
 
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    conn = http.client.HTTPConnection("127.0.0.1", port,
+                                      timeout=settings.from_env().app_answer_timeout if timeout is None else timeout)
     try:
         conn.request("GET", "/", headers={"User-Agent": "pulumi-dbos-health"})
         return conn.getresponse().status
@@ -229,7 +227,6 @@ def db_client_ports(pid: int | None, db_port: int) -> set[int]:
 
 #: where an app's environment is inside its sandbox (built there, so its scripts' paths hold)
 ENVS_INSIDE = "/opt/envs"
-BUILD_MEMORY_MIB = int(os.environ.get("PULUMI_DBOS_BUILD_MEMORY_MIB", "2048"))
 _URL_REQ = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._ -]*\])?\s*@\s*(git\+)?https?://\S+")
 
 
@@ -298,10 +295,10 @@ def build_env(envs: Path, release: Path, user: proc.RunAs) -> tuple[Path, str]:
                     if k in os.environ:
                         uv_env[k] = os.environ[k]
                 proc.run([_uv(), "venv", "--quiet", "--python", python, str(env)], env=uv_env,
-                         timeout=ENV_TIMEOUT, hint="creating the app's virtualenv failed")
+                         timeout=settings.from_env().env_timeout, hint="creating the app's virtualenv failed")
                 if content:
                     proc.run([_uv(), "pip", "install", "--quiet", *COMPILE, "--python", str(env / "bin" / "python"),
-                              "-r", str(req)], env=uv_env, timeout=ENV_TIMEOUT,
+                              "-r", str(req)], env=uv_env, timeout=settings.from_env().env_timeout,
                              hint="installing the app's requirements.txt failed")
         except BaseException:
             shutil.rmtree(env, ignore_errors=True)
@@ -332,10 +329,10 @@ def _build_boxed(envs: Path, key: str, req: Path | None, python: str, user: proc
     env.pop("USER", None)
     env.pop("LOGNAME", None)
     inside = f"{ENVS_INSIDE}/{key}"
-    limits = sandbox.Limits(memory_mib=BUILD_MEMORY_MIB)
+    limits = sandbox.Limits(memory_mib=settings.from_env().build_memory_mib)
     unit = sandbox.unit_name(str(user.user), f"build-{key}")
     common = {"user": user, "binds": binds, "cwd": "/tmp", "env": env, "host_cwd": envs, "limits": limits,
-              "unit": unit, "timeout": ENV_TIMEOUT}
+              "unit": unit, "timeout": settings.from_env().env_timeout}
     sandbox.run(["/opt/uv/uv", "venv", "--quiet", "--python", python, inside],
                 hint="creating the app's virtualenv failed", **common)  # type: ignore[arg-type]
     if req is not None:

@@ -38,21 +38,21 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...errors import EngineError
-from .. import proc
+from .. import proc, settings
 
 log = logging.getLogger("pulumi_dbos.sandbox")
 
-#: tasks (processes and threads) of one sandboxed process tree (pids cgroup)
-MAX_TASKS = int(os.environ.get("PULUMI_DBOS_APP_MAX_TASKS", "512"))
-#: processes + threads of one OS user (RLIMIT_NPROC: per organization under serve)
-MAX_USER_PROCS = int(os.environ.get("PULUMI_DBOS_APP_MAX_PROCS", "2048"))
+# tasks of one sandboxed tree (pids cgroup) and of one OS user (RLIMIT_NPROC): settings.app_max_tasks/_procs
 MAX_FILES = 4096
-CGROUP_ROOT = Path(os.environ.get("PULUMI_DBOS_CGROUP_ROOT", "/sys/fs/cgroup"))
 CGROUP_NAME = "pulumi-dbos"
+
+
+def _cgroup_root() -> Path:
+    return settings.from_env().cgroup_root
 
 #: the trampoline, the sandbox's parent: enter the cgroups named before ``--``, run the rest as a child,
 #: pass SIGTERM/SIGINT/SIGHUP on to it, exit with its status. ``bwrap --die-with-parent`` ties the
@@ -118,19 +118,19 @@ def _warn_once(what: str) -> None:
 @dataclass(frozen=True)
 class Limits:
     memory_mib: int | None = None
-    tasks: int = MAX_TASKS
+    tasks: int = field(default_factory=lambda: settings.from_env().app_max_tasks)
 
 
 def _cgroup_dirs(unit: str) -> dict[str, Path] | None:
     """The cgroup directories for ``unit`` (created), by controller: ``{"memory": ..., "pids": ...}``;
     None when no cgroup can be made here (the rlimit fallback)."""
-    if CGROUP_ROOT.joinpath("cgroup.controllers").is_file():  # v2, unified
-        base = CGROUP_ROOT / CGROUP_NAME
+    if _cgroup_root().joinpath("cgroup.controllers").is_file():  # v2, unified
+        base = _cgroup_root() / CGROUP_NAME
         try:
             base.mkdir(exist_ok=True)
-            controllers = set(CGROUP_ROOT.joinpath("cgroup.controllers").read_text().split())
+            controllers = set(_cgroup_root().joinpath("cgroup.controllers").read_text().split())
             want = {"memory", "pids"} & controllers
-            for parent in (CGROUP_ROOT, base):
+            for parent in (_cgroup_root(), base):
                 with contextlib.suppress(OSError):
                     parent.joinpath("cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in sorted(want)))
             d = base / unit
@@ -141,7 +141,7 @@ def _cgroup_dirs(unit: str) -> dict[str, Path] | None:
             return None
     dirs: dict[str, Path] = {}
     for controller in ("memory", "pids"):
-        root = CGROUP_ROOT / controller
+        root = _cgroup_root() / controller
         if not root.joinpath("cgroup.procs").is_file():
             continue
         try:
@@ -156,7 +156,7 @@ def _cgroup_dirs(unit: str) -> dict[str, Path] | None:
 
 
 def _set_limits(dirs: dict[str, Path], limits: Limits) -> None:
-    v2 = CGROUP_ROOT.joinpath("cgroup.controllers").is_file()
+    v2 = _cgroup_root().joinpath("cgroup.controllers").is_file()
     if "memory" in dirs and limits.memory_mib:
         b = str(limits.memory_mib * 1024 * 1024)
         dirs["memory"].joinpath("memory.max" if v2 else "memory.limit_in_bytes").write_text(b)
@@ -178,7 +178,7 @@ def unit_name(*parts: str) -> str:
 def release_unit(unit: str) -> None:
     """Remove ``unit``'s cgroups (once its processes are gone; a busy one is left for the next time)."""
     for controller in ("", "memory", "pids"):
-        base = CGROUP_ROOT / controller / CGROUP_NAME if controller else CGROUP_ROOT / CGROUP_NAME
+        base = _cgroup_root() / controller / CGROUP_NAME if controller else _cgroup_root() / CGROUP_NAME
         d = base / unit
         with contextlib.suppress(OSError):
             d.rmdir()
@@ -193,7 +193,7 @@ def kill_units(prefix: str) -> None:
     parent, _, start = prefix.rpartition("/")
     names: set[str] = set()
     for controller in ("", "memory", "pids"):
-        base = CGROUP_ROOT / controller / CGROUP_NAME if controller else CGROUP_ROOT / CGROUP_NAME
+        base = _cgroup_root() / controller / CGROUP_NAME if controller else _cgroup_root() / CGROUP_NAME
         with contextlib.suppress(OSError):
             names |= {d.name for d in (base / parent).iterdir() if d.is_dir() and d.name.startswith(start)}
     for name in names:
@@ -207,7 +207,7 @@ def kill_unit(unit: str) -> None:
     import signal
 
     for controller in ("", "memory", "pids"):
-        base = CGROUP_ROOT / controller / CGROUP_NAME if controller else CGROUP_ROOT / CGROUP_NAME
+        base = _cgroup_root() / controller / CGROUP_NAME if controller else _cgroup_root() / CGROUP_NAME
         with contextlib.suppress(OSError):
             for pid in (base / unit).joinpath("cgroup.procs").read_text().split():
                 with contextlib.suppress(OSError):
@@ -255,7 +255,7 @@ def command(argv: Sequence[str], *, user: proc.RunAs, binds: Sequence[Bind], cwd
     dirs = _cgroup_dirs(unit) if unit else None
     if dirs:
         _set_limits(dirs, limits)
-    rlimits = [f"--nproc={MAX_USER_PROCS}", f"--nofile={MAX_FILES}", "--core=0"]
+    rlimits = [f"--nproc={settings.from_env().app_max_procs}", f"--nofile={MAX_FILES}", "--core=0"]
     if limits.memory_mib and not (dirs and "memory" in dirs):
         rlimits.append(f"--as={limits.memory_mib * 1024 * 1024 * 4}")  # address space, not RSS: leave room
     args += ["--", "/usr/bin/setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups",

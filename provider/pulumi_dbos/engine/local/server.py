@@ -23,6 +23,7 @@ import psutil
 from ...errors import DbosError, EngineError
 from .. import pgbin, proc
 from ..files import write_atomic
+from ..settings import EngineSettings
 from ..waits import wait_until
 from .paths import Layout
 from .ports import check_listen_host, listen_hosts
@@ -32,8 +33,6 @@ if TYPE_CHECKING:  # psycopg loads on first use: a preview's checks never connec
     import psycopg
 
 ADMIN_ROLE = "postgres"
-START_TIMEOUT = float(os.environ.get("PULUMI_DBOS_START_TIMEOUT", "60"))
-RECOVERY_TIMEOUT = float(os.environ.get("PULUMI_DBOS_RECOVERY_TIMEOUT", "900"))
 _TRANSIENT = ("starting up", "recovery", "shutting down")
 _LISTEN_LINE = re.compile(r"^listen_addresses = .*$", re.MULTILINE)
 #: appended to pg_hba.conf while the server listens beyond 127.0.0.1; the template's earlier
@@ -55,8 +54,10 @@ def alive(pid: int) -> bool:
 class Server:
     """Start, stop and reach the cluster of one instance at a time (stateless apart from the layout)."""
 
-    def __init__(self, layout: Layout, listen_host: str | None = None, repo: RepoSettings | None = None) -> None:
+    def __init__(self, layout: Layout, listen_host: str | None = None, repo: RepoSettings | None = None,
+                 settings: EngineSettings | None = None) -> None:
         self.layout = layout
+        self.settings = settings or EngineSettings.from_env()
         self.repo_settings = repo
         self.listen_host = check_listen_host(listen_host) if listen_host else None
 
@@ -152,8 +153,10 @@ class Server:
             f"server log:\n{self.layout.log_tail(name)}",
             hint="see the server log above; if the port is taken by another process, set a different port")
 
-    def start(self, name: str, port: int, timeout: float = START_TIMEOUT) -> None:
-        """Start the server; wait (polling its socket every 10 ms; pg_ctl -w polls every 100 ms) until ready."""
+    def start(self, name: str, port: int, timeout: float | None = None) -> None:
+        """Start the server; wait (polling its socket every 10 ms; pg_ctl -w polls every 100 ms) until ready
+        (``timeout``: default the settings' ``start_timeout``)."""
+        deadline: float = self.settings.start_timeout if timeout is None else timeout
         self.apply_listen(name)
         try:
             proc.run([pgbin.tool("pg_ctl"), "start", "-D", str(self.layout.pgdata(name)), "-W", "-s",
@@ -177,13 +180,13 @@ class Server:
                 except psycopg.OperationalError as exc:
                     transient = any(t in str(exc) for t in _TRANSIENT)
                     if not transient and waited > 100 and not self.running(name):
-                        raise self._failed(name, timeout) from None
+                        raise self._failed(name, deadline) from None
             elif waited > 50 and not self.running(name):
-                raise self._failed(name, timeout)
+                raise self._failed(name, deadline)
             return False
 
         try:
-            wait_until(ready, timeout, f"the server of instance {name!r} did not accept connections",
+            wait_until(ready, deadline, f"the server of instance {name!r} did not accept connections",
                        hint="set PULUMI_DBOS_START_TIMEOUT to wait longer", interval=0.01)
         except DbosError as exc:
             if "server log:" in exc.message:

@@ -17,14 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import EngineError
-from .. import pgbin, proc
+from .. import pgbin, proc, settings
 from .paths import Layout
 from .server import ADMIN_ROLE
 
 # 4 MB WAL segments (default 16): a clone copies 4 MB of WAL instead of 16, and every forced switch before
 # a restore archives 4 MB instead of 16; 1 MB would clone faster still but restore slower
 # (one restore_command per segment). PITR granularity is per commit either way.
-WAL_SEGMENT_MB = int(os.environ.get("PULUMI_DBOS_WAL_SEGMENT_MB", "4"))
 
 _lock = threading.Lock()
 
@@ -71,7 +70,7 @@ def template_wal(layout: Layout, template: Path) -> str:
 
 def template_dir(layout: Layout) -> Path:
     """Where this data dir's template for this Postgres version is (or will be)."""
-    return layout.data_dir / "templates" / f"pg{pgbin.server_version().split('.')[0]}-wal{WAL_SEGMENT_MB}"
+    return layout.data_dir / "templates" / f"pg{pgbin.server_version().split('.')[0]}-wal{settings.from_env().wal_segment_mb}"
 
 
 def ready_template(layout: Layout) -> Path | None:
@@ -94,7 +93,7 @@ def ensure_template(layout: Layout, catalog_lock: AbstractContextManager[Any]) -
         layout.mkdir(tdir)
         proc.run([pgbin.tool("initdb"), "-D", str(data), "-U", ADMIN_ROLE, "-E", "UTF8", "--no-locale",
                   "--auth-local=peer", "--auth-host=scram-sha-256", "--no-instructions",
-                  f"--wal-segsize={WAL_SEGMENT_MB}"],
+                  f"--wal-segsize={settings.from_env().wal_segment_mb}"],
                  run_as=layout.run_as, timeout=300, hint="initdb of the template cluster failed")
         users = sorted({"root", layout.run_as.name, pwd.getpwuid(os.getuid()).pw_name})
         (data / "pg_ident.conf").write_text(

@@ -22,17 +22,13 @@ from pathlib import Path
 
 import psutil
 
-from .. import proc
+from .. import proc, settings
 from ..locks import file_lock
 from ..waits import wait_until
 from .paths import Layout
 
 log = logging.getLogger("pulumi_dbos.engine")
 
-#: what the engine's detached workers need of the environment (nothing else: no secrets)
-_WORKER_ENV = ("PULUMI_DBOS_PG_BINDIR", "PULUMI_DBOS_WAL_SEGMENT_MB", "PULUMI_DBOS_POOL_SIZE",
-               "PULUMI_DBOS_WAL_BACKUP_MB", "PULUMI_DBOS_WAL_CHECK_SECONDS", "PULUMI_DBOS_START_TIMEOUT",
-               "PULUMI_DBOS_RECOVERY_TIMEOUT", "PULUMI_DBOS_LOCK_DIR", "PULUMI_DBOS_PGBACKREST", "PYTHONPATH")
 _MODULE = "pulumi_dbos.engine.local.workers_run"
 
 
@@ -53,8 +49,12 @@ def spawn_worker(layout: Layout, args: list[str], *, cwd: Path, log_file: Path) 
 
 
 def worker_env() -> dict[str, str]:
-    """The environment of the engine's detached workers: a clean one, plus the settings they read."""
-    return proc.clean_env({k: os.environ[k] for k in _WORKER_ENV if k in os.environ})
+    """The environment of the engine's detached workers: a clean one, plus the settings they read (those marked
+    ``worker`` in ``settings.EngineSettings``; nothing else: no secrets)."""
+    env = settings.from_env().worker_env()
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return proc.clean_env(env)
 
 
 def stop_workers(layout: Layout) -> None:
