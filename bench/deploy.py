@@ -40,7 +40,7 @@ from _util import cleanup_engine, free_port, median, tmpdir  # noqa: E402
 from pulumi_dbos.appsource import pack  # noqa: E402
 from pulumi_dbos.engine import Engine, LocalEngine, get_engine, proc  # noqa: E402
 from pulumi_dbos.engine.contract import AppDatabaseAccess, AppDeploy  # noqa: E402
-from pulumi_dbos.engine.local import runtime, sandbox  # noqa: E402
+from pulumi_dbos.engine.local import app_launch, app_store, runtime, sandbox  # noqa: E402
 from pulumi_dbos.resources_util import url_for  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "5"))
@@ -74,8 +74,8 @@ def by_hand(eng: LocalEngine, db: AppDatabaseAccess, version: str) -> float:
     envs = apps.root / "_envs"
     env_dir = next(d for d in envs.iterdir() if (envs / f"{d.name}.ready").exists())
     env_inside = f"{runtime.ENVS_INSIDE}/{env_dir.name}" if apps.boxed else str(env_dir)
-    dirs = apps._app_dirs(APP)
-    places = apps._places(dirs, release, env_dir, env_inside)
+    dirs = app_store.app_dirs(apps, APP)
+    places = app_launch.places_for(apps, dirs, release, env_dir, env_inside)
     port = free_port()
     env = {
         "PATH": f"{places['env']}/bin:/usr/local/bin:/usr/bin:/bin", "VIRTUAL_ENV": places["env"],
@@ -89,12 +89,12 @@ def by_hand(eng: LocalEngine, db: AppDatabaseAccess, version: str) -> float:
     migrate = [f"{places['env']}/bin/dbos", "migrate", "-s", env["DBOS_SYSTEM_DATABASE_URL"]]
     t0 = time.perf_counter()
     if apps.boxed:
-        binds = apps._binds(dirs, release, env_dir, env_inside)
+        binds = app_launch.binds_for(apps, dirs, release, env_dir, env_inside)
         common = {"user": apps.run_as, "binds": binds, "cwd": places["app"], "env": env,
                   "host_cwd": apps.app_dir(APP), "limits": sandbox.Limits()}
-        sandbox.run(migrate, unit=apps._unit(APP, "byhand-migrate"), timeout=600, secrets=[db.password],
+        sandbox.run(migrate, unit=app_launch.unit_name(apps, APP, "byhand-migrate"), timeout=600, secrets=[db.password],
                     **common)  # type: ignore[arg-type]
-        pid = sandbox.spawn(["python3", "main.py"], unit=apps._unit(APP, "byhand"), log_path=log,
+        pid = sandbox.spawn(["python3", "main.py"], unit=app_launch.unit_name(apps, APP, "byhand"), log_path=log,
                             **common)  # type: ignore[arg-type]
     else:
         proc.run(migrate, run_as=apps.run_as, env=env, cwd=release, timeout=600, secrets=[db.password])
@@ -109,8 +109,8 @@ def by_hand(eng: LocalEngine, db: AppDatabaseAccess, version: str) -> float:
     finally:
         _kill(pid)
         if apps.boxed:
-            sandbox.kill_unit(apps._unit(APP, "byhand"))
-            sandbox.release_unit(apps._unit(APP, "byhand"))
+            sandbox.kill_unit(app_launch.unit_name(apps, APP, "byhand"))
+            sandbox.release_unit(app_launch.unit_name(apps, APP, "byhand"))
 
 
 def _alive(pid: int) -> bool:

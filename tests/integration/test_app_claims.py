@@ -11,7 +11,7 @@ from pathlib import Path
 from pulumi_dbos.appsource import pack
 from pulumi_dbos.engine import LocalEngine
 from pulumi_dbos.engine.contract import AppDatabaseAccess, AppDeploy
-from pulumi_dbos.engine.local import ports
+from pulumi_dbos.engine.local import app_launch, app_store, ports
 
 PW = "Claims-engine-pw1"
 APP_DIR = Path(__file__).parent / "apps" / "health"
@@ -34,9 +34,9 @@ def test_claims_of_an_interrupted_first_deploy_and_redeploy_are_released(engine:
     version, archive = pack(APP_DIR)
 
     # a first deploy cut short after its ports were claimed (what a killed server leaves)
-    engine.apps._prepare()
+    app_store.prepare(engine.apps)
     engine.apps._reserve(AppDeploy("cut", version, archive, db, "cut", {}))
-    engine.apps._backend_port("cut")
+    app_launch.backend_port(engine.apps, "cut")
     assert sorted(claims_of(data_dir).values()) == ["app:cut", "appb:cut", "claims_a"]
     engine.delete_app("cut")  # serve's crash recovery removes the app
     assert claims_of(data_dir) == {inst.port: "claims_a"}
