@@ -1,4 +1,4 @@
-"""App bindings without Pulumi: app databases, migrations, dbos-config.yaml.
+"""App bindings without Pulumi: app databases and migrations (dbos-config.yaml: :mod:`.dbos_config`).
 
 What ``AppDatabase`` (and the ``db connect`` / ``app rollback`` commands) do,
 as plain functions tested on their own:
@@ -7,14 +7,11 @@ as plain functions tested on their own:
 - ``ensure_owner_role``: the optional least-privilege role owning only the app's database;
 - ``run_commands``: the app's ``migrate``/``rollback`` commands with the environment a DBOS
   app gets, split with ``shlex`` and run without a shell (no pipes or ``&&``: write a script);
-- ``read_dbos_config`` / ``write_connection``: both dbos-config.yaml layouts, comments kept.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import re
 import secrets
 import shlex
 import urllib.parse
@@ -27,9 +24,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from .engine import proc
-from .engine.files import write_atomic
 from .engine.settings import EngineSettings
-from .errors import CommandError, DbosError, ValidationError
+from .errors import CommandError, DbosError
 from .resources_util import url_for
 from .timeutil import to_rfc3339, utcnow
 
@@ -234,147 +230,3 @@ def run_commands(commands: list[str], conn: Conn, working_dir: str | None, what:
         result.ran.append(command)
     result.finished_at = to_rfc3339(utcnow())
     return result
-
-
-# ---------------------------------------------------------------------------------- dbos-config.yaml
-@dataclass
-class DbosConfig:
-    path: Path
-    app_db_name: str | None = None
-    migrate: list[str] | None = None
-    rollback: list[str] | None = None
-    layout: str = "database"  # "database" (older) or "database_url" (newer)
-
-
-def _yaml() -> Any:
-    from ruamel.yaml import YAML
-
-    y = YAML()
-    y.preserve_quotes = True
-    return y
-
-
-def read_dbos_config(path: str | Path) -> DbosConfig:
-    """Read app_db_name/migrate/rollback; a malformed file raises ValidationError naming the file and key."""
-    p = Path(path)
-    where = str(p)
-    if not p.is_file():
-        raise ValidationError([("dbos_config", f"{where}: file not found")])
-    from ruamel.yaml.error import YAMLError
-
-    try:
-        doc = _yaml().load(p.read_text())
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ValidationError([("dbos_config", f"{where}: YAML syntax error{line}")]) from None
-    if doc is None:
-        doc = {}
-    if not isinstance(doc, dict):
-        raise ValidationError([("dbos_config", f"{where}: the top level must be a mapping")])
-    cfg = DbosConfig(path=p)
-    problems: list[tuple[str, str]] = []
-    db = doc.get("database")
-    if db is not None and not isinstance(db, dict):
-        problems.append(("dbos_config", f"{where}: key 'database' must be a mapping"))
-        db = None
-    db = db or {}
-    if "database_url" in doc:
-        cfg.layout = "database_url"
-        url = doc.get("database_url")
-        if url is not None and not isinstance(url, str):
-            problems.append(("dbos_config", f"{where}: key 'database_url' must be a string"))
-        elif isinstance(url, str) and "${" not in url:
-            name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.lstrip("/"))
-            cfg.app_db_name = name or None
-    if "app_db_name" in db:
-        v = db["app_db_name"]
-        if not isinstance(v, str) or not re.match(r"^[a-z_][a-z0-9_]{0,62}$", v):
-            problems.append(("dbos_config", f"{where}: key 'database.app_db_name' must be a database name "
-                             f"([a-z0-9_], 1-63 chars), got {v!r}"))
-        else:
-            cfg.app_db_name = v
-    for key in ("migrate", "rollback"):
-        if key in db:
-            v = db[key]
-            if v is None:
-                v = []
-            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-                problems.append(("dbos_config", f"{where}: key 'database.{key}' must be a list of commands"))
-            else:
-                setattr(cfg, key, [str(x) for x in v])
-    if problems:
-        raise ValidationError(problems)
-    return cfg
-
-
-def write_connection(path: str | Path, hostname: str, port: int, username: str, dbname: str, *,
-                     password: str | None = None, url_safe: bool | None = None) -> bool:
-    """Point a dbos-config.yaml at a database, keeping its other keys and comments.
-
-    The password itself is never written. Two layouts:
-
-    - DBOS Transact 3.x (a top-level ``system_database_url``, or no ``database:`` section with
-      connection keys): sets ``system_database_url`` (database ``<dbname>_dbos_sys``); 3.x rejects a
-      top-level ``database_url``, so one is only updated when the file already has it (2.x). DBOS substitutes environment variables into the file's text before it
-      parses the URL, so ``${PGPASSWORD}`` goes into the URLs only when the password needs no
-      percent-escaping there (``url_safe``; else decided from ``password``; neither given: assumed
-      safe). Otherwise the URLs carry no password and libpq (DBOS connects through psycopg) reads
-      ``PGPASSWORD`` from the environment.
-    - older (``database.hostname``/``port``/...): ``database.password: "${PGPASSWORD}"``, quoted so that
-      any allowed password (none has ``"`` or ``\\``) is still one YAML string once expanded.
-
-    Returns True when the file refers to ``${PGPASSWORD}``, False when its URLs carry no password.
-    """
-    from ruamel.yaml.comments import CommentedMap
-    from ruamel.yaml.error import YAMLError
-    from ruamel.yaml.scalarstring import DoubleQuotedScalarString
-
-    p = Path(path)
-    y = _yaml()
-    y.width = 4096  # never fold a URL onto the next line
-    try:
-        doc = y.load(p.read_text()) if p.exists() else None
-    except YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise DbosError(f"{p}: YAML syntax error{line}", hint="fix the file, then run the command again") from None
-    if doc is None:
-        doc = CommentedMap()
-    if not isinstance(doc, CommentedMap):
-        raise DbosError(f"{p}: the top level must be a mapping", hint="is it a dbos-config.yaml?")
-    db = doc.get("database")
-    has_conn_keys = isinstance(db, dict) and any(k in db for k in ("hostname", "port", "username", "password"))
-    if "database_url" in doc or "system_database_url" in doc or not has_conn_keys:
-        if url_safe is None:
-            # only characters a URL never escapes (RFC 3986 "unreserved"): what url_for leaves as is
-            url_safe = password is None or urllib.parse.quote(password, safe="") == password
-        auth = urllib.parse.quote(username, safe="") + (":${PGPASSWORD}" if url_safe else "")
-        host = f"[{hostname}]" if ":" in hostname else hostname
-
-        def url(name: str) -> str:
-            return f"postgresql://{auth}@{host}:{port}/{urllib.parse.quote(name, safe='')}"
-
-        if "database_url" in doc:  # the 2.x layout; 3.x rejects this key, so it is never added
-            doc["database_url"] = url(dbname)
-        if "system_database_url" in doc:
-            doc["system_database_url"] = url(f"{dbname}_dbos_sys")
-        else:
-            keys = list(doc.keys())
-            at = keys.index("database_url") + 1 if "database_url" in keys else \
-                keys.index("database") if "database" in keys else len(keys)
-            doc.insert(at, "system_database_url", url(f"{dbname}_dbos_sys"))
-        embedded = url_safe
-    else:
-        assert isinstance(db, dict)
-        db["hostname"] = hostname
-        db["port"] = port
-        db["username"] = username
-        db["password"] = DoubleQuotedScalarString("${PGPASSWORD}")
-        db["app_db_name"] = dbname
-        embedded = True
-    out = io.StringIO()
-    y.dump(doc, out)
-    mode = p.stat().st_mode & 0o777 if p.exists() else 0o644
-    write_atomic(p, out.getvalue(), mode)  # the user's file: its mode kept
-    return embedded

@@ -14,17 +14,15 @@ import fnmatch
 import hashlib
 import io
 import re
-import shlex
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO
 
+from .dbos_config import CONFIG, edit
 from .errors import ValidationError
 
 EXCLUDED_DIRS = frozenset({".dbos", ".git", "venv", ".venv", "node_modules", "dist", "__pycache__"})
 EXCLUDED_FILES = frozenset({".python-version"})
-CONFIG = "dbos-config.yaml"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _APP_NAME = re.compile(r"^[a-z0-9_]{3,16}$")
 
@@ -83,34 +81,6 @@ def pack(root: Path) -> tuple[str, bytes]:
     return hashlib.sha256(data).hexdigest()[:12], data
 
 
-def edit_config(text: str, *, name: str | None = None, app_db_name: str | None = None) -> str | None:
-    """A dbos-config.yaml's ``text`` with ``name`` and ``database.app_db_name`` set (comments and the other keys
-    kept); None when it says them already, or is no YAML mapping (then whoever reads it says so)."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
-    yaml = YAML()  # round-trip
-    try:
-        doc: Any = yaml.load(text) or {}
-    except YAMLError:
-        return None
-    if not isinstance(doc, dict):
-        return None
-    db = doc.get("database")
-    if (name is None or doc.get("name") == name) and (
-            app_db_name is None or (isinstance(db, dict) and db.get("app_db_name") == app_db_name)):
-        return None
-    if name is not None:
-        doc["name"] = name
-    if app_db_name is not None:
-        if not isinstance(db, dict):
-            doc["database"] = db = {}
-        db["app_db_name"] = app_db_name
-    out = io.StringIO()
-    yaml.dump(doc, out)
-    return out.getvalue()
-
-
 def with_app_db_name(archive: bytes, app_db_name: str) -> bytes:
     """``archive`` with ``database.app_db_name: <app_db_name>`` in its root dbos-config.yaml (comments and the
     other keys kept): DBOS Cloud learns an app's database only from the uploaded config, so this is how a
@@ -121,7 +91,7 @@ def with_app_db_name(archive: bytes, app_db_name: str) -> bytes:
     except (zipfile.BadZipFile, KeyError, UnicodeDecodeError):
         return archive  # not an app archive: the server says so
     with src:
-        text = edit_config(text_in, app_db_name=app_db_name)
+        text = edit(text_in, app_db_name=app_db_name)
         if text is None:
             return archive
         buf = io.BytesIO()
@@ -139,7 +109,7 @@ def staged_copy(root: Path, dest: Path, *, name: str, app_db_name: str) -> Path:
     wanted = {rel: (root / rel).read_bytes() for rel in files(root)}
     config = wanted.get(PurePosixPath(CONFIG))
     if config is not None:
-        edited = edit_config(config.decode(), name=name, app_db_name=app_db_name)
+        edited = edit(config.decode(), name=name, app_db_name=app_db_name)
         if edited is not None:
             wanted[PurePosixPath(CONFIG)] = edited.encode()
     dest.mkdir(parents=True, exist_ok=True)
@@ -266,63 +236,3 @@ def unpack(data: bytes, dest: Path, *, max_total: int = MAX_UNPACKED, max_entrie
                 raise ValidationError([("source", f"archive entry {info.filename!r} clashes with another entry of "
                                         "the archive (one name used for a file and a directory)")]) from None
             target.chmod(0o755 if (info.external_attr >> 16) & 0o111 else 0o644)
-
-
-@dataclass
-class AppConfig:
-    """What a deploy needs from dbos-config.yaml (DBOS Transact 3.x's keys)."""
-
-    name: str
-    language: str
-    start: list[str]
-    migrate: list[str] = field(default_factory=list)
-    app_db_name: str | None = None
-
-
-def read_config(root: Path, app_name: str | None = None) -> AppConfig:
-    """Read and check ``root``'s dbos-config.yaml; every problem is reported with the file named."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
-    path = root / CONFIG
-    if not root.is_dir():
-        raise ValidationError([("source", f"source {root} is not a directory")])
-    if not path.is_file():
-        raise ValidationError([("source", f"source {root} has no {CONFIG} (an app directory needs one)")])
-    try:
-        doc: Any = YAML(typ="safe").load(path.read_text()) or {}
-    except YAMLError:
-        raise ValidationError([("source", f"{path}: YAML syntax error")]) from None
-    if not isinstance(doc, dict):
-        raise ValidationError([("source", f"{path}: the top level must be a mapping")])
-    problems: list[tuple[str, str]] = []
-    name = doc.get("name")
-    if not isinstance(name, str) or not _APP_NAME.match(name):
-        problems.append(("source", f"{path}: `name` must be an app name ([a-z0-9_]{{3,16}}), got {name!r}"))
-    elif app_name is not None and name != app_name:
-        problems.append(("app_name", f"app_name {app_name!r} differs from `name: {name}` in {path}; "
-                         "they must match (DBOS Cloud deploys by the config's name)"))
-    language = doc.get("language") or "python"
-    runtime = doc.get("runtimeConfig") or {}
-    start = runtime.get("start") if isinstance(runtime, dict) else None
-    if not isinstance(start, list) or len(start) != 1 or not isinstance(start[0], str) or not shlex.split(start[0]):
-        problems.append(("source", f"{path}: `runtimeConfig.start` must be a list of one command, got {start!r}"))
-        start = []
-    db = doc.get("database") or {}
-    migrate = db.get("migrate") if isinstance(db, dict) else None
-    if migrate is not None and (not isinstance(migrate, list) or not all(isinstance(m, str) for m in migrate)):
-        problems.append(("source", f"{path}: `database.migrate` must be a list of commands"))
-        migrate = None
-    app_db_name = db.get("app_db_name") if isinstance(db, dict) else None
-    if language == "python":
-        req = root / "requirements.txt"
-        pkgs = [re.split(r"[<>=!~\[; ]", line.strip(), maxsplit=1)[0].lower()
-                for line in (req.read_text().splitlines() if req.is_file() else [])
-                if line.strip() and not line.strip().startswith("#")]
-        if "dbos" not in pkgs:
-            problems.append(("source", f"{root}/requirements.txt must list `dbos` (DBOS Cloud refuses a Python "
-                             "app without it)"))
-    if problems:
-        raise ValidationError(problems)
-    return AppConfig(name=str(name), language=str(language), start=list(start), migrate=list(migrate or []),
-                     app_db_name=app_db_name if isinstance(app_db_name, str) else None)

@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pulumi_dbos import apps
+from pulumi_dbos import apps, dbos_config
 from pulumi_dbos.engine import LocalEngine
 from pulumi_dbos.errors import DbosError, ValidationError
 from tests.conftest import ROOT
@@ -105,10 +105,10 @@ database:
 def test_read_both_layouts(tmp_path: Path) -> None:
     (tmp_path / "old.yaml").write_text(OLD_LAYOUT)
     (tmp_path / "new.yaml").write_text(NEW_LAYOUT)
-    old = apps.read_dbos_config(tmp_path / "old.yaml")
+    old = dbos_config.read_binding(tmp_path / "old.yaml")
     assert (old.app_db_name, old.migrate, old.rollback) == ("shop_db", ["alembic upgrade head"],
                                                            ["alembic downgrade base"])
-    new = apps.read_dbos_config(tmp_path / "new.yaml")
+    new = dbos_config.read_binding(tmp_path / "new.yaml")
     assert (new.app_db_name, new.migrate, new.rollback, new.layout) == ("shop_new", ["psql -f schema.sql"],
                                                                        None, "database_url")
 
@@ -126,21 +126,21 @@ def test_malformed_config_names_file_and_key(tmp_path: Path, text: str, key: str
     f = tmp_path / "dbos-config.yaml"
     f.write_text(text)
     with pytest.raises(ValidationError) as err:
-        apps.read_dbos_config(f)
+        dbos_config.read_binding(f)
     assert str(f) in str(err.value) and key in str(err.value)
 
 
 def test_write_connection_round_trip_keeps_comments(tmp_path: Path) -> None:
     f = tmp_path / "dbos-config.yaml"
     f.write_text(OLD_LAYOUT)
-    apps.write_connection(f, "127.0.0.1", 54400, "app_user", "shop_db")
+    dbos_config.point_at(f, "127.0.0.1", 54400, "app_user", "shop_db")
     text = f.read_text()
     assert "# old layout" in text and "# keep me" in text and "name: shop" in text
     assert "54400" in text and "${PGPASSWORD}" in text
-    assert apps.read_dbos_config(f).migrate == ["alembic upgrade head"]
+    assert dbos_config.read_binding(f).migrate == ["alembic upgrade head"]
     g = tmp_path / "new.yaml"
     g.write_text(NEW_LAYOUT)
-    apps.write_connection(g, "127.0.0.1", 54400, "app_user", "shop_new")
+    dbos_config.point_at(g, "127.0.0.1", 54400, "app_user", "shop_new")
     assert "postgresql://app_user:${PGPASSWORD}@127.0.0.1:54400/shop_new" in g.read_text()
     assert "# the app's database" in g.read_text() and "# new layout" in g.read_text()
 

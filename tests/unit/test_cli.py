@@ -18,7 +18,7 @@ import pytest
 import yaml
 from psycopg.conninfo import conninfo_to_dict
 
-from pulumi_dbos import apps, cli
+from pulumi_dbos import cli, dbos_config
 from pulumi_dbos.engine import proc
 from tests.conftest import _short_tmpdir
 
@@ -282,7 +282,7 @@ def test_3x_layout_urls_parse_for_every_allowed_password_character(tmp_path: Pat
     pw = password_with(ch)
     f = tmp_path / "dbos-config.yaml"
     f.write_text(layout)
-    in_file = apps.write_connection(f, "127.0.0.1", 54401, "app_user", "shop_db", password=pw)
+    in_file = dbos_config.point_at(f, "127.0.0.1", 54401, "app_user", "shop_db", password=pw)
     text = f.read_text()
     assert pw not in text
     doc = dbos_expand(text, {"PGPASSWORD": pw})
@@ -307,7 +307,7 @@ def test_old_layout_password_survives_expansion(tmp_path: Path, ch: str) -> None
     pw = password_with(ch)
     f = tmp_path / "dbos-config.yaml"
     f.write_text(LAYOUT_OLD)
-    assert apps.write_connection(f, "127.0.0.1", 54401, "app_user", "shop_db", password=pw) is True
+    assert dbos_config.point_at(f, "127.0.0.1", 54401, "app_user", "shop_db", password=pw) is True
     text = f.read_text()
     assert pw not in text and "# keep me" in text and "database_url" not in text
     db = dbos_expand(text, {"PGPASSWORD": pw})["database"]
@@ -319,7 +319,7 @@ def test_3x_layout_gets_no_database_url(tmp_path: Path) -> None:
     """DBOS Transact 3.x rejects a top-level database_url: db connect never adds one."""
     f = tmp_path / "dbos-config.yaml"
     f.write_text(LAYOUT_NO_CONN)
-    apps.write_connection(f, "127.0.0.1", 54401, "app_user", "shop_db", password="Plain-passw0rd")
+    dbos_config.point_at(f, "127.0.0.1", 54401, "app_user", "shop_db", password="Plain-passw0rd")
     doc = yaml.safe_load(f.read_text())
     assert "database_url" not in doc and doc["system_database_url"].endswith("/shop_db_dbos_sys")
     assert list(doc) == ["name", "system_database_url", "database"]
@@ -328,7 +328,7 @@ def test_3x_layout_gets_no_database_url(tmp_path: Path) -> None:
 def test_3x_layout_keeps_comments_and_places_system_url(tmp_path: Path) -> None:
     f = tmp_path / "dbos-config.yaml"
     f.write_text(LAYOUT_3X + "database:\n  migrate: [x]\n")
-    apps.write_connection(f, "127.0.0.1", 54401, "app_user", "shop_db", password="Plain-passw0rd")
+    dbos_config.point_at(f, "127.0.0.1", 54401, "app_user", "shop_db", password="Plain-passw0rd")
     text = f.read_text()
     assert "# 2.x layout" in text and "# the app's db" in text
     keys = list(yaml.safe_load(text))

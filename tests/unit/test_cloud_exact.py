@@ -7,7 +7,8 @@ import io
 import zipfile
 from pathlib import Path
 
-from pulumi_dbos.appsource import CONFIG, pack, with_app_db_name
+from pulumi_dbos.appsource import pack, with_app_db_name
+from pulumi_dbos.dbos_config import CONFIG
 from pulumi_dbos.serve.exact import next_version
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pulumi_dbos.appsource import files, pack, read_config, staged_copy
+from pulumi_dbos.appsource import files, pack, staged_copy
 from pulumi_dbos.config.rules import MAX_PR_DIGITS, check_name, preview_name
+from pulumi_dbos.dbos_config import read_app
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.unit
@@ -52,8 +53,8 @@ def test_a_bad_base_is_refused() -> None:
 def test_the_staged_copy_deploys_the_same_code_under_the_previews_name(tmp_path: Path) -> None:
     src = ROOT / "examples" / "greet"
     dest = staged_copy(src, tmp_path / "greet_pr3", name="greet_pr3", app_db_name="greet")
-    cfg = read_config(dest, "greet_pr3")
-    assert cfg.app_db_name == "greet" and cfg.start == read_config(src).start
+    cfg = read_app(dest, "greet_pr3")
+    assert cfg.app_db_name == "greet" and cfg.start == read_app(src).start
     assert files(dest) == files(src)
     for rel in files(src):
         if rel.name != "dbos-config.yaml":

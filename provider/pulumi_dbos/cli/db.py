@@ -152,7 +152,8 @@ def cmd_drills(args: argparse.Namespace) -> int:
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
-    from ..apps import Conn, write_connection
+    from ..apps import Conn
+    from ..dbos_config import point_at
 
     if args.config:
         config_file(args.config)  # before asking pulumi anything
@@ -174,7 +175,7 @@ def cmd_connect(args: argparse.Namespace) -> int:
     url = outs.get("database_url")
     # database_url holds the password percent-encoded; unknown -> treat it as needing escapes
     password = Conn.from_url(url).password if isinstance(url, str) and url else None
-    in_file = write_connection(path, outs["hostname"], int(outs["port"]), outs["username"], outs["app_db_name"],
+    in_file = point_at(path, outs["hostname"], int(outs["port"]), outs["username"], outs["app_db_name"],
                                password=password, url_safe=None if password else False)
     print(f"{path}: {args.app} -> {outs['hostname']}:{outs['port']}/{outs['app_db_name']} as {outs['username']} "
           "(password from $PGPASSWORD)")

@@ -166,8 +166,7 @@ def validate_stack_config(raw: dict[str, Any], root: Path | None = None) -> tupl
 def file_problems(raw: dict[str, Any], root: Path) -> list[str]:
     """Problems of the files the apps' entries name (paths relative to ``root``), with their config paths,
     so they are reported together with every other problem of the stack config."""
-    from ..apps import read_dbos_config
-    from ..appsource import read_config
+    from ..dbos_config import read_app, read_binding
     from ..errors import ValidationError as Invalid
 
     out: list[str] = []
@@ -186,9 +185,9 @@ def file_problems(raw: dict[str, Any], root: Path) -> list[str]:
             path = path if path.is_absolute() else root / path
             try:
                 if key == "source":
-                    read_config(path, name)
+                    read_app(path, name)
                 elif key == "dbosConfig":
-                    read_dbos_config(path)
+                    read_binding(path)
                 elif not path.is_dir():
                     out.append(f"dbos:apps.{name}.{key}: {path} does not exist or is not a directory")
             except Invalid as exc:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from pulumi.dynamic import CheckFailure
 
-from ..appsource import pack, read_config
+from ..appsource import pack
 from ..config.fields import fields_of, is_unknown
+from ..dbos_config import read_app
 from ..engine import AppDatabaseAccess, AppDeploy, AppInfo, AppStatus
 from ..engine.contract import whose_app
 from ..errors import DbosError, ValidationError
@@ -35,7 +36,7 @@ class AppProvider(b.BaseProvider):
         if not src or is_unknown(src):
             return []
         try:
-            cfg = read_config(Path(src), None if is_unknown(name) else name)
+            cfg = read_app(Path(src), None if is_unknown(name) else name)
         except ValidationError as exc:
             return [CheckFailure(f, m) for f, m in exc.problems]
         if inputs.get("app_db_name") is None and not is_unknown(name):

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from pulumi.dynamic import CheckFailure
 
+from .. import dbos_config
 from ..config.fields import fields_of, is_unknown
 from ..errors import DbosError, ValidationError
 from . import _base as b
@@ -36,10 +37,8 @@ class AppDatabaseProvider(b.BaseProvider):
         failures: list[CheckFailure] = []
         cfg_path = inputs.get("dbos_config")
         if cfg_path and not is_unknown(cfg_path):
-            from .. import apps  # psycopg: only when there is a config file to read
-
             try:
-                cfg = apps.read_dbos_config(cfg_path)
+                cfg = dbos_config.read_binding(cfg_path)
             except ValidationError as exc:
                 failures += [CheckFailure(f, m) for f, m in exc.problems]
             else:

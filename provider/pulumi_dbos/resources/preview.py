@@ -17,8 +17,9 @@ from typing import Any
 
 import pulumi
 
-from ..appsource import read_config, staged_copy
+from ..appsource import staged_copy
 from ..config.rules import check_name, check_pr_number, check_restore_time, preview_name
+from ..dbos_config import read_app
 from ..errors import ValidationError
 from .app import App
 from .restored import RestoredInstance
@@ -62,7 +63,7 @@ class PreviewEnvironment(pulumi.ComponentResource):
         source = Path(os.path.abspath(app_source))
         base = name
         try:
-            cfg = read_config(source)
+            cfg = read_app(source)
             base = name or cfg.name
             app_db_name = app_db_name or cfg.app_db_name or cfg.name
         except ValidationError as exc:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import io
 import logging
 import re
 import uuid
@@ -21,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from ..appsource import CONFIG, ArchiveLimitError, check_archive
+from ..appsource import ArchiveLimitError, check_archive
 from ..cloudapi import paths
 from ..cloudapi.models import (
     Application,
@@ -36,6 +35,7 @@ from ..cloudapi.models import (
     UpdateAppRequest,
 )
 from ..config import rules
+from ..dbos_config import CONFIG, from_archive
 from ..engine.contract import AppDatabaseAccess, AppDeploy, AppInfo
 from ..errors import DbosError, NotFoundError, ValidationError
 from . import exact
@@ -61,24 +61,12 @@ def app_not_found(app: str) -> ApiError:
 
 
 def archive_config(archive: bytes) -> dict[str, Any]:
-    """The archive's root ``dbos-config.yaml`` as a mapping (400 when it is not a zip holding one)."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
+    """The archive's root ``dbos-config.yaml`` as a mapping (``dbos_config.from_archive``; 400 naming the problem
+    when it is not a zip holding one)."""
     try:
-        with zipfile.ZipFile(io.BytesIO(archive)) as zf:
-            text = zf.read(CONFIG)
-    except KeyError:
-        raise ApiError(400, f"the application archive has no {CONFIG} at its root") from None
-    except (zipfile.BadZipFile, OSError, ValueError):
-        raise ApiError(400, "application_archive is not a zip archive") from None
-    try:
-        doc = YAML(typ="safe").load(text.decode("utf-8", errors="replace")) or {}
-    except YAMLError:
-        raise ApiError(400, f"the archive's {CONFIG} is not valid YAML") from None
-    if not isinstance(doc, dict):
-        raise ApiError(400, f"the archive's {CONFIG} must be a mapping")
-    return doc
+        return from_archive(archive)
+    except ValidationError as exc:
+        raise ApiError(400, "; ".join(msg for _key, msg in exc.problems)) from None
 
 
 def checked_archive(archive: bytes, limits: Limits) -> bytes:

@@ -36,7 +36,7 @@ import pwd
 import shutil
 from pathlib import Path
 
-from ...appsource import read_config
+from ...dbos_config import read_app
 from ...errors import EngineError, NotFoundError
 from ...timeutil import to_rfc3339, utcnow
 from .. import proc
@@ -177,7 +177,7 @@ class LocalApps:
         dirs = app_store.app_dirs(self, req.app_name)
         archive = app_store.store(self, req.app_name, req.version, req.archive, dirs["versions"])
         release = app_store.release(self, dirs["releases"], req.version, archive)
-        cfg = read_config(release)
+        cfg = read_app(release)
         env_dir, env_inside = runtime.build_env(self.root / "_envs", release, self.run_as)
         places = app_launch.places_for(self, dirs, release, env_dir, env_inside)
         binds = app_launch.binds_for(self, dirs, release, env_dir, env_inside)
