@@ -41,7 +41,7 @@ from pulumi_dbos.appsource import pack  # noqa: E402
 from pulumi_dbos.engine import Engine, LocalEngine, get_engine, proc  # noqa: E402
 from pulumi_dbos.engine.contract import AppDatabaseAccess, AppDeploy  # noqa: E402
 from pulumi_dbos.engine.local import app_launch, app_store, runtime, sandbox  # noqa: E402
-from pulumi_dbos.resources_util import url_for  # noqa: E402
+from pulumi_dbos.engine.urls import url_for  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "5"))
 PW = "Bench-passw0rd"

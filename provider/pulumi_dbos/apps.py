@@ -25,8 +25,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from .engine import proc
 from .engine.settings import EngineSettings
+from .engine.urls import url_for
 from .errors import CommandError, DbosError
-from .resources_util import url_for
 from .timeutil import to_rfc3339, utcnow
 
 

@@ -138,9 +138,9 @@ def engine_from_args(args: argparse.Namespace, *, new_ok: bool = False) -> Any:
 def stack_backup_repo(stack: str, project: Path | None) -> Any:
     """The stack's ``dbos:backupRepo`` (secrets decrypted by pulumi: needs the stack's passphrase), or None."""
     from ..config.backup_repo import parse
+    from ..config.paths import resolve_project_path
     from ..engine import proc
     from ..engine.local.repo import RepoSettings
-    from ..resources_util import resolve_project_path
 
     cp = proc.run(["pulumi", "config", "get", "dbos:backupRepo", "--stack", stack], env=dict(os.environ),
                   cwd=str(project) if project else None, timeout=120, check=False)
@@ -172,7 +172,7 @@ def _cloud_engine(args: argparse.Namespace) -> Any:
         token = (cp.stdout or "").strip() or None
     ca = getattr(args, "cloud_ca_cert", None) or os.environ.get(CA_CERT_ENV) or None
     if ca and not Path(ca).is_absolute() and stack:
-        from ..resources_util import resolve_project_path
+        from ..config.paths import resolve_project_path
 
         ca = str(resolve_project_path(ca, project or Path.cwd()))
     return get_engine("dbos-cloud", domain=getattr(args, "cloud_domain", None), token=token, ca_cert=ca)

@@ -8,8 +8,8 @@ import os
 import sys
 from typing import Any
 
+from ..engine.urls import url_for
 from ..errors import DbosError
-from ..resources_util import url_for
 from .common import app_state, config_file, engine_from_args, password_from_stack
 
 

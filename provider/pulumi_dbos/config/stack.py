@@ -11,7 +11,7 @@ from typing import Annotated, Any, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, create_model
 from pydantic.alias_generators import to_camel
 
-from ..resources_util import resolve_project_path
+from .paths import resolve_project_path
 from .rules import AppName, InstanceName
 from .settings import ENGINE_SETTINGS, PROVIDER_SETTINGS, engine_problems, suggest, unknown_key_message
 from .spec import SPECS, Spec, _clean, meta_of, stack_model
@@ -21,6 +21,7 @@ ENTRY_MODELS: dict[type[Spec], type[BaseModel]] = {s: stack_model(s) for s in SP
 SECTIONS = tuple(dict.fromkeys(s.stack_section for s in SPECS))
 #: the Specs of each section (``dbos:apps`` holds AppDatabase entries and, with ``source``, App entries)
 SECTION_SPECS: dict[str, list[type[Spec]]] = {sec: [s for s in SPECS if s.stack_section == sec] for sec in SECTIONS}
+
 
 
 def spec_of_entry(section: str, entry: Any) -> type[Spec]:

@@ -30,8 +30,8 @@ from pulumi.dynamic import (
 
 from ..config.fields import UNKNOWN, Fields, is_unknown
 from ..engine import Kind, Preflight
+from ..engine.urls import url_for
 from ..errors import DbosError
-from ..resources_util import url_for
 from . import _server
 
 # where a resource's engine comes from (its settings, the provider-only ones, its owner id) and notices;

@@ -15,8 +15,8 @@ from typing import Any
 
 import pulumi
 
+from ..config.paths import resolve_project_path
 from ..engine import Engine, default_data_dir, default_run_as, get_engine
-from ..resources_util import resolve_project_path
 
 Props = dict[str, Any]
 

@@ -17,8 +17,8 @@ from ..config.fields import fields_of, is_unknown
 from ..dbos_config import read_app
 from ..engine import AppDatabaseAccess, AppDeploy, AppInfo, AppStatus
 from ..engine.contract import whose_app
+from ..engine.urls import url_for
 from ..errors import DbosError, ValidationError
-from ..resources_util import url_for
 from . import _base as b
 from .app_database import _admin
 

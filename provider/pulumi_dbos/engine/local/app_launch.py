@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...errors import DbosError, EngineError, TimeoutExpired
-from ...resources_util import url_for
 from .. import proc
 from ..contract import AppDeploy
 from ..files import read_tail, write_owned
+from ..urls import url_for
 from ..waits import wait_until
 from . import ports, runtime, sandbox
 from .catalog import AppRecord
