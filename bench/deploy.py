@@ -138,7 +138,7 @@ def _kill(pid: int) -> None:
 def deploy(eng: Engine, src: Path, db: AppDatabaseAccess, archive: bool = True) -> tuple[float, str, str]:
     version, data = pack(src)
     t0 = time.perf_counter()
-    info = eng.deploy_app(AppDeploy(APP, version, data if archive else None, db, APP, {}))
+    info = eng.apps.deploy(AppDeploy(APP, version, data if archive else None, db, APP, {}))
     return time.perf_counter() - t0, version, info.app_url
 
 
@@ -168,7 +168,7 @@ def move_port(eng: Engine, instance: str, url: str, version: str, where: str) ->
         moved_to = eng.set_port(instance, free_port())
         moved = time.perf_counter() - t0
         pw = ROTATED[-1] if ROTATED else PW
-        eng.deploy_app(AppDeploy(APP, version, None, AppDatabaseAccess(
+        eng.apps.deploy(AppDeploy(APP, version, None, AppDatabaseAccess(
             instance, moved_to.hostname, moved_to.port, "bench_user", pw), APP, {}))
         took = time.perf_counter() - t0
         time.sleep(1.0)
@@ -187,7 +187,7 @@ def rotate_via_serve(src: Path) -> None:
             move_port(eng, "bench_s", url, version, "dbos-cloud engine via serve")
         finally:
             with contextlib.suppress(Exception):
-                eng.delete_app(APP)
+                eng.apps.delete(APP)
 
 
 def main() -> None:
@@ -223,7 +223,7 @@ def main() -> None:
         with Poller(url + "/greetings") as poll:
             time.sleep(0.5)
             t0 = time.perf_counter()
-            info = eng.deploy_app(AppDeploy(APP, version, None, db_b, APP, {}))
+            info = eng.apps.deploy(AppDeploy(APP, version, None, db_b, APP, {}))
             moved = time.perf_counter() - t0
             time.sleep(1.0)
         assert info.instance_name == "bench_b"
@@ -238,7 +238,7 @@ def main() -> None:
         print(f"ratio: {ratio:.2f}")
     finally:
         with contextlib.suppress(Exception):
-            eng.delete_app(APP)
+            eng.apps.delete(APP)
         cleanup_engine(root / "d")
         shutil.rmtree(root, ignore_errors=True)
 

@@ -126,7 +126,7 @@ def main() -> None:
         print(f"ratio: {median(mine) / median(raw):.2f}")
     finally:
         with contextlib.suppress(Exception):
-            eng.delete_app(APP)
+            eng.apps.delete(APP)
         cleanup_engine(root / "d")
         shutil.rmtree(root, ignore_errors=True)
 

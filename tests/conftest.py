@@ -35,9 +35,9 @@ def cleanup_data_dir(path: Path) -> None:
         if not (path / "catalog.db").exists():
             raise FileNotFoundError(path)  # nothing of an engine's here (never create a catalog to clean up)
         eng = LocalEngine(path)
-        for app in eng.list_apps():
+        for app in eng.apps.all():
             with contextlib.suppress(Exception):
-                eng.delete_app(app.name)
+                eng.apps.delete(app.name)
         for info in eng.list():
             with contextlib.suppress(Exception):
                 eng.destroy(info.name)

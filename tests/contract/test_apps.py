@@ -39,7 +39,7 @@ def test_deploy_versions_change_instance_previous_version_and_delete(
     numbered = without_extensions(contract_engine)
     v1, z1 = pack(src)
     try:
-        info = contract_engine.deploy_app(AppDeploy(app, v1, z1, access[a.name], "greet_db", {}, owner="ct"))
+        info = contract_engine.apps.deploy(AppDeploy(app, v1, z1, access[a.name], "greet_db", {}, owner="ct"))
         assert info.status == AppStatus.AVAILABLE.value and info.instance_name == a.name
         assert info.app_db_name == "greet_db"  # also where the app's directory does not name it
         assert info.version == ("1" if numbered else v1)
@@ -49,25 +49,25 @@ def test_deploy_versions_change_instance_previous_version_and_delete(
         (src / "main.py").write_text((src / "main.py").read_text().replace('GREETING = "Hello"', 'GREETING = "Hi"'))
         v2, z2 = pack(src)
         assert v2 != v1
-        info = contract_engine.deploy_app(AppDeploy(app, v2, z2, access[a.name], "greet_db", {}, owner="ct"))
+        info = contract_engine.apps.deploy(AppDeploy(app, v2, z2, access[a.name], "greet_db", {}, owner="ct"))
         assert info.version == ("2" if numbered else v2)
         v2 = info.version
         assert get(info.app_url + "/") == {"app": app, "version": v2, "greeting": "Hi"}
-        assert [v.version for v in contract_engine.app_versions(app)] == [v1, v2]
+        assert [v.version for v in contract_engine.apps.versions(app)] == [v1, v2]
 
         # change-database-instance with the previous version: v1's code on instance b, same URL
-        info = contract_engine.deploy_app(AppDeploy(app, v1, None, access[b.name], "greet_db", {}, owner="ct"))
+        info = contract_engine.apps.deploy(AppDeploy(app, v1, None, access[b.name], "greet_db", {}, owner="ct"))
         assert info.instance_name == b.name and get(info.app_url + "/")["greeting"] == "Hello"
-        assert any(x.name == app for x in contract_engine.list_apps())
-        assert "deploy" in contract_engine.app_logs(app)
+        assert any(x.name == app for x in contract_engine.apps.all())
+        assert "deploy" in contract_engine.apps.logs(app)
 
         # an unknown stored version is refused, and the app keeps serving
         with pytest.raises(DbosError, match="not stored"):
-            contract_engine.deploy_app(AppDeploy(app, "nope", None, access[a.name], "greet_db", {}, owner="ct"))
+            contract_engine.apps.deploy(AppDeploy(app, "nope", None, access[a.name], "greet_db", {}, owner="ct"))
         assert get(info.app_url + "/")["version"] == v1
-        problems = contract_engine.app_preflight(app, port=None, version="nope", owner="ct", creating=False)
+        problems = contract_engine.apps.preflight(app, port=None, version="nope", owner="ct", creating=False)
         assert [p.field for p in problems] == ["previous_version"] and v1 in problems[0].message
     finally:
-        contract_engine.delete_app(app)
-    assert contract_engine.app_info(app) is None
-    assert contract_engine.app_versions(app) == []
+        contract_engine.apps.delete(app)
+    assert contract_engine.apps.info(app) is None
+    assert contract_engine.apps.versions(app) == []

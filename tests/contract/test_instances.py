@@ -7,7 +7,7 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from pulumi_dbos.engine.contract import Engine, InstanceInfo, Kind, Status
+from pulumi_dbos.engine.contract import AppEngine, Engine, InstanceInfo, Kind, Status
 from pulumi_dbos.errors import AlreadyExistsError, DbosError, NotFoundError
 from tests.contract.engines import ENGINE_FACTORIES
 from tests.contract.helpers import (
@@ -35,6 +35,7 @@ def bystander(module_instances: Instances) -> InstanceInfo:
 
 def test_engine_implements_the_protocol(contract_engine: Engine, request: pytest.FixtureRequest) -> None:
     assert isinstance(contract_engine, Engine)
+    assert isinstance(contract_engine.apps, AppEngine)
     param = request.node.callspec.params["contract_engine"]
     assert param in (contract_engine.kind, f"{contract_engine.kind}-exact")
     assert param in ENGINE_FACTORIES
@@ -239,3 +240,21 @@ def test_backup(contract_engine: Engine, bystander: InstanceInfo) -> None:
     earliest, latest = contract_engine.restore_window(info.name)
     assert earliest <= latest
     assert authenticates(info, PW)
+
+
+# ---------------------------------------------------------------- owner, crash recovery
+@pytest.mark.extension("Owner on provision, PATCH databases/userdb/{name} with Owner")
+def test_set_owner_records_the_new_owner(contract_engine: Engine, instances: Instances) -> None:
+    """serve's PATCH with Owner went around the contract (a catalog write); now it is the engine's."""
+    info = instances.provision("own", owner=OWNER_A)
+    assert contract_engine.set_owner(info.name, "stack-b#urn").owner == "stack-b#urn"
+    got = contract_engine.info(info.name)
+    assert got is not None and got.owner == "stack-b#urn" and authenticates(info, PW)
+    with pytest.raises(NotFoundError):
+        contract_engine.set_owner("never_made", OWNER_A)
+
+
+def test_recover_interrupted_leaves_finished_instances(contract_engine: Engine, bystander: InstanceInfo) -> None:
+    assert bystander.name not in contract_engine.recover_interrupted()
+    got = contract_engine.info(bystander.name)
+    assert got is not None and got.status == Status.AVAILABLE and authenticates(bystander, PW)

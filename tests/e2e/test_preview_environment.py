@@ -140,7 +140,7 @@ def test_a_pull_request_gets_its_own_data_and_app_and_closing_it_leaves_the_sour
 
     def engine_view() -> tuple[set[str], set[str]]:
         eng = LocalEngine(p.data_dir)
-        return {i.name for i in eng.list()}, {a.name for a in eng.list_apps()}
+        return {i.name for i in eng.list()}, {a.name for a in eng.apps.all()}
 
     play_lifecycle(p, engine_view)
 

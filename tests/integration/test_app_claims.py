@@ -38,14 +38,14 @@ def test_claims_of_an_interrupted_first_deploy_and_redeploy_are_released(engine:
     engine.apps._reserve(AppDeploy("cut", version, archive, db, "cut", {}))
     app_launch.backend_port(engine.apps, "cut")
     assert sorted(claims_of(data_dir).values()) == ["app:cut", "appb:cut", "claims_a"]
-    engine.delete_app("cut")  # serve's crash recovery removes the app
+    engine.apps.delete("cut")  # serve's crash recovery removes the app
     assert claims_of(data_dir) == {inst.port: "claims_a"}
 
     # a redeploy cut short after claiming its new process's port: the next deploy releases it
-    engine.deploy_app(AppDeploy("health", version, archive, db, "health", {}))
+    engine.apps.deploy(AppDeploy("health", version, archive, db, "health", {}))
     orphan = ports.backend_ports()[1]  # the top of the range: the next deploy picks a lower one
     assert ports.claim(orphan, data_dir, "appb:health")
-    engine.deploy_app(AppDeploy("health", version, None, db, "health", {}))
+    engine.apps.deploy(AppDeploy("health", version, None, db, "health", {}))
     rec = engine.apps.rows.get("health")
     assert rec is not None and rec.backend_port != orphan
     assert claims_of(data_dir) == {inst.port: "claims_a", rec.port: "app:health", rec.backend_port: "appb:health"}

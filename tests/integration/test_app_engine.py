@@ -62,12 +62,12 @@ def access(engine: LocalEngine) -> AppDatabaseAccess:
 def test_engine_use_by_another_process_keeps_a_running_app_reachable(
         engine: LocalEngine, data_dir: Path, access: AppDatabaseAccess, greet: tuple[str, bytes]) -> None:
     version, archive = greet
-    info = engine.deploy_app(AppDeploy("greet", version, archive, access, "greet", {}))
+    info = engine.apps.deploy(AppDeploy("greet", version, archive, access, "greet", {}))
     assert get(info.app_url + "/")["version"] == version
     # what the next pulumi command's provider process does first: a new engine opening the catalog
     again = LocalEngine(data_dir)
     assert [i.name for i in again.list()] == ["greet_a"]
-    assert again.app_info("greet") is not None
+    assert again.apps.info("greet") is not None
     try:
         assert get(info.app_url + "/")["version"] == version
     finally:
@@ -132,7 +132,7 @@ def test_a_deploy_is_healthy_only_when_its_own_process_serves(
     t.start()
     try:
         try:
-            info = engine.deploy_app(AppDeploy("greet", version, archive, access, "greet", {}))
+            info = engine.apps.deploy(AppDeploy("greet", version, archive, access, "greet", {}))
         except DbosError:
             return  # refused: the version never served (the right outcome)
         t.join(5)
@@ -164,7 +164,7 @@ def test_a_failed_migration_leaves_no_port_claim_behind(
     src = tmp_root / "greet"
     shutil.copytree(ROOT / "examples" / "greet", src, ignore=shutil.ignore_patterns("__pycache__"))
     v1, z1 = pack(src)
-    info = engine.deploy_app(AppDeploy("greet", v1, z1, access, "greet", {}))
+    info = engine.apps.deploy(AppDeploy("greet", v1, z1, access, "greet", {}))
     serving = _claims_of(data_dir)
     assert sorted(serving.values()) == ["app:greet", "appb:greet"], serving
     (src / "migrations" / "versions" / "0002_broken.py").write_text(
@@ -173,13 +173,13 @@ def test_a_failed_migration_leaves_no_port_claim_behind(
     v2, z2 = pack(src)
     try:
         with pytest.raises(DbosError, match="dbos migrate"):
-            engine.deploy_app(AppDeploy("greet", v2, z2, access, "greet", {}))
+            engine.apps.deploy(AppDeploy("greet", v2, z2, access, "greet", {}))
         assert get(info.app_url + "/")["version"] == v1
         assert _claims_of(data_dir) == serving  # only the serving process's ports stay claimed
-        engine.delete_app("greet")
+        engine.apps.delete("greet")
         assert _claims_of(data_dir) == {}
     finally:  # no claim file of this test's survives it, whatever the engine left
-        engine.delete_app("greet")
+        engine.apps.delete("greet")
         for port in _claims_of(data_dir):
             (Path(os.environ.get("PULUMI_DBOS_PORTS_DIR", "/var/tmp/pulumi-dbos-ports")) / str(port)).unlink(
                 missing_ok=True)
@@ -191,7 +191,7 @@ def test_the_apps_environment_is_built_with_its_bytecode(
     start of the app, its ``dbos migrate`` and its alembic compiled DBOS, SQLAlchemy & co. from source
     again, 1.5-2 s of CPU each (``runtime.COMPILE``)."""
     version, archive = greet
-    info = engine.deploy_app(AppDeploy("greet", version, archive, access, "greet", {}))
+    info = engine.apps.deploy(AppDeploy("greet", version, archive, access, "greet", {}))
     assert get(info.app_url + "/")["version"] == version
     envs = [e for d in data_dir.rglob("_envs") for e in d.iterdir() if e.is_dir() and not e.name.startswith("_")]
     assert len(envs) == 1, envs
@@ -227,7 +227,7 @@ def test_a_backend_port_taken_before_the_app_binds_it_is_retried_on_another(
     t = threading.Thread(target=take_the_port, daemon=True)
     t.start()
     try:
-        info = engine.deploy_app(AppDeploy("greet", version, archive, access, "greet", {}))
+        info = engine.apps.deploy(AppDeploy("greet", version, archive, access, "greet", {}))
         t.join(5)
         assert intruder, "the port was not taken during the deploy (test set-up)"
         assert get(info.app_url + "/") == {"app": "greet", "version": version, "greeting": "Hello"}

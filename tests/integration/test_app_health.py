@@ -24,24 +24,24 @@ def test_an_app_answering_500_is_not_available(engine: LocalEngine, monkeypatch:
     inst = engine.provision("health_a", "health_user", PW)
     db = AppDatabaseAccess("health_a", inst.hostname, inst.port, "health_user", PW)
     version, archive = pack(APP_DIR)
-    info = engine.deploy_app(AppDeploy("health", version, archive, db, "health", {}))
+    info = engine.apps.deploy(AppDeploy("health", version, archive, db, "health", {}))
     assert info.status == AppStatus.AVAILABLE.value
     serving = engine.apps.rows.get("health")
     assert serving is not None
 
     # a version that listens but answers 500: the deploy fails at its health wait, the previous one serves
     with pytest.raises(DbosError) as exc:
-        engine.deploy_app(AppDeploy("health", version, None, db, "health", {"BROKEN": "1"}))
+        engine.apps.deploy(AppDeploy("health", version, None, db, "health", {"BROKEN": "1"}))
     assert "HTTP 500" in exc.value.message and "previous version keeps serving" in exc.value.message
     after = engine.apps.rows.get("health")
     assert after is not None and after.backend_pid == serving.backend_pid
-    app = engine.app_info("health")
+    app = engine.apps.info("health")
     assert app is not None and app.status == AppStatus.AVAILABLE.value
 
     # the serving process starts answering 500: a status read says so
     with pytest.raises(urllib.request.HTTPError):
         urllib.request.urlopen(app.app_url + "/break", timeout=5)  # noqa: S310 - http://127.0.0.1 only
-    app = engine.app_info("health")
+    app = engine.apps.info("health")
     assert app is not None and app.status == AppStatus.UNHEALTHY.value
 
 
@@ -54,9 +54,9 @@ def test_deleting_an_app_leaves_another_data_dirs_app_of_that_name_running(engin
     for eng, name in ((engine, "health_b"), (other, "health_c")):
         inst = eng.provision(name, "health_user", PW)
         db = AppDatabaseAccess(name, inst.hostname, inst.port, "health_user", PW)
-        infos.append(eng.deploy_app(AppDeploy("health", version, archive, db, "health", {})))
-    engine.delete_app("health")
-    app = other.app_info("health")
+        infos.append(eng.apps.deploy(AppDeploy("health", version, archive, db, "health", {})))
+    engine.apps.delete("health")
+    app = other.apps.info("health")
     assert app is not None and app.status == AppStatus.AVAILABLE.value
     with urllib.request.urlopen(infos[1].app_url + "/", timeout=5) as r:  # noqa: S310 - http://127.0.0.1 only
         assert r.status == 200

@@ -40,7 +40,7 @@ def test_a_frozen_serve_costs_one_bounded_failure_per_process(serve: Serve, monk
         messages = []
         for i in range(7):
             with pytest.raises(DbosError) as exc:
-                fresh.info(f"frozen_{i}") if i % 2 else fresh.app_info(f"app_{i}")
+                fresh.info(f"frozen_{i}") if i % 2 else fresh.apps.info(f"app_{i}")
             messages.append(exc.value.message)
         took = time.monotonic() - started
     finally:

@@ -424,7 +424,7 @@ def test_reset_of_a_missing_name_sends_no_post(cloud: FakeCloud, eng: DbosCloudE
 def test_register_of_an_app_on_a_missing_instance_provisions_nothing(cloud: FakeCloud, eng: DbosCloudEngine) -> None:
     req = AppDeploy("myapp", "v1", b"zip", AppDatabaseAccess("ghostdb", "h", 5432, "u", PW), "myapp", {})
     with pytest.raises(NotFoundError, match="never provisions"):
-        eng.deploy_app(req)
+        eng.apps.deploy(req)
     assert all(not p.endswith("/databases/userdb") for p, _ in cloud.sent("POST"))
     assert cloud.dbs == {}
 
@@ -566,7 +566,7 @@ def deploy_req(version: str, archive: bytes | None, instance: str = "mydb", env:
 def test_deploy_registers_sets_env_deploys_and_waits(cloud: FakeCloud, eng: DbosCloudEngine) -> None:
     cloud.dbs["mydb"] = db("mydb")
     cloud.dbs["other"] = db("other")
-    info = eng.deploy_app(deploy_req("v1", b"zip-1"))
+    info = eng.apps.deploy(deploy_req("v1", b"zip-1"))
     assert info.status == "AVAILABLE" and info.version == "1" and info.instance_name == "mydb"
     assert info.app_url == "https://acme-myapp.cloud.test"
     puts = [b for m, p, b in cloud.requests if m == "PUT"]
@@ -577,23 +577,23 @@ def test_deploy_registers_sets_env_deploys_and_waits(cloud: FakeCloud, eng: Dbos
     assert PW not in json.dumps([b for _, _, b in cloud.requests])  # the database password is never sent
 
     # a new instance: change-database-instance with a previous version; env changes are synced
-    info = eng.deploy_app(deploy_req("1", None, instance="other", env={}))
+    info = eng.apps.deploy(deploy_req("1", None, instance="other", env={}))
     assert info.instance_name == "other" and info.version == "1"
     change = [b for p, b in cloud.sent("POST") if p.endswith("/changedbinstance")]
     assert change == [{"previous_version": "1", "target_database_name": "other"}]
     assert cloud.secrets["myapp"] == {}
-    assert [v.version for v in eng.app_versions("myapp")] == ["1"]
+    assert [v.version for v in eng.apps.versions("myapp")] == ["1"]
 
 
 def test_deploy_of_an_unknown_previous_version_is_refused_before_anything(cloud: FakeCloud,
                                                                           eng: DbosCloudEngine) -> None:
     cloud.dbs["mydb"] = db("mydb")
-    eng.deploy_app(deploy_req("v1", b"zip-1"))
+    eng.apps.deploy(deploy_req("v1", b"zip-1"))
     n = len(cloud.requests)
     with pytest.raises(DbosError, match="not stored"):
-        eng.deploy_app(deploy_req("nope", None))
+        eng.apps.deploy(deploy_req("nope", None))
     assert all(m == "GET" for m, _, _ in cloud.requests[n:])
-    problems = eng.app_preflight("myapp", port=None, version="nope", owner=None, creating=False)
+    problems = eng.apps.preflight("myapp", port=None, version="nope", owner=None, creating=False)
     assert [p.field for p in problems] == ["previous_version"] and "1" in problems[0].message
 
 
@@ -601,7 +601,7 @@ def test_deploy_failure_state_carries_the_log_tail_without_secrets(cloud: FakeCl
     cloud.dbs["mydb"] = db("mydb")
     cloud.deploy_status = "UNHEALTHY"
     with pytest.raises(DbosError) as err:
-        eng.deploy_app(deploy_req("v1", b"zip-1"))
+        eng.apps.deploy(deploy_req("v1", b"zip-1"))
     text = str(err.value)
     assert "UNHEALTHY" in text and "crashed" in text and SECRET_ENV not in text and PW not in text
 
@@ -612,20 +612,20 @@ def test_deploy_deadline(cloud: FakeCloud) -> None:
     e = engine_for(cloud, app_deadline=0.3)
     e.sleep = time.sleep
     with pytest.raises(DbosError, match="did not become AVAILABLE within"):
-        e.deploy_app(deploy_req("v1", b"zip-1"))
+        e.apps.deploy(deploy_req("v1", b"zip-1"))
 
 
 def test_delete_app_sends_an_empty_body_and_waits(cloud: FakeCloud, eng: DbosCloudEngine) -> None:
     cloud.dbs["mydb"] = db("mydb")
-    eng.deploy_app(deploy_req("v1", b"zip-1"))
-    eng.delete_app("myapp")
+    eng.apps.deploy(deploy_req("v1", b"zip-1"))
+    eng.apps.delete("myapp")
     assert [b for m, p, b in cloud.requests if m == "DELETE" and p.endswith("/applications/myapp")] == [{}]
-    assert eng.app_info("myapp") is None and eng.app_versions("myapp") == []
-    eng.delete_app("myapp")  # missing: a no-op
+    assert eng.apps.info("myapp") is None and eng.apps.versions("myapp") == []
+    eng.apps.delete("myapp")  # missing: a no-op
 
 
 def test_port_of_an_app_on_dbos_cloud_is_a_problem(cloud: FakeCloud, eng: DbosCloudEngine) -> None:
-    problems = eng.app_preflight("myapp", port=8080, version=None, owner=None, creating=True)
+    problems = eng.apps.preflight("myapp", port=8080, version=None, owner=None, creating=True)
     assert [p.field for p in problems] == ["port"]
 
 

@@ -67,6 +67,6 @@ def test_a_token_refused_after_an_accepted_deploy_says_what_was_done_and_how_to_
     cloud.hooks.append(expire_after_deploy)
     eng = engine_for(cloud)
     with pytest.raises(DbosError) as exc:
-        eng.deploy_app(deploy_req("v1", b"zip-1"))
+        eng.apps.deploy(deploy_req("v1", b"zip-1"))
     assert "was deployed" in exc.value.message and "token expired" in exc.value.message.lower()
     assert exc.value.hint is not None and "pulumi refresh" in exc.value.hint and "fresh token" in exc.value.hint

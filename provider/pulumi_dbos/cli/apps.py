@@ -43,14 +43,14 @@ def _print_record(row: dict[str, Any], labels: dict[str, str]) -> None:
 
 
 def _app(args: argparse.Namespace) -> Any:
-    info = engine_from_args(args).app_info(args.app)
+    info = engine_from_args(args).apps.info(args.app)
     if info is None:
         raise DbosError(f"application {args.app} not found", hint="`pulumi-dbos app list` shows the apps")
     return info
 
 
 def cmd_app_list(args: argparse.Namespace) -> int:
-    rows = [_app_row(i) for i in engine_from_args(args).list_apps()]
+    rows = [_app_row(i) for i in engine_from_args(args).apps.all()]
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
@@ -87,7 +87,7 @@ def cmd_app_versions(args: argparse.Namespace) -> int:
 
 def cmd_app_logs(args: argparse.Namespace) -> int:
     _app(args)
-    print(engine_from_args(args).app_logs(args.app, args.lines))
+    print(engine_from_args(args).apps.logs(args.app, args.lines))
     return 0
 
 

@@ -233,11 +233,48 @@ class AppDeploy:
 
 
 @runtime_checkable
+class AppEngine(Protocol):
+    """An engine's apps (DBOS Cloud's `app ...`): ``engine.apps``. Implementations are thread-safe."""
+
+    def preflight(self, app_name: str, *, port: int | None, version: str | None, owner: str | None,
+                  creating: bool, adopt: bool = False) -> builtins.list[Problem]:
+        """Problems a deploy would meet: a port in use, an unknown stored ``version`` (the message
+        lists the known ones), on a create an app of that name this ``owner`` does not manage (deployed
+        by another stack or without pulumi-dbos) unless ``adopt``. Creates nothing."""
+        ...
+
+    def deploy(self, req: AppDeploy) -> AppInfo:
+        """Store the version, build its environment, run `dbos migrate` semantics against its databases,
+        start it, wait until healthy, then retire the previous process. On failure the previous version
+        keeps serving where it was, and the error carries the app's last log lines."""
+        ...
+
+    def info(self, app_name: str) -> AppInfo | None: ...
+
+    def all(self) -> builtins.list[AppInfo]: ...
+
+    def versions(self, app_name: str) -> builtins.list[AppVersion]:
+        """Stored versions, oldest first."""
+        ...
+
+    def logs(self, app_name: str, lines: int = 100) -> str: ...
+
+    def delete(self, app_name: str) -> None:
+        """Stop the app and remove what the engine keeps of it (its databases are the caller's)."""
+        ...
+
+
+@runtime_checkable
 class Engine(Protocol):
     """What resources and the CLI may ask of an engine. Implementations are thread-safe."""
 
     #: "local", "dbos-cloud", ...
     kind: str
+
+    @property
+    def apps(self) -> AppEngine:
+        """The engine's apps."""
+        ...
 
     def describe(self) -> str:
         """Where instances live, for messages (e.g. ``local engine at /var/lib/pulumi-dbos``)."""
@@ -281,12 +318,22 @@ class Engine(Protocol):
 
     def set_retention(self, name: str, retention_hours: int) -> InstanceInfo: ...
 
+    def set_owner(self, name: str, owner: str | None) -> InstanceInfo:
+        """Record ``owner`` (a stack's id, see ``takeover``) as the instance's."""
+        ...
+
     def set_port(self, name: str, port: int) -> InstanceInfo:
         """Move the instance to ``port``; on failure it keeps working on the old one."""
         ...
 
     def destroy(self, name: str) -> None:
         """Delete the instance and its data (a linked one is only unlinked). Missing = no-op."""
+        ...
+
+    def recover_interrupted(self) -> builtins.list[str]:
+        """After a crash of whatever ran the engine, with nothing else in flight: remove what it left
+        half-made (creates, restores, a drill's scratch instance, an app whose first deploy was cut short);
+        the names removed."""
         ...
 
     # ---------------------------------------------------------------- backups and restores
@@ -323,31 +370,3 @@ class Engine(Protocol):
         ...
 
     def unlink(self, name: str) -> None: ...
-
-    # ---------------------------------------------------------------- apps (DBOS Cloud's `app ...`)
-    def app_preflight(self, app_name: str, *, port: int | None, version: str | None, owner: str | None,
-                      creating: bool, adopt: bool = False) -> builtins.list[Problem]:
-        """Problems a deploy would meet: a port in use, an unknown stored ``version`` (the message
-        lists the known ones), on a create an app of that name this ``owner`` does not manage (deployed
-        by another stack or without pulumi-dbos) unless ``adopt``. Creates nothing."""
-        ...
-
-    def deploy_app(self, req: AppDeploy) -> AppInfo:
-        """Store the version, build its environment, run `dbos migrate` semantics against its databases,
-        start it, wait until healthy, then retire the previous process. On failure the previous version
-        keeps serving where it was, and the error carries the app's last log lines."""
-        ...
-
-    def app_info(self, app_name: str) -> AppInfo | None: ...
-
-    def list_apps(self) -> builtins.list[AppInfo]: ...
-
-    def app_versions(self, app_name: str) -> builtins.list[AppVersion]:
-        """Stored versions, oldest first."""
-        ...
-
-    def app_logs(self, app_name: str, lines: int = 100) -> str: ...
-
-    def delete_app(self, app_name: str) -> None:
-        """Stop the app and remove what the engine keeps of it (its databases are the caller's)."""
-        ...

@@ -48,12 +48,12 @@ class AppProvider(b.BaseProvider):
         prev, port, name = news.get("previous_version"), news.get("port"), str(news.get("app_name"))
         try:
             eng = b.engine_for(news)
-            problems = eng.app_preflight(
+            problems = eng.apps.preflight(
                 name, port=None if port is None or is_unknown(port) else b.as_int(port),
                 version=None if not prev or is_unknown(prev) else str(prev), owner=news.get("owner"),
                 creating=not olds, adopt=bool(news.get("adopt")))
             if news.get("adopt") and not olds and not problems:
-                self._adopt_notice(eng.app_info(name), news)
+                self._adopt_notice(eng.apps.info(name), news)
         except DbosError as exc:
             return [CheckFailure("data_dir", exc.message)]
         return [CheckFailure(p.field, p.message) for p in problems]
@@ -96,7 +96,7 @@ class AppProvider(b.BaseProvider):
             raise DbosError(f"app {props['app_name']!r}: the password of instance {props.get('instance_name')!r} "
                             "is not known", hint="bind the app to an instance resource whose password is known "
                             "(a RestoredInstance made from a source name takes password=...)")
-        info = b.engine_for(props).deploy_app(AppDeploy(
+        info = b.engine_for(props).apps.deploy(AppDeploy(
             app_name=props["app_name"], version=version, archive=archive,
             database=AppDatabaseAccess(props["instance_name"], props["instance_host"], int(props["instance_port"]),
                                        props["instance_user"], props["instance_password"]),
@@ -122,7 +122,7 @@ class AppProvider(b.BaseProvider):
         inst = eng.info(str(news["instance_name"]))
         if inst is None or inst.is_linked:
             return None
-        info = eng.app_info(str(news["app_name"]))
+        info = eng.apps.info(str(news["app_name"]))
         server_version = olds.get("server_version")
         if info is None or info.status != self.healthy or info.instance_name != news["instance_name"] \
                 or self._version(news, info, server_version) != news.get("version"):
@@ -130,13 +130,13 @@ class AppProvider(b.BaseProvider):
         return self._outs(news, info, server_version)
 
     def do_read(self, id_: str, props: b.Props) -> b.Props | None:
-        info = b.engine_for(props).app_info(props.get("app_name") or id_)
+        info = b.engine_for(props).apps.info(props.get("app_name") or id_)
         return self._outs(props, info, props.get("server_version")) if info else None
 
     def do_delete(self, id_: str, props: b.Props) -> None:
         from .. import apps  # psycopg, only when a database is touched
 
-        b.engine_for(props).delete_app(props.get("app_name") or id_)
+        b.engine_for(props).apps.delete(props.get("app_name") or id_)
         if props.get("drop_on_delete") and props.get("instance_password"):  # `app delete --dropdb`
             admin = _admin(props)
             for db in (props["app_db_name"], f"{props['app_db_name']}_dbos_sys"):

@@ -91,7 +91,7 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
     limits = limits or Limits()
 
     def engine_app(org: str, app: str) -> AppInfo | None:
-        return state.engine(org).app_info(app) if state.has_catalog(org) else None
+        return state.engine(org).apps.info(app) if state.has_catalog(org) else None
 
     def view(org: str, app: str) -> Application | None:
         reg = state.apps.get(org, app)
@@ -143,7 +143,7 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
         org = owned(request, org)
         names = set(state.apps.items(org))
         if state.has_catalog(org):
-            names |= {a.name for a in state.engine(org).list_apps()}
+            names |= {a.name for a in state.engine(org).apps.all()}
         return respond([v for v in (view(org, n) for n in sorted(names)) if v is not None])
 
     @r.get(paths.APP)
@@ -169,7 +169,7 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
         with state.locked("app", org, body.name), state.locked("app-quota", org):
             if view(org, body.name) is not None:
                 raise ApiError(409, f"application {body.name} is already registered")
-            known = set(state.apps.items(org)) | ({a.name for a in state.engine(org).list_apps()}
+            known = set(state.apps.items(org)) | ({a.name for a in state.engine(org).apps.all()}
                                                   if state.has_catalog(org) else set())
             if len(known) >= limits.max_apps:
                 raise ApiError(400, f"organization {org} has {len(known)} applications, the most this server allows "
@@ -211,7 +211,7 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
                 raise ApiError(400, "application_archive is not base64") from None
             version = hashlib.sha256(archive).hexdigest()[:12]  # appsource.pack's rule, on the bytes sent
             if cloud_exact:  # DBOS Cloud numbers each deploy
-                version = exact.next_version(reg, [v.version for v in eng.app_versions(app)]
+                version = exact.next_version(reg, [v.version for v in eng.apps.versions(app)]
                                              if state.has_catalog(org) else [])
             archive = checked_archive(archive, limits)  # before anything is read out of it or stored
             cfg = archive_config(archive)
@@ -225,7 +225,7 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
                 or (deployed.app_db_name if deployed and deployed.version else None) or app
         else:
             version = str(body.previous_version)
-            known = [v.version for v in eng.app_versions(app)] if state.has_catalog(org) else []
+            known = [v.version for v in eng.apps.versions(app)] if state.has_catalog(org) else []
             if version not in known:
                 raise ApiError(400, f"version {version} of {app} is not stored; known: {', '.join(known) or 'none'}")
             app_db_name = body.AppDbName or (deployed.app_db_name if deployed else None) or app
@@ -237,7 +237,7 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
                         memory_mib=int(reg.get("ExecutorsMemoryMib") or DEFAULT_MEMORY_MIB))
         with state.locked("app", org, app):
             try:
-                eng.deploy_app(req)
+                eng.apps.deploy(req)
             except DbosError as exc:
                 detail = validation_message(exc) if isinstance(exc, ValidationError) else exc.message
                 log.warning("org %s: deploy of %s version %s failed", org, app, version)
@@ -269,7 +269,7 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
         with state.locked("app", org, app):
             info = engine_app(org, app)
             if info is not None:
-                state.engine(org).delete_app(app)
+                state.engine(org).apps.delete(app)
             if body is not None and body.dropdb and info is not None and info.app_db_name:
                 drop_app_databases(state, org, info.instance_name, info.app_db_name)
             state.apps.delete(org, app)
@@ -281,7 +281,7 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
     def versions(org: str, app: str, request: Request) -> Response:
         org = owned(request, org)
         view_or_404(org, app)
-        vs = state.engine(org).app_versions(app) if state.has_catalog(org) else []
+        vs = state.engine(org).apps.versions(app) if state.has_catalog(org) else []
         return ok([ApplicationVersion(ApplicationName=app, Version=v.version, CreationTime=v.created_at) for v in vs])
 
     @r.patch(paths.APP)
@@ -326,7 +326,7 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
         view_or_404(org, app)
         lines = max(1, min(limit or 1000, 100_000))
         try:
-            body = state.engine(org).app_logs(app, lines) if state.has_catalog(org) else ""
+            body = state.engine(org).apps.logs(app, lines) if state.has_catalog(org) else ""
         except NotFoundError:
             body = ""  # registered, never deployed
         return ok(LogsOutput(body=body, end=True, next_timestamp=None))

@@ -20,15 +20,14 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from ..engine import proc
 from ..engine.contract import AppDatabaseAccess, AppDeploy, AppStatus, Status
-from ..engine.local.drills import DrillBusyError, Drills, busy_reason, is_scratch
+from ..engine.local.drills import DrillBusyError, Drills, busy_reason
 from ..errors import DbosError
 from ..timeutil import parse_rfc3339, utcnow
 from .state import ServeState
 
 if TYPE_CHECKING:
-    from ..engine.local.facade import LocalEngine
+    pass
 
 log = logging.getLogger("pulumi_dbos.serve")
 
@@ -36,19 +35,6 @@ _HALF_MADE = (Status.CREATING.value, Status.RESTORING.value)
 DEFAULT_DRILL_INTERVAL = 86400.0
 #: how often the thread looks whether drills are due (at most)
 DRILL_CHECK_SECONDS = 300.0
-
-
-def _remove_half_made(org: str, eng: LocalEngine, name: str) -> None:
-    for attempt in range(5):
-        proc.kill_under(eng.inst_dir(name))
-        try:
-            eng.destroy(name)
-            return
-        except (DbosError, OSError) as exc:  # a server's last children may still be writing: again
-            if attempt == 4:
-                log.error("org %s: could not remove half-made %s: %s", org, name,
-                          exc.message if isinstance(exc, DbosError) else exc)
-            time.sleep(0.5 * (attempt + 1))
 
 
 def recover(state: ServeState) -> None:
@@ -59,23 +45,15 @@ def recover(state: ServeState) -> None:
         except Exception:  # one organization's trouble does not keep the others from being served
             log.exception("org %s: crash recovery failed", org)
     for org in state.credentials_store.orgs():
-        known = state.engine(org).catalog if state.has_catalog(org) else None
+        eng = state.engine(org) if state.has_catalog(org) else None
         for name in state.credentials_store.items(org):
-            if known is None or known.get(name) is None:
+            if eng is None or eng.info(name) is None:
                 state.forget_credentials(org, name)
 
 
 def _recover_org(state: ServeState, org: str) -> None:
-    eng = state.engine(org)
-    for rec in eng.catalog.all():
-        if rec.status in _HALF_MADE or is_scratch(rec.owner):
-            log.warning("org %s: removing %s, left %s by an interrupted server", org, rec.name,
-                        "as a restore drill's scratch instance" if is_scratch(rec.owner) else rec.status)
-            _remove_half_made(org, eng, rec.name)
-    for app in eng.list_apps():
-        if not app.version:
-            log.warning("org %s: removing app %s, whose first deploy was interrupted", org, app.name)
-            eng.delete_app(app.name)
+    for name in state.engine(org).recover_interrupted():
+        state.forget_credentials(org, name)
 
 
 class Background:
@@ -139,7 +117,7 @@ class Background:
                         log.info("org %s: started %s", org, info.name)
                     except DbosError as exc:
                         log.error("org %s: could not start %s: %s", org, info.name, exc.message)
-            for app in eng.list_apps():
+            for app in eng.apps.all():
                 if self._stop.is_set():
                     return
                 if app.version and app.status != AppStatus.AVAILABLE.value:
@@ -148,7 +126,7 @@ class Background:
     def _restart_app(self, org: str, name: str) -> None:
         eng = self.state.engine(org)
         with self.state.locked("app", org, name):
-            app = eng.app_info(name)
+            app = eng.apps.info(name)
             if app is None or not app.version or app.status == AppStatus.AVAILABLE.value:
                 return
             inst = eng.info(app.instance_name)
@@ -162,7 +140,7 @@ class Background:
             access = AppDatabaseAccess(inst.name, inst.hostname, inst.port, creds.username, creds.password)
             try:
                 memory = (self.state.apps.get(org, name) or {}).get("ExecutorsMemoryMib")
-                eng.deploy_app(AppDeploy(name, app.version, None, access, app.app_db_name, env, owner=app.owner,
+                eng.apps.deploy(AppDeploy(name, app.version, None, access, app.app_db_name, env, owner=app.owner,
                                          memory_mib=int(memory) if memory else None))
                 log.info("org %s: restarted app %s version %s", org, name, app.version)
             except DbosError as exc:

@@ -95,8 +95,8 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
         ``--max-instances`` instances already (provisioned, restored and linked alike, those being made
         included)."""
         with state.locked("instance-quota", org):
-            existing = {rec.name for rec in state.engine(org).catalog.all()  # a drill's scratch: the server's
-                        if not is_scratch(rec.owner)} if state.has_catalog(org) else set()
+            existing = {i.name for i in state.engine(org).list()  # a drill's scratch: the server's
+                        if not is_scratch(i.owner)} if state.has_catalog(org) else set()
             names = existing | creating.get(org, set())
             if name not in names and len(names) >= lim.max_instances:
                 raise ApiError(400, f"organization {org} has {len(names)} database instances, the most this server "
@@ -125,7 +125,7 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
         return info
 
     def record_exists(org: str, name: str) -> bool:
-        return valid_name(name) and state.has_catalog(org) and state.engine(org).catalog.get(name) is not None
+        return valid_name(name) and state.has_catalog(org) and state.engine(org).info(name) is not None
 
     def view(org: str, info: InstanceInfo) -> UserDBInstance:
         wire = to_wire(info, state.credentials(org, info.name))
@@ -303,7 +303,7 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
         eng = state.engine(org)
         with state.locked("db", org, name):
             if body.Owner is not None:
-                eng.catalog.update(name, owner=body.Owner)
+                eng.set_owner(name, body.Owner)
             if body.RetentionHours is not None:
                 eng.set_retention(name, body.RetentionHours)
             if body.Port is not None:

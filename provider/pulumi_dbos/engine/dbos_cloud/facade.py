@@ -23,9 +23,6 @@ from datetime import datetime
 import httpx
 
 from ..contract import (
-    AppDeploy,
-    AppInfo,
-    AppVersion,
     BackupInfo,
     DrillResult,
     InstanceInfo,
@@ -113,6 +110,13 @@ class DbosCloudEngine:
     def set_retention(self, name: str, retention_hours: int) -> InstanceInfo:
         return instances.set_retention(self.session, name, retention_hours)
 
+    def set_owner(self, name: str, owner: str | None) -> InstanceInfo:
+        return instances.set_owner(self.session, name, owner)
+
+    def recover_interrupted(self) -> builtins.list[str]:
+        """Nothing to do here: DBOS Cloud (and a serve, before it listens) cleans up after its own crashes."""
+        return []
+
     def set_port(self, name: str, port: int) -> InstanceInfo:
         return instances.set_port(self.session, name, port)
 
@@ -146,29 +150,6 @@ class DbosCloudEngine:
 
     def unlink(self, name: str) -> None:
         linked.unlink(self.session, name)
-
-    # ---------------------------------------------------------------- apps
-    def app_preflight(self, app_name: str, *, port: int | None, version: str | None, owner: str | None,
-                      creating: bool, adopt: bool = False) -> builtins.list[Problem]:
-        return self.apps.preflight(app_name, port=port, version=version, owner=owner, creating=creating, adopt=adopt)
-
-    def deploy_app(self, req: AppDeploy) -> AppInfo:
-        return self.apps.deploy(req)
-
-    def app_info(self, app_name: str) -> AppInfo | None:
-        return self.apps.info(app_name)
-
-    def list_apps(self) -> builtins.list[AppInfo]:
-        return self.apps.all()
-
-    def app_versions(self, app_name: str) -> builtins.list[AppVersion]:
-        return self.apps.versions(app_name)
-
-    def app_logs(self, app_name: str, lines: int = 100) -> str:
-        return self.apps.logs(app_name, lines)
-
-    def delete_app(self, app_name: str) -> None:
-        self.apps.delete(app_name)
 
 
 __all__ = ["DbosCloudEngine", "Kind"]

@@ -47,6 +47,12 @@ def _patch(s: CloudSession, name: str, patch: DatabasePatch, what: str) -> Insta
     return s.current(name)
 
 
+def set_owner(s: CloudSession, name: str, owner: str | None) -> InstanceInfo:
+    s.require(name)
+    s.require_served("record an instance's owner", "owner")
+    return _patch(s, name, DatabasePatch(Owner=owner), "setting the owner of")
+
+
 def ensure_running(s: CloudSession, name: str) -> InstanceInfo:
     db = s.require(name)
     if db.IsLinked or convert.db_ready(db.Status):

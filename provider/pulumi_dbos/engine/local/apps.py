@@ -35,6 +35,7 @@ import os
 import pwd
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...dbos_config import read_app
 from ...errors import EngineError, NotFoundError
@@ -42,36 +43,40 @@ from ...timeutil import to_rfc3339, utcnow
 from .. import proc
 from ..contract import AppDatabaseAccess, AppDeploy, AppInfo, AppStatus, AppVersion, Problem, taken_app
 from ..files import read_tail, write_owned
-from ..settings import EngineSettings
 from ..undo import undoing
 from . import app_launch, app_store, ports, runtime, sandbox
 from .catalog import AppCatalog, AppRecord, Catalog
-from .paths import Layout
+from .paths import check_data_dir
+
+if TYPE_CHECKING:
+    from .context import LocalContext
 
 
 class LocalApps:
-    """The app half of the local engine (see the module docstring)."""
+    """The app half of the local engine, the contract's :class:`~..contract.AppEngine` (``engine.apps``; see
+    the module docstring). Checks and reads create nothing: on a data dir without a catalog there are no apps.
 
-    def __init__(self, layout: Layout, catalog: Catalog | None, listen_host: str | None = None,
-                 app_user: runtime.AppUser | None = None, keep_versions: int | None = None,
-                 settings: EngineSettings | None = None) -> None:
-        """``catalog`` None: the data dir has none yet (checks and reads only; nothing exists).
-        ``listen_host``: the proxies listen there too and the apps' URLs name it. ``app_user``: the OS
-        user of the apps (as root; default ``dbosapp``). ``keep_versions``: stored versions kept per app
-        (older ones are pruned after a deploy; None keeps all). ``settings``: the engine's."""
-        self.layout = layout
-        self.settings = settings or EngineSettings.from_env()
-        self.listen_host = listen_host
-        self._catalog = catalog
-        self.keep_versions = keep_versions
-        self.user = (app_user or runtime.default_app_user(self.settings)) if os.geteuid() == 0 else None
+    From the engine's context it takes the layout and catalog, the listen host (the proxies listen there too and
+    the apps' URLs name it), the apps' OS user (as root; default ``dbosapp``; serve: one per organization),
+    ``keep_versions`` (stored versions kept per app; older ones are pruned after a deploy; None keeps all) and
+    the settings."""
+
+    def __init__(self, ctx: LocalContext) -> None:
+        self.ctx = ctx
+        self.layout, self.settings, self.listen_host = ctx.layout, ctx.settings, ctx.listen_host
+        self.keep_versions = ctx.keep_versions
+        self.user = (ctx.app_user or runtime.default_app_user(self.settings)) if os.geteuid() == 0 else None
         self.run_as = proc.RunAs(self.user.name if self.user else None)
 
     @property
+    def _catalog(self) -> Catalog | None:
+        """The data dir's catalog if it has one (reads and checks create nothing)."""
+        return self.ctx.existing_catalog()
+
+    @property
     def catalog(self) -> Catalog:
-        if self._catalog is None:
-            raise EngineError(f"no engine catalog in {self.layout.data_dir}")
-        return self._catalog
+        """The data dir's catalog, made when missing (a deploy)."""
+        return self.ctx.catalog
 
     @property
     def rows(self) -> AppCatalog:
@@ -98,7 +103,10 @@ class LocalApps:
     # ---------------------------------------------------------------- checks
     def preflight(self, app_name: str, *, port: int | None, version: str | None, owner: str | None,
                   creating: bool, adopt: bool = False) -> list[Problem]:
-        problems: list[Problem] = []
+        """Problems a deploy would meet (the contract's); creates nothing."""
+        problems = [Problem("data_dir", p) for p in check_data_dir(self.layout.data_dir, self.ctx.run_as.user)]
+        if problems:
+            return problems
         if self.user and self.user.comment is None:
             try:
                 pwd.getpwnam(self.user.name)
@@ -146,14 +154,14 @@ class LocalApps:
         return f"[{host}]" if ":" in host else host
 
     def info(self, name: str) -> AppInfo | None:
-        rec = self.rows.get(name)
+        rec = self.rows.get(name) if self._catalog is not None else None
         return self._info(rec) if rec else None
 
     def all(self) -> list[AppInfo]:
-        return [self._info(r) for r in self.rows.all()]
+        return [self._info(r) for r in self.rows.all()] if self._catalog is not None else []
 
     def logs(self, name: str, lines: int = 100) -> str:
-        if self.rows.get(name) is None:
+        if self._catalog is None or self.rows.get(name) is None:
             raise NotFoundError(f"app {name!r} does not exist", hint="`pulumi-dbos app list` shows the apps")
         return "\n".join(read_tail(self.app_dir(name) / "log" / "app.log").splitlines()[-lines:])
 
@@ -219,6 +227,7 @@ class LocalApps:
         # backend ports of deploys a killed server never finished (the one serving now is the app's only one)
         ports.release_all(self.layout.data_dir, f"appb:{req.app_name}", keep={port})
         app_store.prune_versions(self, req.app_name, {req.version, *([old.version] if old.version else [])})
+        self.ctx._sweep_forwards()  # the app left a moved instance's old port
         info = self.info(req.app_name)
         assert info is not None
         return info
@@ -258,7 +267,10 @@ class LocalApps:
 
 
     def delete(self, name: str) -> None:
-        rec = self.rows.get(name) if self._catalog is not None else None
+        """Stop the app and remove what the engine keeps of it (its databases are the caller's)."""
+        if self._catalog is None:
+            return  # no catalog: no apps
+        rec = self.rows.get(name)
         if rec is not None:
             app_launch.stop(self, rec.backend_pid, app_launch.unit_name(self, name, str(rec.backend_port)), grace=5)
             app_launch.stop(self, rec.proxy_pid, app_launch.unit_name(self, name, "proxy"), grace=2)
@@ -273,8 +285,9 @@ class LocalApps:
             self.rows.delete(name)
         for claimant in (f"app:{name}", f"appb:{name}"):  # also a deploy's that a killed server never finished
             ports.release_all(self.layout.data_dir, claimant)
-        if self.user and self.user.comment is not None and self._catalog is not None and not self.rows.all():
+        if self.user and self.user.comment is not None and not self.rows.all():
             self.retire_user()
+        self.ctx._sweep_forwards()
 
     def retire_user(self) -> None:
         """Once serve's organization has no app left: its environments (its user's files) and the OS user

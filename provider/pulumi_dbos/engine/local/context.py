@@ -231,11 +231,9 @@ class LocalContext:
             rec = catalog.get(instance) if catalog is not None else None
             return rec.port if rec is not None else None
 
-        forward.sweep(self.layout, self.listen_host, port_of, self._apps_over(catalog).db_ports())
-
-    def _apps_over(self, catalog: Catalog | None) -> LocalApps:
-        return LocalApps(self.layout, catalog, self.listen_host, self.app_user, self.keep_versions, self.settings)
+        forward.sweep(self.layout, self.listen_host, port_of, self.apps.db_ports())
 
     @property
     def apps(self) -> LocalApps:
-        return self._apps_over(self.catalog)
+        """The engine's apps (the contract's ``Engine.apps``)."""
+        return LocalApps(self)

@@ -19,9 +19,6 @@ import builtins
 from datetime import datetime
 
 from ..contract import (
-    AppDeploy,
-    AppInfo,
-    AppVersion,
     BackupInfo,
     DrillResult,
     InstanceInfo,
@@ -32,7 +29,6 @@ from . import checks, creates, instances, restores
 from .catalog import InstanceRecord
 from .context import LocalContext
 from .drills import Drills
-from .paths import check_data_dir
 
 
 class LocalEngine(LocalContext):
@@ -70,6 +66,12 @@ class LocalEngine(LocalContext):
 
     def set_retention(self, name: str, retention_hours: int) -> InstanceInfo:
         return instances.set_retention(self, name, retention_hours)
+
+    def set_owner(self, name: str, owner: str | None) -> InstanceInfo:
+        return instances.set_owner(self, name, owner)
+
+    def recover_interrupted(self) -> builtins.list[str]:
+        return instances.recover_interrupted(self)
 
     def set_port(self, name: str, port: int) -> InstanceInfo:
         return instances.set_port(self, name, port)
@@ -116,32 +118,3 @@ class LocalEngine(LocalContext):
 
     def drills(self, name: str) -> builtins.list[DrillResult] | None:
         return Drills(self).history(name)
-
-    # ---------------------------------------------------------------- apps (``apps.LocalApps``)
-    def app_preflight(self, app_name: str, *, port: int | None, version: str | None, owner: str | None,
-                      creating: bool, adopt: bool = False) -> builtins.list[Problem]:
-        problems = [Problem("data_dir", p) for p in check_data_dir(self.data_dir, self.run_as.user)]
-        return problems or self._apps_over(self.existing_catalog()).preflight(
-            app_name, port=port, version=version, owner=owner, creating=creating, adopt=adopt)
-
-    def deploy_app(self, req: AppDeploy) -> AppInfo:
-        info = self.apps.deploy(req)
-        self._sweep_forwards()  # the app left a moved instance's old port
-        return info
-
-    def app_info(self, app_name: str) -> AppInfo | None:
-        return self.apps.info(app_name) if self.existing_catalog() else None
-
-    def list_apps(self) -> builtins.list[AppInfo]:
-        return self.apps.all()
-
-    def app_versions(self, app_name: str) -> builtins.list[AppVersion]:
-        return self._apps_over(self.existing_catalog()).versions(app_name)
-
-    def app_logs(self, app_name: str, lines: int = 100) -> str:
-        return self.apps.logs(app_name, lines)
-
-    def delete_app(self, app_name: str) -> None:
-        if self.existing_catalog() is not None:
-            self.apps.delete(app_name)
-            self._sweep_forwards()

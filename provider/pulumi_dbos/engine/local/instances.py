@@ -8,6 +8,7 @@ import contextlib
 import logging
 import shutil
 import sqlite3
+import time
 
 from ...errors import AlreadyExistsError, DbosError, EngineError
 from ...timeutil import to_rfc3339, utcnow
@@ -127,7 +128,7 @@ def reset_credentials(ctx: LocalContext, name: str, username: str, password: str
         roles.set_password(conn, username, password)
         # in the same step, the apps bound to it: their password files say the new password (their
         # processes keep running), and their sessions are not among those ended
-        apps, keep = ctx._apps_over(ctx.existing_catalog()), set()
+        apps, keep = ctx.apps, set()
         for db_port in (rec.port, *forward.ports_of(ctx.layout, name)):  # also apps still on a forwarded port
             keep |= apps.rekey(name, db_port, username, password)
         roles.end_sessions(conn, username, keep)
@@ -173,7 +174,7 @@ def set_port(ctx: LocalContext, name: str, port: int) -> InstanceInfo:
         undo.push(ctx.catalog.update, name, port=rec.port)
         undo.push(_back_on, ctx, name, rec.port, was_running)  # runs after the forwarder let go of the port
         fwd: forward.Forward | None = None
-        if was_running and rec.port in ctx._apps_over(ctx.existing_catalog()).db_ports():
+        if was_running and rec.port in ctx.apps.db_ports():
             with contextlib.suppress(DbosError), ctx.server.admin(name, rec.port) as conn:
                 conn.execute("CHECKPOINT")  # a short shutdown checkpoint: the old port is free sooner
             fwd = forward.start(ctx.layout, name, rec.port, ctx.listen_host)
@@ -190,6 +191,47 @@ def set_port(ctx: LocalContext, name: str, port: int) -> InstanceInfo:
     if fwd is not None:
         fwd.point(port)
     return ctx._current(name)
+
+
+def set_owner(ctx: LocalContext, name: str, owner: str | None) -> InstanceInfo:
+    ctx._require(name)
+    ctx.catalog.update(name, owner=owner)
+    return ctx._current(name)
+
+
+def recover_interrupted(ctx: LocalContext) -> list[str]:
+    """After a crash of whatever ran this engine (nothing else in flight): creates and restores it cut short
+    and restore drills' scratch instances are removed, and apps whose first deploy it cut short. Returns
+    the names removed."""
+    removed: list[str] = []
+    catalog = ctx.existing_catalog()
+    if catalog is None:
+        return removed
+    for rec in catalog.all():
+        if rec.status in LIFECYCLE_BUSY or is_scratch(rec.owner):
+            log.warning("removing %s, left %s by an interrupted run", rec.name,
+                        "as a restore drill's scratch instance" if is_scratch(rec.owner) else rec.status)
+            _remove_half_made(ctx, rec.name)
+            removed.append(rec.name)
+    apps = ctx.apps
+    for app in apps.all():
+        if not app.version:
+            log.warning("removing app %s, whose first deploy was interrupted", app.name)
+            apps.delete(app.name)
+            removed.append(app.name)
+    return removed
+
+
+def _remove_half_made(ctx: LocalContext, name: str) -> None:
+    for attempt in range(5):
+        proc.kill_under(ctx.inst_dir(name))
+        try:
+            destroy(ctx, name)
+            return
+        except (DbosError, OSError) as exc:  # a server's last children may still be writing: again
+            if attempt == 4:
+                log.error("could not remove half-made %s: %s", name, exc.message if isinstance(exc, DbosError) else exc)
+            time.sleep(0.5 * (attempt + 1))
 
 
 def _back_on(ctx: LocalContext, name: str, port: int, was_running: bool) -> None:
