@@ -16,6 +16,7 @@ from ..cloudapi.models import SERVE_SERVER, UserProfile
 from ..errors import DbosError
 from . import applications, auth, databases, exact
 from .background import Background
+from .deps import ServeContext
 from .http import ApiError, claims_of, error_response, ok, status_of
 from .limits import BodyLimit, Limits, OrgGate, widen_thread_pool
 from .state import ServeState
@@ -52,6 +53,7 @@ def create_app(state: ServeState, key: bytes, background: Background | None = No
 
     app = FastAPI(title="pulumi-dbos serve: DBOS Cloud's API over the local engine", docs_url=None,
                   redoc_url=None, lifespan=lifespan)
+    app.state.serve = ServeContext(state, limits, cloud_exact)  # what the routes are given (``deps.Ctx``)
     app.add_middleware(OrgGate, limits=limits)  # added first: inside authentication (the token's org)
 
     @app.middleware("http")
@@ -109,7 +111,9 @@ def create_app(state: ServeState, key: bytes, background: Background | None = No
             Name=c.user, Email=f"{c.user}@{c.org}.local", Organization=c.org, SubscriptionPlan="pulumi-dbos",
             Server=None if cloud_exact else SERVE_SERVER))
 
-    app.include_router(databases.router(state, limits, cloud_exact=cloud_exact))
+    app.include_router(databases.r)
+    if not cloud_exact:
+        app.include_router(databases.ext)
     app.include_router(applications.router(state, limits, cloud_exact=cloud_exact))
     return app
 
