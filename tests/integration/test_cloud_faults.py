@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from pulumi_dbos.engine import get_engine
-from pulumi_dbos.engine.dbos_cloud import client as cloud_client
+from pulumi_dbos.engine.settings import EngineSettings
 from pulumi_dbos.errors import DbosError
 from tests.support.serve import Serve, running_serve
 
@@ -26,15 +26,16 @@ def serve() -> Iterator[Serve]:
 
 def test_a_frozen_serve_costs_one_bounded_failure_per_process(serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
     """`pulumi refresh` of 7 resources against a SIGSTOPped serve: the first call waits for the TLS handshake
-    (CONNECT_TIMEOUT, not retried), every later call of that process fails at once with that answer."""
-    monkeypatch.setattr(cloud_client, "CONNECT_TIMEOUT", 2.0)
+    (the connect timeout, not retried), every later call of that process fails at once with that answer."""
     token = serve.token("acme", "alice")
+    quick = EngineSettings.from_env().replace(cloud_connect_timeout=2.0)
     eng = get_engine("dbos-cloud", domain=serve.domain, token=token, ca_cert=str(serve.ca_cert))
     eng.provision("frozen_a", "frozen_user", PW)
     assert serve.proc is not None
     os.kill(serve.proc.pid, signal.SIGSTOP)
     try:
-        fresh = get_engine("dbos-cloud", domain=serve.domain, token=token, ca_cert=str(serve.ca_cert))  # a new
+        fresh = get_engine("dbos-cloud", domain=serve.domain, token=token, ca_cert=str(serve.ca_cert),
+                           settings=quick)  # a new
         # provider process: nothing cached; what refresh asks per resource
         started = time.monotonic()
         messages = []

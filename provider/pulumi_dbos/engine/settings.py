@@ -118,6 +118,9 @@ class EngineSettings:
         "PULUMI_DBOS_CLOUD_DEADLINE", 600.0, "seconds DBOS Cloud may take to make an instance available", minimum=1)
     cloud_app_deadline: float = _setting(
         "PULUMI_DBOS_CLOUD_APP_DEADLINE", 600.0, "seconds DBOS Cloud may take to deploy an app", minimum=1)
+    cloud_connect_timeout: float = _setting(
+        "PULUMI_DBOS_CLOUD_CONNECT_TIMEOUT", 10.0, "seconds DBOS Cloud may take to accept a connection and finish "
+        "the TLS handshake (not retried: a stuck server)", minimum=0.1)
     cloud_unreachable_memo: float = _setting(
         "PULUMI_DBOS_CLOUD_UNREACHABLE_MEMO", 30.0, "seconds a process remembers that DBOS Cloud did not answer "
         "(later calls fail at once)", minimum=0)

@@ -27,7 +27,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 from ...cloudapi import paths
 from ...cloudapi.models import SERVE_SERVER, UserProfile
 from ...errors import DbosError, EngineError, TimeoutExpired
-from .. import settings
+from ..settings import EngineSettings
 from . import answers
 from .answers import parse
 from .tokens import mask, resolve_token
@@ -37,11 +37,10 @@ log = logging.getLogger("pulumi_dbos.engine.dbos_cloud")
 DEFAULT_DOMAIN = "cloud.dbos.dev"
 DOMAIN_ENV = "DBOS_DOMAIN"  # the official CLI's variable
 
-CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
 LONG_TIMEOUT = 900.0  # deploys, restores, backups: the server may answer only when done
 
-#: after a server did not answer (refused after the retries, or no handshake within CONNECT_TIMEOUT), the
+#: after a server did not answer (refused after the retries, or no handshake within the connect timeout), the
 #: calls of this process fail at once for this long with that answer: a preview or refresh of N resources
 #: against a frozen or stopped server costs one bounded failure, not N
 
@@ -103,7 +102,8 @@ class CloudClient:
 
     def __init__(self, domain: str = DEFAULT_DOMAIN, token: str | None = None, ca_cert: str | None = None, *,
                  transport: httpx.BaseTransport | None = None, attempts: int = 4, backoff: float = 0.5,
-                 max_backoff: float = 8.0, sleep: Callable[[float], None] = time.sleep) -> None:
+                 max_backoff: float = 8.0, sleep: Callable[[float], None] = time.sleep,
+                 settings: EngineSettings | None = None) -> None:
         domain = (domain or DEFAULT_DOMAIN).strip().rstrip("/")
         if domain.startswith("http://"):
             raise DbosError(f"DBOS Cloud is reached over HTTPS only, not {domain}",
@@ -111,13 +111,15 @@ class CloudClient:
         self.domain = domain.removeprefix("https://")
         self._token = resolve_token(token)
         self.attempts = max(1, attempts)
-        self.unreachable_memo = settings.from_env().cloud_unreachable_memo
+        given = settings or EngineSettings.from_env()
+        self.connect_timeout = given.cloud_connect_timeout
+        self.unreachable_memo = given.cloud_unreachable_memo
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.sleep = sleep
         self._http = httpx.Client(
             base_url=f"https://{self.domain}", verify=_ssl_context(ca_cert), transport=transport,
-            timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
+            timeout=httpx.Timeout(READ_TIMEOUT, connect=self.connect_timeout),
             headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json",
                      "Accept": "application/json", "User-Agent": "pulumi-dbos"},
             follow_redirects=False)
@@ -184,13 +186,13 @@ class CloudClient:
             if isinstance(exc, _RetryStatus):
                 return True
             if isinstance(exc, httpx.ConnectTimeout):
-                return False  # no handshake within CONNECT_TIMEOUT: a stuck server; asking again multiplies the wait
+                return False  # no handshake within the connect timeout: a stuck server; asking again multiplies the wait
             if isinstance(exc, httpx.ConnectError):
                 return True  # nothing reached the server
             # a timeout is not asked again either: the server took the request and did not answer
             return idempotent and isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.TimeoutException)
 
-        to = httpx.Timeout(timeout, connect=CONNECT_TIMEOUT) if timeout else httpx.USE_CLIENT_DEFAULT
+        to = httpx.Timeout(timeout, connect=self.connect_timeout) if timeout else httpx.USE_CLIENT_DEFAULT
         retrying = Retrying(retry=retry_if_exception(retryable), stop=stop_after_attempt(self.attempts),
                             wait=wait_exponential(multiplier=self.backoff, max=self.max_backoff)
                             + wait_random(0, self.backoff),  # jitter: ≤4 provider threads do not retry in step
@@ -214,7 +216,7 @@ class CloudClient:
                        "PEM (or $PULUMI_DBOS_CLOUD_CA_CERT) for the pulumi-dbos CLI"
                        if "CERTIFICATE" in text.upper() else ""))
             if isinstance(exc, httpx.ConnectTimeout):
-                text = f"no TLS handshake within {CONNECT_TIMEOUT:.0f}s (the server is stopped or overloaded)"
+                text = f"no TLS handshake within {self.connect_timeout:.0f}s (the server is stopped or overloaded)"
             raise _Unreachable(EngineError(f"{what}: cannot reach DBOS Cloud at {self.domain}: {text}",
                                            hint=hint)) from None
         except httpx.TimeoutException:

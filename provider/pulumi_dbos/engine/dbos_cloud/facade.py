@@ -48,7 +48,8 @@ class DbosCloudEngine:
                  backoff: float = 0.5, settings: EngineSettings | None = None) -> None:
         self.settings = settings or EngineSettings.from_env()
         domain = domain or os.environ.get(DOMAIN_ENV) or DEFAULT_DOMAIN
-        client = CloudClient(domain, token, ca_cert, transport=transport, sleep=sleep, backoff=backoff)
+        client = CloudClient(domain, token, ca_cert, transport=transport, sleep=sleep, backoff=backoff,
+                             settings=self.settings)
         self.session = CloudSession(client, self.settings.cloud_deadline if deadline is None else deadline, sleep)
         self.apps = CloudApps(self.session, self.settings.cloud_app_deadline if app_deadline is None else app_deadline)
 
