@@ -31,6 +31,12 @@ INSTANCE_TYPES = ("dbos:DatabaseInstance", "dbos:RestoredInstance")
 DESTRUCTIVE = {"delete", "replace", "create-replacement", "delete-replaced", "discard", "discard-replaced"}
 SENSITIVE = {"password", "database_url", "admin_url", "owner_database_url", "owner_password", "__provider"}
 HIDDEN = {"__provider", "owner", "status", "earliest_restorable_time", "latest_restorable_time"}
+#: inputs a create or delete does not list: the engine's own settings (one per stack, not per resource;
+#: a change of them is listed, it replaces) and what an app derives from its instance besides its name
+INTERNAL = {"engine", "data_dir", "run_as", "cloud_domain", "replace_on_engine_change",
+            "instance_host", "instance_port", "instance_user", "instance_password"}
+#: types that are Pulumi's own bookkeeping, not something `pulumi up` makes for the reviewer to check
+BOOKKEEPING = ("pulumi:pulumi:", "pulumi:providers:")
 ICON = {"create": "🟢", "update": "🟡", "replace": "🔴", "delete": "🔴", "same": "⚪", "read": "🔵",
         "create-replacement": "🔴", "delete-replaced": "🔴", "refresh": "🔵", "import": "🔵"}
 NOTICE = "pulumi-dbos:"  # how the provider's notices begin (resources._base.notice)
@@ -98,6 +104,8 @@ def changed_fields(step: dict[str, Any]) -> tuple[list[str], list[str]]:
     """
     old = (step.get("oldState") or {}).get("inputs") or {}
     new = (step.get("newState") or {}).get("inputs") or {}
+    if step.get("op") in ("create", "delete"):
+        old, new = ({k: v for k, v in d.items() if k not in INTERNAL} for d in (old, new))
     detailed = step.get("detailedDiff")
     if isinstance(detailed, dict) and step.get("op") in ("update", "replace"):
         keys = sorted({_top_key(str(k)) for k in detailed} - HIDDEN)
@@ -145,6 +153,7 @@ WHY = {
     "instance_user": "its instance's user changes",
     "version": "its code changes (a new version is deployed)",
     "previous_version": "it deploys a stored version (previous_version)",
+    "port": "it moves to another port (the same version, redeployed; its databases untouched)",
 }
 
 
@@ -218,9 +227,35 @@ def _notes(preview: dict[str, Any]) -> list[str]:
     return notes[:MAX_WARNINGS]
 
 
+def _counts(steps: Any, summary: dict[str, Any]) -> dict[str, Any]:
+    """The change summary without the bookkeeping steps (the stack's own create, a StackReference's read)."""
+    counts = dict(summary)
+    for s in steps or []:
+        op = s.get("op")
+        if _bookkeeping(s) and op != "same" and isinstance(counts.get(op), int) and counts[op] > 0:
+            counts[op] -= 1
+    return counts
+
+
+def _app_databases(kind: str, inputs: dict[str, Any]) -> str:
+    """`` `a` `` or ``s `a`, `a_dbos_sys` `` (an App's system database goes too), for a data-loss warning."""
+    db = inputs.get("app_db_name") or inputs.get("app_name")
+    if not db or db == UNKNOWN:
+        return "s" if kind.endswith("dbos:App") else ""
+    return f"s `{db}`, `{db}_dbos_sys`" if kind.endswith("dbos:App") else f" `{db}`"
+
+
+def _bookkeeping(step: dict[str, Any]) -> bool:
+    """The stack itself, a StackReference, a provider: no row (their changes are outputs and reads)."""
+    urn = str(step.get("urn", ""))
+    t = str(((step.get("newState") or step.get("oldState") or {}).get("type")) or
+            (urn.split("::")[-2] if urn.count("::") >= 3 else ""))
+    return t.startswith(BOOKKEEPING)
+
+
 def render(preview: dict[str, Any], title: str = "pulumi preview") -> str:
-    steps = [s for s in preview.get("steps") or [] if s.get("op") != "same"]
-    summary = preview.get("changeSummary") or {}
+    steps = [s for s in preview.get("steps") or [] if s.get("op") != "same" and not _bookkeeping(s)]
+    summary = _counts(preview.get("steps"), preview.get("changeSummary") or {})
     errors = [d for d in preview.get("diagnostics") or [] if d.get("severity") == "error"]
     out: list[str] = [f"## {title}", ""]
 
@@ -256,9 +291,12 @@ def render(preview: dict[str, Any], title: str = "pulumi preview") -> str:
             if old_inputs.get("deletion_protection") is True:
                 warnings.append(f"> [!WARNING]\n> `{name}` has `deletion_protection=True`: `pulumi up` will "
                                 "refuse this. Turn protection off in a separate change first if it is intended.")
-        elif op in ("replace", "delete") and t.endswith("dbos:AppDatabase") and old_inputs.get("drop_on_delete"):
-            warnings.append(f"> [!CAUTION]\n> **Data loss: app database of `{name}` will be dropped** "
-                            "(`drop_on_delete=True`).")
+        elif op in ("replace", "delete") and t.endswith(("dbos:AppDatabase", "dbos:App")) \
+                and old_inputs.get("drop_on_delete"):
+            dbs = _app_databases(t, old_inputs)
+            verb = "replaced (deleted first)" if op == "replace" else "deleted"
+            warnings.append(f"> [!CAUTION]\n> **Data loss: `{name}` will be {verb} and its database{dbs} dropped** "
+                            "(`drop_on_delete=True`): its rows are lost unless you copy them first.")
     if len(warnings) > MAX_WARNINGS:
         rest = warnings[MAX_WARNINGS:]
         names = [w.split("`")[1] for w in rest if "`" in w]
@@ -295,6 +333,8 @@ def render(preview: dict[str, Any], title: str = "pulumi preview") -> str:
             reasons = s.get("replaceReasons") or []
             parts.append("**replace because** " + (", ".join(f"`{r}`" for r in reasons) if reasons else
                                                    "an input it depends on is only known after apply"))
+        if not parts and op == "update":
+            continue  # only outputs move (a component's, known after apply): nothing for a reviewer
         rows.append(f"| {ICON.get(op, '')} | `{name}` | {kind} | {op} | {'<br>'.join(parts) or '—'} |")
 
     body = "\n".join(out)

@@ -18,7 +18,7 @@ from pulumi_dbos.engine.contract import AppDatabaseAccess, AppDeploy, AppStatus,
 from pulumi_dbos.errors import DbosError
 from tests.conftest import ROOT
 from tests.contract.engines import without_extensions
-from tests.contract.helpers import Instances
+from tests.contract.helpers import Instances, free_port
 
 PW = "Contract-app-pw1"
 
@@ -71,3 +71,32 @@ def test_deploy_versions_change_instance_previous_version_and_delete(
         contract_engine.apps.delete(app)
     assert contract_engine.apps.info(app) is None
     assert contract_engine.apps.versions(app) == []
+
+
+@pytest.mark.extension("Port on register and deploy")
+def test_a_port_change_moves_the_running_version_in_place(contract_engine: Engine, instances: Instances,
+                                                          tmp_path: Path) -> None:
+    """A deploy naming another port moves the app there (issue 32: an App's port change is an update, never a
+    delete with its stored versions): the same stored version serves on the new port, the old one refuses,
+    the versions stay."""
+    src = tmp_path / "greet"
+    shutil.copytree(ROOT / "examples" / "greet", src)
+    a = instances.provision(password=PW)
+    app = f"cp_{a.name[-8:]}"
+    (src / "dbos-config.yaml").write_text((src / "dbos-config.yaml").read_text().replace("name: greet", f"name: {app}"))
+    access = AppDatabaseAccess(a.name, a.hostname, a.port, a.username, PW)
+    v1, z1 = pack(src)
+    try:
+        first = contract_engine.apps.deploy(AppDeploy(app, v1, z1, access, "greet_db", {}, owner="ct"))
+        port = free_port(contract_engine)
+        moved = contract_engine.apps.deploy(AppDeploy(app, first.version, None, access, "greet_db", {}, port=port,
+                                                     owner="ct"))
+        assert moved.port == port and moved.app_url.endswith(f":{port}") and moved.version == first.version
+        assert get(moved.app_url + "/")["version"] == first.version
+        with pytest.raises(OSError):
+            get(first.app_url + "/")
+        assert [v.version for v in contract_engine.apps.versions(app)] == [first.version]
+        info = contract_engine.apps.info(app)
+        assert info is not None and info.port == port and info.status == AppStatus.AVAILABLE.value
+    finally:
+        contract_engine.apps.delete(app)

@@ -91,6 +91,10 @@ def play_lifecycle(p: TemplateProject, engine_view: Any) -> None:
     assert f"App: {pr['app_url']} (version `{pr['app_version']}`), on instance `hello_pr7`" in comment, comment
     assert "pulumi preview · pr-7" in comment and comment.rstrip().endswith("<!-- pulumi-dbos-pr-environment -->")
     assert "Template-pw-123" not in comment
+    # only what a reviewer needs (issue 32): no engine settings, no stack or StackReference rows
+    for noise in ("data_dir", "run_as", "replace_on_engine_change", "instance_host", "StackReference", "pulumi:pulumi",
+                  "`name`: null"):
+        assert noise not in comment, (noise, comment)
     assert pr["instance_name"] == pr["app_name"] == "hello_pr7"
     assert rows(pr["database_url"]) == ["apple", "pear", "plum"]  # the source's data as of "latest"
     first = answer(pr["app_url"])

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pulumi_dbos.report import MAX_CHARS, render, render_text
+from pulumi_dbos.report import UNKNOWN as UNK
 
 FIX = Path(__file__).parent / "fixtures"
 SECRETS = ("dev-Passw0rd-throwaway", "stg-Passw0rd", "Fixture-Passw0rd-one", "Fixture-Passw0rd-two", "postgresql://")
@@ -33,7 +34,7 @@ def load(name: str) -> dict:
 
 def test_create_counts() -> None:
     md = render(load("preview_dev_create.json"))
-    assert "**3** create" in md
+    assert "**2** create" in md  # the two resources; the stack itself is not counted (issue 32)
     assert "Data loss" not in md
     assert "`dev_db`" in md and "`shop`" in md
     # a create's row says what it creates: fields with their values (secrets never)
@@ -137,7 +138,8 @@ def test_failed_preview_headlines_the_failure() -> None:
            "characters long (got 5)" in lines
     # what was planned before the failure is labelled as such, never as the headline
     assert not any(line.startswith("🟢") for line in lines)
-    assert "Planned before the failure (incomplete): 🟢 **1** create" in lines
+    # only the stack itself was planned (Pulumi's bookkeeping, issue 32): nothing to list
+    assert not any(line.startswith("Planned before the failure") for line in lines)
 
 
 def test_failed_preview_keeps_multiline_errors_readable() -> None:
@@ -256,3 +258,73 @@ def test_a_destroy_says_until_when_the_instance_can_be_restored() -> None:
     assert "every database on it is lost" not in md.lower()
     # without the output (the dbos-cloud engine, older state): the old caution, unchanged
     assert "Data loss: instance `dev_db` will be replaced" in render(without_kept_hours(load("preview_dev_replace.json")))
+
+
+# ---------------------------------------------------------------------- issue 32: only what a reviewer needs
+def _made(op: str, name: str, type_: str, old: dict[str, Any] | None = None, new: dict[str, Any] | None = None,
+          **extra: Any) -> dict[str, Any]:
+    urn = f"urn:pulumi:pr-7::proj::{type_}::{name}"
+    step: dict[str, Any] = {"op": op, "urn": urn, **extra}
+    if old is not None:
+        step["oldState"] = {"type": type_, "inputs": old, "outputs": old}
+    if new is not None:
+        step["newState"] = {"type": type_, "inputs": new, "outputs": new}
+    return step
+
+
+ENGINE_INPUTS = {"engine": "local", "data_dir": "/var/lib/pulumi-dbos", "run_as": "postgres",
+                 "replace_on_engine_change": False, "owner": "proj/pr-7/x#abc"}
+
+
+def test_pr_stack_report_lists_only_user_facing_inputs_and_no_stack_rows() -> None:
+    """A PR stack's first preview: the stack, a StackReference read, a component and its two resources. The
+    report lists the two resources with the inputs the user gave (no engine settings, no values an app derives
+    from its instance but the instance's name), and neither the stack nor the StackReference."""
+    restore = {"instance_name": "hello_pr7", "source": "hello_db", "restore_time": "latest", "password": "[secret]",
+               "deletion_protection": False, **ENGINE_INPUTS}
+    app = {"app_name": "hello_pr7", "source": "/src/app", "instance_name": "hello_pr7", "instance_host": UNK,
+           "instance_port": UNK, "instance_user": UNK, "instance_password": "[secret]", "version": "abc123",
+           "env": {}, "drop_on_delete": False, **ENGINE_INPUTS}
+    preview = {"changeSummary": {"create": 4, "read": 1}, "steps": [
+        _made("create", "proj-pr-7", "pulumi:pulumi:Stack", new={}),
+        _made("read", "dev", "pulumi:pulumi:StackReference", old={}, new={"name": "dev"}),
+        _made("create", "preview", "dbos:PreviewEnvironment", new={}),
+        _made("create", "preview-db", "pulumi-python:dynamic/dbos:RestoredInstance", new=restore),
+        _made("create", "preview-app", "pulumi-python:dynamic/dbos:App", new=app)]}
+    md = render(preview)
+    for hidden in ("data_dir", "run_as", "replace_on_engine_change", "`engine`", "instance_host", "instance_port",
+                   "instance_user", "instance_password", "owner", "pulumi:pulumi", "StackReference", "proj-pr-7",
+                   "`name`"):
+        assert hidden not in md, (hidden, md)
+    assert "**3** create" in md and "read" not in md, md
+    assert "`restore_time`: latest" in md and "`instance_name`: hello_pr7" in md and "`version`: abc123" in md
+
+
+def test_an_update_that_moves_only_outputs_has_no_row() -> None:
+    """A rotation: the component whose outputs are known only after apply is no row (was `~ instance : { }`)."""
+    preview = {"changeSummary": {"update": 2, "same": 1}, "steps": [
+        _made("same", "proj-dev", "pulumi:pulumi:Stack", old={}, new={}),
+        _made("update", "preview", "dbos:PreviewEnvironment", old={}, new={}),
+        _made("update", "db", "pulumi-python:dynamic/dbos:DatabaseInstance",
+              old={"password": "[secret]"}, new={"password": "[secret]"}, detailedDiff={"password": {"kind": "UPDATE"}},
+              diffReasons=["password"])]}
+    md = render(preview)
+    assert "`preview`" not in md and "`db`" in md and "secrets: `password`" in md, md
+
+
+def test_app_port_change_and_data_loss_of_a_dropping_app() -> None:
+    app = {"app_name": "greet", "app_db_name": "greet", "drop_on_delete": True, "port": None, **ENGINE_INPUTS}
+    moved = _made("update", "greet", "pulumi-python:dynamic/dbos:App", old=app, new={**app, "port": 18080},
+                  detailedDiff={"port": {"kind": "ADD"}}, diffReasons=["port"])
+    md = render({"changeSummary": {"update": 1}, "steps": [moved]})
+    assert "`port`: null → 18080" in md and "it moves to another port" in md and "CAUTION" not in md, md
+    replaced = _made("replace", "greet", "pulumi-python:dynamic/dbos:App", old=app,
+                     new={**app, "app_db_name": "greet2"}, detailedDiff={"app_db_name": {"kind": "UPDATE_REPLACE"}},
+                     replaceReasons=["app_db_name"])
+    md = render({"changeSummary": {"replace": 1}, "steps": [replaced]})
+    assert "[!CAUTION]" in md and "`greet` will be replaced (deleted first)" in md, md
+    assert "databases `greet`, `greet_dbos_sys` dropped" in md, md
+    deleted = _made("delete", "greet", "pulumi-python:dynamic/dbos:App", old=app)
+    assert "`greet` will be deleted and its databases `greet`" in render({"steps": [deleted]})
+    kept = _made("delete", "greet", "pulumi-python:dynamic/dbos:App", old={**app, "drop_on_delete": False})
+    assert "CAUTION" not in render({"steps": [kept]})

@@ -224,6 +224,7 @@ class DeployRequest(_Wire):
     previous_version: str | None = None
     # --- extensions ---
     AppDbName: str | None = None  # when the archive's dbos-config.yaml does not say
+    Port: int | None = None  # the app's port from now on (a change moves it); None: the one it has
 
 
 class ChangeDatabaseRequest(DeployRequest):

@@ -271,7 +271,8 @@ class AppSpec(_BoundToInstance):
     app_db_name: Annotated[DbName, Meta("its database (default: the config's, else app_name)", replace=True)] = None
     previous_version: Annotated[str | None, Meta("redeploy this stored version's code (`--previous-version`)")] = None
     env: Annotated[dict[str, str], Meta("extra environment for the app", secret=True)] = {}
-    port: Annotated[Port, Meta("the app's port (default: allocated)", replace=True)] = None
+    port: Annotated[Port, Meta("the app's port (default: allocated); a change moves the app there in place (its "
+                               "version redeployed, its databases untouched)")] = None
     drop_on_delete: Annotated[bool, Meta("drop its databases when the app is deleted (`--dropdb`)")] = False
     adopt: Annotated[bool, Meta("take over an existing app of that name that this stack does not manage",
                                 diffed=False)] = False

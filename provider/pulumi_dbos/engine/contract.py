@@ -245,8 +245,10 @@ class AppEngine(Protocol):
 
     def deploy(self, req: AppDeploy) -> AppInfo:
         """Store the version, build its environment, run `dbos migrate` semantics against its databases,
-        start it, wait until healthy, then retire the previous process. On failure the previous version
-        keeps serving where it was, and the error carries the app's last log lines."""
+        start it, wait until healthy, then retire the previous process. A ``port`` other than the app's
+        moves its stable port there in the same step (the old one is released once the new one serves).
+        On failure the previous version keeps serving where it was (its port too), and the error carries
+        the app's last log lines."""
         ...
 
     def info(self, app_name: str) -> AppInfo | None: ...

@@ -140,7 +140,30 @@ class BaseProvider(ResourceProvider):
                 failures += self._moves(olds, inputs) or self._preflight(olds, inputs)
             if not failures:
                 failures += self.extra_checks(olds, inputs)
+            if not failures:
+                self._warn_dropping(olds, inputs)
             return _check_result(inputs, failures)
+
+    def dropped_on_delete(self, props: Props) -> list[str]:
+        """The databases a delete of this resource drops (``drop_on_delete=True``)."""
+        return []
+
+    def _warn_dropping(self, olds: Props, news: Props) -> None:
+        """A replace deletes the old resource with its recorded inputs: one that drops its databases on delete
+        says so at preview (a warning), and how to keep them."""
+        dropped = self.dropped_on_delete(olds) if olds else []
+        if not dropped:
+            return
+        replacing = [k for k in self.replace_keys(olds, news) if k in self.fields.diff_keys
+                     and not is_unknown(news.get(k)) and not self.same(k, olds.get(k), news.get(k))]
+        if not replacing:
+            return
+        kind = type(self).__name__.removesuffix("Provider")
+        dbs = " and ".join(repr(d) for d in dropped)
+        notice(f"{kind} {olds.get(self.fields.name_field)!r}: changing {', '.join(replacing)} replaces it, and the "
+               f"old one is deleted with drop_on_delete=True: its database{'s' if len(dropped) > 1 else ''} {dbs} "
+               "will be dropped (every row lost). To keep them, first set drop_on_delete=False and run `pulumi up`, "
+               "then make this change", warning=True)
 
     def extra_checks(self, olds: Props, news: Props) -> list[CheckFailure]:
         """Checks of the resource's own that need the engine (after the field rules passed)."""

@@ -144,15 +144,16 @@ def _engine() -> Any:
     return _engine_log[0]
 
 
-def notice(message: str) -> None:
+def notice(message: str, *, warning: bool = False) -> None:
     """A line the user reads in `pulumi preview`/`up` (an info diagnostic through the engine's log service,
-    else the provider's stderr); never a secret."""
+    a warning with ``warning=True`` (data at stake), else the provider's stderr); never a secret."""
     stub = _engine()
     if stub is not None:
         try:
             from pulumi.runtime.proto import engine_pb2
 
-            stub.Log(engine_pb2.LogRequest(severity=engine_pb2.INFO, message=f"pulumi-dbos: {message}"), timeout=5)
+            severity = engine_pb2.WARNING if warning else engine_pb2.INFO
+            stub.Log(engine_pb2.LogRequest(severity=severity, message=f"pulumi-dbos: {message}"), timeout=5)
             return
         except Exception:  # noqa: BLE001 - fall back to stderr
             pass

@@ -68,7 +68,20 @@ class AppProvider(b.BaseProvider):
         new = f"version {version}" if version and not is_unknown(version) else "a new version"
         b.notice(f"app {info.name!r} exists ({whose_app(info.owner)}) and will be adopted (adopt=True): `pulumi up` "
                  f"makes this stack its manager and deploys {new} of it over the running one "
-                 f"(version {info.version or 'none'}); `pulumi destroy` then deletes it")
+                 f"(version {info.version or 'none'}){AppProvider._adopt_move(info, news)}; `pulumi destroy` then "
+                 "deletes it")
+
+    @staticmethod
+    def _adopt_move(info: AppInfo, news: b.Props) -> str:
+        """What an adopt bound to another instance than the running app's does to its data (change-database-
+        instance: the app's database there, empty unless that instance already holds it; nothing is copied)."""
+        target, db = news.get("instance_name"), news.get("app_db_name") or info.app_db_name
+        if not info.instance_name or target == info.instance_name:
+            return ""
+        where = f"instance {target!r}" if target and not is_unknown(target) else "the instance made in this update"
+        return (f", and moves it from instance {info.instance_name!r} to {where} (change-database-instance) onto an "
+                f"empty database {db!r} unless that instance already holds one (a restore does): nothing is copied, "
+                f"the app's rows stay on {info.instance_name!r}")
 
     @staticmethod
     def _version(props: b.Props, info: AppInfo, server_version: str | None) -> str | None:
@@ -133,13 +146,17 @@ class AppProvider(b.BaseProvider):
         info = b.engine_for(props).apps.info(props.get("app_name") or id_)
         return self._outs(props, info, props.get("server_version")) if info else None
 
+    def dropped_on_delete(self, props: b.Props) -> list[str]:
+        db = props.get("app_db_name")
+        return [db, f"{db}_dbos_sys"] if props.get("drop_on_delete") and db and not is_unknown(db) else []
+
     def do_delete(self, id_: str, props: b.Props) -> None:
         from .. import apps  # psycopg, only when a database is touched
 
         b.engine_for(props).apps.delete(props.get("app_name") or id_)
-        if props.get("drop_on_delete") and props.get("instance_password"):  # `app delete --dropdb`
+        if props.get("instance_password"):  # `app delete --dropdb`
             admin = _admin(props)
-            for db in (props["app_db_name"], f"{props['app_db_name']}_dbos_sys"):
+            for db in self.dropped_on_delete(props):
                 apps.drop_database(admin, db)
 
 

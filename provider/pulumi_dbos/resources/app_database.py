@@ -106,6 +106,10 @@ class AppDatabaseProvider(b.BaseProvider):
             return props  # instance unreachable: report what we know
         return props if exists else None
 
+    def dropped_on_delete(self, props: b.Props) -> list[str]:
+        db = props.get("app_db_name")
+        return [db] if props.get("drop_on_delete") and db and not is_unknown(db) else []
+
     def do_delete(self, id_: str, props: b.Props) -> None:
         from .. import apps  # psycopg, only when a database is touched
 

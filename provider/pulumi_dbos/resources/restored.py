@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pulumi
@@ -9,7 +10,7 @@ from pulumi.dynamic import CheckFailure
 
 from ..config.fields import fields_of, is_unknown
 from ..engine import InstanceInfo, Kind
-from ..errors import DbosError
+from ..errors import DbosError, NotFoundError
 from . import _base as b
 from .instance import delete_instance, instance_outputs, read_instance, update_instance
 
@@ -33,7 +34,40 @@ class RestoredInstanceProvider(b.BaseProvider):
         if not olds and news.get("password") is None:
             return [CheckFailure("password", f"restore {news.get('instance_name')!r}: no password for its user: pass "
                                  "the source instance resource (its password is used) or password=...")]
-        return []
+        return self._brand_new_source(olds, news)
+
+    @staticmethod
+    def _brand_new_source(olds: b.Props, news: b.Props) -> list[CheckFailure]:
+        """A restore at a past time from a source that does not exist yet (made in this same update, e.g. its
+        resource renamed) can only fail halfway through `up`: a brand-new instance holds nothing as of a past
+        time. Refused at preview, naming the restore, its source and (a rename) the source's old name."""
+        source, when, name = news.get("source"), news.get("restore_time"), news.get("instance_name")
+        if not source or is_unknown(source) or not when or is_unknown(when) or when == "latest":
+            return []
+        if olds and olds.get("source") == source and olds.get("restore_time") == when:
+            return []  # already restored: its source may be gone since
+        eng = b.engine_for(news)
+        try:
+            if eng.info(str(source)) is not None:
+                return []
+            eng.restore_window(str(source))  # destroyed or lost, its backups kept: the preflight checked the window
+            return []
+        except NotFoundError:
+            pass  # nothing of that name, nor backups of it
+        except DbosError:
+            return []
+        renamed = ""
+        old_source = olds.get("source") if olds else None
+        if old_source and not is_unknown(old_source) and old_source != source:
+            with contextlib.suppress(DbosError):
+                old = eng.info(str(old_source))
+                whose = f" (resource {_resource(old.owner)!r})" if old is not None and old.owner else ""
+                renamed = (f"; its source changes from {old_source!r}{whose}: keep that instance's name, or name "
+                           f"the restore's source by it (source={old_source!r})")
+        return [CheckFailure("source", (
+            f"restore {name!r} (resource {_resource(news.get('owner'))!r}) restores {source!r} as of {when}, but "
+            f"instance {source!r} does not exist yet: it would be made in this same update, and a brand-new instance holds "
+            f"no data as of a past time{renamed}; or restore at 'latest'"))]
 
     def _outs(self, props: b.Props, info: InstanceInfo) -> b.Props:
         return instance_outputs(self, props, info, props.get("password"), source_instance=info.source_instance,
@@ -62,6 +96,11 @@ class RestoredInstanceProvider(b.BaseProvider):
 
     def do_delete(self, id_: str, props: b.Props) -> None:
         delete_instance(props, id_)
+
+
+def _resource(owner: Any) -> str:
+    """The resource name in an owner id (``project/stack/resource#digest``)."""
+    return str(owner or "?").split("#", 1)[0].rsplit("/", 1)[-1]
 
 
 class RestoredInstance(b.DbosResource, module="dbos", name="RestoredInstance"):

@@ -190,6 +190,8 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
         if (body.application_archive is None) == (body.previous_version is None):
             raise ApiError(400, "send exactly one of application_archive and previous_version")
         reg: dict[str, Any] = state.apps.get(org, app) or {}
+        check(rules.check_port, body.Port)
+        port = body.Port if body.Port is not None else reg.get("Port")
         instance = target or current.PostgresInstanceName
         eng = state.engine(org)
         if not valid_name(instance) or not state.has_catalog(org) or eng.info(instance) is None:
@@ -233,7 +235,7 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
         env = {k: str(v) for k, v in state.secrets.items(org).get(app, {}).items()}
         access = AppDatabaseAccess(instance, info.hostname, info.port, creds.username, creds.password)
         req = AppDeploy(app, version, archive, access, app_db_name, env,
-                        port=reg.get("Port"), owner=(deployed.owner if deployed else None) or reg.get("Owner"),
+                        port=port, owner=(deployed.owner if deployed else None) or reg.get("Owner"),
                         memory_mib=int(reg.get("ExecutorsMemoryMib") or DEFAULT_MEMORY_MIB))
         with state.locked("app", org, app):
             try:
@@ -246,7 +248,7 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
                                detailed=detail) from None
             numbered = {"LastVersion": int(version)} if cloud_exact and archive is not None else {}
             state.apps.update(org, app, lambda old: {**(old or {"ID": str(uuid.uuid4()), "language": "python"}),
-                                                     "database": instance, **numbered})
+                                                     "database": instance, "Port": port, **numbered})
         log.info("org %s: deployed %s version %s on %s", org, app, version, instance)
         return DeployOutput(ApplicationName=app, ApplicationVersion=version)
 

@@ -57,7 +57,7 @@ EXTENSIONS: dict[type[BaseModel], frozenset[str]] = {
     RestoreRequest: frozenset({"Password", "Port", "RetentionHours", "Owner"}),
     LinkRequest: frozenset({"Username", "Owner"}),
     RegisterRequest: frozenset({"Port", "Owner"}),
-    DeployRequest: frozenset({"AppDbName"}),
+    DeployRequest: frozenset({"AppDbName", "Port"}),
 }
 
 #: the local engine's instance statuses in DBOS Cloud's words

@@ -140,6 +140,7 @@ class CloudApps:
                                       previous_version=None if archive is not None else req.version)
         if serve:
             common["AppDbName"] = req.app_db_name
+            common["Port"] = req.port  # a change moves the app there (serve's extension)
         if app is not None and app.PostgresInstanceName != instance:
             what = f"moving app {name!r} to instance {instance!r}"
             data = self._call("POST", paths.APP_CHANGE_DB, what=what, app=name, secrets=masks, timeout=LONG_TIMEOUT,

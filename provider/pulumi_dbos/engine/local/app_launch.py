@@ -194,7 +194,11 @@ def switch(apps: LocalApps, rec: AppRecord, backend_port: int, dirs: dict[str, P
                               f"{' '.join(tail)}", hint="another process took the port: set `port`")
         return runtime.listens(pid, rec.port)
 
-    wait_until(listening, 10, f"the proxy of app {rec.name!r} did not listen on port {rec.port}", interval=0.02)
+    try:
+        wait_until(listening, 10, f"the proxy of app {rec.name!r} did not listen on port {rec.port}", interval=0.02)
+    except BaseException:
+        stop(apps, pid, unit, grace=1)  # a proxy that never listened is not left behind
+        raise
     return pid
 
 

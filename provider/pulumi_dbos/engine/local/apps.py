@@ -124,7 +124,13 @@ class LocalApps:
                 problems.append(Problem("port", f"port {port} is already used by {used.get(port) or inst.get(port)!r}"))
             elif not ports.port_free(port):
                 problems.append(Problem("port", f"port {port} on 127.0.0.1 is already in use by another process"))
-        if version is not None:
+        if version is not None and self._catalog is None:
+            problems.append(Problem("previous_version", (
+                f"previous_version {version!r} cannot be redeployed: the engine's data in {self.layout.data_dir} is "
+                "missing (no catalog there, so no stored version of any app): it was moved, removed or is not "
+                "mounted. Bring it back (or point dbos:dataDir at it), then preview again; without it, remove "
+                "previous_version to deploy the source")))
+        elif version is not None:
             known = [v.version for v in self.versions(app_name)]
             if version not in known:
                 problems.append(Problem("previous_version", f"previous_version {version!r} is not a stored version of "
@@ -208,6 +214,10 @@ class LocalApps:
                                                   since, masks)
             undo.push(app_launch.release_backend, self, req.app_name, dirs, port)
             undo.push(app_launch.stop, self, pid, app_launch.unit_name(self, req.app_name, str(port)), grace=2)
+            moved_from = None
+            if req.port is not None and req.port != old.port:  # a port change: the stable port moves in place
+                moved_from, old = old, self._claim_port(old, req.port)
+                undo.push(self._unmove_port, old.port, moved_from, dirs)
             try:
                 proxy_pid = app_launch.switch(self, old, port, dirs)
             except EngineError:
@@ -216,6 +226,8 @@ class LocalApps:
                 # an allocated port someone else took while the app was not serving: take another one
                 old = self._move_port(old)
                 proxy_pid = app_launch.switch(self, old, port, dirs)
+        if moved_from is not None:
+            ports.release(moved_from.port, self.layout.data_dir, f"app:{req.app_name}")
         if old.backend_pid and old.backend_pid != pid:
             app_launch.stop(self, old.backend_pid, app_launch.unit_name(self, req.app_name, str(old.backend_port)))
             if old.backend_port:
@@ -256,15 +268,31 @@ class LocalApps:
         return keep
 
 
-    def _move_port(self, rec: AppRecord) -> AppRecord:
+    def _claim_port(self, rec: AppRecord, wanted: int | None) -> AppRecord:
+        """The app's stable port in the catalog becomes ``wanted`` (None: a free one), claimed; the old
+        claim is kept (the caller releases it, or :meth:`_unmove_port` goes back to it)."""
         with self.catalog.locked() as db:
-            port = ports.allocate(db, self.layout.data_dir, None, f"app:{rec.name}")  # skips rec.port: in use
+            port = ports.allocate(db, self.layout.data_dir, wanted, f"app:{rec.name}")  # never rec.port: in use
             db.execute("UPDATE apps SET port = ? WHERE name = ?", (port, rec.name))
-        ports.release(rec.port, self.layout.data_dir, f"app:{rec.name}")
         moved = self.rows.get(rec.name)
         assert moved is not None
         return moved
 
+    def _move_port(self, rec: AppRecord) -> AppRecord:
+        moved = self._claim_port(rec, None)
+        ports.release(rec.port, self.layout.data_dir, f"app:{rec.name}")
+        return moved
+
+    def _unmove_port(self, port: int, before: AppRecord, dirs: dict[str, Path]) -> None:
+        """(a failed port change's revert) the app back on its old stable port, its proxy there pointing at
+        the process that served before (the one ``app_launch.switch`` may have stopped is started again)."""
+        with self.catalog.locked() as db:
+            db.execute("UPDATE apps SET port = ? WHERE name = ?", (before.port, before.name))
+        ports.release(port, self.layout.data_dir, f"app:{before.name}")
+        current = self.rows.get(before.name)
+        if current is not None and before.backend_port and runtime.alive(before.backend_pid):
+            proxy_pid = app_launch.switch(self, current, before.backend_port, dirs)
+            self.rows.update(before.name, proxy_pid=proxy_pid)
 
     def delete(self, name: str) -> None:
         """Stop the app and remove what the engine keeps of it (its databases are the caller's)."""
