@@ -92,6 +92,24 @@ def test_stack_config_keys_are_camel_case_spec_fields() -> None:
     assert "password" in stack_keys("restores")
 
 
+def test_usage_holds_the_generated_change_table_covering_every_input() -> None:
+    """docs/usage.md's change table is generated from the Specs (issue 32: App.env, App.port and drop_on_delete
+    had no row), and it has a row for every input of every resource."""
+    from pulumi_dbos.config import changes_markdown
+
+    usage = (ROOT / "docs" / "usage.md").read_text()
+    assert changes_markdown() in usage, (
+        "docs/usage.md's change table is stale: run scripts/update-readme-reference")
+    covered = {(line.split("|")[1].strip().strip("`"), name.strip().strip("`"))
+               for line in changes_markdown().splitlines()[2:] for name in line.split("|")[2].split(",")}
+    for spec in SPECS:
+        kind = spec.__name__.removesuffix("Spec")
+        for field in spec.fields(output=False):
+            if meta_of(spec.model_fields[field]).stack or field == spec.name_field:
+                assert (kind, field) in covered, f"{kind}.{field} has no row in the change table"
+    assert {("App", "env"), ("App", "port"), ("App", "drop_on_delete"), ("AppDatabase", "drop_on_delete")} <= covered
+
+
 def test_docs_hold_the_generated_reference() -> None:
     readme = (ROOT / "docs" / "reference.md").read_text()
     assert reference_markdown() in readme, (

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         SECTION_SPECS,
         SECTIONS,
         StackConfig,
+        changes_markdown,
         reference_markdown,
         restore_cycles,
         restore_order,
@@ -65,7 +66,8 @@ _MODULES = {
              "RestoredInstanceSpec", "Spec", "input_model", "meta_of", "stack_model", "validate"),
     "settings": ("ENGINE_NAMES", "ENGINE_SETTINGS", "PROVIDER_SETTINGS", "settings_problems"),
     "stack": ("ENTRY_MODELS", "SECTION_SPECS", "SECTIONS",
-              "StackConfig", "reference_markdown", "restore_cycles", "restore_order", "spec_of_entry", "stack_keys",
+              "StackConfig", "changes_markdown", "reference_markdown", "restore_cycles", "restore_order",
+              "spec_of_entry", "stack_keys",
               "validate_stack_config"),
 }
 _WHERE = {name: module for module, names in _MODULES.items() for name in names}
@@ -86,7 +88,8 @@ __all__ = [
     "Fields", "LinkedInstanceSpec", "MAX_RETENTION_HOURS", "Meta", "PROVIDER_SETTINGS",
     "RESERVED_USERNAMES", "RestoredInstanceSpec", "SECTIONS", "SECTION_SPECS", "SPECS", "Spec",
     "StackConfig", "UNKNOWN", "check_app_name", "check_db_name", "check_name", "check_password",
-    "check_port", "check_restore_time", "check_retention", "check_username", "fields_of", "input_model",
+    "changes_markdown", "check_port", "check_restore_time", "check_retention", "check_username", "fields_of",
+    "input_model",
     "is_unknown", "meta_of", "reference_markdown", "restore_cycles", "restore_order", "settings_problems",
     "spec_of_entry", "stack_keys", "stack_model", "validate", "validate_stack_config",
 ]

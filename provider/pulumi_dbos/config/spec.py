@@ -35,6 +35,37 @@ from .rules import (
     check_port,
 )
 
+# ---------------------------------------------------------------------------- what a change does (docs/usage.md)
+ENGINE_MOVE_PREVIEW = ("refused at preview for an instance (a new, empty instance would replace it: data loss), "
+                       "unless `replace_on_engine_change=True`: then replace")
+ENGINE_MOVE_UP = "with `replace_on_engine_change=True`: a new, empty instance on the new engine; the old one deleted"
+INSTANCE_REPLACE_PREVIEW = ("replace, that field marked as the reason; bound apps update (their instance's values "
+                            "known after apply); refused while `deletion_protection=True`")
+INSTANCE_REPLACE_UP = "a new instance; the old one is destroyed (its backups kept for `deletedRetentionHours`)"
+RESTORE_REPLACE_UP = "a new restore; the old one is destroyed"
+RESTORE_SOURCE_PREVIEW = ("replace, that field marked as the reason; refused while `deletion_protection=True`, and "
+                          "(a time in the past) when the source does not exist yet, e.g. renamed: a brand-new "
+                          "instance holds nothing as of a past time")
+PASSWORD_PREVIEW = "update `~ password: [secret]`; each app bound to it `~ instance_password`"
+PASSWORD_UP = ("resets it in place (the old one stops working; sessions of the user are ended except the bound "
+               "apps', whose password file gets the new one in the same step: no restart)")
+FIELD_ONLY_PREVIEW = "update of that field only (bound apps unchanged)"
+SETTING_UP = "in place (retention prunes old backups and WAL)"
+PORT_PREVIEW = "update `~ port`; each app bound to it `~ instance_port`"
+PORT_UP = ("restarts the server on the new port (back on the old one if it cannot start); while a bound app still "
+           "uses the old port it is forwarded to the new one (connections held during the restart), then each bound app is redeployed onto the new port "
+           "and the forwarder ends")
+LINK_UP = "links it again with the new values (verified by connecting; the server itself untouched)"
+DROPPING_REPLACE_PREVIEW = ("replace, that field marked as the reason; with `drop_on_delete=True` a warning says "
+                            "which databases the delete of the old one drops (also in `preview-report`)")
+APPDB_REPLACE_UP = ("a new binding (its database made if missing, `migrate` run) and the old binding deleted (its "
+                    "database dropped only with `drop_on_delete=True`)")
+APP_REPLACE_UP = ("the app deployed anew and the old one deleted (first, when the name stays: the app is down "
+                  "meanwhile); with `drop_on_delete=True` the old one's databases are dropped")
+RECORDED_UP = "records it"
+BINDING_PREVIEW = ("update `~ instance_name` (+ the bound instance's host, port, user, password that differ; nothing "
+                   "deleted)")
+
 
 # ---------------------------------------------------------------------------- field metadata
 @dataclass(frozen=True)
@@ -50,7 +81,9 @@ class Meta:
     - ``ref``: the value names another resource of the stack config (``instance``);
     - ``path``: a path, relative to the project root in the stack config;
     - ``provider``: False for a user-facing argument the resource class turns into other props;
-    - ``computed``: an input the resource class or ``check()`` fills in (from ``instance``, the source).
+    - ``computed``: an input the resource class or ``check()`` fills in (from ``instance``, the source);
+    - ``preview``, ``up``: what `pulumi preview` shows and what `pulumi up` does on a change (docs/usage.md's
+      change table; empty: said by ``replace``/``diffed``, see :func:`change_rows`).
     """
 
     doc: str = ""
@@ -63,6 +96,8 @@ class Meta:
     path: bool = False
     provider: bool = True
     computed: bool = False
+    preview: str = ""
+    up: str = ""
 
 
 def meta_of(info: FieldInfo) -> Meta:
@@ -87,16 +122,19 @@ class Spec(BaseModel):
     discriminator: ClassVar[str | None] = None
 
     # engine selection, common to all resources; from the top-level stack config keys
-    engine: Annotated[str, Meta("engine (`dbos:engine`)", replace=True, stack=False)] = "local"
-    data_dir: Annotated[str | None, Meta("engine data dir (`dbos:dataDir`)", replace=True, stack=False)] = None
+    engine: Annotated[str, Meta("engine (`dbos:engine`)", replace=True, stack=False, preview=ENGINE_MOVE_PREVIEW,
+                                up=ENGINE_MOVE_UP)] = "local"
+    data_dir: Annotated[str | None, Meta("engine data dir (`dbos:dataDir`)", replace=True, stack=False,
+                                         preview=ENGINE_MOVE_PREVIEW, up=ENGINE_MOVE_UP)] = None
     run_as: Annotated[str | None, Meta("OS user running the clusters as root (`dbos:runAs`)", replace=True,
-                                       stack=False)] = None
+                                       stack=False, preview=ENGINE_MOVE_PREVIEW, up=ENGINE_MOVE_UP)] = None
     cloud_domain: Annotated[str | None, Meta("DBOS Cloud's API host[:port] for `engine: dbos-cloud` "
                                              "(`dbos:cloudDomain`, default `cloud.dbos.dev`)", replace=True,
-                                             stack=False)] = None
+                                             stack=False, preview=ENGINE_MOVE_PREVIEW, up=ENGINE_MOVE_UP)] = None
     replace_on_engine_change: Annotated[bool, Meta(
         "allow a change of engine, data_dir, run_as or cloud_domain to replace an instance (its data is deleted); "
-        "stack config `dbos:replaceOnEngineChange`", stack=False, diffed=False)] = False
+        "stack config `dbos:replaceOnEngineChange`", stack=False, diffed=False,
+        up="allows the engine move above (read at that preview)")] = False
     owner: Annotated[str | None, Meta("the managing stack and resource (set by the resource class)",
                                       stack=False, diffed=False)] = None
 
@@ -160,13 +198,21 @@ class DatabaseInstanceSpec(_ServerOutputs):
     stack_section: ClassVar[str] = "instances"
 
     instance_name: Annotated[InstanceName, Meta("the instance's name (the stack config entry's key)", replace=True,
-                                                stack=False)]
-    username: Annotated[Username, Meta("its user (like RDS's master user)", replace=True)]
-    password: Annotated[Password, Meta("the user's password; a change resets it in place", secret=True)]
-    retention_hours: Annotated[Retention, Meta("hours of PITR window kept")] = 24
-    deletion_protection: Annotated[bool, Meta("refuse deletion (also sets Pulumi's `protect`)")] = False
-    port: Annotated[Port, Meta("TCP port (default: allocated)")] = None
-    adopt: Annotated[bool, Meta("take over an existing instance of that name", diffed=False)] = False
+                                                stack=False, preview=INSTANCE_REPLACE_PREVIEW,
+                                                up=INSTANCE_REPLACE_UP)]
+    username: Annotated[Username, Meta("its user (like RDS's master user)", replace=True,
+                                       preview=INSTANCE_REPLACE_PREVIEW, up=INSTANCE_REPLACE_UP)]
+    password: Annotated[Password, Meta("the user's password; a change resets it in place", secret=True,
+                                       preview=PASSWORD_PREVIEW, up=PASSWORD_UP)]
+    retention_hours: Annotated[Retention, Meta("hours of PITR window kept", preview=FIELD_ONLY_PREVIEW,
+                                               up=SETTING_UP)] = 24
+    deletion_protection: Annotated[bool, Meta("refuse deletion (also sets Pulumi's `protect`)",
+                                              preview=FIELD_ONLY_PREVIEW, up=SETTING_UP)] = False
+    port: Annotated[Port, Meta("TCP port (default: allocated)", preview=PORT_PREVIEW, up=PORT_UP)] = None
+    adopt: Annotated[bool, Meta("take over an existing instance of that name", diffed=False,
+                                up="read at a create only: with `adopt=True` the preview says `pulumi-dbos: "
+                                "instance '…' exists and will be adopted … resets its user's password` (another "
+                                "`username` fails at preview), and `up` takes it over")] = False
     last_drill: Annotated[dict[str, Any] | None, Meta(
         "the newest restore drill, `{at, ok, rto_seconds, rpo_seconds}` (read on refresh; None: none yet, or on "
         "DBOS Cloud, which has no drills)", output=True, stack=False)] = None
@@ -179,14 +225,19 @@ class RestoredInstanceSpec(_ServerOutputs):
     stack_section: ClassVar[str] = "restores"
 
     instance_name: Annotated[InstanceName, Meta("the new instance's name (the stack config entry's key)",
-                                                replace=True, stack=False)]
-    source: Annotated[InstanceName, Meta("the instance restored from", replace=True, ref="instance")]
-    restore_time: Annotated[RestoreTime, Meta("RFC3339 with an offset, or `latest`", replace=True)]
+                                                replace=True, stack=False, preview=INSTANCE_REPLACE_PREVIEW,
+                                                up=RESTORE_REPLACE_UP)]
+    source: Annotated[InstanceName, Meta("the instance restored from", replace=True, ref="instance",
+                                         preview=RESTORE_SOURCE_PREVIEW, up=RESTORE_REPLACE_UP)]
+    restore_time: Annotated[RestoreTime, Meta("RFC3339 with an offset, or `latest`", replace=True,
+                                              preview=RESTORE_SOURCE_PREVIEW, up=RESTORE_REPLACE_UP)]
     password: Annotated[OptionalPassword, Meta("the user's password (default: the source's); a change resets it",
-                                               secret=True)] = None
-    retention_hours: Annotated[OptionalRetention, Meta("hours of PITR window kept (default: the source's)")] = None
-    deletion_protection: Annotated[bool, Meta("refuse deletion (also sets Pulumi's `protect`)")] = False
-    port: Annotated[Port, Meta("TCP port (default: allocated)")] = None
+                                               secret=True, preview=PASSWORD_PREVIEW, up=PASSWORD_UP)] = None
+    retention_hours: Annotated[OptionalRetention, Meta("hours of PITR window kept (default: the source's)",
+                                                       preview=FIELD_ONLY_PREVIEW, up=SETTING_UP)] = None
+    deletion_protection: Annotated[bool, Meta("refuse deletion (also sets Pulumi's `protect`)",
+                                              preview=FIELD_ONLY_PREVIEW, up=SETTING_UP)] = False
+    port: Annotated[Port, Meta("TCP port (default: allocated)", preview=PORT_PREVIEW, up=PORT_UP)] = None
 
     username: Annotated[str | None, Meta("the source's user", output=True, stack=False)] = None
     source_instance: Annotated[str | None, Meta("the source's name", output=True, stack=False)] = None
@@ -200,11 +251,15 @@ class LinkedInstanceSpec(Spec):
     stack_section: ClassVar[str] = "linked"
 
     instance_name: Annotated[InstanceName, Meta("the name it is known by (the stack config entry's key)",
-                                                replace=True, stack=False)]
-    hostname: Annotated[Hostname, Meta("the server's host")]
-    port: Annotated[Annotated[int, AfterValidator(check_port)], Meta("the server's port")] = 5432
-    username: Annotated[LinkedUsername, Meta("a user on it")]
-    password: Annotated[Password, Meta("that user's password (verified, not stored by the engine)", secret=True)]
+                                                replace=True, stack=False,
+                                                up="links it under the new name, then unlinks the old one (the "
+                                                "server itself untouched)")]
+    hostname: Annotated[Hostname, Meta("the server's host", up=LINK_UP)]
+    port: Annotated[Annotated[int, AfterValidator(check_port)], Meta("the server's port", up=LINK_UP)] = 5432
+    username: Annotated[LinkedUsername, Meta("a user on it", up=LINK_UP)]
+    password: Annotated[Password, Meta("that user's password (verified, not stored by the engine)", secret=True,
+                                       preview="update `~ password: [secret]`; each app bound to it "
+                                       "`~ instance_password`", up=LINK_UP)]
 
     status: Annotated[str | None, Meta("`available` or `unreachable`", output=True, stack=False)] = None
     database_url: Annotated[str | None, Meta("postgresql:// URL with the password", output=True, stack=False,
@@ -218,7 +273,7 @@ class _BoundToInstance(Spec):
     is_instance: ClassVar[bool] = False
 
     instance: Annotated[InstanceName, Meta("the instance it is bound to; a change = change-database-instance",
-                                           ref="instance", provider=False)]
+                                           ref="instance", provider=False, preview=BINDING_PREVIEW)]
     instance_name: Annotated[str | None, Meta("the bound instance's name", stack=False, computed=True)] = None
     instance_host: Annotated[str | None, Meta("the bound instance's host", stack=False, computed=True)] = None
     instance_port: Annotated[int | None, Meta("the bound instance's port", stack=False, computed=True)] = None
@@ -233,17 +288,30 @@ class AppDatabaseSpec(_BoundToInstance):
     stack_section: ClassVar[str] = "apps"
     name_field: ClassVar[str] = "app_name"
 
-    app_name: Annotated[AppName, Meta("the app's name (the stack config entry's key)", replace=True, stack=False)]
-    app_db_name: Annotated[DbName, Meta("its database (default: from dbos_config, else app_name)", replace=True)] = None
-    migrate: Annotated[Commands, Meta("commands run on create, instance change and list change")] = None
-    rollback: Annotated[Commands, Meta("commands `pulumi-dbos app rollback` runs")] = None
+    app_name: Annotated[AppName, Meta("the app's name (the stack config entry's key)", replace=True, stack=False,
+                                      preview=DROPPING_REPLACE_PREVIEW, up=APPDB_REPLACE_UP)]
+    app_db_name: Annotated[DbName, Meta("its database (default: from dbos_config, else app_name)", replace=True,
+                                        preview=DROPPING_REPLACE_PREVIEW, up=APPDB_REPLACE_UP)] = None
+    instance: Annotated[InstanceName, Meta("the instance it is bound to; a change = change-database-instance",
+                                           ref="instance", provider=False, preview=BINDING_PREVIEW,
+                                           up="ensures the database on the new instance, runs `migrate`, moves "
+                                           "`database_url` (the old instance and its data untouched)")]
+    migrate: Annotated[Commands, Meta("commands run on create, instance change and list change",
+                                      up="runs the new commands")] = None
+    rollback: Annotated[Commands, Meta("commands `pulumi-dbos app rollback` runs", up=RECORDED_UP)] = None
     working_dir: Annotated[str | None, Meta("where the commands run (default: dbos_config's directory)",
-                                            path=True)] = None
+                                            path=True, up=RECORDED_UP)] = None
     dbos_config: Annotated[str | None, Meta("a dbos-config.yaml to read app_db_name/migrate/rollback from",
-                                            path=True)] = None
-    app_version: Annotated[str | None, Meta("informative version label")] = None
-    drop_on_delete: Annotated[bool, Meta("drop the database when the binding is deleted")] = False
-    owner_role: Annotated[bool, Meta("a role `<app>_owner` owning only this database")] = False
+                                            path=True, preview="update `~ dbos_config` (+ the `migrate`, `rollback` "
+                                            "read from it that differ; another `app_db_name` is a replace)",
+                                            up="as for those fields")] = None
+    app_version: Annotated[str | None, Meta("informative version label", up=RECORDED_UP)] = None
+    drop_on_delete: Annotated[bool, Meta("drop the database when the binding is deleted",
+                                         up="records it: a later delete (or replace) drops the database when "
+                                         "true")] = False
+    owner_role: Annotated[bool, Meta("a role `<app>_owner` owning only this database",
+                                     up="true: makes the role the database's owner (`owner_database_url`); false: "
+                                     "gives the database back to the instance's user and drops the role")] = False
 
     hostname: Annotated[str | None, Meta("the instance's host", output=True, stack=False)] = None
     port: Annotated[int | None, Meta("the instance's port", output=True, stack=False)] = None
@@ -266,16 +334,39 @@ class AppSpec(_BoundToInstance):
     discriminator: ClassVar[str] = "source"
 
     app_name: Annotated[AppName, Meta("the app's name; must equal `name` in its dbos-config.yaml", replace=True,
-                                      stack=False)]
-    source: Annotated[str, Meta("the app directory (holds dbos-config.yaml)", path=True)]
-    app_db_name: Annotated[DbName, Meta("its database (default: the config's, else app_name)", replace=True)] = None
-    previous_version: Annotated[str | None, Meta("redeploy this stored version's code (`--previous-version`)")] = None
-    env: Annotated[dict[str, str], Meta("extra environment for the app", secret=True)] = {}
+                                      stack=False, preview=DROPPING_REPLACE_PREVIEW, up=APP_REPLACE_UP)]
+    instance: Annotated[InstanceName, Meta("the instance it is bound to; a change = change-database-instance",
+                                           ref="instance", provider=False, preview=BINDING_PREVIEW,
+                                           up="change-database-instance: deploys the version (or `previous_version`) "
+                                           "on the new instance; the old one keeps serving until the new one "
+                                           "answers; the old instance's data stays there (nothing is copied)")]
+    source: Annotated[str, Meta("the app directory (holds dbos-config.yaml)", path=True,
+                                preview="a content change: update `~ version: OLD => NEW` (and nothing else); the "
+                                "same content elsewhere: `~ source` only",
+                                up="deploys the version (a new one: the old one stays stored and listed, serving "
+                                "until the new one answers)")]
+    app_db_name: Annotated[DbName, Meta("its database (default: the config's, else app_name)", replace=True,
+                                        preview=DROPPING_REPLACE_PREVIEW, up=APP_REPLACE_UP)] = None
+    previous_version: Annotated[str | None, Meta(
+        "redeploy this stored version's code (`--previous-version`)",
+        preview="update `~ previous_version`, `~ version` (one that is not stored fails at preview, listing the "
+        "stored ones)", up="deploys that stored version (with an `instance` change in the same `up`: DBOS's "
+        "recovery step)")] = None
+    env: Annotated[dict[str, str], Meta("extra environment for the app", secret=True,
+                                        up="redeploys the current version with the new environment")] = {}
     port: Annotated[Port, Meta("the app's port (default: allocated); a change moves the app there in place (its "
-                               "version redeployed, its databases untouched)")] = None
-    drop_on_delete: Annotated[bool, Meta("drop its databases when the app is deleted (`--dropdb`)")] = False
+                               "version redeployed, its databases untouched)",
+                               up="redeploys the same version and moves the app's stable port there once it "
+                               "answers (the old port is then released); its databases and stored versions are "
+                               "untouched")] = None
+    drop_on_delete: Annotated[bool, Meta("drop its databases when the app is deleted (`--dropdb`)",
+                                         up="records it (no redeploy): a later delete (or replace) drops the app's "
+                                         "two databases when true")] = False
     adopt: Annotated[bool, Meta("take over an existing app of that name that this stack does not manage",
-                                diffed=False)] = False
+                                diffed=False, up="read at a create only: with `adopt=True` the preview says whose "
+                                "app it takes over, which version `up` deploys over which and, bound to another "
+                                "instance, that it moves there onto an empty database; `up` deploys over it and "
+                                "manages it from then on")] = False
     version: Annotated[str | None, Meta("content-derived id of the code deployed (computed at preview)",
                                         stack=False, computed=True)] = None
 
@@ -361,6 +452,25 @@ def fields_of_spec(spec: type[Spec]) -> Fields:
                        if not spec.model_fields[n].is_required() and spec.model_fields[n].default is not None),
         outputs=tuple(spec.outputs()), secrets=tuple(spec.secrets()), replace_keys=tuple(spec.replace_keys()),
         diff_keys=tuple(spec.diff_keys()), arguments=tuple(spec.arguments()), paths=tuple(spec.fields(path=True)))
+
+
+def change_rows(spec: type[Spec], names: list[str]) -> list[tuple[list[str], str, str]]:
+    """(fields, what `pulumi preview` shows, what `pulumi up` does) for a change of each of ``names`` of
+    ``spec``, fields with the same two texts in one row: from each field's :class:`Meta` (``preview``/``up``,
+    else what ``replace``/``diffed``/``secret`` say)."""
+    rows: list[tuple[list[str], str, str]] = []
+    for name in names:
+        m = meta_of(spec.model_fields[name])
+        shown = f"`~ {name}: [secret]`" if m.secret else f"`~ {name}`"
+        preview = m.preview or (f"replace, `{name}` marked as the reason" if m.replace else
+                                f"update {shown}" if m.diffed else "no change")
+        up = m.up or ("a new one; the old one deleted" if m.replace else "in place" if m.diffed else "nothing")
+        same = next((r for r in rows if r[1:] == (preview, up)), None)
+        if same is not None:
+            same[0].append(name)
+        else:
+            rows.append(([name], preview, up))
+    return rows
 
 
 def render_fields_table() -> str:

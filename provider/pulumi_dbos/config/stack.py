@@ -14,7 +14,7 @@ from pydantic.alias_generators import to_camel
 from .paths import resolve_project_path
 from .rules import AppName, InstanceName
 from .settings import ENGINE_SETTINGS, PROVIDER_SETTINGS, engine_problems, suggest, unknown_key_message
-from .spec import SPECS, Spec, _clean, meta_of, stack_model
+from .spec import SPECS, DatabaseInstanceSpec, Spec, _clean, change_rows, meta_of, stack_model
 
 # ---------------------------------------------------------------------------- stack config (DESIGN §3)
 ENTRY_MODELS: dict[type[Spec], type[BaseModel]] = {s: stack_model(s) for s in SPECS}
@@ -194,6 +194,26 @@ def file_problems(raw: dict[str, Any], root: Path) -> list[str]:
             except Invalid as exc:
                 out += [f"dbos:apps.{name}.{key}: {msg}" for _field, msg in exc.problems]
     return out
+
+
+def changes_markdown() -> str:
+    """docs/usage.md's change table: what `pulumi preview` shows and what `pulumi up` does for a change of each
+    input of each resource, generated from the Specs (``Meta.preview``/``Meta.up``; a unit test keeps it in step)."""
+    lines = ["| resource | change of | what `pulumi preview` shows | what `pulumi up` does |", "|---|---|---|---|"]
+
+    def row(resource: str, names: list[str], preview: str, up: str) -> None:
+        cells = [resource, ", ".join(f"`{n}`" for n in names), *(s.replace("|", "\\|") for s in (preview, up))]
+        lines.append("| " + " | ".join(cells) + " |")
+
+    for spec in SPECS:
+        names = [n for n in spec.fields(output=False)
+                 if meta_of(spec.model_fields[n]).stack or n == spec.name_field]
+        for fields, preview, up in change_rows(spec, names):
+            row(f"`{spec.__name__.removesuffix('Spec')}`", fields, preview, up)
+    engine = [n for n in Spec.model_fields if n != "owner"]
+    for fields, preview, up in change_rows(DatabaseInstanceSpec, engine):
+        row("every instance (stack-wide `dbos:*`)", fields, preview, up)
+    return "\n".join(lines) + "\n"
 
 
 def reference_markdown() -> str:

@@ -22,8 +22,9 @@ from ..errors import DbosError, ValidationError
 from . import _base as b
 from .app_database import _admin
 
-#: inputs derived from the bound instance whose change the instance's own update carries to the running app
-CARRIED = frozenset({"instance_password"})
+#: inputs whose change needs no redeploy: the bound instance's password (the instance's own update carries it
+#: to the running app) and what only a delete reads (``drop_on_delete``)
+CARRIED = frozenset({"instance_password", "drop_on_delete"})
 
 
 class AppProvider(b.BaseProvider):
@@ -126,14 +127,15 @@ class AppProvider(b.BaseProvider):
     def _carried(self, olds: b.Props, news: b.Props) -> b.Props | None:
         """A rotation of the bound instance's password is no redeploy: the instance's own update carried it
         to the running app (the engine rewrote the app's password file in the same step as the reset; DBOS
-        Cloud holds its apps' credentials itself), so this update only records the new value. Not for a
-        linked instance (its password changed on its own server) nor an app that is not serving."""
+        Cloud holds its apps' credentials itself), so this update only records the new value; nor is a change
+        of ``drop_on_delete`` (read by a delete only). Not for a linked instance (its password changed on its
+        own server) nor an app that is not serving."""
         changed = {k for k in self.fields.diff_keys if olds.get(k) != news.get(k)}
         if not changed or not changed <= CARRIED or olds.get("status") != self.healthy:
             return None
         eng = b.engine_for(news)
         inst = eng.info(str(news["instance_name"]))
-        if inst is None or inst.is_linked:
+        if inst is None or (inst.is_linked and "instance_password" in changed):
             return None
         info = eng.apps.info(str(news["app_name"]))
         server_version = olds.get("server_version")

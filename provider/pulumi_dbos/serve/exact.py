@@ -7,7 +7,7 @@ What changes against plain serve (each one is what DBOS Cloud does, or the neare
 - responses carry none of the extension fields (``UserDBInstance.Kind``, ``RetentionHours``, ...,
   ``Application.Port``/``Owner``): they are left out, not sent as nulls;
 - extension request fields (``Port``/``RetentionHours``/``Owner`` on provision, those and ``Password`` on
-  restore, ``Username``/``Owner`` on link, ``Port``/``Owner`` on register, ``AppDbName`` on deploy) are
+  restore, ``Username``/``Owner`` on link, ``Port``/``Owner`` on register, ``AppDbName``/``Port`` on deploy) are
   **ignored**, as a JSON decoder that does not know them does (the official CLI's own optional fields show
   the API tolerates fields it does not use); each ignored field is named in serve's log at WARNING, so a
   client that sends one can be caught;
