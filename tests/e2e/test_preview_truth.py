@@ -115,6 +115,18 @@ def test_app_port_change_is_an_update_that_keeps_data_and_versions(project: Any)
     assert {k: p.resource("a")[k] for k in ("port", "status", "hostname")} == instance_before  # type: ignore[index]
     assert not steps(json_preview(p))  # converged
 
+    # drop_on_delete off: an update of that field that `up` only records (the serving process stays)
+    serving = [b.pid for b in backend_processes(p.data_dir)]
+    spec["app"]["drop_on_delete"] = False
+    p.set_spec(spec)
+    pv = json_preview(p)
+    assert ops(pv) == {"greet": "update"} and detailed(steps(pv)["greet"]) == {"drop_on_delete": "update"}
+    assert up_changes(p) == {"update": 1}
+    assert [b.pid for b in backend_processes(p.data_dir)] == serving and rows(url) == before_rows
+    spec["app"]["drop_on_delete"] = True
+    p.set_spec(spec)
+    p.up()
+
     # a change that does replace the app (another app_db_name) says at preview that its databases are dropped
     p.set_spec({**spec, "app": {**spec["app"], "app_db_name": "greet_other"}})
     cp = pulumi(p, "preview", "--diff")
