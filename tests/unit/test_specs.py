@@ -15,7 +15,7 @@ from pulumi_dbos.config import (
     reference_markdown,
     stack_keys,
 )
-from pulumi_dbos.config.spec import fields_of_spec, render_fields_table
+from pulumi_dbos.config.derive import fields_of_spec, render_fields_table
 from pulumi_dbos.resources import app, app_database, instance, linked, restored
 from tests.conftest import ROOT
 

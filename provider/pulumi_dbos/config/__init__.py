@@ -3,6 +3,7 @@
 - ``fields``: what the resources need of each Spec, generated ahead of time (no pydantic);
 - ``rules``: every input rule, written once (used by ``check()`` and by the stack program);
 - ``spec``: one model per resource whose field metadata drives everything about it;
+- ``derive``: what is derived from the Specs (validation models, field lists, change rows);
 - ``settings``: the top-level ``dbos:*`` keys, checked for every program (no pydantic);
 - ``stack``: the ``dbos:*`` stack config model, cross-references, and the README reference table.
 
@@ -16,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .derive import input_model, stack_model, validate
     from .fields import UNKNOWN, Fields, fields_of, is_unknown
     from .rules import (
         MAX_RETENTION_HOURS,
@@ -39,10 +41,7 @@ if TYPE_CHECKING:
         Meta,
         RestoredInstanceSpec,
         Spec,
-        input_model,
         meta_of,
-        stack_model,
-        validate,
     )
     from .stack import (
         ENTRY_MODELS,
@@ -63,7 +62,8 @@ _MODULES = {
     "rules": ("MAX_RETENTION_HOURS", "RESERVED_USERNAMES", "check_app_name", "check_db_name", "check_name",
               "check_password", "check_port", "check_restore_time", "check_retention", "check_username"),
     "spec": ("SPECS", "AppDatabaseSpec", "AppSpec", "DatabaseInstanceSpec", "LinkedInstanceSpec", "Meta",
-             "RestoredInstanceSpec", "Spec", "input_model", "meta_of", "stack_model", "validate"),
+             "RestoredInstanceSpec", "Spec", "meta_of"),
+    "derive": ("input_model", "stack_model", "validate"),
     "settings": ("ENGINE_NAMES", "ENGINE_SETTINGS", "PROVIDER_SETTINGS", "settings_problems"),
     "stack": ("ENTRY_MODELS", "SECTION_SPECS", "SECTIONS",
               "StackConfig", "changes_markdown", "reference_markdown", "restore_cycles", "restore_order",

@@ -69,6 +69,6 @@ def fields_of(resource: str) -> Fields:
 
 
 if __name__ == "__main__":  # python -m pulumi_dbos.config.fields: regenerate fields_table.py from the Specs
-    from .spec import write_fields_table
+    from .derive import write_fields_table
 
     print(f"wrote {write_fields_table()}")

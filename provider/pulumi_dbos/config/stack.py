@@ -11,10 +11,11 @@ from typing import Annotated, Any, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, create_model
 from pydantic.alias_generators import to_camel
 
+from .derive import _clean, change_rows, stack_model
 from .paths import resolve_project_path
 from .rules import AppName, InstanceName
 from .settings import ENGINE_SETTINGS, PROVIDER_SETTINGS, engine_problems, suggest, unknown_key_message
-from .spec import SPECS, DatabaseInstanceSpec, Spec, _clean, change_rows, meta_of, stack_model
+from .spec import SPECS, DatabaseInstanceSpec, Spec, meta_of
 
 # ---------------------------------------------------------------------------- stack config (DESIGN §3)
 ENTRY_MODELS: dict[type[Spec], type[BaseModel]] = {s: stack_model(s) for s in SPECS}

@@ -132,7 +132,7 @@ class BaseProvider(ResourceProvider):
                 # the inputs this resource was last created or updated with: validated and checked then,
                 # and nothing the engine could say changes the plan (a no-op preview asks it nothing)
                 return _check_result(inputs, [])
-            from ..config.spec import input_model, validate  # pydantic: only for inputs that changed
+            from ..config.derive import input_model, validate  # pydantic: only for inputs that changed
 
             values = {k: v for k, v in inputs.items() if k in self.fields.inputs and v is not None}
             failures += [CheckFailure(f, r) for f, r in validate(input_model(self.fields.model()), values)]
