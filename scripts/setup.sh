@@ -2,6 +2,7 @@
 # Shared, idempotent set-up for `make up` and `make test`; quiet when all is there.
 #   - PostgreSQL server binaries (Debian's `postgresql` package when missing)
 #   - the virtualenv .venv with this project installed (editable) and its test extras
+#   - the pulumi-dbos wheel the template carries (templates/dbos-python/wheels/, for projects without a checkout)
 #   - the pulumi CLI + Python language host (scripts/ensure-pulumi.sh)
 #   - pgBackRest (Debian), the backup repository; SeaweedFS (built once, scripts/ensure-seaweedfs.sh), the
 #     S3-compatible store the durability tests keep a repository in
@@ -68,6 +69,21 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.installed 2>/dev/null)" != "$wan
     .venv/bin/python -m pip install -q --upgrade pip >&2
     .venv/bin/python -m pip install -q -e '.[test]' >&2
     echo "$want" > .venv/.installed
+fi
+
+# --- the pulumi-dbos wheel the template carries -----------------------------------------
+# pulumi-dbos is not on PyPI: `pulumi new` copies templates/dbos-python/wheels/ into a new project, whose
+# requirements.txt installs that file, so the project (and its CI) needs no checkout of this repository.
+# Rebuilt when the package's sources change (a hash of them, ~3 s with pip's build isolation).
+wheel_dir=templates/dbos-python/wheels
+wheel_want="$( { find provider -type f -name '*.py' ! -path '*/__pycache__/*' -print0; printf 'pyproject.toml\0README.md\0'; } \
+    | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)"
+if [ "$(cat .state/template-wheel 2>/dev/null)" != "$wheel_want" ] || ! compgen -G "$wheel_dir/pulumi_dbos-*.whl" >/dev/null; then
+    say "building the pulumi-dbos wheel the template carries ($wheel_dir)..."
+    rm -rf "$wheel_dir" && mkdir -p "$wheel_dir"
+    .venv/bin/python -m pip wheel -q --no-deps -w "$wheel_dir" . >&2
+    rm -rf build
+    echo "$wheel_want" > .state/template-wheel
 fi
 
 # --- pulumi CLI -----------------------------------------------------------------------

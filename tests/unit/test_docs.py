@@ -52,3 +52,27 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
                         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"}, check=False)
     assert cp.returncode == 0, cp.stdout + cp.stderr
     assert (tmp_path / "site" / "reference" / "index.html").is_file()
+
+
+EXPORT = re.compile(r"""pulumi\.export\(\s*["']([a-z_]+)["']""")
+STACK_OUTPUT = re.compile(r"pulumi stack output ([a-z_]+)")
+
+
+def readme_section(title: str) -> str:
+    text = README.read_text()
+    body = text[text.index(f"## {title}\n") + 1:]
+    return body[:body.index("\n## ")] if "\n## " in body else body
+
+
+@pytest.mark.parametrize(("section", "program"), [
+    ("Quick start", ROOT / "stacks" / "__main__.py"),  # the example stack of `make up`
+    ("Your own project", ROOT / "templates" / "dbos-python" / "__main__.py"),
+])
+def test_the_stack_outputs_the_readme_names_are_the_programs_exports(section: str, program: Path) -> None:
+    """Issue 32: README's "Your own project" said `pulumi stack output database_urls`, which the template's
+    stacks do not have (it exports `database_url`): every output a README section names is one its program
+    exports."""
+    named = set(STACK_OUTPUT.findall(readme_section(section)))
+    assert named, f"README's {section} names no stack output"
+    exported = set(EXPORT.findall(program.read_text()))
+    assert named <= exported, f"README's {section} names {sorted(named - exported)}; {program.name} exports {sorted(exported)}"

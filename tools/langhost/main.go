@@ -120,6 +120,92 @@ func (h *host) Cancel(context.Context, *emptypb.Empty) (*emptypb.Empty, error) {
 	return &emptypb.Empty{}, nil
 }
 
+// InstallDependencies is `pulumi install` and the last step of `pulumi new`: the project's virtualenv
+// (runtime option `virtualenv`) is made when missing and requirements.txt installed into it, by the
+// same sdk/v3 toolchain code the upstream host uses; its output is streamed to the CLI.
+func (h *host) InstallDependencies(req *pulumirpc.InstallDependenciesRequest,
+	server pulumirpc.LanguageRuntime_InstallDependenciesServer,
+) error {
+	info := req.GetInfo()
+	if info == nil { // an old CLI: only the directory
+		info = &pulumirpc.ProgramInfo{RootDirectory: req.GetDirectory(), ProgramDirectory: req.GetDirectory()}
+	}
+	opts, err := pythonOptions(info)
+	if err != nil {
+		return err
+	}
+	closer, stdout, stderr, err := rpcutil.MakeInstallDependenciesStreams(server, req.GetIsTerminal())
+	if err != nil {
+		return err
+	}
+	defer closer.Close()
+	tc, err := toolchain.ResolveToolchain(opts)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Installing dependencies...\n\n")
+	if err := tc.InstallDependencies(server.Context(), info.GetProgramDirectory(),
+		req.GetUseLanguageVersionTools(), true, stdout, stderr); err != nil {
+		return err
+	}
+	return closer.Close() // the toolchain said "Finished installing dependencies"
+}
+
+// RuntimeOptionsPrompts: nothing to ask during `pulumi new` (a template names its virtualenv; the
+// toolchain is pip unless Pulumi.yaml says otherwise).
+func (h *host) RuntimeOptionsPrompts(context.Context, *pulumirpc.RuntimeOptionsRequest,
+) (*pulumirpc.RuntimeOptionsResponse, error) {
+	return &pulumirpc.RuntimeOptionsResponse{}, nil
+}
+
+// About is `pulumi about`'s language section: the interpreter of the project's toolchain.
+func (h *host) About(ctx context.Context, req *pulumirpc.AboutRequest) (*pulumirpc.AboutResponse, error) {
+	info := req.GetInfo()
+	if info == nil {
+		return &pulumirpc.AboutResponse{}, nil
+	}
+	opts, err := pythonOptions(info)
+	if err != nil {
+		return nil, err
+	}
+	tc, err := toolchain.ResolveToolchain(opts)
+	if err != nil {
+		return nil, err
+	}
+	about, err := tc.About(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &pulumirpc.AboutResponse{Executable: about.PythonExecutable, Version: about.PythonVersion.String(),
+		Metadata: map[string]string{"toolchainVersion": about.ToolchainVersion.String()}}, nil
+}
+
+// GetProgramDependencies lists the packages installed in the project's virtualenv (`pulumi about`).
+func (h *host) GetProgramDependencies(ctx context.Context, req *pulumirpc.GetProgramDependenciesRequest,
+) (*pulumirpc.GetProgramDependenciesResponse, error) {
+	info := req.GetInfo()
+	if info == nil {
+		return &pulumirpc.GetProgramDependenciesResponse{}, nil
+	}
+	opts, err := pythonOptions(info)
+	if err != nil {
+		return nil, err
+	}
+	tc, err := toolchain.ResolveToolchain(opts)
+	if err != nil {
+		return nil, err
+	}
+	pkgs, err := tc.ListPackages(ctx, req.GetTransitiveDependencies())
+	if err != nil {
+		return nil, err
+	}
+	deps := make([]*pulumirpc.DependencyInfo, 0, len(pkgs))
+	for _, p := range pkgs {
+		deps = append(deps, &pulumirpc.DependencyInfo{Name: p.Name, Version: p.Version})
+	}
+	return &pulumirpc.GetProgramDependenciesResponse{Dependencies: deps}, nil
+}
+
 func pythonOptions(info *pulumirpc.ProgramInfo) (toolchain.PythonOptions, error) {
 	o := toolchain.PythonOptions{Root: info.GetRootDirectory(), ProgramDir: info.GetProgramDirectory()}
 	opts := info.GetOptions().AsMap() // Pulumi.yaml runtime.options

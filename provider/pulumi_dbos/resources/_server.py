@@ -12,17 +12,25 @@ installed the first time one of our providers is called, by swapping two of that
   fields that change, update or replace each. The provider's ``diff()`` leaves that diff in a
   thread-local; the server builds the response in the same thread right after it returns.
 
-Both rely on names of the pinned Pulumi version's server module; ``tests/unit/test_provider_server.py``
+- ``Read`` without the resource's provider in its state (``pulumi import``: a dynamic provider's resource
+  carries its pickled provider as the input ``__provider``, which an import cannot supply, and the server
+  failed with ``KeyError: '__provider'`` and a traceback) fails with one line naming ``adopt=True``. This
+  one needs the server's servicer before it serves: :func:`serve` (``python -m pulumi_dbos.resources``,
+  which the project's ``pulumi-resource-pulumi-python`` runs when the virtualenv has pulumi-dbos) installs
+  it, and the other two, as the servicer is registered.
+
+All rely on names of the pinned Pulumi version's server module; ``tests/unit/test_provider_server.py``
 runs that module's own ``Diff`` with these extensions and fails when an upgrade breaks them.
 """
 
 from __future__ import annotations
 
 import os
+import runpy
 import sys
 import threading
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -109,3 +117,55 @@ def install(module: ModuleType | None = None) -> bool:
     if not isinstance(main.proto, _Proto):
         main.proto = _Proto(main.proto)  # type: ignore[attr-defined]
     return True
+
+
+# ---------------------------------------------------------------------------- pulumi import
+#: what a person does instead of ``pulumi import``, by resource type
+_INSTEAD = {
+    "DatabaseInstance": 'declare it in the program with adopt=True (DatabaseInstance("NAME", instance_name=..., '
+                        "adopt=True)) and run `pulumi up`: that takes the existing instance over by name",
+    "App": 'declare it in the program with adopt=True (App("NAME", app_name=..., source=..., instance=..., '
+           "adopt=True)) and run `pulumi up`: that takes the existing app over by name",
+    "RestoredInstance": "a restored instance is an instance: declare it as DatabaseInstance(..., adopt=True) in the "
+                        "program and run `pulumi up`",
+}
+_INSTEAD_OTHER = ("declare it in the program and run `pulumi up` (it takes over what exists; instances and apps "
+                  "made outside this stack are taken over with adopt=True)")
+
+
+def import_refusal(urn: str) -> str:
+    """The one line a ``pulumi import`` of the resource at ``urn`` fails with."""
+    kind = urn.rsplit("::", 2)[-2].rsplit(":", 1)[-1] if urn.count("::") >= 2 else "resource"
+    return (f"pulumi import cannot read a pulumi-dbos {kind} (a dynamic provider's resource keeps its provider in "
+            f"its state, which an import does not have): {_INSTEAD.get(kind, _INSTEAD_OTHER)}")
+
+
+def guard_read(servicer: Any) -> None:
+    """Wrap the servicer's ``Read``: one without ``__provider`` in the state (an import) fails with
+    :func:`import_refusal` as its gRPC status, the rest go on as before."""
+    import grpc
+
+    read: Callable[[Any, Any], Any] = servicer.Read
+
+    def Read(request: Any, context: Any) -> Any:  # noqa: N802 - the gRPC method's name
+        if "__provider" not in request.properties.fields:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, import_refusal(request.urn))
+        return read(request, context)
+
+    servicer.Read = Read
+
+
+def serve() -> None:
+    """Run Pulumi's dynamic provider server (``python -m pulumi.dynamic``) with the extensions installed
+    before it serves its first call."""
+    from pulumi.runtime.proto import provider_pb2_grpc
+
+    add = provider_pb2_grpc.add_ResourceProviderServicer_to_server
+
+    def add_extended(servicer: Any, server: Any) -> Any:
+        install()  # the server module is ``__main__`` now (run_module below)
+        guard_read(servicer)
+        return add(servicer, server)
+
+    provider_pb2_grpc.add_ResourceProviderServicer_to_server = add_extended
+    runpy.run_module("pulumi.dynamic", run_name="__main__", alter_sys=True)
