@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from pulumi import automation as auto
 
 from tests.conftest import ROOT, _short_tmpdir, cleanup_data_dir
@@ -47,6 +50,36 @@ def test_typoed_engine_settings_fail_the_preview_of_any_program(make_project) ->
 
 TEMPLATE = ROOT / "templates" / "dbos-python"
 README = ROOT / "README.md"
+
+
+class TemplateProject:
+    """A project made by `pulumi new` from the template, driven with the real CLI (tests/e2e/test_preview_environment)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.work, self.data_dir = root, root / "proj", root / "d"
+        (root / "backend").mkdir()
+        self.env = {**os.environ, "PULUMI_BACKEND_URL": f"file://{root / 'backend'}",
+                    "PULUMI_CONFIG_PASSPHRASE": "template-throwaway-passphrase", "PULUMI_SKIP_UPDATE_CHECK": "true",
+                    "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true", "PULUMI_HOME": str(root / "pulumi-home")}
+
+    def pulumi(self, *args: str, stdin: str | None = None, check: bool = True,
+               cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        cwd = cwd or (self.work if self.work.exists() else self.root)
+        cp = subprocess.run(["pulumi", *args, "--non-interactive"], cwd=cwd, input=stdin,  # noqa: S603,S607
+                            capture_output=True, text=True, env=self.env, timeout=900)
+        if check and cp.returncode != 0:
+            raise AssertionError(f"pulumi {' '.join(args)} failed:\n{cp.stdout}\n{cp.stderr}")
+        return cp
+
+
+@pytest.fixture
+def template_project() -> Iterator[TemplateProject]:
+    root = _short_tmpdir("pt")
+    try:
+        yield TemplateProject(root)
+    finally:
+        cleanup_data_dir(root / "d")
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def readme_block(section: str) -> str:
@@ -108,6 +141,7 @@ def test_readme_your_own_project_works_as_written(home: Path) -> None:
 
     script = "set -euo pipefail\n" + block
     session = terminal.run(["bash", "-c", script], cwd=ROOT, env=env, timeout=1500, prompts=[
+        ("What would you like to do?", "Skip\r"),  # pulumi login, on a terminal with no stacks yet
         ("Project name", "\r"), ("Project description", "\r"), ("(dbPassword)", "Template-pw-123\r"),
         ("perform this update?", "yes\r"),
         ("perform this destroy?", check_the_stack),
@@ -121,7 +155,7 @@ def test_readme_your_own_project_works_as_written(home: Path) -> None:
     assert (proj / "wheels").is_dir() and "${" not in (proj / "requirements.txt").read_text()
     assert checked[0]["app_url"] in text  # `pulumi stack output app_url`
     assert "postgresql://hello_user:Template-pw-123@" in text  # `pulumi stack output database_url --show-secrets`
-    assert (home / ".pulumi" / "stacks" / "myproj").is_dir()  # `pulumi login`: the state is the user's
+    assert list((home / ".pulumi" / "stacks").rglob("dev.json"))  # `pulumi login`: the state is the user's
 
 
 @pytest.mark.parametrize("kind", ["DatabaseInstance", "RestoredInstance", "LinkedInstance", "AppDatabase", "App"])
@@ -144,3 +178,127 @@ def test_pulumi_import_fails_with_one_line_naming_adopt(make_project, kind: str)
     exported = json.loads(subprocess.run(["pulumi", "stack", "export", "--stack", "test"], cwd=proj.work, env=env,  # noqa: S603,S607
                                          capture_output=True, text=True, timeout=120, check=True).stdout)
     assert not [r for r in exported["deployment"].get("resources") or [] if "dbos:" in r["type"]]
+
+
+PR_WORKFLOW = ROOT / ".github" / "workflows" / "pr-environment.yml"
+
+
+class Runner:
+    """Runs the steps of .github/workflows/pr-environment.yml as GitHub Actions would on one event, in a clone of a
+    repository: `run` steps with bash (-eo pipefail), the job's and step's env, GITHUB_ENV and GITHUB_OUTPUT; the
+    `uses` steps by what they provide here (checkout: the clone; setup-python: a `python` on PATH; pulumi/actions:
+    the CLI on PATH, at the version the pin step read; github-script: the comment file is checked instead)."""
+
+    def __init__(self, root: Path, origin: Path, base_env: dict[str, str], secrets: dict[str, str]) -> None:
+        self.root, self.origin, self.base_env, self.secrets = root, origin, base_env, secrets
+        self.workspace = root / "workspace"
+        self.job = yaml.safe_load(PR_WORKFLOW.read_text())["jobs"]["environment"]
+
+    def expr(self, text: str, number: int) -> str:
+        known = {"github.event.pull_request.number": str(number), "github.workspace": str(self.workspace),
+                 "vars.PULUMI_STACK || 'dev'": "dev", "vars.PR_ENVIRONMENT_PROJECT": "."}
+        known.update({f"secrets.{k}": v for k, v in self.secrets.items()})
+        out = re.sub(r"\$\{\{\s*(.*?)\s*\}\}", lambda m: known.get(m.group(1), m.group(0)), text)
+        assert "${{" not in out, f"an expression this runner does not know: {out}"
+        return out
+
+    def run(self, action: str, number: int) -> None:
+        shutil.rmtree(self.workspace, ignore_errors=True)
+        out_file, env_file = self.root / "github_output", self.root / "github_env"
+        env = dict(self.base_env)
+        env.update({k: self.expr(str(v), number) for k, v in self.job["env"].items()})
+        env.update(RUNNER_TEMP=str(self.root), GITHUB_OUTPUT=str(out_file), GITHUB_ENV=str(env_file))
+        outputs: dict[str, dict[str, str]] = {}
+        workdir = self.expr(self.job["defaults"]["run"]["working-directory"], number)
+        for step in self.job["steps"]:
+            cond = str(step.get("if", ""))
+            if ("!= 'closed'" in cond and action == "closed") or ("== 'closed'" in cond and action != "closed"):
+                continue
+            uses = str(step.get("uses", ""))
+            if uses.startswith("actions/checkout@"):
+                subprocess.run(["git", "clone", "-q", str(self.origin), str(self.workspace)], check=True,  # noqa: S603,S607
+                               timeout=120)
+            elif uses.startswith("pulumi/actions@"):
+                want = re.sub(r"\$\{\{\s*steps\.(\w+)\.outputs\.(\w+)\s*\}\}",
+                              lambda m: outputs[m.group(1)][m.group(2)], str(step["with"]["pulumi-version"]))
+                have = subprocess.run(["pulumi", "version"], env=env, capture_output=True, text=True,  # noqa: S603,S607
+                                      timeout=60, check=True).stdout.strip()
+                assert have == f"v{want}", (have, want)
+            elif uses:
+                continue  # setup-python (a `python` is on PATH), github-script (the test reads the comment)
+            else:
+                out_file.write_text("")
+                env_file.write_text("")
+                step_env = {**env, **{k: self.expr(str(v), number) for k, v in (step.get("env") or {}).items()}}
+                cwd = self.workspace / self.expr(str(step.get("working-directory", workdir)), number)
+                cp = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c",  # noqa: S603,S607
+                                     self.expr(step["run"], number)], cwd=cwd, env=step_env, capture_output=True,
+                                    text=True, timeout=900, check=False)
+                assert cp.returncode == 0, f"step {step.get('name')!r} failed:\n{cp.stdout}\n{cp.stderr}"
+                if "id" in step:
+                    outputs[step["id"]] = dict(line.split("=", 1) for line in out_file.read_text().splitlines())
+                env.update(dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line))
+
+
+def test_the_pr_workflow_runs_in_a_fresh_repository_made_from_the_template(home: Path) -> None:
+    """Issue 32: .github/workflows/pr-environment.yml's steps, in a new git repository made from the template
+    (no checkout of pulumi-dbos, no PULUMI_DBOS_SRC: its `pip install -r requirements.txt` died with a traceback
+    on `file://${PULUMI_DBOS_SRC}`), from its clone: a push brings the pull request's stack up (requirements
+    installed from the wheel the repository carries, the CLI at the SDK's version, the comment written), the
+    close destroys it; the source stack is as it was."""
+    data_dir = home / "d"
+    backend = home / "backend"
+    backend.mkdir()
+    secrets = {"PULUMI_BACKEND_URL": f"file://{backend}", "PULUMI_CONFIG_PASSPHRASE": "pr-repo-passphrase",
+               "PULUMI_ACCESS_TOKEN": "", "DBOS_CLOUD_TOKEN": "", "DBOS_CLOUD_CA_CERT": ""}
+    tools = home / "bin"  # actions/setup-python: a `python` on PATH (the interpreter this suite's venv is made from)
+    tools.mkdir()
+    (tools / "python").symlink_to(Path(sys.base_prefix) / "bin" / "python3")
+    pulumi_dir = str(Path(shutil.which("pulumi") or "pulumi").parent)
+    path = os.pathsep.join([str(tools), pulumi_dir, *[p for p in os.environ["PATH"].split(os.pathsep)
+                                                       if not p.startswith(str(ROOT)) and p != pulumi_dir]])
+    env = user_env(home, data_dir)
+    env.update(PATH=path, PULUMI_BACKEND_URL=secrets["PULUMI_BACKEND_URL"],
+               PULUMI_CONFIG_PASSPHRASE=secrets["PULUMI_CONFIG_PASSPHRASE"])
+
+    def pulumi(*args: str, cwd: Path, stdin: str | None = None) -> str:
+        cp = subprocess.run(["pulumi", *args, "--non-interactive"], cwd=cwd, env=env, input=stdin,  # noqa: S603,S607
+                            capture_output=True, text=True, timeout=900, check=False)
+        assert cp.returncode == 0, f"pulumi {' '.join(args)}:\n{cp.stdout}\n{cp.stderr}"
+        return cp.stdout
+
+    def git(*args: str, cwd: Path) -> None:
+        subprocess.run(["git", "-c", "user.name=ci", "-c", "user.email=ci@example.com", *args], cwd=cwd,  # noqa: S603,S607
+                       env=env, check=True, capture_output=True, timeout=120)
+
+    # the user's repository: `pulumi new` of the template, the dev stack's config, committed
+    repo = home / "repo"
+    pulumi("new", str(TEMPLATE), "--dir", str(repo), "--yes", "--name", "prdemo", "--stack", "dev",
+           "--generate-only", cwd=home)
+    pulumi("stack", "init", "dev", cwd=repo)
+    pulumi("config", "set", "--secret", "dbPassword", cwd=repo, stdin="Template-pw-123")
+    git("init", "-q", cwd=repo)
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "a project from templates/dbos-python", cwd=repo)
+    tracked = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True, check=True).stdout  # noqa: S603,S607
+    assert "wheels/pulumi_dbos-" in tracked and "requirements.txt" in tracked
+    # the source stack is up (its own virtualenv: this suite's, which has pulumi-dbos; not what is tested here)
+    (repo / "venv").symlink_to(Path(sys.prefix))
+    pulumi("up", "--yes", "--skip-preview", "--stack", "dev", cwd=repo)
+    source_state = json.loads(pulumi("stack", "export", "--stack", "dev", cwd=repo))["deployment"]["resources"]
+
+    runner = Runner(home, repo, env, secrets)
+    runner.run("synchronize", 7)
+    ws = runner.workspace
+    assert (ws / "venv" / "bin" / "pulumi-dbos").exists()  # installed from the wheel the repository carries
+    comment = (ws / "pr-environment-comment.md").read_text()
+    url = json.loads(pulumi("stack", "output", "--json", "--stack", "pr-7", cwd=ws))["app_url"]
+    assert f"App: {url}" in comment and "on instance `hello_pr7`" in comment, comment
+    with urllib.request.urlopen(f"{url}/hello/ann", timeout=30) as r:  # noqa: S310
+        assert json.loads(r.read()) == {"greeting": "Hello, ANN!"}
+
+    runner.run("closed", 7)
+    assert "Removed" in (runner.workspace / "pr-environment-comment.md").read_text()
+    assert "pr-7" not in pulumi("stack", "ls", cwd=repo)
+    assert json.loads(pulumi("stack", "export", "--stack", "dev", cwd=repo))["deployment"]["resources"] == source_state
+    pulumi("destroy", "--yes", "--skip-preview", "--stack", "dev", cwd=repo)

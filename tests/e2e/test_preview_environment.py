@@ -57,7 +57,7 @@ def workflow_step(p: TemplateProject, name: str, source: str, number: int) -> No
     job = yaml.safe_load(PR_ENVIRONMENT.read_text())["jobs"]["environment"]
     script = next(s["run"] for s in job["steps"] if str(s.get("name", "")).startswith(name))
     env = {**p.env, "SOURCE": source, "STACK": f"pr-{number}", "PR": str(number),
-           "COMMENT": str(p.root / "comment.md"), "RUNNER_TEMP": str(p.root)}
+           "COMMENT": str(p.root / "comment.md"), "RUNNER_TEMP": str(p.root), "VENV": str(p.work / "venv")}
     cp = subprocess.run(["bash", "-e", "-c", script], cwd=p.work, env=env, capture_output=True,  # noqa: S603,S607
                         text=True, timeout=900, check=False)
     assert cp.returncode == 0, f"workflow step {name!r} failed:\n{cp.stdout}\n{cp.stderr}"

@@ -32,25 +32,30 @@ class Session:
 
 
 def run(argv: Sequence[str], *, cwd: Path, env: dict[str, str], prompts: Sequence[tuple[str, Answer]],
-        timeout: float) -> Session:
+        timeout: float, quiet: float = 180) -> Session:
     """Run ``argv`` on a pty; each time the next prompt's text appears, type its answer (a callable is called
     first: a check the test makes at that moment, returning what to type). Prompts are answered in order; the
-    process group is killed at the deadline or on any error."""
+    process group is killed at the deadline, after ``quiet`` seconds without output (it waits on a question
+    nobody answers) or on any error."""
     master, slave = pty.openpty()
     p = subprocess.Popen(list(argv), cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave,  # noqa: S603
                          start_new_session=True, close_fds=True)
     os.close(slave)
     out, pending, seen = Session(), list(prompts), b""
     deadline = time.monotonic() + timeout
+    last = time.monotonic()
     try:
         while True:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{argv[0]} still running after {timeout:.0f}s; its output:\n{out.text[-4000:]}")
+            now = time.monotonic()
+            if now > deadline or now - last > quiet:
+                raise TimeoutError(f"{argv[0]} still running ({now - last:.0f}s without output); its output:\n"
+                                   f"{out.text[-4000:]}")
             ready, _, _ = select.select([master], [], [], 0.5)
             if not ready:
                 if p.poll() is not None:
                     break
                 continue
+            last = time.monotonic()
             try:
                 chunk = os.read(master, 65536)
             except OSError:  # EIO: the other side closed

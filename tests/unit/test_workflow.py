@@ -46,8 +46,23 @@ def test_the_cli_comes_from_pulumi_actions_at_the_pinned_version() -> None:
     assert len(pulumi) == 1
     version = pulumi[0]["with"]["pulumi-version"]
     pin = next(s for s in steps() if s.get("id") == "pin")
-    assert version == "${{ steps.pin.outputs.version }}" and "scripts/pulumi-version" in pin["run"]
-    assert (ROOT / "scripts" / "pulumi-version").read_text().strip().count(".") == 2
+    # the pulumi SDK's version in the project's virtualenv (pulumi-dbos pins it to scripts/pulumi-version's):
+    # a project of one's own has no scripts/pulumi-version (issue 32)
+    assert version == "${{ steps.pin.outputs.version }}" and 'version("pulumi")' in pin["run"]
+    assert f'"pulumi=={(ROOT / "scripts" / "pulumi-version").read_text().strip()}"' in (ROOT / "pyproject.toml").read_text()
+
+
+@pytest.mark.parametrize("workflow", [WORKFLOW, PR_ENVIRONMENT], ids=lambda p: p.name)
+def test_both_workflows_install_the_projects_requirements(workflow: Path) -> None:
+    """Issue 32: pr-environment.yml ran `pip install -r requirements.txt`, whose pulumi-dbos line needed
+    PULUMI_DBOS_SRC (a checkout) and died with a traceback on any runner. Both workflows install the project's
+    requirements.txt (the template's installs the wheel the project carries; this repository's `-e .`) and
+    end a failed install with one error line."""
+    runs = "\n".join(str(s.get("run", "")) for s in yaml.safe_load(workflow.read_text())["jobs"].popitem()[1]["steps"])
+    assert 'pip" install -q -r requirements.txt' in runs and "::error::" in runs and "PULUMI_DBOS_SRC" not in runs
+    assert "pip install -q -e ." not in runs
+    template_reqs = (ROOT / "templates" / "dbos-python" / "requirements.txt").read_text()
+    assert "${" not in template_reqs and "./wheels/pulumi_dbos-" in template_reqs
 
 
 def test_the_preview_runs_against_the_stacks_engine_and_posts_the_report() -> None:

@@ -223,7 +223,7 @@ def reference_markdown() -> str:
     for spec in SPECS:
         name = spec.__name__.removesuffix("Spec")
         lines += [f"**`{name}`** (`dbos:{spec.stack_section}.<{spec.name_field}>`): {spec.__doc__}", "",
-                  "| input | stack config key | default | on change | |", "|---|---|---|---|---|"]
+                  "| input | stack config key | default | on change | what it is |", "|---|---|---|---|---|"]
         for field in spec.fields(output=False):
             info, m = spec.model_fields[field], meta_of(spec.model_fields[field])
             if not m.stack and field != spec.name_field:
