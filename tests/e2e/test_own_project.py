@@ -302,3 +302,23 @@ def test_the_pr_workflow_runs_in_a_fresh_repository_made_from_the_template(home:
     assert "pr-7" not in pulumi("stack", "ls", cwd=repo)
     assert json.loads(pulumi("stack", "export", "--stack", "dev", cwd=repo))["deployment"]["resources"] == source_state
     pulumi("destroy", "--yes", "--skip-preview", "--stack", "dev", cwd=repo)
+
+
+def test_a_project_without_its_wheel_fails_the_install_with_one_error_line(tmp_path: Path) -> None:
+    """Issue 32: without PULUMI_DBOS_SRC, `pip install -r requirements.txt` of the template died with a traceback
+    (`non-local file URIs are not supported`). The install step of pr-environment.yml, in a project from the
+    template whose wheels/ was not committed: it fails with one `::error::` line saying what is missing, and pip's
+    own line names the file; no traceback."""
+    project = tmp_path / "proj"
+    shutil.copytree(ROOT / "templates" / "dbos-python", project, ignore=shutil.ignore_patterns("wheels"))
+    step = next(s for s in yaml.safe_load(PR_WORKFLOW.read_text())["jobs"]["environment"]["steps"]
+                if "requirements" in str(s.get("name", "")))
+    cp = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], cwd=project,  # noqa: S603,S607
+                        env={**os.environ, "GITHUB_ENV": str(tmp_path / "env"), "PIP_NO_INDEX": "1"},
+                        capture_output=True, text=True, timeout=300, check=False)
+    text = cp.stdout + cp.stderr
+    assert cp.returncode == 1, text
+    assert "Traceback" not in text and "${PULUMI_DBOS_SRC}" not in text
+    errors = [line for line in cp.stdout.splitlines() if line.startswith("::error::")]
+    assert len(errors) == 1 and "wheels/" in errors[0] and "commit it" in errors[0], text
+    assert "wheels/pulumi_dbos-" in cp.stderr  # pip names the missing file

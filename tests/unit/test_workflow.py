@@ -151,3 +151,4 @@ def test_the_source_stack_is_never_written() -> None:
     reading = ('pulumi stack init "$STACK" --copy-config-from "$SOURCE"', 'pulumi config cp --stack "$SOURCE" --dest "$STACK"',
                'pulumi config set previewOf "$SOURCE" --stack "$STACK"')
     assert all(u in reading or "echo" in u for u in uses_of_source), uses_of_source
+
