@@ -157,6 +157,13 @@ def test_readme_your_own_project_works_as_written(home: Path) -> None:
     assert "postgresql://hello_user:Template-pw-123@" in text  # `pulumi stack output database_url --show-secrets`
     assert list((home / ".pulumi" / "stacks").rglob("dev.json"))  # `pulumi login`: the state is the user's
 
+    # `pulumi install` (README: a fresh clone's ./venv) and `pulumi about` use the same language host
+    for args, says in ((["install"], "Finished installing dependencies"), (["about"], "pulumi-dbos")):
+        cp = subprocess.run(["pulumi", *args], cwd=proj, env=env, capture_output=True, text=True,  # noqa: S603,S607
+                            timeout=600, check=False)
+        assert cp.returncode == 0 and says in cp.stdout + cp.stderr, cp.stdout + cp.stderr
+        assert "not implemented" not in cp.stdout + cp.stderr
+
 
 @pytest.mark.parametrize("kind", ["DatabaseInstance", "RestoredInstance", "LinkedInstance", "AppDatabase", "App"])
 def test_pulumi_import_fails_with_one_line_naming_adopt(make_project, kind: str) -> None:  # type: ignore[no-untyped-def]
