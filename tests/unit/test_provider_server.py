@@ -124,3 +124,31 @@ def test_errors_of_ours_lose_their_traceback() -> None:
 
 def test_install_leaves_other_main_modules_alone() -> None:
     assert not _server.install(types.ModuleType("__main__"))
+
+
+def test_a_read_without_its_provider_is_refused_with_one_line_and_others_go_on() -> None:
+    """`pulumi import` (issue 32): the server's own ``Read`` with no ``__provider`` in the state (all an import
+    has) raised ``KeyError: '__provider'``; guarded, it aborts with one line naming ``adopt=True``. A ``Read``
+    with its provider (a refresh) reaches the server's own as before."""
+    module = server_module()
+    servicer = module.DynamicResourceProviderServicer()
+    with pytest.raises(Aborted, match="KeyError: '__provider'"):  # the server as Pulumi ships it: a traceback
+        servicer.Read(provider_pb2.ReadRequest(id="hello_db", urn="urn:x"), Context())
+    _server.guard_read(servicer)
+    urn = "urn:pulumi:dev::proj::pulumi-python:dynamic/dbos:DatabaseInstance::other"
+    with pytest.raises(Aborted) as err:
+        servicer.Read(provider_pb2.ReadRequest(id="hello_db", urn=urn), Context())
+    line = str(err.value)
+    assert "\n" not in line and "pulumi-dbos DatabaseInstance" in line and "adopt=True" in line
+    seen: list[str] = []
+    servicer_read = servicer.Read
+
+    def fake_read(request: Any, context: Any) -> str:
+        seen.append(request.id)
+        return "read"
+
+    servicer.Read = fake_read
+    _server.guard_read(servicer)
+    props = struct({"__provider": "x", "instance_name": "hello_db"})
+    assert servicer.Read(provider_pb2.ReadRequest(id="hello_db", urn=urn, properties=props), Context()) == "read"
+    assert seen == ["hello_db"] and servicer_read is not None
