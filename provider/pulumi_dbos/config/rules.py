@@ -142,6 +142,45 @@ def check_db_name(v: str | None) -> str | None:
     return v
 
 
+#: an app's environment variable name: DBOS Cloud's rule (letters, digits, underscore; not starting with a digit)
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+#: names an app's environment may not hold: what the engine sets itself (DBOS Cloud's names), and what changes
+#: how a program is loaded or an interpreter starts rather than what the app reads (the dynamic loader's
+#: ``LD_*`` of ld.so(8) and the variables glibc drops for setuid programs; Python's ``PYTHON*``; shells' and
+#: other interpreters' start-up files and option variables)
+RESERVED_ENV = re.compile(
+    r"^(DBOS_.*|PG.*|PATH|HOME|PORT|LANG|LC_.*|VIRTUAL_ENV|USER|LOGNAME|SHELL"
+    r"|LD_.*|GCONV_PATH|GETCONF_DIR|GLIBC_TUNABLES|HOSTALIASES|LOCALDOMAIN|LOCPATH|MALLOC_.*|NIS_PATH|NLSPATH"
+    r"|RESOLV_HOST_CONF|RES_OPTIONS|TMPDIR|TZDIR"
+    r"|PYTHON.*|BASH_ENV|ENV|BASHOPTS|SHELLOPTS|PS4|IFS|CDPATH|PERL5LIB|PERL5OPT|PERLLIB|RUBYLIB|RUBYOPT"
+    r"|NODE_OPTIONS|NODE_PATH|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|SSL_CERT_FILE|SSL_CERT_DIR)$")
+
+
+def env_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be one of an app's environment variables (None: it can)."""
+    if not isinstance(name, str) or not ENV_NAME.match(name):
+        return (f"environment variable name {name!r} is not letters, digits and _ (not starting with a digit, "
+                "at most 128)")
+    if RESERVED_ENV.match(name):
+        return (f"environment variable {name!r} is reserved: DBOS_*, PG*, PATH, HOME, PORT... are set by the "
+                "engine, and loader or interpreter variables (LD_*, PYTHON*, GCONV_PATH, BASH_ENV...) are refused")
+    return None
+
+
+def check_env(v: Any) -> dict[str, str]:
+    """An app's environment: names by :func:`env_name_problem`, values strings without NUL. Never echoes a value."""
+    if is_unknown(v):
+        return v  # type: ignore[no-any-return]
+    if not isinstance(v, dict):
+        raise ValueError("env must be a mapping of names to strings")
+    problems = [p for p in (env_name_problem(k) for k in v) if p]
+    problems += [f"environment variable {k!r}: its value must be a string without NUL characters"
+                 for k, val in v.items() if not is_unknown(val) and (not isinstance(val, str) or "\x00" in val)]
+    if problems:
+        raise ValueError("; ".join(problems))
+    return v
+
+
 def check_commands(v: Any) -> list[str] | None:
     if v is None or is_unknown(v):
         return None if v is None else v  # type: ignore[no-any-return]
@@ -164,3 +203,4 @@ AppName = Annotated[str, AfterValidator(check_app_name)]
 DbName = Annotated[str | None, AfterValidator(check_db_name)]
 # Any, so that a wrong type gets this rule's message rather than pydantic's
 Commands = Annotated[Any, AfterValidator(check_commands)]
+AppEnv = Annotated[dict[str, str], AfterValidator(check_env)]

@@ -17,6 +17,7 @@ from pydantic.fields import FieldInfo
 
 from .fields import Fields
 from .rules import (
+    AppEnv,
     AppName,
     Commands,
     DbName,
@@ -350,8 +351,9 @@ class AppSpec(_BoundToInstance):
         preview="update `~ previous_version`, `~ version` (one that is not stored fails at preview, listing the "
         "stored ones)", up="deploys that stored version (with an `instance` change in the same `up`: DBOS's "
         "recovery step)")] = None
-    env: Annotated[dict[str, str], Meta("extra environment for the app", secret=True,
-                                        up="redeploys the current version with the new environment")] = {}
+    env: Annotated[AppEnv, Meta("extra environment for the app (names: letters, digits, _; not LD_*, PYTHON*, "
+                                "DBOS_*...)", secret=True,
+                                up="redeploys the current version with the new environment")] = {}
     port: Annotated[Port, Meta("the app's port (default: allocated); a change moves the app there in place (its "
                                "version redeployed, its databases untouched)",
                                up="redeploys the same version and moves the app's stable port there once it "

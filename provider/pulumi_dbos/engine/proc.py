@@ -67,14 +67,15 @@ def clean_env(extra: Mapping[str, str] | None = None, *, run_as: RunAs | None = 
 
 
 def spawn(argv: list[str], *, run_as: RunAs | None = None, env: Mapping[str, str], cwd: str | os.PathLike[str],
-          log: str | os.PathLike[str]) -> int:
+          log: str | os.PathLike[str], pass_fds: tuple[int, ...] = ()) -> int:
     """Start a long-running ``argv`` in its own session (it outlives the caller), output appended to
-    ``log``; return its pid. The environment is exactly ``env`` (keep secrets out of it)."""
+    ``log``; return its pid. The environment is exactly ``env`` (keep secrets out of it); ``pass_fds`` stay
+    open in it (the sandbox's environment descriptor)."""
     switch = run_as is not None and run_as.user is not None and os.geteuid() == 0
     with open(log, "ab") as out:
         p = subprocess.Popen(  # noqa: S603 - argument list, no shell
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=dict(env), cwd=cwd,
-            start_new_session=True, close_fds=True,
+            start_new_session=True, close_fds=True, pass_fds=pass_fds,
             user=run_as.uid if switch and run_as else None, group=run_as.gid if switch and run_as else None,
             extra_groups=[] if switch else None)
     with _children_lock:
@@ -105,8 +106,10 @@ def run(
     secrets: Iterable[str | None] = (),
     hint: str | None = None,
     input_text: str | None = None,
+    pass_fds: tuple[int, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` to completion; raise :class:`CommandError` on failure/timeout."""
+    """Run ``argv`` to completion; raise :class:`CommandError` on failure/timeout. ``pass_fds`` stay open in
+    it."""
     switch = run_as is not None and run_as.user is not None and os.geteuid() == 0
     try:
         cp = subprocess.run(  # noqa: S603 - argument list, no shell
@@ -119,6 +122,7 @@ def run(
             input=input_text,
             stdin=None if input_text is not None else subprocess.DEVNULL,
             check=False,
+            pass_fds=pass_fds,
             user=run_as.uid if switch and run_as else None,
             group=run_as.gid if switch and run_as else None,
             extra_groups=[] if switch else None,

@@ -12,7 +12,6 @@ import base64
 import binascii
 import hashlib
 import logging
-import re
 import uuid
 import zipfile
 from typing import Any
@@ -47,9 +46,6 @@ from .state import ServeState
 log = logging.getLogger("pulumi_dbos.serve")
 
 LANGUAGES = ("node", "python")
-SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-#: the environment the engine gives every app (DBOS Cloud's names): a secret may not replace it
-RESERVED_SECRETS = re.compile(r"^(DBOS_.*|DBOS__.*|PG.*|PATH|HOME|PORT|LANG|LC_ALL|VIRTUAL_ENV|PYTHON.*)$")
 MAX_SECRET = 64 * 1024
 #: the flag of each archive limit (:class:`pulumi_dbos.appsource.ArchiveLimitError`'s ``limit``)
 ARCHIVE_FLAGS = {"total": "--max-archive-mib", "entries": "--max-archive-entries", "entry": "--max-archive-entry-mib"}
@@ -124,9 +120,9 @@ def router(state: ServeState, limits: Limits | None = None, *, cloud_exact: bool
     def create_secret(org: str, body: SecretRequest, request: Request) -> Response:
         org = owned(request, org)
         view_or_404(org, body.ApplicationName)
-        if not SECRET_NAME.match(body.SecretName) or RESERVED_SECRETS.match(body.SecretName):
-            raise ApiError(400, f"invalid secret name {body.SecretName!r}: letters, digits and _, not starting with "
-                           "a digit; DBOS_*, PG*, PATH, HOME, PORT, ... are set by the server")
+        problem = rules.env_name_problem(body.SecretName)  # the engine checks again at every deploy
+        if problem:
+            raise ApiError(400, f"invalid secret name: {problem}")
         if len(body.ClearSecretValue) > MAX_SECRET:
             raise ApiError(400, f"a secret's value is limited to {MAX_SECRET} characters")
         if "\x00" in body.ClearSecretValue:

@@ -37,8 +37,9 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...config.rules import env_name_problem
 from ...dbos_config import read_app
-from ...errors import EngineError, NotFoundError
+from ...errors import EngineError, NotFoundError, ValidationError
 from ...timeutil import to_rfc3339, utcnow
 from .. import proc
 from ..contract import AppDatabaseAccess, AppDeploy, AppInfo, AppStatus, AppVersion, Problem, taken_app
@@ -186,6 +187,9 @@ class LocalApps:
 
     # ---------------------------------------------------------------- deploy (``app_store``, ``app_launch``)
     def deploy(self, req: AppDeploy) -> AppInfo:
+        problems = [p for p in (env_name_problem(k) for k in req.env) if p]  # also secrets stored before the rule
+        if problems:
+            raise ValidationError([("env", p) for p in problems])
         app_store.prepare(self)
         old = self._reserve(req)
         dirs = app_store.app_dirs(self, req.app_name)

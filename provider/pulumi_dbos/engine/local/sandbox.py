@@ -5,7 +5,12 @@ uses, kept up to date by distributions — preferred over hand-made namespace co
 app's OS user with ``setpriv`` and lowers its own limits with ``prlimit`` (both util-linux)::
 
     [cgroup entry] bwrap <namespaces, mounts> -- setpriv <uid, gid, no groups, no caps, no_new_privs>
-                   -- prlimit <nproc, nofile, core[, as]> -- ARGV
+                   -- prlimit <nproc, nofile, core[, as]> -- launcher <env fd> -- ARGV
+
+- **Environment**: the app's (its secrets among it) is in no root process's: the trampoline and ``bwrap`` get a
+  fixed minimal one, and the app's reaches the launcher, the last step, as a sealed in-memory file
+  (``memfd``) it reads as the app's user and closes before it execs ``ARGV`` (issue 31: a tenant's
+  ``LD_PRELOAD`` ran its library as root in ``bwrap``). Names are checked first (``config.rules.check_env``).
 
 - **Namespaces**: PID (sees only its own processes), IPC, UTS; the network is shared (apps listen on
   127.0.0.1 and reach their instance there).
@@ -77,6 +82,57 @@ _, st = os.waitpid(pid, 0)
 code = os.waitstatus_to_exitcode(st)
 os._exit(code if code >= 0 else 128 - code)
 """
+
+
+#: the launcher, the last step inside the sandbox, run as the app's user once every privilege is gone: read the
+#: environment (``NAME=value`` NUL-separated) from the descriptor named first, close it, exec the rest with
+#: exactly that environment (its ``PATH`` finds the program). Nothing before it (the trampoline, ``bwrap``,
+#: ``setpriv``, ``prlimit``: root until ``setpriv``) has the app's environment: ``LD_PRELOAD``, ``GCONV_PATH``
+#: and the like of a tenant would otherwise run its code as root (issue 31).
+_LAUNCH = """import os, sys
+fd = int(sys.argv[1])
+chunks = []
+while True:
+    b = os.read(fd, 65536)
+    if not b:
+        break
+    chunks.append(b)
+os.close(fd)
+env = dict(kv.split('=', 1) for kv in b''.join(chunks).decode('utf-8', 'surrogateescape').split('\\0') if kv)
+a = sys.argv[3:]
+os.execvpe(a[0], a, env)
+"""
+#: the environment of the trampoline and of ``bwrap`` (root): nothing of the app's
+_ROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+
+
+def env_fd(env: Mapping[str, str]) -> int:
+    """A sealed in-memory file holding ``env`` for :data:`_LAUNCH` (the caller closes it). Never a file on disk:
+    nothing to clean, nothing another process could open by path."""
+    for k, v in env.items():
+        if "=" in k or "\0" in k or "\0" in v:
+            raise EngineError(f"environment variable {k!r} cannot be handed to the app (a NUL, or = in its name)")
+    fd = os.memfd_create("pulumi-dbos-env", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        data = b"".join(f"{k}={v}".encode("utf-8", "surrogateescape") + b"\0" for k, v in env.items())
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+                    | fcntl.F_SEAL_WRITE)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _inside_python() -> str:
+    from .runtime import app_python  # runtime imports this module
+
+    return app_python()
 
 
 @dataclass(frozen=True)
@@ -239,8 +295,9 @@ def _parents(inside: str, made: set[str]) -> list[str]:
 
 
 def command(argv: Sequence[str], *, user: proc.RunAs, binds: Sequence[Bind], cwd: str,
-            limits: Limits, unit: str | None, tmpfs: Sequence[str] = ()) -> list[str]:
-    """``argv`` wrapped in the sandbox (see the module docstring); ``unit`` names its cgroups."""
+            limits: Limits, unit: str | None, tmpfs: Sequence[str] = (), env_fd: int | None = None) -> list[str]:
+    """``argv`` wrapped in the sandbox (see the module docstring); ``unit`` names its cgroups; ``env_fd``: the
+    descriptor (:func:`env_fd`) the launcher reads the app's environment from, once it runs as the app's user."""
     assert user.user is not None
     args = [require(), "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent", "--new-session",
             *_root_binds()]
@@ -260,7 +317,10 @@ def command(argv: Sequence[str], *, user: proc.RunAs, binds: Sequence[Bind], cwd
         rlimits.append(f"--as={limits.memory_mib * 1024 * 1024 * 4}")  # address space, not RSS: leave room
     args += ["--", "/usr/bin/setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups",
              "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--",
-             "/usr/bin/prlimit", *rlimits, "--", *argv]
+             "/usr/bin/prlimit", *rlimits, "--"]
+    if env_fd is not None:
+        args += [_inside_python(), "-I", "-S", "-c", _LAUNCH, str(env_fd), "--"]
+    args += list(argv)
     procs = sorted({str(d / "cgroup.procs") for d in dirs.values()}) if dirs else []
     return [_trampoline_python(), "-I", "-S", "-c", _ENTER, *procs, "--", *args]
 
@@ -271,9 +331,14 @@ def _trampoline_python() -> str:
 
 def spawn(argv: Sequence[str], *, user: proc.RunAs, binds: Sequence[Bind], cwd: str, env: Mapping[str, str],
           host_cwd: Path, log_path: Path, limits: Limits, unit: str) -> int:
-    """A long-running sandboxed process (see :func:`proc.spawn`); its pid is the outer ``bwrap``'s."""
-    full = command(argv, user=user, binds=binds, cwd=cwd, limits=limits, unit=unit)
-    return proc.spawn(full, env=env, cwd=host_cwd, log=log_path)
+    """A long-running sandboxed process (see :func:`proc.spawn`); its pid is the trampoline's. ``env`` reaches
+    only the app (through :func:`env_fd`), never the root processes that set the sandbox up."""
+    fd = env_fd(env)
+    try:
+        full = command(argv, user=user, binds=binds, cwd=cwd, limits=limits, unit=unit, env_fd=fd)
+        return proc.spawn(full, env=_ROOT_ENV, cwd=host_cwd, log=log_path, pass_fds=(fd,))
+    finally:
+        os.close(fd)
 
 
 def run(argv: Sequence[str], *, user: proc.RunAs, binds: Sequence[Bind], cwd: str, env: Mapping[str, str],
@@ -283,9 +348,12 @@ def run(argv: Sequence[str], *, user: proc.RunAs, binds: Sequence[Bind], cwd: st
     run's own: two runs of one unit at once, e.g. two data dirs building the same environment as the same
     user, must not remove each other's) are removed afterwards."""
     unit = f"{unit}.{os.getpid()}-{os.urandom(4).hex()}"
-    full = command(argv, user=user, binds=binds, cwd=cwd, limits=limits, unit=unit, tmpfs=tmpfs)
+    fd = env_fd(env)
     try:
-        return proc.run(full, env=env, cwd=host_cwd, timeout=timeout, secrets=secrets, hint=hint, check=check)
+        full = command(argv, user=user, binds=binds, cwd=cwd, limits=limits, unit=unit, tmpfs=tmpfs, env_fd=fd)
+        return proc.run(full, env=_ROOT_ENV, cwd=host_cwd, timeout=timeout, secrets=secrets, hint=hint, check=check,
+                        pass_fds=(fd,))
     finally:
+        os.close(fd)
         kill_unit(unit)
         release_unit(unit)
