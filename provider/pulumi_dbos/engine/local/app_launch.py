@@ -8,6 +8,7 @@ Inside the sandbox the app sees its release (read-only) at ``/dbos/app``, its co
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shlex
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ...errors import DbosError, EngineError, TimeoutExpired
 from .. import proc
-from ..contract import AppDeploy
+from ..contract import AppDatabaseAccess, AppDeploy
 from ..files import read_tail, write_owned
 from ..urls import url_for
 from ..waits import wait_until
@@ -42,8 +43,22 @@ def binds_for(apps: LocalApps, dirs: dict[str, Path], release: Path, env_dir: Pa
             sandbox.Bind(dirs["home"], HOME_INSIDE, writable=True), sandbox.Bind(env_dir, env_inside)]
 
 
-def environment_for(apps: LocalApps, req: AppDeploy, places: dict[str, str], port: int) -> dict[str, str]:
+def inside_db(apps: LocalApps, db: AppDatabaseAccess) -> AppDatabaseAccess:
+    """``db`` as the app reaches it: in its sandbox's network namespace, on 127.0.0.1 (relayed out)."""
+    return dataclasses.replace(db, hostname=ports.HOST) if apps.boxed else db
+
+
+def net_for(apps: LocalApps, req: AppDeploy, port: int | None = None) -> sandbox.Net | None:
+    """The sandbox's network (issue 31): only its backend ``port`` in from the host's 127.0.0.1, and only its
+    database out; None without a sandbox."""
+    if not apps.boxed:
+        return None
     db = req.database
+    return sandbox.Net(inbound=(port,) if port else (), outbound=((db.port, db.hostname, db.port),))
+
+
+def environment_for(apps: LocalApps, req: AppDeploy, places: dict[str, str], port: int) -> dict[str, str]:
+    db = inside_db(apps, req.database)
     return {
         **req.env,
         "PATH": f"{places['env']}/bin:/usr/local/bin:/usr/bin:/bin", "VIRTUAL_ENV": places["env"],
@@ -94,10 +109,10 @@ def fail(apps: LocalApps, name: str, what: str, log: Path, since: int, masks: li
 
 
 def spawn(apps: LocalApps, argv: list[str], *, req: AppDeploy, dirs: dict[str, Path], binds: list[sandbox.Bind],
-           cwd: str, env: dict[str, str], log: Path, unit: str) -> int:
+           cwd: str, env: dict[str, str], log: Path, unit: str, port: int) -> int:
     if apps.boxed:
         return sandbox.spawn(argv, user=apps.run_as, binds=binds, cwd=cwd, env=env, host_cwd=apps.app_dir(
-            req.app_name), log_path=log, limits=limits_for(apps, req), unit=unit)
+            req.app_name), log_path=log, limits=limits_for(apps, req), unit=unit, net=net_for(apps, req, port))
     return proc.spawn(argv, run_as=apps.run_as, env=env, cwd=cwd, log=log)
 
 
@@ -119,7 +134,7 @@ def launch(apps: LocalApps, req: AppDeploy, start: str, dirs: dict[str, Path], b
         env = environment_for(apps, req, places, port)
         unit = unit_name(apps, req.app_name, str(port))
         pid = spawn(apps, shlex.split(start), req=req, dirs=dirs, binds=binds, cwd=places["app"], env=env,
-                          log=log, unit=unit)
+                          log=log, unit=unit, port=port)
         last: list[int | None] = [None]
 
         def healthy(pid: int = pid, port: int = port, last: list[int | None] = last) -> bool:
@@ -152,7 +167,7 @@ def launch(apps: LocalApps, req: AppDeploy, start: str, dirs: dict[str, Path], b
                 fh.write(log_line.encode())
             port = backend_port(apps, req.app_name, frozenset(tried))
             pgpass = dirs["ctl"] / f"pgpass.{port}"
-            write_owned(pgpass, runtime.pgpass_line(req.database).encode(), 0o600,
+            write_owned(pgpass, runtime.pgpass_line(inside_db(apps, req.database)).encode(), 0o600,
                         apps.run_as.uid if apps.user else None, apps.gid)
     raise AssertionError("unreachable")
 
@@ -211,7 +226,8 @@ def migrate(apps: LocalApps, req: AppDeploy, binds: list[sandbox.Bind], places: 
     if apps.boxed:
         cp = sandbox.run(argv, user=apps.run_as, binds=binds, cwd=places["app"], env=env,
                          host_cwd=apps.app_dir(req.app_name), limits=limits_for(apps, req),
-                         unit=unit_name(apps, req.app_name, "migrate"), timeout=timeout, check=False, secrets=masks)
+                         unit=unit_name(apps, req.app_name, "migrate"), timeout=timeout, check=False, secrets=masks,
+                         net=net_for(apps, req))
     else:
         cp = proc.run(argv, run_as=apps.run_as, env=env, cwd=release, timeout=timeout, check=False, secrets=masks)
     with open(log, "ab") as fh:

@@ -204,7 +204,7 @@ class LocalApps:
             port = app_launch.backend_port(self, req.app_name)
             pgpass = dirs["ctl"] / f"pgpass.{port}"
             undo.push(app_launch.release_backend, self, req.app_name, dirs, port)
-            write_owned(pgpass, runtime.pgpass_line(req.database).encode(), 0o600,
+            write_owned(pgpass, runtime.pgpass_line(app_launch.inside_db(self, req.database)).encode(), 0o600,
                         self.run_as.uid if self.user else None, self.gid)
             env = app_launch.environment_for(self, req, places, port)
             log = dirs["log"] / "app.log"

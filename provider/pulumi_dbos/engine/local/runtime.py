@@ -307,6 +307,24 @@ def build_env(envs: Path, release: Path, user: proc.RunAs) -> tuple[Path, str]:
     return env, inside
 
 
+#: the HTTPS proxy's port inside a build's network namespace (its own: no one else's port)
+BUILD_PROXY_PORT = 3128
+PYPI_HOSTS = ("pypi.org", "files.pythonhosted.org")
+
+
+def index_hosts(uv_env: dict[str, str], requirements: str) -> tuple[str, ...]:
+    """The hosts a build may reach (on 443): the package index (``UV_INDEX_URL``, ``UV_DEFAULT_INDEX``,
+    ``PIP_INDEX_URL``, else PyPI's two) and the hosts of requirements.txt's ``https://`` URLs."""
+    from urllib.parse import urlsplit
+
+    hosts = {urlsplit(uv_env[k]).hostname or "" for k in ("UV_INDEX_URL", "UV_DEFAULT_INDEX", "PIP_INDEX_URL")
+             if uv_env.get(k)}
+    hosts = {h for h in hosts if h} or set(PYPI_HOSTS)
+    for m in re.finditer(r"https://([A-Za-z0-9.-]+)", requirements):
+        hosts.add(m.group(1).lower())
+    return tuple(sorted(hosts))
+
+
 def _build_boxed(envs: Path, key: str, req: Path | None, python: str, user: proc.RunAs,
                  uv_env: dict[str, str]) -> None:
     cache = envs / "_cache"
@@ -325,14 +343,18 @@ def _build_boxed(envs: Path, key: str, req: Path | None, python: str, user: proc
         f = uv_env.get(k)
         if f and os.path.isfile(f) and not f.startswith(("/etc/", "/usr/")):
             binds.append(sandbox.Bind(Path(f), f))
-    env = {**uv_env, "HOME": "/tmp", "UV_CACHE_DIR": f"{ENVS_INSIDE}/_cache", "PATH": "/usr/bin:/bin"}
-    env.pop("USER", None)
-    env.pop("LOGNAME", None)
+    # no network but an HTTPS proxy to the package index (and the https:// URLs requirements.txt names), in a
+    # network namespace of the build's own (issue 31: an sdist's build backend is tenant code)
+    env = {**uv_env, "HOME": "/tmp", "UV_CACHE_DIR": f"{ENVS_INSIDE}/_cache", "PATH": "/usr/bin:/bin",
+           "HTTPS_PROXY": f"http://127.0.0.1:{BUILD_PROXY_PORT}"}
+    for k in ("USER", "LOGNAME", "https_proxy", "NO_PROXY", "no_proxy"):
+        env.pop(k, None)
+    net = sandbox.Net(connect=(BUILD_PROXY_PORT, index_hosts(uv_env, req.read_text(errors="replace") if req else "")))
     inside = f"{ENVS_INSIDE}/{key}"
     limits = sandbox.Limits(memory_mib=settings.from_env().build_memory_mib)
     unit = sandbox.unit_name(str(user.user), f"build-{key}")
     common = {"user": user, "binds": binds, "cwd": "/tmp", "env": env, "host_cwd": envs, "limits": limits,
-              "unit": unit, "timeout": settings.from_env().env_timeout}
+              "unit": unit, "timeout": settings.from_env().env_timeout, "net": net}
     sandbox.run(["/opt/uv/uv", "venv", "--quiet", "--python", python, inside],
                 hint="creating the app's virtualenv failed", **common)  # type: ignore[arg-type]
     if req is not None:

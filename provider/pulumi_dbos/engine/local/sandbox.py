@@ -136,6 +136,28 @@ def _inside_python() -> str:
 
 
 @dataclass(frozen=True)
+class Net:
+    """A network namespace of the sandbox's own (:mod:`.netgate`): only ``lo``. ``inbound``: ports of the host's
+    127.0.0.1 relayed to the same port inside (the app's backend port); ``outbound``: ``(port inside, host,
+    port)``, a port of the namespace's 127.0.0.1 relayed to ``host:port`` outside (its database); ``connect``:
+    ``(port inside, hosts)``, an HTTPS ``CONNECT`` proxy to those hosts only (a build's package index)."""
+
+    inbound: tuple[int, ...] = ()
+    outbound: tuple[tuple[int, str, int], ...] = ()
+    connect: tuple[int, tuple[str, ...]] | None = None
+
+    def args(self) -> list[str]:
+        out = [a for port in self.inbound for a in ("--in", str(port))]
+        out += [a for port, host, remote in self.outbound for a in ("--out", f"{port}=[{host}]:{remote}")]
+        if self.connect:
+            out += ["--connect", f"{self.connect[0]}={','.join(self.connect[1])}"]
+        return out
+
+
+NETGATE = Path(__file__).with_name("netgate.py")
+
+
+@dataclass(frozen=True)
 class Bind:
     """``host`` mounted at ``inside`` (read-only unless ``writable``)."""
 
@@ -295,7 +317,8 @@ def _parents(inside: str, made: set[str]) -> list[str]:
 
 
 def command(argv: Sequence[str], *, user: proc.RunAs, binds: Sequence[Bind], cwd: str,
-            limits: Limits, unit: str | None, tmpfs: Sequence[str] = (), env_fd: int | None = None) -> list[str]:
+            limits: Limits, unit: str | None, tmpfs: Sequence[str] = (), env_fd: int | None = None,
+            net: Net | None = None) -> list[str]:
     """``argv`` wrapped in the sandbox (see the module docstring); ``unit`` names its cgroups; ``env_fd``: the
     descriptor (:func:`env_fd`) the launcher reads the app's environment from, once it runs as the app's user."""
     assert user.user is not None
@@ -322,6 +345,9 @@ def command(argv: Sequence[str], *, user: proc.RunAs, binds: Sequence[Bind], cwd
         args += [_inside_python(), "-I", "-S", "-c", _LAUNCH, str(env_fd), "--"]
     args += list(argv)
     procs = sorted({str(d / "cgroup.procs") for d in dirs.values()}) if dirs else []
+    if net is not None:  # the trampoline that also makes the network namespace (issue 31)
+        return [_trampoline_python(), "-I", "-S", str(NETGATE), *(a for p in procs for a in ("--procs", p)),
+                *net.args(), "--uid", str(user.uid), "--gid", str(user.gid), "--", *args]
     return [_trampoline_python(), "-I", "-S", "-c", _ENTER, *procs, "--", *args]
 
 
@@ -330,12 +356,12 @@ def _trampoline_python() -> str:
 
 
 def spawn(argv: Sequence[str], *, user: proc.RunAs, binds: Sequence[Bind], cwd: str, env: Mapping[str, str],
-          host_cwd: Path, log_path: Path, limits: Limits, unit: str) -> int:
+          host_cwd: Path, log_path: Path, limits: Limits, unit: str, net: Net | None = None) -> int:
     """A long-running sandboxed process (see :func:`proc.spawn`); its pid is the trampoline's. ``env`` reaches
     only the app (through :func:`env_fd`), never the root processes that set the sandbox up."""
     fd = env_fd(env)
     try:
-        full = command(argv, user=user, binds=binds, cwd=cwd, limits=limits, unit=unit, env_fd=fd)
+        full = command(argv, user=user, binds=binds, cwd=cwd, limits=limits, unit=unit, env_fd=fd, net=net)
         return proc.spawn(full, env=_ROOT_ENV, cwd=host_cwd, log=log_path, pass_fds=(fd,))
     finally:
         os.close(fd)
@@ -343,14 +369,16 @@ def spawn(argv: Sequence[str], *, user: proc.RunAs, binds: Sequence[Bind], cwd: 
 
 def run(argv: Sequence[str], *, user: proc.RunAs, binds: Sequence[Bind], cwd: str, env: Mapping[str, str],
         host_cwd: Path, limits: Limits, unit: str, timeout: float, secrets: Sequence[str] = (),
-        hint: str | None = None, check: bool = True, tmpfs: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+        hint: str | None = None, check: bool = True, tmpfs: Sequence[str] = (),
+        net: Net | None = None) -> subprocess.CompletedProcess[str]:
     """A sandboxed command to completion (see :func:`proc.run`); its cgroups (``unit`` and a suffix of this
     run's own: two runs of one unit at once, e.g. two data dirs building the same environment as the same
     user, must not remove each other's) are removed afterwards."""
     unit = f"{unit}.{os.getpid()}-{os.urandom(4).hex()}"
     fd = env_fd(env)
     try:
-        full = command(argv, user=user, binds=binds, cwd=cwd, limits=limits, unit=unit, tmpfs=tmpfs, env_fd=fd)
+        full = command(argv, user=user, binds=binds, cwd=cwd, limits=limits, unit=unit, tmpfs=tmpfs, env_fd=fd,
+                       net=net)
         return proc.run(full, env=_ROOT_ENV, cwd=host_cwd, timeout=timeout, secrets=secrets, hint=hint, check=check,
                         pass_fds=(fd,))
     finally:
