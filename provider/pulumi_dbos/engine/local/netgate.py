@@ -242,6 +242,8 @@ def main(argv: list[str]) -> int:
                         with contextlib.suppress(OSError):
                             os.close(fd)
                 _drop(a.uid, a.gid)
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # a stop reaches the app first; the
+                    signal.signal(sig, signal.SIG_IGN)  # relays go when it has exited (or with the trampoline)
                 if os.getppid() == 1:
                     os._exit(0)
                 asyncio.run(_relay(pair, mine, targets, allowed if role == "outside" else frozenset()))

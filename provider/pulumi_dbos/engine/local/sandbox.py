@@ -12,8 +12,11 @@ app's OS user with ``setpriv`` and lowers its own limits with ``prlimit`` (both 
   (``memfd``) it reads as the app's user and closes before it execs ``ARGV`` (issue 31: a tenant's
   ``LD_PRELOAD`` ran its library as root in ``bwrap``). Names are checked first (``config.rules.check_env``).
 
-- **Namespaces**: PID (sees only its own processes), IPC, UTS; the network is shared (apps listen on
-  127.0.0.1 and reach their instance there).
+- **Namespaces**: PID (sees only its own processes), IPC, UTS; for apps, migrations and builds (:class:`Net`)
+  a network namespace of the sandbox's own, made by the trampoline of :mod:`.netgate`: only ``lo``, the
+  app's port relayed in from the host's 127.0.0.1 and its database's relayed out (issue 31: in the host's
+  network a tenant took other organizations' ports, exhausted the engine's ranges, reached root's abstract
+  sockets). The apps' proxies (our code, on their stable ports) stay in the host's network.
 - **Mounts**: a fresh root holding only ``/usr`` (and its ``/bin``, ``/lib*`` links), ``/etc``
   read-only, a new ``/proc`` and ``/dev``, a private ``/tmp``, and the binds the caller names
   (:class:`Bind`): the release and its environment read-only, the app's home writable. The data
