@@ -27,19 +27,29 @@ it was made in, so each relay makes sockets only in its own and nothing is ever 
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import concurrent.futures.thread  # noqa: F401 - imported before the relays drop to a user that may not read them
 import contextlib
 import ctypes
-import encodings.idna  # noqa: F401 - (as above) getaddrinfo of a host name encodes it with this codec
 import fcntl
-import ipaddress
 import os
 import signal
 import socket
 import struct
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
+    import ipaddress
+
+
+def _load() -> None:
+    """The relays' modules (~0.3 s of imports, not the trampoline's: the app starts meanwhile), imported as root
+    before the relays drop to a user that may not read the interpreter's files."""
+    global asyncio, ipaddress  # noqa: PLW0603
+    import asyncio
+    import concurrent.futures.thread  # noqa: F401 - asyncio's getaddrinfo runs in its executor
+    import encodings.idna  # noqa: F401 - getaddrinfo of a host name encodes it with this codec
+    import ipaddress
 
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
@@ -189,16 +199,39 @@ def _out_target(spec: str) -> tuple[int, str, int]:
     return int(local), host.strip("[]"), int(port)
 
 
+class _Args:
+    """The options (argparse would cost the trampoline's start 50 ms)."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.procs: list[str] = []
+        self.inbound: list[int] = []
+        self.out: list[tuple[int, str, int]] = []
+        self.connect: str | None = None
+        self.uid = self.gid = -1
+        it = iter(argv)
+        for opt in it:
+            value = next(it)
+            if opt == "--procs":
+                self.procs.append(value)
+            elif opt == "--in":
+                self.inbound.append(int(value))
+            elif opt == "--out":
+                self.out.append(_out_target(value))
+            elif opt == "--connect":
+                self.connect = value
+            elif opt == "--uid":
+                self.uid = int(value)
+            elif opt == "--gid":
+                self.gid = int(value)
+            else:
+                raise SystemExit(f"netgate: unknown option {opt}")
+        if self.uid <= 0 or self.gid <= 0:
+            raise SystemExit("netgate: --uid and --gid (not root) are required")
+
+
 def main(argv: list[str]) -> int:
     i = argv.index("--")
-    p = argparse.ArgumentParser(prog="netgate")
-    p.add_argument("--procs", action="append", default=[])
-    p.add_argument("--in", dest="inbound", action="append", type=int, default=[])
-    p.add_argument("--out", action="append", type=_out_target, default=[])
-    p.add_argument("--connect", default=None)
-    p.add_argument("--uid", type=int, required=True)
-    p.add_argument("--gid", type=int, required=True)
-    a = p.parse_args(argv[:i])
+    a = _Args(argv[:i])
     cmd = argv[i + 1:]
     for path in a.procs:
         with open(path, "w") as f:
@@ -220,11 +253,15 @@ def main(argv: list[str]) -> int:
         inside["c"] = _listen(int(port_text))
         allowed = frozenset(h.strip().lower() for h in hosts.split(",") if h.strip())
     out_pair, in_pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    child = os.fork()  # first: the app starts while the relays load; what it sends early waits in the backlogs
+    if child == 0:
+        os.execv(cmd[0], cmd)  # the listeners and the pair are close-on-exec
     relays = []
     for role in ("outside", "inside"):
         pid = os.fork()
         if pid == 0:
             try:
+                _load()
                 if role == "outside":
                     _check(_libc.setns(host_ns, CLONE_NEWNET), "setns(host)")
                     mine, theirs, pair = outside, inside, out_pair
@@ -254,9 +291,6 @@ def main(argv: list[str]) -> int:
     for s in (*outside.values(), *inside.values(), out_pair, in_pair):
         s.close()
     os.close(host_ns)
-    child = os.fork()
-    if child == 0:
-        os.execv(cmd[0], cmd)
 
     def fwd(sig: int, _frame: object) -> None:
         with contextlib.suppress(OSError):
