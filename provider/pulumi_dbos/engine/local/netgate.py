@@ -13,16 +13,17 @@
    interface, no route, no other address, and its own ports and abstract Unix sockets. Binds there each
    ``--out`` port on 127.0.0.1 (the app's database port) and each ``--connect`` port (an HTTPS proxy).
 4. Starts two relays, both as ``UID:GID`` with no capability and ``no_new_privs``, joined by a Unix socket
-   pair: the *outside* one (back in the host's namespace) accepts on the ``--in`` ports and hands each
-   connection to the *inside* one, which connects it to the same port on the namespace's 127.0.0.1; the
-   inside one accepts on the ``--out`` ports and hands each connection out, where it is connected to
-   ``HOST:PORT`` in the host's namespace. ``--connect``: an HTTP ``CONNECT`` proxy that lets through only
-   ``CONNECT <one of HOSTS>:443`` (an environment build's package index).
+   pair. The *inside* one accepts on the ``--in`` ports (sockets of the host's network: a listening socket
+   accepts where it was made, whoever holds it) and connects each connection to the same port on the
+   namespace's 127.0.0.1; it accepts on the ``--out`` ports too and hands each connection to the *outside*
+   one (back in the host's namespace), which connects it to ``HOST:PORT`` there. ``--connect``: an HTTP
+   ``CONNECT`` proxy, outside, that lets through only ``CONNECT <one of HOSTS>:443`` (an environment build's
+   package index).
 5. Runs ARGV (``bwrap ...``) in the new namespace as its child, passes SIGTERM/SIGINT/SIGHUP on, and when it
    exits ends the relays and exits with its status. The namespace ends with the last process in it.
 
-A connection is a file descriptor passed between the relays (``SCM_RIGHTS``): a socket stays in the namespace
-it was made in, so each relay makes sockets only in its own and nothing is ever routed between them.
+An outgoing connection is a file descriptor passed between the relays (``SCM_RIGHTS``): a socket stays in the
+namespace it was made in, so each relay makes sockets only in its own and nothing is ever routed between them.
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ async def _connect_proxy(sock: socket.socket, allowed: frozenset[str]) -> None:
 
 async def _relay(pair: socket.socket, listeners: dict[str, socket.socket], targets: dict[str, tuple[str, int]],
                  allowed: frozenset[str]) -> None:
-    """Hand what ``listeners`` accept to the other relay (tagged); connect what it hands over to ``targets[tag]``."""
+    """Connect what ``listeners`` accept, and what the other relay hands over, to ``targets[tag]`` when this relay
+    has that target; hand the rest to the other relay (tagged)."""
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
 
@@ -161,6 +163,9 @@ async def _relay(pair: socket.socket, listeners: dict[str, socket.socket], targe
     def accept(tag: str, lsock: socket.socket) -> None:
         with contextlib.suppress(BlockingIOError, InterruptedError):
             conn, _ = lsock.accept()
+            if tag in targets:  # an inbound connection: accepted from the host's network, joined in this one
+                spawn(_join(conn, *targets[tag]))
+                return
             try:
                 socket.send_fds(pair, [tag.encode()], [conn.fileno()])
             except OSError:
@@ -262,17 +267,20 @@ def main(argv: list[str]) -> int:
         if pid == 0:
             try:
                 _load()
+                # a listening socket accepts in the namespace it was made in, whoever holds it: the inside relay
+                # takes the inbound ones too and joins their connections in its namespace (no hand-over)
                 if role == "outside":
                     _check(_libc.setns(host_ns, CLONE_NEWNET), "setns(host)")
-                    mine, theirs, pair = outside, inside, out_pair
+                    mine, pair = {}, out_pair
                     targets = {f"o{n}": (h, q) for n, (_port, h, q) in enumerate(a.out)}
                     in_pair.close()
                 else:
-                    mine, theirs, pair = inside, outside, in_pair
+                    mine, pair = {**inside, **outside}, in_pair
                     targets = {f"i{port}": ("127.0.0.1", port) for port in a.inbound}
                     out_pair.close()
-                for s in theirs.values():
-                    s.close()
+                for s in (*inside.values(), *outside.values()):
+                    if s not in mine.values():
+                        s.close()
                 keep = {0, 1, 2, pair.fileno(), *(s.fileno() for s in mine.values())}
                 for fd in [int(f) for f in os.listdir("/proc/self/fd")]:
                     if fd not in keep:  # host_ns, the app's environment (sandbox.env_fd), the listing's own
