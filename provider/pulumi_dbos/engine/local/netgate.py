@@ -52,6 +52,7 @@ def _load() -> None:
     import encodings.idna  # noqa: F401 - getaddrinfo of a host name encodes it with this codec
     import ipaddress
 
+
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
@@ -112,10 +113,18 @@ async def _join(sock: socket.socket, host: str, port: int) -> None:
 
 
 def _public(addr: str) -> bool:
-    """Not this host's loopback, nor link-local, unspecified or multicast: a build never reaches the host itself
-    through a requirements.txt URL naming 127.0.0.1."""
+    """Not an address of this host (loopback, or one it can bind: the outside relay is in the host's network),
+    nor link-local, unspecified or multicast: a build never reaches the host itself through a requirements.txt
+    URL naming 127.0.0.1 or the host's own address."""
     ip = ipaddress.ip_address(addr.split("%", 1)[0])
-    return not (ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast)
+    if ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast:
+        return False
+    with socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((str(ip), 0))
+        except OSError:
+            return True  # not ours (EADDRNOTAVAIL)
+    return False
 
 
 async def _connect_proxy(sock: socket.socket, allowed: frozenset[str]) -> None:
