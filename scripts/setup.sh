@@ -52,6 +52,8 @@ apt_install() {
 }
 # pgBackRest: the backup repository under every instance (engine/local/repo.py)
 command -v pgbackrest >/dev/null 2>&1 || apt_install pgbackrest "pgBackRest, the instances' backup repository"
+# etcd: the consensus store Patroni elects leaders in (engine/ha; Debian's 3.4 runs with --pre-vote)
+command -v etcd >/dev/null 2>&1 || apt_install etcd-server "etcd, high availability's consensus store"
 # bubblewrap: the sandbox of every piece of tenant code under `pulumi-dbos serve` (apps, migrations, builds)
 command -v bwrap >/dev/null 2>&1 || apt_install bubblewrap "bubblewrap, the apps' sandbox"
 if ! [ -x /usr/bin/python3 ] && [ -z "${PULUMI_DBOS_APP_PYTHON:-}" ]; then
@@ -86,6 +88,18 @@ if [ "$(cat .state/template-wheel 2>/dev/null)" != "$wheel_want" ] || ! compgen 
     echo "$wheel_want" > .state/template-wheel
 fi
 
+# --- Patroni's interpreter (engine/ha): Debian's python3, which the clusters' OS user can run (the project's
+# .venv may live where it cannot reach, e.g. under /root), with Patroni from PyPI ---
+patroni_py="$here/.state/patroni/bin/python"
+if [ "$(cat .state/patroni/.installed 2>/dev/null)" != "$want" ] && [ -x /usr/bin/python3 ]; then
+    say "building Patroni's environment (.state/patroni)..."
+    uv=".venv/bin/uv"
+    "$uv" venv -q --clear -p /usr/bin/python3 .state/patroni >&2
+    VIRTUAL_ENV="$here/.state/patroni" "$uv" pip install -q --compile-bytecode -p "$patroni_py" \
+        'patroni[etcd3]>=4.1.5,<5' 'psycopg[binary]>=3.2,<4' >&2
+    echo "$want" > .state/patroni/.installed
+fi
+
 # --- pulumi CLI -----------------------------------------------------------------------
 pulumi_bin="$(scripts/ensure-pulumi.sh)"
 
@@ -114,4 +128,5 @@ export PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION=true
 export PULUMI_DBOS_PULUMI_BIN="$pulumi_bin"
 export PULUMI_DBOS_DBOS_CLOUD="$dbos_cloud"
 export PULUMI_DBOS_WEED="${weed:-}"
+export PULUMI_DBOS_PATRONI_PYTHON="$patroni_py"
 ENV

@@ -72,7 +72,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         parts = Path(str(item.fspath)).parts
         for marker in ("unit", "integration", "e2e", "reliability", "contract", "conformance", "security",
-                       "durability"):
+                       "durability", "ha"):
             if marker in parts:
                 item.add_marker(getattr(pytest.mark, marker))
     if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get(parallel.UNITS_ENV):  # a worker of scripts/test.sh

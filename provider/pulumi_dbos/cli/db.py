@@ -65,6 +65,20 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_switchover(args: argparse.Namespace) -> int:
+    """A planned switchover of a high-availability instance (Patroni's, to its synchronous standby by default)."""
+    eng = engine_from_args(args)
+    before = eng.info(args.name)
+    if before is None:
+        raise DbosError(f"instance {args.name!r} not found", hint="`pulumi-dbos db list` shows the known instances")
+    if not before.high_availability:
+        raise DbosError(f"instance {args.name!r} is not a high-availability instance",
+                        hint=f"set dbos:instances.{args.name}.highAvailability: true and `pulumi up`")
+    info = eng.switchover(args.name, args.to)
+    print(f"switchover of {args.name}: leader {before.leader} -> {info.leader} (timeline {info.timeline})")
+    return 0
+
+
 def _local_only(eng: Any, what: str) -> Any:
     if getattr(eng, "kind", None) != "local":
         raise DbosError(f"`pulumi-dbos db {what}` works on the local engine (and so on a pulumi-dbos serve's host)",
@@ -233,6 +247,12 @@ def add_parsers(sub: Any) -> None:
     s.add_argument("name")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_drills)
+    s = db.add_parser("switchover", help="a planned switchover of a high-availability instance (its synchronous "
+                      "standby becomes the primary; the endpoint follows)")
+    s.add_argument("name")
+    s.add_argument("--to", default=None, metavar="MEMBER", help="the member or host to promote (default: the "
+                   "synchronous standby)")
+    s.set_defaults(fn=cmd_switchover)
     s = db.add_parser("connect", help="write APP's connection into its dbos-config.yaml (an AppDatabase's; a "
                       "deployed App's source is left alone)")
     s.add_argument("app")

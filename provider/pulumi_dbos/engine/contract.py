@@ -26,7 +26,9 @@ class Status(str, enum.Enum):
     STOPPED = "stopped"
     CREATING = "creating"
     RESTORING = "restoring"
-    UNREACHABLE = "unreachable"  # a linked server that does not answer
+    UNREACHABLE = "unreachable"  # a linked server that does not answer; an HA instance without a leader
+    #: an HA instance with a leader (it answers) while one of its members is down or not streaming
+    DEGRADED = "degraded"
     #: its cluster, its directory, its catalog row or the whole data dir gone (a lost disk, an operator's
     #: mistake): its backups are in the repository, the restorable window stays; never recreated silently
     LOST = "lost"
@@ -70,6 +72,13 @@ class InstanceInfo:
     last_drill: dict[str, Any] | None = None
     #: how long its backups stay restorable by name after a destroy (None: the engine does not keep them)
     kept_after_destroy_hours: int | None = None
+    #: several members under Patroni (``set_high_availability``); the next four fields describe them
+    high_availability: bool = False
+    #: each member: ``{name, host, role, state, timeline, lag}`` (lag in bytes behind the leader)
+    members: list[dict[str, Any]] | None = None
+    leader: str | None = None
+    sync_standby: str | None = None
+    timeline: int | None = None
 
     @property
     def is_linked(self) -> bool:
@@ -336,6 +345,17 @@ class Engine(Protocol):
         """After a crash of whatever ran the engine, with nothing else in flight: remove what it left
         half-made (creates, restores, a drill's scratch instance, an app whose first deploy was cut short);
         the names removed."""
+        ...
+
+    # ---------------------------------------------------------------- high availability
+    def set_high_availability(self, name: str, enabled: bool, *, members: int = 3) -> InstanceInfo:
+        """Turn high availability on (standbys added: ``members`` in all, one synchronous) or off (standbys
+        removed, the leader's data kept), in place: same name, port, URL and data. A no-op when it already is
+        so. Raises where the engine has none (DBOS Cloud)."""
+        ...
+
+    def switchover(self, name: str, candidate: str | None = None) -> InstanceInfo:
+        """A planned switchover of an HA instance to ``candidate`` (default its synchronous standby)."""
         ...
 
     # ---------------------------------------------------------------- backups and restores

@@ -22,6 +22,7 @@ from datetime import datetime
 
 import httpx
 
+from ...errors import EngineError
 from ..contract import (
     BackupInfo,
     DrillResult,
@@ -123,6 +124,18 @@ class DbosCloudEngine:
 
     def destroy(self, name: str) -> None:
         instances.destroy(self.session, name)
+
+    # ---------------------------------------------------------------- high availability
+    def set_high_availability(self, name: str, enabled: bool, *, members: int = 3) -> InstanceInfo:
+        if not enabled:
+            info = self.info(name)
+            if info is not None:
+                return info
+        raise EngineError("high availability is not offered by DBOS Cloud's API (no multi-member instances)",
+                          hint="use the local engine for highAvailability, or set it to false")
+
+    def switchover(self, name: str, candidate: str | None = None) -> InstanceInfo:
+        raise EngineError(f"{name!r}: switchover needs a high-availability instance of the local engine")
 
     # ---------------------------------------------------------------- backups and restores
     def backup(self, name: str) -> BackupInfo:

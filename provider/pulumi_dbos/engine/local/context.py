@@ -127,6 +127,9 @@ class LocalContext:
         return rec
 
     def _info(self, rec: InstanceRecord) -> InstanceInfo:
+        from ..ha import cluster as ha  # ha -> local: imported when used
+        if not rec.linked and rec.status not in LIFECYCLE_BUSY and ha.enabled(self, rec.name):
+            return ha.info(self, rec)
         status, latest, earliest = rec.status, None, None
         if not rec.linked:
             earliest = self.pitr.earliest(rec)

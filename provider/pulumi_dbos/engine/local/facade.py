@@ -25,6 +25,7 @@ from ..contract import (
     Preflight,
     Problem,
 )
+from ..ha import cluster as ha
 from . import checks, creates, instances, restores
 from .catalog import InstanceRecord
 from .context import LocalContext
@@ -51,14 +52,20 @@ class LocalEngine(LocalContext):
         return instances.list_instances(self)
 
     def ensure_running(self, name: str) -> InstanceInfo:
+        if ha.enabled(self, name):
+            return ha.ensure_running(self, name)
         return instances.ensure_running(self, name)
 
     start = ensure_running  # the CLI's and tests' name
 
     def stop(self, name: str) -> InstanceInfo:
+        if ha.enabled(self, name):
+            return ha.stop(self, name)
         return instances.stop(self, name)
 
     def reset_credentials(self, name: str, username: str, password: str) -> InstanceInfo:
+        if ha.enabled(self, name):
+            return ha.reset_credentials(self, name, username, password)
         return instances.reset_credentials(self, name, username, password)
 
     def check_credentials(self, name: str, username: str, password: str) -> bool:
@@ -74,10 +81,26 @@ class LocalEngine(LocalContext):
         return instances.recover_interrupted(self)
 
     def set_port(self, name: str, port: int) -> InstanceInfo:
+        if ha.enabled(self, name):
+            return ha.set_port(self, name, port)
         return instances.set_port(self, name, port)
 
     def destroy(self, name: str) -> None:
+        ha.teardown(self, name)  # every member on every host (a no-op for a single server)
         instances.destroy(self, name)
+        ha.after_destroy(self)
+
+    # ---------------------------------------------------------------- high availability (``ha.cluster``)
+    def set_high_availability(self, name: str, enabled: bool, *, members: int = 3) -> InstanceInfo:
+        if enabled:
+            ha.enable(self, name, members)
+        else:
+            ha.disable(self, name)
+        return self._current(name)
+
+    def switchover(self, name: str, candidate: str | None = None) -> InstanceInfo:
+        ha.switchover(self, name, candidate)
+        return self._current(name)
 
     def link(self, name: str, hostname: str, port: int, username: str, password: str, *,
              owner: str | None = None) -> InstanceInfo:
@@ -88,17 +111,24 @@ class LocalEngine(LocalContext):
 
     # ---------------------------------------------------------------- backups and restores
     def backup(self, name: str) -> BackupInfo:
+        if ha.enabled(self, name):
+            return ha.backup_info(self, name)
         return restores.backup(self, name)
 
     def prune(self, name: str) -> None:
         restores.prune(self, name)
 
     def restore_window(self, name: str) -> tuple[datetime, datetime]:
+        if ha.enabled(self, name):
+            return ha.restore_window(self, name)
         return restores.restore_window(self, name)
 
     def restore_to_new(self, source: str, name: str, restore_time: str, *, password: str,
                        port: int | None = None, retention_hours: int | None = None,
                        owner: str | None = None) -> InstanceInfo:
+        if ha.enabled(self, source):
+            return ha.restore_to_new(self, source, name, restore_time, password=password, port=port,
+                                     retention_hours=retention_hours, owner=owner)
         return restores.restore_to_new(self, source, name, restore_time, password=password, port=port,
                                        retention_hours=retention_hours, owner=owner)
 
@@ -113,6 +143,7 @@ class LocalEngine(LocalContext):
     def drill(self, name: str, *, check_sql: str | None = None, check_database: str | None = None,
               wait: float | None = None) -> DrillResult:
         """``wait``: seconds to wait for another drill on this host to finish (then DrillBusyError)."""
+        ha.no_drills(self, name)
         return Drills(self).run(name, check_sql, check_database,
                                wait=self.settings.recovery_timeout if wait is None else wait)
 

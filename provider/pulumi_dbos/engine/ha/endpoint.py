@@ -1,0 +1,147 @@
+"""An HA instance's stable endpoint: 127.0.0.1:<the instance's port> (and the listen host) always reaching its
+current primary, so every URL the engine hands out (outputs, `db connect`, bound apps' ``DBOS_DATABASE_URL``)
+stays one ``host:port`` and follows failovers and switchovers.
+
+Run as ``python3 endpoint.py LISTEN_PORT MEMBERS_FILE READY_FILE [HOST]`` (standard library only).
+``MEMBERS_FILE``: JSON ``[[address, pg_port, patroni_api_url], ...]``, re-read when it changes (members added
+or removed). Every 0.2 s it asks each member's Patroni ``GET /patroni`` and takes as primary the running
+``primary`` with the highest timeline (an old primary cut off may still say primary until its lock expires: its
+timeline is the older one). A connection arriving while no primary is known is held (retried every 50 ms, up
+to ``HOLD_SECONDS``) instead of refused: a client sees a failover as a slow connect. When the primary changes,
+connections to the old one are closed: nothing keeps writing to a demoted server.
+
+Chosen over libpq's multi-host URL (``?host=a:p&host=b:p&target_session_attrs=read-write``, which DBOS
+Transact 3.x accepts in the query form): the same gap on failover in this engine's measurement (see
+docs/design/high-availability.md), one ``host:port`` for every client (the CLI's URL, ``psql``, apps
+that do not speak libpq's multi-host form, a port move), and no connection attempts to dead hosts (libpq tries
+each host in turn, with ``connect_timeout`` each, when one is black-holed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import urllib.request
+
+POLL_SECONDS = 0.2
+HOLD_SECONDS = 60.0
+
+
+class State:
+    def __init__(self, members_file: str) -> None:
+        self.members_file = members_file
+        self.members: list[tuple[str, int, str]] = []
+        self.mtime = 0.0
+        self.primary: tuple[str, int] | None = None
+        self.conns: set[tuple[tuple[str, int], asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+
+    def reload(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            mtime = os.stat(self.members_file).st_mtime
+            if mtime != self.mtime:
+                with open(self.members_file) as fh:
+                    self.members = [(str(a), int(p), str(u)) for a, p, u in json.load(fh)]
+                self.mtime = mtime
+
+
+def _ask(url: str) -> dict[str, object]:
+    try:
+        with urllib.request.urlopen(url + "/patroni", timeout=0.5) as r:  # noqa: S310 - the instance's members
+            body = json.loads(r.read())
+            return body if isinstance(body, dict) else {}
+    except Exception:
+        return {}
+
+
+async def watch(state: State) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        state.reload()
+        answers = await asyncio.gather(*(loop.run_in_executor(None, _ask, u) for _, _, u in state.members))
+        best: tuple[int, tuple[str, int]] | None = None
+        for (addr, port, _), a in zip(state.members, answers, strict=True):
+            if a.get("role") in ("primary", "master") and a.get("state") == "running":
+                tl = int(str(a.get("timeline") or 0))
+                if best is None or tl > best[0]:
+                    best = (tl, (addr, port))
+        new = best[1] if best else None
+        if new != state.primary:
+            state.primary = new
+            for target, cw, uw in list(state.conns):
+                if target != new:  # nothing keeps talking to a server that is no longer the primary
+                    for w in (cw, uw):
+                        with contextlib.suppress(Exception):
+                            w.close()
+        await asyncio.sleep(POLL_SECONDS)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            writer.close()
+
+
+async def _upstream(state: State) -> tuple[tuple[str, int], asyncio.StreamReader, asyncio.StreamWriter] | None:
+    deadline = time.monotonic() + HOLD_SECONDS
+    while time.monotonic() < deadline:
+        target = state.primary
+        if target is not None:
+            with contextlib.suppress(OSError, asyncio.TimeoutError):
+                r, w = await asyncio.wait_for(asyncio.open_connection(*target), 2)
+                return target, r, w
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def main(listen: int, members_file: str, ready_file: str, host: str | None) -> None:
+    state = State(members_file)
+
+    async def handle(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        up = await _upstream(state)
+        if up is None:
+            cw.close()
+            return
+        target, ur, uw = up
+        entry = (target, cw, uw)
+        state.conns.add(entry)
+        try:
+            await asyncio.gather(_pipe(cr, uw), _pipe(ur, cw))
+        finally:
+            state.conns.discard(entry)
+
+    socks = []
+    for h in dict.fromkeys(["127.0.0.1", *([host] if host else [])]):
+        s = socket.socket(socket.AF_INET6 if ":" in h else socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((h, listen))
+        s.listen(256)
+        socks.append(s)
+    servers = [await asyncio.start_server(handle, sock=s) for s in socks]
+    watcher = asyncio.ensure_future(watch(state))
+    with open(ready_file, "w") as fh:
+        fh.write(str(os.getpid()))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    watcher.cancel()
+    for server in servers:
+        server.close()
+
+
+if __name__ == "__main__":
+    os.umask(0o077)
+    asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None))

@@ -1,0 +1,228 @@
+"""Patroni members: one per host of an HA instance, each running that host's PostgreSQL.
+
+Patroni from PyPI (4.1.x; Debian's 3.0.2 made an unplanned failover after a partition healed), over the data
+dir's etcd (``etcd3``). The cluster's settings (``bootstrap.dcs``, written to etcd by the first member):
+``synchronous_mode`` on (one synchronous standby; Patroni promotes only a member etcd lists as synchronous,
+so no acknowledged commit is lost with the primary), ``use_pg_rewind`` (an old primary rejoins as a standby,
+rewound), ``use_slots``, ``wal_log_hints``; archiving with ``archive_mode = on``, so only the leader archives,
+into the instance's stanza of the shared backup repository; ``restore_command`` from it, so a standby that
+fell behind the leader's WAL catches up from the repository.
+
+Each member's files: ``<instance dir>/m/<host>/`` (``data``, ``s`` its socket, ``patroni.yml`` 0600 with the
+replication and rewind passwords, ``log``, ``pid``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ...errors import EngineError
+from .. import pgbin, proc
+from ..files import write_atomic
+from ..local.paths import Layout
+from . import procs
+from .hosts import Host
+
+REPLICATOR = "dbos_replicator"
+REWINDER = "dbos_rewind"
+#: seconds: the leader lock's life in etcd (a dead primary's host is replaced after about ttl + loop_wait + the
+#: time to give up on its REST API: ~22 s measured), Patroni's loop, and how long it retries etcd and PostgreSQL
+#: before demoting (loop_wait + 2 * retry_timeout <= ttl). 20 is the least ttl Patroni 4 accepts (a lower one
+#: is raised to 20).
+TTL, LOOP_WAIT, RETRY_TIMEOUT = 20, 2, 3
+
+
+@dataclass(frozen=True)
+class Secrets:
+    replication: str
+    rewind: str
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of an HA instance: where it runs and its files."""
+
+    instance: str
+    host: Host
+    dir: Path
+    port: int  #: PostgreSQL's, the same on every host
+    rest_port: int  #: Patroni's REST API
+
+    @property
+    def name(self) -> str:
+        return f"{self.instance}-{self.host.name}"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def sockdir(self) -> Path:
+        return self.dir / "s"
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "patroni.yml"
+
+    @property
+    def api(self) -> str:
+        return f"http://{self.host.address}:{self.rest_port}"
+
+    def running(self) -> bool:
+        return procs.running(self.dir / "pid", "patroni")
+
+
+def scope(instance: str) -> str:
+    return f"dbos-{instance}"
+
+
+def render(m: Member, *, etcd: list[str], subnet: str, secrets: Secrets, archive_command: str,
+           restore_command: str, archive_timeout: int) -> dict[str, Any]:
+    """The member's Patroni configuration (as a dict: JSON is YAML)."""
+    hba = [
+        "local   all          postgres  peer map=dbos",
+        "local   replication  postgres  peer map=dbos",
+        "local   all          all       scram-sha-256",
+        "host    all          postgres  all  reject",
+        f"host    replication  {REPLICATOR}  {subnet}  scram-sha-256",
+        # Patroni reads its own member's timeline and LSN over a local replication connection
+        f"host    replication  {REPLICATOR}  127.0.0.1/32  scram-sha-256",
+        f"host    all          {REWINDER}  {subnet}  scram-sha-256",
+        "host    all          all       0.0.0.0/0     scram-sha-256",
+    ]
+    return {
+        "scope": scope(m.instance),
+        "namespace": "/pulumi-dbos/",
+        "name": m.name,
+        "log": {"level": "INFO"},
+        "restapi": {"listen": f"{m.host.address}:{m.rest_port}", "connect_address": f"{m.host.address}:{m.rest_port}"},
+        "etcd3": {"hosts": etcd, "protocol": "http"},
+        "bootstrap": {"dcs": {
+            "ttl": TTL, "loop_wait": LOOP_WAIT, "retry_timeout": RETRY_TIMEOUT,
+            "maximum_lag_on_failover": 16 * 1024 * 1024,
+            "synchronous_mode": True,
+            "postgresql": {
+                "use_pg_rewind": True, "use_slots": True,
+                "parameters": {
+                    "wal_level": "replica", "wal_log_hints": "on", "hot_standby": "on",
+                    "max_wal_senders": 10, "max_replication_slots": 10, "wal_keep_size": "64MB",
+                    "archive_mode": "on", "archive_timeout": archive_timeout,
+                },
+            },
+        }},
+        "postgresql": {
+            "listen": f"{m.host.address},127.0.0.1:{m.port}",
+            "connect_address": f"{m.host.address}:{m.port}",
+            "data_dir": str(m.pgdata),
+            "bin_dir": str(pgbin.bindir()),
+            "pgpass": str(m.dir / "pgpass"),
+            "use_unix_socket": True,
+            "use_unix_socket_repl": False,
+            "authentication": {
+                "superuser": {"username": "postgres"},
+                "replication": {"username": REPLICATOR, "password": secrets.replication},
+                "rewind": {"username": REWINDER, "password": secrets.rewind},
+            },
+            # the member's own (local settings win over etcd's): pgBackRest checks that pg1-path is the server's
+            # data directory, which differs per member
+            "parameters": {"unix_socket_directories": str(m.sockdir), "unix_socket_permissions": "0700",
+                           "cluster_name": m.name, "archive_command": archive_command},
+            "recovery_conf": {"restore_command": restore_command},
+            "pg_hba": hba,
+            "basebackup": [{"checkpoint": "fast"}],
+            "remove_data_directory_on_rewind_failure": True,
+            "remove_data_directory_on_diverged_timelines": True,
+        },
+        "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False, "nosync": False},
+    }
+
+
+def write_config(layout: Layout, m: Member, config: dict[str, Any]) -> None:
+    layout.mkdir(m.dir)
+    layout.mkdir(m.sockdir)
+    uid = layout.run_as.uid if layout.run_as.user else None
+    gid = layout.run_as.gid if layout.run_as.user else None
+    write_atomic(m.config, json.dumps(config, indent=1) + "\n", 0o600, uid=uid, gid=gid)
+
+
+#: what the engine installs when it builds Patroni's environment itself
+PATRONI_REQUIREMENTS = ("patroni[etcd3]>=4.1.5,<5", "psycopg[binary]>=3.2,<4")
+_env_lock = threading.Lock()
+
+
+def python(layout: Layout) -> str:
+    """An interpreter with Patroni that the cluster user can run: ``$PULUMI_DBOS_PATRONI_PYTHON`` (scripts/setup.sh
+    builds one, ``.state/patroni``), else an environment the engine builds once per data dir with uv
+    (``<data_dir>/ha/patroni-env``, Debian's python3: the engine's own interpreter may live where the cluster
+    user cannot reach, e.g. under /root)."""
+    given = os.environ.get("PULUMI_DBOS_PATRONI_PYTHON")
+    if given:
+        return given
+    env = layout.data_dir / "ha" / "patroni-env"
+    py = env / "bin" / "python"
+    with _env_lock:
+        if not (env / "READY").exists():
+            from uv import find_uv_bin
+            base = os.environ.get("PULUMI_DBOS_APP_PYTHON") or "/usr/bin/python3"
+            layout.mkdir(env.parent)
+            proc.run([str(find_uv_bin()), "venv", "-q", "-p", base, str(env)], timeout=300)
+            proc.run([str(find_uv_bin()), "pip", "install", "-q", "--compile-bytecode", "-p", str(py),
+                      *PATRONI_REQUIREMENTS], timeout=600, env=proc.clean_env({"VIRTUAL_ENV": str(env)}),
+                     hint="Patroni's environment is built from PyPI once per data dir")
+            os.chmod(env.parent, 0o711)
+            (env / "READY").write_text("\n".join(PATRONI_REQUIREMENTS))
+    return str(py)
+
+
+def start(layout: Layout, m: Member) -> None:
+    if m.running():
+        return
+    procs.start(m.host, [python(layout), "-m", "patroni", str(m.config)], layout.run_as, m.dir,
+                env={"PATH": f"{pgbin.bindir()}:/usr/local/bin:/usr/bin:/bin"})
+
+
+def stop(m: Member, timeout: float = 60) -> None:
+    procs.stop(m.dir / "pid", timeout)
+
+
+# ---------------------------------------------------------------- the REST API
+def get(m: Member, path: str, timeout: float = 2) -> tuple[int, dict[str, Any]]:
+    """``GET`` on the member's API: (status, JSON body); (0, {}) when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"{m.api}{path}", timeout=timeout) as r:  # noqa: S310 - our own member
+            return r.status, json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        with contextlib.suppress(ValueError):
+            return exc.code, json.loads(exc.read() or b"{}")
+        return exc.code, {}
+    except (OSError, ValueError):
+        return 0, {}
+
+
+def post(m: Member, path: str, body: dict[str, Any], timeout: float = 30) -> tuple[int, str]:
+    req = urllib.request.Request(f"{m.api}{path}", data=json.dumps(body).encode(), method="POST",  # noqa: S310
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - our own member
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except OSError as exc:
+        raise EngineError(f"Patroni member {m.name} did not answer: {exc}") from None
+
+
+def cluster(members: list[Member]) -> dict[str, Any] | None:
+    """``GET /cluster`` (etcd's view: members, roles, lag, timeline) from the first member that answers."""
+    for m in members:
+        status, body = get(m, "/cluster")
+        if status == 200 and "members" in body:
+            return body
+    return None

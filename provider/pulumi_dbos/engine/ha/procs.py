@@ -1,0 +1,70 @@
+"""The long-running processes of HA (etcd and Patroni members, the endpoint): started on a host through its
+command prefix, detached, their pid in a file beside their log."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+import psutil
+
+from .. import proc
+from ..waits import wait_until
+from .hosts import Host
+
+
+def _pid(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def live_pid(pidfile: Path, marker: str) -> int | None:
+    """The pid in ``pidfile`` if that process runs and its command line says ``marker``."""
+    pid = _pid(pidfile)
+    if pid is None:
+        return None
+    try:
+        p = psutil.Process(pid)
+        if p.status() == psutil.STATUS_ZOMBIE or marker not in " ".join(p.cmdline()):
+            return None
+    except psutil.Error:
+        return None
+    return pid
+
+
+def running(pidfile: Path, marker: str) -> bool:
+    return live_pid(pidfile, marker) is not None
+
+
+def start(host: Host, argv: list[str], run_as: proc.RunAs, where: Path, env: dict[str, str] | None = None) -> int:
+    """``argv`` on ``host`` as ``run_as``, detached, output to ``where/log``, pid in ``where/pid``."""
+    pid = proc.spawn(host.wrap(argv, run_as), env=proc.clean_env(env, run_as=run_as), cwd=where, log=where / "log")
+    (where / "pid").write_text(str(pid))
+    return pid
+
+
+def stop(pidfile: Path, timeout: float = 30) -> None:
+    """SIGTERM (Patroni stops its PostgreSQL on it), then SIGKILL after ``timeout``."""
+    pid = _pid(pidfile)
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGTERM)
+    if not wait_until(lambda: not _exists(pid), timeout, f"process {pid} exiting", raise_on_timeout=False):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not _exists(pid), 10, f"process {pid} exiting", raise_on_timeout=False)
+    proc.reap()
+    with contextlib.suppress(FileNotFoundError):
+        pidfile.unlink()
+
+
+def _exists(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
