@@ -120,3 +120,21 @@ def test_pitr_across_timeline_switch(ha: HaInstance) -> None:
         got = list(c.execute("SELECT count(*), max(x) FROM pitr").fetchone() or ())
     assert got == [150, 150]
     ha.engine.destroy("hapitr")
+
+
+def test_reset_password_on_the_leader(ha: HaInstance) -> None:
+    """A password reset runs on the leader and reaches every member: after a switchover the new password works
+    and the old one does not."""
+    import psycopg
+    new_pw = "Ha-rotated-456"
+    ha.engine.reset_credentials(ha.name, "app_user", new_pw)
+    try:
+        ha.engine.switchover(ha.name)
+        url = endpoint_dsn(ha.port)
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(url).close()
+        with psycopg.connect(url.replace(PW, new_pw), autocommit=True) as c:
+            assert c.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+        assert ha.engine.check_credentials(ha.name, "app_user", new_pw)
+    finally:
+        ha.engine.reset_credentials(ha.name, "app_user", PW)

@@ -212,6 +212,22 @@ class DatabaseInstanceSpec(_ServerOutputs):
                                 up="read at a create only: with `adopt=True` the preview says `pulumi-dbos: "
                                 "instance '…' exists and will be adopted … resets its user's password` (another "
                                 "`username` fails at preview), and `up` takes it over")] = False
+    high_availability: Annotated[bool, Meta(
+        "3 members under Patroni over etcd (a primary, a synchronous standby, an asynchronous one) on the engine's "
+        "hosts, one stable endpoint at `hostname:port`; turning it on or off adds or removes the standbys in "
+        "place (local engine)", preview="update `~ high_availability` (checked at preview: root, etcd, `ip`/`nsenter`)",
+        up="on: the instance's server becomes the leader of 3 members under Patroni (standbys cloned from it), its port "
+        "the endpoint that follows the primary; off: the standbys go, a single server on the same port with the "
+        "leader's data; same URL and data either way ([High availability](design/high-availability.md))")] = False
+    members: Annotated[list[dict[str, Any]] | None, Meta(
+        "with high_availability: each member's `{name, host, role, state, timeline, lag}` (read on refresh)",
+        output=True, stack=False)] = None
+    leader: Annotated[str | None, Meta("with high_availability: the member that is the primary", output=True,
+                                       stack=False)] = None
+    sync_standby: Annotated[str | None, Meta("with high_availability: the synchronous standby", output=True,
+                                             stack=False)] = None
+    timeline: Annotated[int | None, Meta("with high_availability: the primary's timeline (one more per failover "
+                                         "or switchover)", output=True, stack=False)] = None
     last_drill: Annotated[dict[str, Any] | None, Meta(
         "the newest restore drill, `{at, ok, rto_seconds, rpo_seconds}` (read on refresh; None: none yet, or on "
         "DBOS Cloud, which has no drills)", output=True, stack=False)] = None

@@ -16,7 +16,13 @@ def instance_outputs(provider: b.BaseProvider, props: b.Props, info: InstanceInf
         props, status=info.status, hostname=info.hostname, port=info.port, username=info.username,
         is_linked=info.is_linked, earliest_restorable_time=info.earliest_restorable_time,
         latest_restorable_time=info.latest_restorable_time, kept_after_destroy_hours=info.kept_after_destroy_hours,
-        database_url=b.database_url(info.username, password, info.hostname, info.port), **extra)
+        database_url=b.database_url(info.username, password, info.hostname, info.port), **ha_outputs(info), **extra)
+
+
+def ha_outputs(info: InstanceInfo) -> dict[str, Any]:
+    """The members of a high-availability instance (all None for a single server)."""
+    return {"members": info.members, "leader": info.leader, "sync_standby": info.sync_standby,
+            "timeline": info.timeline}
 
 
 def read_instance(eng: Engine, name: str, password: str | None) -> InstanceInfo | None:
@@ -39,6 +45,8 @@ def update_instance(eng: Engine, olds: b.Props, news: b.Props, password: str | N
         eng.reset_credentials(name, info.username, password)
     if news.get("retention_hours") and b.as_int(news["retention_hours"]) != info.retention_hours:
         eng.set_retention(name, int(news["retention_hours"]))
+    if "high_availability" in news and bool(news.get("high_availability")) != info.high_availability:
+        eng.set_high_availability(name, bool(news.get("high_availability")))  # standbys added or removed
     return eng.ensure_running(name)
 
 
@@ -65,6 +73,8 @@ class DatabaseInstanceProvider(b.BaseProvider):
         else:
             info = eng.provision(name, props["username"], props["password"], port=b.as_int(props.get("port")),
                                  retention_hours=int(props.get("retention_hours") or 24), owner=props.get("owner"))
+        if bool(props.get("high_availability")) != info.high_availability:
+            info = eng.set_high_availability(name, bool(props.get("high_availability")))
         return name, instance_outputs(self, props, info, props["password"])
 
     def do_read(self, id_: str, props: b.Props) -> b.Props | None:
