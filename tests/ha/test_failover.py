@@ -75,6 +75,60 @@ def test_kill_primary_host(ha: HaInstance) -> None:
            rejoin_s=round(rejoin, 2), rewind_in_log=rewound)
 
 
+def test_kill_primary_postmaster(ha: HaInstance) -> None:
+    """kill -9 of the primary's postmaster alone (its host lives): Patroni notices and brings a primary back (its
+    own PostgreSQL after crash recovery, or the synchronous standby); no acknowledged commit lost."""
+    import os
+    import signal
+    cluster.wait_healthy(ha.engine, ha.name)
+    w = Writer(endpoint_dsn(ha.port), "w_postmaster").start()
+    w.wait_commits(50)
+    lead = cluster.leader(ha.engine, ha.name)
+    t0 = time.monotonic()
+    os.kill(int((lead.pgdata / "postmaster.pid").read_text().split()[0]), signal.SIGKILL)
+    w.wait_commits(50, timeout=90)
+    w.stop()
+    assert set(w.acked) <= present(endpoint_dsn(ha.port), "w_postmaster")
+    cluster.wait_healthy(ha.engine, ha.name)
+    report(fault="kill -9 of the primary's postmaster", gap_s=round(w.gap_after(t0), 2), commits=len(w.acked),
+           lost=0, leader_after=ha.topology().leader == lead.name)
+
+
+def test_partition_of_the_primary(ha: HaInstance) -> None:
+    """The primary's host cut off the network while a writer on that host (its Unix socket) and one through the
+    endpoint commit: the cut-off primary acknowledges nothing after the cut (its synchronous standby is out of
+    reach and etcd has no quorum there to drop it), the others elect a new primary, and once healed the old one
+    rejoins; every acknowledged commit of both writers is there."""
+    cluster.wait_healthy(ha.engine, ha.name)
+    lead = cluster.leader(ha.engine, ha.name)
+    local = (f"host={lead.sockdir} port={lead.port} user=app_user password={PW} dbname=postgres "
+             "connect_timeout=3")
+    on_host = Writer(local, "w_cut_local").start()
+    via_endpoint = Writer(endpoint_dsn(ha.port), "w_cut_endpoint").start()
+    on_host.wait_commits(50)
+    via_endpoint.wait_commits(50)
+    t_cut = time.monotonic()
+    ha.fabric.partition(lead.host)
+    try:
+        new = wait_until(lambda: (t if (t := ha.topology()).leader not in (None, lead.name) else None), 90,
+                         "a new leader on the other side of the partition", interval=0.2)
+        assert new is not None
+        via_endpoint.wait_commits(50, timeout=60)
+    finally:
+        ha.fabric.partition(lead.host, cut=False)
+    failover = time.monotonic() - t_cut
+    cluster.wait_healthy(ha.engine, ha.name)
+    on_host.stop()
+    via_endpoint.stop()
+    after_cut = [s for s in on_host.stamps if s > t_cut + 1.0]
+    assert not after_cut, f"the cut-off primary acknowledged {len(after_cut)} commits after the cut"
+    assert set(on_host.acked) <= present(endpoint_dsn(ha.port), "w_cut_local")
+    assert set(via_endpoint.acked) <= present(endpoint_dsn(ha.port), "w_cut_endpoint")
+    report(fault="partition of the primary", failover_s=round(failover, 2),
+           gap_endpoint_s=round(via_endpoint.gap_after(t_cut), 2), commits_on_host=len(on_host.acked),
+           commits_endpoint=len(via_endpoint.acked), acknowledged_after_cut=0, lost=0)
+
+
 def test_switchover_cli(ha: HaInstance) -> None:
     """`pulumi-dbos db switchover NAME`: the synchronous standby becomes the primary, the endpoint follows,
     no acknowledged commit is lost."""
@@ -138,3 +192,19 @@ def test_reset_password_on_the_leader(ha: HaInstance) -> None:
         assert ha.engine.check_credentials(ha.name, "app_user", new_pw)
     finally:
         ha.engine.reset_credentials(ha.name, "app_user", PW)
+
+
+def test_destroy_removes_every_member_and_the_hosts(ha: HaInstance) -> None:
+    """Last: the destroy of the data dir's only HA instance stops every member on every host, removes their data,
+    etcd, the namespaces, the bridge and the blackhole route; the repository keeps its backups."""
+    import subprocess
+    members = cluster.members(ha.engine, ha.name)
+    fabric = ha.fabric
+    ha.engine.destroy(ha.name)
+    assert ha.engine.info(ha.name) is None or ha.engine.info(ha.name).status == "lost"  # type: ignore[union-attr]
+    assert not any(m.running() for m in members) and not any(m.dir.exists() for m in members)
+    assert not any(fabric.is_up(h) for h in fabric.hosts)
+    routes = subprocess.run(["ip", "route", "show", fabric.subnet], capture_output=True, text=True).stdout  # noqa: S603,S607
+    assert not routes.strip(), routes
+    assert not (ha.data_dir / "ha" / "etcd").exists()
+    assert ha.engine.repo.of_instance(ha.name), "the destroyed instance's backups are kept"

@@ -32,6 +32,7 @@ from ...errors import EngineError
 from ...timeutil import parse_rfc3339, to_rfc3339, utcnow
 from ..contract import BackupInfo, InstanceInfo, Kind, Status
 from ..files import write_atomic
+from ..locks import file_lock
 from ..waits import wait_until
 from . import etcd as etcd_mod
 from . import patroni, procs
@@ -295,8 +296,14 @@ def ensure_hosts(ctx: LocalContext, hosts: list[Host] | None = None) -> None:
     if problems:
         raise EngineError("; ".join(problems))
     fab = fabric(ctx)
-    fab.ensure()
-    _etcd(ctx).ensure(hosts)
+    ctx.layout.prepare()
+    (ctx.data_dir / "ha").mkdir(mode=0o711, exist_ok=True)
+    # one provider runs up to 4 calls at once, and other processes may share the data dir: one maker of hosts
+    with file_lock(ctx.data_dir / "ha" / "hosts.lock", wait=MEMBER_TIMEOUT) as mine:
+        if not mine:
+            raise EngineError("another process is setting up the simulated hosts", hint="try again")
+        fab.ensure()
+        _etcd(ctx).ensure(hosts)
 
 
 def enable(ctx: LocalContext, name: str, count: int = DEFAULT_MEMBERS) -> None:
