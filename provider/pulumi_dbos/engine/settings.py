@@ -85,6 +85,13 @@ class EngineSettings:
         "PULUMI_DBOS_START_TIMEOUT", 60.0, "seconds a cluster may take to start", minimum=1, worker=True)
     recovery_timeout: float = _setting(
         "PULUMI_DBOS_RECOVERY_TIMEOUT", 900.0, "seconds a restore's recovery may take", minimum=1, worker=True)
+    # -- high availability (engine/ha)
+    patroni_python: str | None = _setting(
+        "PULUMI_DBOS_PATRONI_PYTHON", None, "an interpreter with Patroni that the clusters' OS user can run "
+        "(scripts/setup.sh builds `.state/patroni`; default: the engine builds one per data dir with uv)")
+    ha_member_timeout: float = _setting(
+        "PULUMI_DBOS_HA_MEMBER_TIMEOUT", 180.0, "seconds a high-availability member may take to clone, start or "
+        "take an instance over", minimum=1)
     # -- scheduled backups and drills
     wal_backup_mb: int = _setting(
         "PULUMI_DBOS_WAL_BACKUP_MB", 128, "WAL written since the newest backup that triggers a new one (MiB; 0: "

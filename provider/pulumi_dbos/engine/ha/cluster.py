@@ -48,8 +48,6 @@ log = logging.getLogger("pulumi_dbos.engine")
 
 DEFAULT_MEMBERS = 3
 ENDPOINT = Path(__file__).with_name("endpoint.py")
-#: a member's clone, a leader's election after a takeover (seconds)
-MEMBER_TIMEOUT = float(os.environ.get("PULUMI_DBOS_HA_MEMBER_TIMEOUT", "180"))
 FIRST_REST_PORT = 8008
 
 
@@ -299,7 +297,7 @@ def ensure_hosts(ctx: LocalContext, hosts: list[Host] | None = None) -> None:
     ctx.layout.prepare()
     (ctx.data_dir / "ha").mkdir(mode=0o711, exist_ok=True)
     # one provider runs up to 4 calls at once, and other processes may share the data dir: one maker of hosts
-    with file_lock(ctx.data_dir / "ha" / "hosts.lock", wait=MEMBER_TIMEOUT) as mine:
+    with file_lock(ctx.data_dir / "ha" / "hosts.lock", wait=ctx.settings.ha_member_timeout) as mine:
         if not mine:
             raise EngineError("another process is setting up the simulated hosts", hint="try again")
         fab.ensure()
@@ -323,7 +321,7 @@ def enable(ctx: LocalContext, name: str, count: int = DEFAULT_MEMBERS) -> None:
     ensure_hosts(ctx)
     from ..local.pitr import instance_lock
     # no backup of the single server running meanwhile (the watcher's first one: it would lose its server)
-    with instance_lock(ctx.layout, name, MEMBER_TIMEOUT) as mine:
+    with instance_lock(ctx.layout, name, ctx.settings.ha_member_timeout) as mine:
         if not mine:
             raise EngineError(f"a backup of {name!r} is still running", hint="try again once it is done")
         _enable(ctx, name, rec, fab, count, stanza)
@@ -352,13 +350,14 @@ def _enable(ctx: LocalContext, name: str, rec: InstanceRecord, fab: Fabric, coun
     try:
         _configure(ctx, first, stanza)
         _clear_dcs(ctx, name)
-        patroni.start(ctx.layout, first)
-        wait_until(lambda: _try_leader(ctx, name), MEMBER_TIMEOUT, f"{first.name} taking {name!r} over as its leader",
+        patroni.start(ctx.layout, first, ctx.settings)
+        wait_until(lambda: _try_leader(ctx, name), ctx.settings.ha_member_timeout,
+                   f"{first.name} taking {name!r} over as its leader",
                    hint=f"see {first.dir}/log", interval=0.2)
         start_endpoint(ctx, name, rec.port)
         for m in ms[1:]:
             _configure(ctx, m, stanza)
-            patroni.start(ctx.layout, m)
+            patroni.start(ctx.layout, m, ctx.settings)
         wait_healthy(ctx, name)
     except BaseException:
         log.warning("turning HA on for %r failed: back to a single server", name)
@@ -368,8 +367,9 @@ def _enable(ctx: LocalContext, name: str, rec: InstanceRecord, fab: Fabric, coun
     _backup(ctx, name, full=True)
 
 
-def wait_healthy(ctx: LocalContext, name: str, timeout: float = MEMBER_TIMEOUT) -> Topology:
-    found = wait_until(lambda: (t if (t := topology(ctx, name)).healthy else None), timeout,
+def wait_healthy(ctx: LocalContext, name: str, timeout: float | None = None) -> Topology:
+    found = wait_until(lambda: (t if (t := topology(ctx, name)).healthy else None),
+                       ctx.settings.ha_member_timeout if timeout is None else timeout,
                        f"every member of {name!r} streaming with a synchronous standby",
                        hint=f"see {ctx.inst_dir(name)}/m/<host>/log", interval=0.25)
     assert found is not None
@@ -387,9 +387,10 @@ def ensure_running(ctx: LocalContext, name: str) -> InstanceInfo:
     for m in members(ctx, name, st):
         if not m.running():
             _configure(ctx, m, stanza)
-            patroni.start(ctx.layout, m)
+            patroni.start(ctx.layout, m, ctx.settings)
     start_endpoint(ctx, name, rec.port)
-    wait_until(lambda: _try_leader(ctx, name), MEMBER_TIMEOUT, f"a leader of HA instance {name!r}", interval=0.2)
+    wait_until(lambda: _try_leader(ctx, name), ctx.settings.ha_member_timeout, f"a leader of HA instance {name!r}",
+               interval=0.2)
     return ctx._current(name)
 
 
@@ -433,7 +434,7 @@ def reset_credentials(ctx: LocalContext, name: str, username: str, password: str
     ensure_running(ctx, name)
     with admin(ctx, name) as conn:
         roles.set_password(conn, username, password)
-        ctx._apps_over(ctx.existing_catalog()).rekey(name, rec.port, username, password)
+        ctx.apps.rekey(name, rec.port, username, password)
         roles.end_sessions(conn, username)
     return ctx._current(name)
 
@@ -665,7 +666,7 @@ def archive_now(ctx: LocalContext, name: str) -> datetime:
 def backup(ctx: LocalContext, name: str, *, full: bool = False) -> Any:
     """A repository backup taken from the current leader (holding the instance's backup lock)."""
     from ..local.pitr import instance_lock
-    with instance_lock(ctx.layout, name, MEMBER_TIMEOUT) as mine:
+    with instance_lock(ctx.layout, name, ctx.settings.ha_member_timeout) as mine:
         if not mine:
             raise EngineError(f"a backup of {name!r} is still running", hint="try again once it is done")
         return _backup(ctx, name, full=full)

@@ -28,6 +28,7 @@ from ...errors import EngineError
 from .. import pgbin, proc
 from ..files import write_atomic
 from ..local.paths import Layout
+from ..settings import EngineSettings
 from . import procs
 from .hosts import Host
 
@@ -158,20 +159,19 @@ PATRONI_REQUIREMENTS = ("patroni[etcd3]>=4.1.5,<5", "psycopg[binary]>=3.2,<4")
 _env_lock = threading.Lock()
 
 
-def python(layout: Layout) -> str:
+def python(layout: Layout, settings: EngineSettings) -> str:
     """An interpreter with Patroni that the cluster user can run: ``$PULUMI_DBOS_PATRONI_PYTHON`` (scripts/setup.sh
     builds one, ``.state/patroni``), else an environment the engine builds once per data dir with uv
     (``<data_dir>/ha/patroni-env``, Debian's python3: the engine's own interpreter may live where the cluster
     user cannot reach, e.g. under /root)."""
-    given = os.environ.get("PULUMI_DBOS_PATRONI_PYTHON")
-    if given:
-        return given
+    if settings.patroni_python:
+        return settings.patroni_python
     env = layout.data_dir / "ha" / "patroni-env"
     py = env / "bin" / "python"
     with _env_lock:
         if not (env / "READY").exists():
             from uv import find_uv_bin
-            base = os.environ.get("PULUMI_DBOS_APP_PYTHON") or "/usr/bin/python3"
+            base = settings.app_python or "/usr/bin/python3"
             layout.mkdir(env.parent)
             proc.run([str(find_uv_bin()), "venv", "-q", "-p", base, str(env)], timeout=300)
             proc.run([str(find_uv_bin()), "pip", "install", "-q", "--compile-bytecode", "-p", str(py),
@@ -182,10 +182,10 @@ def python(layout: Layout) -> str:
     return str(py)
 
 
-def start(layout: Layout, m: Member) -> None:
+def start(layout: Layout, m: Member, settings: EngineSettings) -> None:
     if m.running():
         return
-    procs.start(m.host, [python(layout), "-m", "patroni", str(m.config)], layout.run_as, m.dir,
+    procs.start(m.host, [python(layout, settings), "-m", "patroni", str(m.config)], layout.run_as, m.dir,
                 env={"PATH": f"{pgbin.bindir()}:/usr/local/bin:/usr/bin:/bin"})
 
 
