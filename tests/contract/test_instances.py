@@ -258,3 +258,13 @@ def test_recover_interrupted_leaves_finished_instances(contract_engine: Engine, 
     assert bystander.name not in contract_engine.recover_interrupted()
     got = contract_engine.info(bystander.name)
     assert got is not None and got.status == Status.AVAILABLE and authenticates(bystander, PW)
+
+
+# ---------------------------------------------------------------- high availability (tests/ha has the HA instances)
+def test_a_single_server_is_not_high_available_and_has_nothing_to_switch_over(contract_engine: Engine,
+                                                                               bystander: InstanceInfo) -> None:
+    """Every engine: turning HA off on a single server changes nothing; a switchover of it is refused, naming why."""
+    info = contract_engine.set_high_availability(bystander.name, False)
+    assert not info.high_availability and info.port == bystander.port and info.status == Status.AVAILABLE
+    with pytest.raises(DbosError, match="high.availability"):
+        contract_engine.switchover(bystander.name)

@@ -236,15 +236,16 @@ def start_endpoint(ctx: LocalContext, name: str, port: int) -> None:
         ready.unlink()
     argv = [sys_python(), str(ENDPOINT), str(port), str(d / "members.json"), str(ready),
             *([ctx.listen_host] if ctx.listen_host else [])]
-    procs.start(Host("local", "127.0.0.1"), argv, ctx.layout.run_as, d)
-    if ctx.layout.run_as.user:  # the endpoint writes its ready file as the cluster user
-        ctx.layout.own(d, 0o700)
+    pid = procs.start(Host("local", "127.0.0.1"), argv, ctx.layout.run_as, d)
 
     def up() -> bool:
-        if not endpoint_running(ctx, name) and not ready.exists():
-            raise EngineError(f"the endpoint of {name!r} failed to start on port {port}: "
-                              f"{(d / 'log').read_text(errors='replace')[-2000:]}")
-        return ready.exists()
+        if ready.exists():
+            return True
+        if not procs.alive(pid):
+            raise EngineError(f"the endpoint of {name!r} failed to start on port {port} (pid {pid} exited): "
+                              f"{(d / 'log').read_text(errors='replace')[-2000:]}",
+                              hint="is the port taken by another process? `ss -ltnp`")
+        return False
 
     wait_until(up, 30, f"the endpoint of {name!r} listening on port {port}", interval=0.02)
 
@@ -623,6 +624,10 @@ def after_destroy(ctx: LocalContext) -> None:
 # ---------------------------------------------------------------- operations
 def switchover(ctx: LocalContext, name: str, candidate: str | None = None, timeout: float = 60) -> Topology:
     """A planned switchover to ``candidate`` (a member or host name; default the synchronous standby)."""
+    if not enabled(ctx, name):
+        ctx._require(name)
+        raise EngineError(f"{name!r} is not a high-availability instance: there is nothing to switch over to",
+                          hint=f"set dbos:instances.{name}.highAvailability: true and `pulumi up`")
     top = wait_healthy(ctx, name, 30)
     lead = leader(ctx, name)
     ms = members(ctx, name)

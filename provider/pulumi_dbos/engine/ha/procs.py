@@ -63,6 +63,11 @@ def stop(pidfile: Path, timeout: float = 30) -> None:
         pidfile.unlink()
 
 
+def alive(pid: int) -> bool:
+    """``pid`` runs (not a zombie)."""
+    return _exists(pid)
+
+
 def _exists(pid: int) -> bool:
     try:
         return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
