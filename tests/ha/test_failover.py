@@ -8,11 +8,14 @@ import shutil
 import subprocess
 import time
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pulumi_dbos.engine.ha import cluster
 from pulumi_dbos.engine.waits import wait_until
+from tests.conftest import ROOT
 from tests.ha.conftest import PW, HaInstance, Writer, endpoint_dsn, present
 
 pytestmark = pytest.mark.ha
@@ -192,6 +195,41 @@ def test_reset_password_on_the_leader(ha: HaInstance) -> None:
         assert ha.engine.check_credentials(ha.name, "app_user", new_pw)
     finally:
         ha.engine.reset_credentials(ha.name, "app_user", PW)
+
+
+def test_dbos_workflow_runs_across_a_switchover(ha: HaInstance, tmp_path: Path) -> None:
+    """The sample DBOS Transact app (examples/greet) bound to the HA instance: a durable workflow started before
+    a switchover (two steps around a durable sleep) completes after it, its process untouched, both of its
+    committed rows there."""
+    import json
+    import urllib.request
+
+    from pulumi_dbos.appsource import pack
+    from pulumi_dbos.engine.contract import AppDatabaseAccess, AppDeploy
+
+    def call(url: str, method: str = "GET") -> Any:
+        req = urllib.request.Request(url, method=method)  # noqa: S310 - http://127.0.0.1 only
+        with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310
+            return json.loads(r.read())
+
+    src = tmp_path / "greet"
+    shutil.copytree(ROOT / "examples" / "greet", src, ignore=shutil.ignore_patterns("__pycache__"))
+    version, archive = pack(src)
+    access = AppDatabaseAccess(ha.name, "127.0.0.1", ha.port, "app_user", PW)
+    app = ha.engine.apps.deploy(AppDeploy("greet", version, archive, access, "greet", {}))
+    try:
+        before = cluster.wait_healthy(ha.engine, ha.name)
+        wf = call(app.app_url + "/greet/ann?delay=8", "POST")["workflow_id"]
+        time.sleep(1)
+        ha.engine.switchover(ha.name)
+        assert ha.topology().leader != before.leader
+        done = wait_until(lambda: call(app.app_url + f"/workflows/{wf}")["status"] in ("SUCCESS", "ERROR") and
+                          call(app.app_url + f"/workflows/{wf}"), 90, "the workflow finishing", interval=0.5)
+        assert done and done["status"] == "SUCCESS", done
+        rows = [r for r in call(app.app_url + "/greetings") if r["name"] == "ann"]
+        assert [r["status"] for r in rows] == ["started", "done"]
+    finally:
+        ha.engine.apps.delete("greet")
 
 
 def test_destroy_removes_every_member_and_the_hosts(ha: HaInstance) -> None:
