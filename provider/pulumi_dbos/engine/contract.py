@@ -148,6 +148,8 @@ class Preflight:
     restore_time: str | None = None  # RFC3339 or "latest"
     retention_hours: int | None = None
     username: str | None = None  #: the user asked for (an adopted instance keeps its own: they must match)
+    #: high availability asked for where the instance does not have it yet (a create, or turning it on)
+    high_availability: bool = False
 
 
 def adopt_problem(req: Preflight, existing_username: str | None) -> Problem | None:

@@ -208,7 +208,8 @@ class BaseProvider(ResourceProvider):
             source=None if is_unknown(news.get("source")) else news.get("source"),
             restore_time=None if is_unknown(news.get("restore_time")) else news.get("restore_time"),
             username=None if self.kind not in (Kind.PROVISIONED, Kind.LINKED) or is_unknown(news.get("username"))
-            else news.get("username"))
+            else news.get("username"),
+            high_availability=news.get("high_availability") is True and not (same and olds.get("high_availability")))
 
     def _preflight(self, olds: Props, news: Props) -> list[CheckFailure]:
         req = self.preflight_request(olds, news)

@@ -33,6 +33,9 @@ def preflight(session: CloudSession, req: Preflight) -> list[Problem]:
     problems are added for inputs ours do not already speak of (one problem per input)."""
     serve = session.serve
     problems = from_list(req, session.list(), serve=serve, where=session.describe())
+    if req.high_availability:
+        problems.append(Problem("high_availability", "DBOS Cloud's API offers no high-availability instances: set "
+                                "it to false, or use the local engine"))
     if req.creating and serve:
         body = PreflightRequest(Kind=str(req.kind), Name=req.name, Owner=req.owner, Creating=req.creating,
                                 Adopt=req.adopt, Port=req.port, Source=req.source, RestoreTime=req.restore_time)

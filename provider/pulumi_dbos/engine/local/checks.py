@@ -46,6 +46,9 @@ def preflight(eng: LocalEngine, req: Preflight) -> list[Problem]:
             problems.append(Problem("port", why))
     if req.kind is Kind.RESTORED and req.source and catalog is not None:
         problems += _restore_problems(eng, catalog, req)
+    if req.high_availability:
+        from ..ha.cluster import require_hosts
+        problems += [Problem("high_availability", p) for p in require_hosts(eng)]
     if req.creating and req.kind is Kind.PROVISIONED and existing is None and catalog is not None:
         lost = eng._lost_record(req.name)
         if lost is not None:  # a lost instance is never re-created empty over its own backups
