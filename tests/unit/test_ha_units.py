@@ -1,0 +1,70 @@
+"""High availability's pieces that need no server: the preview's request, the simulated hosts' names and
+subnet, the Patroni configuration (issue 33; the real thing is tested in tests/ha)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pulumi_dbos.config.fields import UNKNOWN
+from pulumi_dbos.engine.contract import Kind, Preflight
+from pulumi_dbos.engine.dbos_cloud.checks import preflight as cloud_preflight
+from pulumi_dbos.engine.ha import patroni
+from pulumi_dbos.engine.ha.hosts import Fabric
+
+
+def test_the_preview_asks_for_high_availability_only_where_it_is_new() -> None:
+    from pulumi_dbos.resources.instance import DatabaseInstanceProvider
+
+    provider = DatabaseInstanceProvider()
+
+    def asked(olds: dict[str, Any], **news: Any) -> bool:
+        req = provider.preflight_request(olds, {"instance_name": "aaa", **news})
+        assert req is not None
+        return req.high_availability
+
+    assert asked({}, high_availability=True)  # a create with it
+    assert not asked({}, high_availability=False) and not asked({})
+    assert asked({"instance_name": "aaa", "high_availability": False}, high_availability=True)  # turned on
+    assert not asked({"instance_name": "aaa", "high_availability": True}, high_availability=True)  # has it
+    assert not asked({}, high_availability=UNKNOWN)
+
+
+def test_dbos_cloud_refuses_high_availability_at_preview() -> None:
+    class Session:
+        serve = False
+
+        def list(self) -> list[Any]:
+            return []
+
+        def describe(self) -> str:
+            return "DBOS Cloud"
+
+    problems = cloud_preflight(Session(), Preflight(kind=Kind.PROVISIONED, name="aaa", high_availability=True))  # type: ignore[arg-type]
+    assert [p.field for p in problems] == ["high_availability"]
+
+
+def test_fabric_names_fit_linux_and_differ_per_data_dir(tmp_path: Path) -> None:
+    a, b = Fabric(tmp_path / "a"), Fabric(tmp_path / "b")
+    assert a.tag != b.tag and a.subnet.startswith("10.") and a.subnet.endswith(".0/24")
+    for f in (a, b):
+        names = [f.bridge, *(h.netns or "" for h in f.hosts), *(f"{f.tag}v{i}p" for i in range(1, f.count + 1))]
+        assert all(0 < len(n) <= 15 for n in names), names  # IFNAMSIZ
+        assert [h.address for h in f.hosts] == [f"{f.prefix}.{i}" for i in (2, 3, 4)]
+    assert Fabric(tmp_path / "a").subnet == a.subnet  # stable: the same data dir finds its hosts again
+
+
+def test_patroni_configuration_keeps_each_members_archive_command_local(tmp_path: Path) -> None:
+    fab = Fabric(tmp_path)
+    m = patroni.Member("db1", fab.host(2), tmp_path / "m" / "h2", 15432, 8008)
+    conf = patroni.render(m, etcd=["10.0.0.2:2379"], subnet=fab.subnet, secrets=patroni.Secrets("r" * 8, "w" * 8),
+                          archive_command="push %p", restore_command="get %f %p", archive_timeout=60)
+    dcs = conf["bootstrap"]["dcs"]
+    assert dcs["synchronous_mode"] is True and dcs["postgresql"]["use_pg_rewind"] is True
+    assert dcs["postgresql"]["use_slots"] is True and dcs["postgresql"]["parameters"]["wal_log_hints"] == "on"
+    assert "archive_command" not in dcs["postgresql"]["parameters"]  # per member: pg1-path differs
+    assert conf["postgresql"]["parameters"]["archive_command"] == "push %p"
+    hba = "\n".join(conf["postgresql"]["pg_hba"])
+    assert f"replication  {patroni.REPLICATOR}  127.0.0.1/32" in hba  # Patroni's own timeline check
+    assert "host    all          postgres  all  reject" in hba
+    assert dcs["ttl"] >= 20  # Patroni 4 raises a lower ttl to 20
