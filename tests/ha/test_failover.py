@@ -232,6 +232,24 @@ def test_dbos_workflow_runs_across_a_switchover(ha: HaInstance, tmp_path: Path) 
         ha.engine.apps.delete("greet")
 
 
+def test_port_move_moves_the_endpoint(ha: HaInstance) -> None:
+    """A port change of an HA instance moves its endpoint (the members keep theirs on their hosts): the new port
+    reaches the primary, the old one is free."""
+    import socket
+
+    import psycopg
+    old = ha.port
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        new = int(s.getsockname()[1])
+    info = ha.engine.set_port(ha.name, new)
+    assert info.port == new and info.status == "available"
+    with psycopg.connect(endpoint_dsn(new), autocommit=True) as c:
+        assert c.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(endpoint_dsn(old)).close()
+
+
 def test_destroy_removes_every_member_and_the_hosts(ha: HaInstance) -> None:
     """Last: the destroy of the data dir's only HA instance stops every member on every host, removes their data,
     etcd, the namespaces, the bridge and the blackhole route; the repository keeps its backups."""
