@@ -99,6 +99,11 @@ if [ "$(cat .state/patroni/.installed 2>/dev/null)" != "$want" ] && [ -x /usr/bi
         'patroni[etcd3]>=4.1.5,<5' 'psycopg[binary]>=3.2,<4' >&2
     echo "$want" > .state/patroni/.installed
 fi
+# only if the clusters' OS user can run it (a checkout under /root cannot be reached): else the engine builds one
+# per data dir (engine/ha/patroni.py)
+if [ "$(id -u)" -eq 0 ] && ! runuser -u "${PULUMI_DBOS_RUN_AS:-postgres}" -- "$patroni_py" -c 'import patroni' 2>/dev/null; then
+    patroni_py=""
+fi
 
 # --- pulumi CLI -----------------------------------------------------------------------
 pulumi_bin="$(scripts/ensure-pulumi.sh)"

@@ -173,9 +173,16 @@ def python(layout: Layout, settings: EngineSettings) -> str:
             from uv import find_uv_bin
             base = settings.app_python or "/usr/bin/python3"
             layout.mkdir(env.parent)
-            proc.run([str(find_uv_bin()), "venv", "-q", "-p", base, str(env)], timeout=300)
+            # as the apps' environments are built (runtime.py): the machine's index, proxy, CA and uv cache
+            uv_env = proc.clean_env({"UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1", "VIRTUAL_ENV": str(env)})
+            for k in ("PIP_INDEX_URL", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "PIP_CERT", "SSL_CERT_FILE",
+                      "REQUESTS_CA_BUNDLE", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "UV_CACHE_DIR",
+                      "XDG_CACHE_HOME"):
+                if k in os.environ:
+                    uv_env[k] = os.environ[k]
+            proc.run([str(find_uv_bin()), "venv", "-q", "-p", base, str(env)], timeout=300, env=uv_env)
             proc.run([str(find_uv_bin()), "pip", "install", "-q", "--compile-bytecode", "-p", str(py),
-                      *PATRONI_REQUIREMENTS], timeout=600, env=proc.clean_env({"VIRTUAL_ENV": str(env)}),
+                      *PATRONI_REQUIREMENTS], timeout=600, env=uv_env,
                      hint="Patroni's environment is built from PyPI once per data dir")
             os.chmod(env.parent, 0o711)
             (env / "READY").write_text("\n".join(PATRONI_REQUIREMENTS))
