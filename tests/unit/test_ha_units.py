@@ -68,3 +68,22 @@ def test_patroni_configuration_keeps_each_members_archive_command_local(tmp_path
     assert f"replication  {patroni.REPLICATOR}  127.0.0.1/32" in hba  # Patroni's own timeline check
     assert "host    all          postgres  all  reject" in hba
     assert dcs["ttl"] >= 20  # Patroni 4 raises a lower ttl to 20
+
+
+def test_no_question_goes_to_the_subnet_without_its_bridge(tmp_path: Path, monkeypatch: Any) -> None:
+    """After a reboot the bridge and the blackhole route are gone: the default route would carry a request for the
+    subnet off the machine, so a look at an HA instance then asks no member (status `stopped`)."""
+    from pulumi_dbos.engine.ha import cluster
+
+    asked: list[Any] = []
+    monkeypatch.setattr(patroni, "cluster", lambda ms: asked.append(ms))
+
+    class Ctx:
+        data_dir = tmp_path
+
+        def inst_dir(self, name: str) -> Path:
+            return tmp_path / name
+
+    assert not Fabric(tmp_path).present()
+    top = cluster.topology(Ctx(), "x")  # type: ignore[arg-type]
+    assert top.leader is None and not asked

@@ -155,7 +155,7 @@ class Topology:
 def topology(ctx: LocalContext, name: str) -> Topology:
     st = read_state(ctx, name)
     ms = members(ctx, name, st)
-    body = patroni.cluster(ms) or {}
+    body = (patroni.cluster(ms) if fabric(ctx).present() else None) or {}  # no hosts (a reboot): ask nobody
     rows, leader, sync, tl = [], None, None, None
     by_name = {m.name: m for m in ms}
     for raw in body.get("members") or []:

@@ -160,6 +160,11 @@ class Fabric:
         self._ip("link", "del", f"{self.tag}v{h.name.removeprefix('h')}", check=False)
         return victims
 
+    def present(self) -> bool:
+        """The bridge exists (after a reboot it does not, nor the blackhole route: nothing may then be sent to the
+        subnet, which the default route would carry off the machine)."""
+        return Path(f"/sys/class/net/{self.bridge}").exists()
+
     def is_up(self, h: Host) -> bool:
         return h.netns is not None and self._exists("netns", h.netns)
 
