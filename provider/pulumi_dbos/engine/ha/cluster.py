@@ -20,23 +20,41 @@ import contextlib
 import json
 import logging
 import os
-import secrets as secrets_mod
 import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import EngineError
-from ...timeutil import parse_rfc3339, to_rfc3339, utcnow
-from ..contract import BackupInfo, InstanceInfo, Kind, Status
+from ...timeutil import to_rfc3339, utcnow
+from ..contract import InstanceInfo, Status
 from ..files import write_atomic
 from ..locks import file_lock
 from ..waits import wait_until
-from . import etcd as etcd_mod
-from . import patroni, procs
+from . import patroni
 from .hosts import Fabric, Host
+from .members import (
+    DEFAULT_MEMBERS,
+    HaState,
+    Topology,
+    _configure,
+    _endpoint_dir,
+    _etcd,
+    _rest_port,
+    _secrets,
+    _try_leader,
+    _write_state,
+    admin,
+    enabled,
+    fabric,
+    leader,
+    members,
+    read_state,
+    single_server,
+    start_endpoint,
+    state_file,
+    stop_endpoint,
+    topology,
+)
+from .restores import _backup, archive_now, backup, backup_info, no_drills, restore_to_new, restore_window
 
 if TYPE_CHECKING:
     import psycopg
@@ -45,219 +63,6 @@ if TYPE_CHECKING:
     from ..local.context import LocalContext
 
 log = logging.getLogger("pulumi_dbos.engine")
-
-DEFAULT_MEMBERS = 3
-ENDPOINT = Path(__file__).with_name("endpoint.py")
-FIRST_REST_PORT = 8008
-
-
-@dataclass
-class HaState:
-    """``<instance dir>/ha.json``."""
-
-    hosts: list[str]
-    pg_port: int  #: the members' PostgreSQL port (on their hosts); the instance's own port is the endpoint's
-    rest_port: int
-    enabled_at: str
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def state_file(ctx: LocalContext, name: str) -> Path:
-    return ctx.inst_dir(name) / "ha.json"
-
-
-def read_state(ctx: LocalContext, name: str) -> HaState | None:
-    try:
-        raw = json.loads(state_file(ctx, name).read_text())
-    except (OSError, ValueError):
-        return None
-    return HaState(hosts=list(raw["hosts"]), pg_port=int(raw["pg_port"]), rest_port=int(raw["rest_port"]),
-                   enabled_at=str(raw["enabled_at"]), extra=dict(raw.get("extra") or {}))
-
-
-def enabled(ctx: LocalContext, name: str) -> bool:
-    return state_file(ctx, name).exists()
-
-
-def _write_state(ctx: LocalContext, name: str, st: HaState) -> None:
-    write_atomic(state_file(ctx, name), json.dumps(st.__dict__, indent=1) + "\n", 0o600)
-
-
-def fabric(ctx: LocalContext) -> Fabric:
-    return Fabric(ctx.data_dir)
-
-
-def _etcd(ctx: LocalContext) -> etcd_mod.Etcd:
-    fab = fabric(ctx)
-    return etcd_mod.Etcd(ctx.layout, fab.hosts, fab.tag)
-
-
-def members(ctx: LocalContext, name: str, st: HaState | None = None) -> list[patroni.Member]:
-    st = st or read_state(ctx, name)
-    if st is None:
-        return []
-    fab = fabric(ctx)
-    return [patroni.Member(name, fab.by_name(h), ctx.inst_dir(name) / "m" / h, st.pg_port, st.rest_port)
-            for h in st.hosts]
-
-
-def _secrets(ctx: LocalContext, name: str) -> patroni.Secrets:
-    path = ctx.inst_dir(name) / "ha.secrets"
-    try:
-        raw = json.loads(path.read_text())
-        return patroni.Secrets(raw["replication"], raw["rewind"])
-    except (OSError, ValueError, KeyError):
-        s = patroni.Secrets(secrets_mod.token_urlsafe(24), secrets_mod.token_urlsafe(24))
-        write_atomic(path, json.dumps(s.__dict__), 0o600)
-        return s
-
-
-def _rest_port(ctx: LocalContext, name: str) -> int:
-    """A Patroni API port no other HA instance of this data dir uses (on the same hosts)."""
-    used: set[int] = set()
-    for rec in ctx.catalog.all():
-        other = read_state(ctx, rec.name) if rec.name != name else None
-        if other is not None:
-            used |= {other.rest_port, other.pg_port}
-    port = FIRST_REST_PORT
-    while port in used:
-        port += 1
-    return port
-
-
-def _configure(ctx: LocalContext, m: patroni.Member, stanza: str) -> None:
-    fab = fabric(ctx)
-    archive = ctx.repo.archive_command(stanza, m.pgdata)
-    restore = ctx.repo.archive_get_command(stanza, m.pgdata)
-    config = patroni.render(m, etcd=_etcd(ctx).endpoints, subnet=fab.subnet, secrets=_secrets(ctx, m.instance),
-                            archive_command=archive, restore_command=restore,
-                            archive_timeout=ctx.repo.settings.archive_timeout)
-    patroni.write_config(ctx.layout, m, config)
-
-
-# ---------------------------------------------------------------- looks
-@dataclass(frozen=True)
-class Topology:
-    """What etcd says of an HA instance right now."""
-
-    members: list[dict[str, Any]]
-    leader: str | None
-    sync_standby: str | None
-    timeline: int | None
-    expected: int
-
-    @property
-    def healthy(self) -> bool:
-        up = [m for m in self.members if m.get("state") in ("running", "streaming")]
-        return self.leader is not None and len(up) == self.expected and self.sync_standby is not None
-
-
-def topology(ctx: LocalContext, name: str) -> Topology:
-    st = read_state(ctx, name)
-    ms = members(ctx, name, st)
-    body = (patroni.cluster(ms) if fabric(ctx).present() else None) or {}  # no hosts (a reboot): ask nobody
-    rows, leader, sync, tl = [], None, None, None
-    by_name = {m.name: m for m in ms}
-    for raw in body.get("members") or []:
-        role = str(raw.get("role") or "")
-        member = by_name.get(str(raw.get("name")))
-        row = {"name": raw.get("name"), "host": member.host.name if member else None, "role": role,
-               "state": raw.get("state"), "timeline": raw.get("timeline"), "lag": raw.get("lag")}
-        rows.append(row)
-        if role in ("leader", "primary", "master"):
-            leader, tl = str(raw.get("name")), raw.get("timeline")
-        if role in ("sync_standby", "quorum_standby"):
-            sync = str(raw.get("name"))
-    return Topology(sorted(rows, key=lambda r: str(r["name"])), leader, sync, int(tl) if tl is not None else None,
-                    len(ms))
-
-
-def leader(ctx: LocalContext, name: str) -> patroni.Member:
-    top = topology(ctx, name)
-    for m in members(ctx, name):
-        if m.name == top.leader:
-            return m
-    raise EngineError(f"HA instance {name!r} has no leader right now",
-                      hint="a failover takes up to ~15 s; `pulumi-dbos db status NAME` shows its members")
-
-
-@contextlib.contextmanager
-def admin(ctx: LocalContext, name: str, dbname: str = "postgres") -> Iterator[psycopg.Connection[Any]]:
-    """The superuser's connection to the current leader, over its Unix socket (sockets are files: the engine
-    reaches every simulated host's socket from the root namespace)."""
-    import psycopg
-    m = wait_until(lambda: _try_leader(ctx, name), 30, f"a leader of HA instance {name!r}", interval=0.2)
-    assert m is not None
-    try:
-        conn = psycopg.connect(host=str(m.sockdir), port=m.port, user="postgres", dbname=dbname, connect_timeout=10,
-                               autocommit=True, sslmode="disable")
-    except psycopg.Error as exc:
-        raise EngineError(f"cannot reach the leader of {name!r} ({m.name}): {exc}") from None
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
-def _try_leader(ctx: LocalContext, name: str) -> patroni.Member | None:
-    with contextlib.suppress(EngineError):
-        m = leader(ctx, name)
-        status, body = patroni.get(m, "/patroni")
-        if status == 200 and body.get("state") == "running":
-            return m
-    return None
-
-
-# ---------------------------------------------------------------- the endpoint
-def _endpoint_dir(ctx: LocalContext, name: str) -> Path:
-    return ctx.inst_dir(name) / "endpoint"
-
-
-def _write_endpoint_members(ctx: LocalContext, name: str) -> None:
-    d = _endpoint_dir(ctx, name)
-    ctx.layout.mkdir(d)
-    rows = [[m.host.address, m.port, m.api] for m in members(ctx, name)]
-    write_atomic(d / "members.json", json.dumps(rows), 0o600, uid=ctx.layout.run_as.uid if ctx.layout.run_as.user
-                 else None, gid=ctx.layout.run_as.gid if ctx.layout.run_as.user else None)
-
-
-def endpoint_running(ctx: LocalContext, name: str) -> bool:
-    return procs.running(_endpoint_dir(ctx, name) / "pid", "endpoint.py")
-
-
-def start_endpoint(ctx: LocalContext, name: str, port: int) -> None:
-    """The instance's port answering for its current primary (``endpoint.py``)."""
-    if endpoint_running(ctx, name):
-        return
-    _write_endpoint_members(ctx, name)
-    d = _endpoint_dir(ctx, name)
-    ready = d / "ready"
-    with contextlib.suppress(FileNotFoundError):
-        ready.unlink()
-    argv = [sys_python(), str(ENDPOINT), str(port), str(d / "members.json"), str(ready),
-            *([ctx.listen_host] if ctx.listen_host else [])]
-    pid = procs.start(Host("local", "127.0.0.1"), argv, ctx.layout.run_as, d)
-
-    def up() -> bool:
-        if ready.exists():
-            return True
-        if not procs.alive(pid):
-            raise EngineError(f"the endpoint of {name!r} failed to start on port {port} (pid {pid} exited): "
-                              f"{(d / 'log').read_text(errors='replace')[-2000:]}",
-                              hint="is the port taken by another process? `ss -ltnp`")
-        return False
-
-    wait_until(up, 30, f"the endpoint of {name!r} listening on port {port}", interval=0.02)
-
-
-def stop_endpoint(ctx: LocalContext, name: str) -> None:
-    procs.stop(_endpoint_dir(ctx, name) / "pid", 10)
-
-
-def sys_python() -> str:
-    import sys
-    return sys.executable
-
 
 # ---------------------------------------------------------------- turning it on
 def _roles(conn: psycopg.Connection[Any], s: patroni.Secrets) -> None:
@@ -461,72 +266,6 @@ def set_port(ctx: LocalContext, name: str, port: int) -> InstanceInfo:
     return ctx._current(name)
 
 
-def backup_info(ctx: LocalContext, name: str) -> BackupInfo:
-    b = backup(ctx, name)
-    return BackupInfo(name, b.label, to_rfc3339(b.started), to_rfc3339(b.stopped))
-
-
-def restore_window(ctx: LocalContext, name: str) -> tuple[datetime, datetime]:
-    """From the oldest repository backup's end to now (every member archives into the same stanza)."""
-    rec = ctx._require_local(name, "it has no backups here")
-    st = ctx.repo.stanza(rec.stanza or ctx.layout.stanza(name) or "")
-    if st is None or not st.backups:
-        raise EngineError(f"HA instance {name!r} has no repository backup yet",
-                          hint=f"take one: `pulumi-dbos db backup {name}`")
-    return st.backups[0].stopped, utcnow()
-
-
-def restore_to_new(ctx: LocalContext, source: str, name: str, restore_time: str, *, password: str,
-                   port: int | None = None, retention_hours: int | None = None,
-                   owner: str | None = None) -> InstanceInfo:
-    """A new (single-server) instance from the HA instance's repository backups and WAL, across its timelines
-    (``pgbackrest restore --target-timeline=latest`` follows the history files the leaders archived)."""
-    from ..local import creates, roles
-    from ..local.drills import is_scratch
-    from ..local.durability import restore_from_repo
-    src = ctx._require_local(source, "point-in-time restore needs an instance this engine archives WAL for")
-    earliest, _ = restore_window(ctx, source)
-    archived_to = archive_now(ctx, source)
-    target = archived_to if restore_time == "latest" else parse_rfc3339(restore_time)
-    if not earliest <= target <= archived_to:
-        raise EngineError(f"restore_time {to_rfc3339(target)} is outside the restorable window of {source!r} "
-                          f"[{to_rfc3339(earliest)}, {to_rfc3339(archived_to)}]")
-    rec = creates.reserve(ctx, creates.new_record(
-        ctx, name, Kind.RESTORED, src.username, Status.RESTORING, retention_hours or src.retention_hours, owner,
-        source=source, restored_to=to_rfc3339(target)), port)
-    with creates.creating(ctx, rec, f"restoring from {source!r} (backup repository) into") as undo:
-        undo.push(shutil.rmtree, ctx.inst_dir(name), True)
-        undo.push(ctx.server.kill, name)
-
-        def own_stanza() -> None:
-            single_server(ctx, ctx.pgdata(name))  # the backups are a Patroni member's
-            if not is_scratch(owner):
-                creates.new_stanza(ctx, name, undo)
-
-        restore_from_repo(ctx, source, rec, target, own_stanza)
-        with ctx.server.admin(name, rec.port) as conn:
-            roles.set_password(conn, src.username, password)
-            roles.harden(conn, src.username)
-            # the HA roles came along with the data: a single server has no use for them
-            for role in (patroni.REPLICATOR, patroni.REWINDER):
-                if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-                    conn.execute(f"DROP OWNED BY {role}")  # its grants (on functions of this database)
-                    conn.execute(f"DROP ROLE {role}")
-            for (slot,) in conn.execute("SELECT slot_name FROM pg_replication_slots").fetchall():
-                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-            ts = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
-        roles.mark_hardened(ctx.inst_dir(name))
-        ctx.catalog.update(name, status=Status.AVAILABLE.value, earliest=to_rfc3339(ts))
-    ctx._background()
-    return ctx._current(name)
-
-
-def no_drills(ctx: LocalContext, name: str) -> None:
-    if enabled(ctx, name):
-        raise EngineError(f"{name!r} is a high-availability instance: drills of HA instances are not built yet",
-                          hint=f"restore it into a new instance instead (RestoredInstance(source={name!r}))")
-
-
 # ---------------------------------------------------------------- turning it off, destroying
 def _clear_dcs(ctx: LocalContext, name: str) -> None:
     """Remove what etcd keeps of the instance's Patroni cluster (a re-enable starts afresh)."""
@@ -579,20 +318,6 @@ def disable(ctx: LocalContext, name: str) -> None:
         for (slot,) in conn.execute("SELECT slot_name FROM pg_replication_slots WHERE NOT active").fetchall():
             conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
     _maybe_stop_hosts(ctx)
-
-
-def single_server(ctx: LocalContext, data: Path) -> None:
-    """A member's data directory made a single server's again: the configuration Patroni set aside
-    (``postgresql.base.conf``, which includes ``instance.conf``) back in place of Patroni's (its listen address
-    on a host, its socket, its archive_command into the HA stanza), the engine's pg_hba.conf."""
-    from ..local.template import _HBA
-    base = data / "postgresql.base.conf"
-    if base.exists():
-        os.replace(base, data / "postgresql.conf")
-    write_atomic(data / "pg_hba.conf", _HBA, 0o600, uid=ctx.server._uid(), gid=ctx.server._gid())
-    for leftover in ("patroni.dynamic.json", "postmaster.opts", "postmaster.pid"):
-        with contextlib.suppress(FileNotFoundError):
-            (data / leftover).unlink()
 
 
 def teardown(ctx: LocalContext, name: str) -> None:
@@ -648,44 +373,4 @@ def switchover(ctx: LocalContext, name: str, candidate: str | None = None, timeo
     return new
 
 
-def archive_now(ctx: LocalContext, name: str) -> datetime:
-    """A commit stamped now, a WAL switch on the leader, and that segment in the repository."""
-    with admin(ctx, name) as conn:
-        with conn.transaction():
-            conn.execute("SELECT pg_current_xact_id()")
-        now: datetime = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
-        with conn.transaction():
-            conn.execute("SELECT pg_current_xact_id()")
-        seg: str = conn.execute("SELECT pg_walfile_name(pg_switch_wal() - 1)").fetchone()[0]  # type: ignore[index]
-
-    def archived() -> bool:
-        with admin(ctx, name) as conn:
-            row = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
-        last = str((row[0] if row else None) or "")
-        return len(last) >= 24 and last[:24] >= seg
-
-    wait_until(archived, 60, f"WAL segment {seg} of {name!r} archived into the repository", interval=0.05)
-    return now
-
-
-def backup(ctx: LocalContext, name: str, *, full: bool = False) -> Any:
-    """A repository backup taken from the current leader (holding the instance's backup lock)."""
-    from ..local.pitr import instance_lock
-    with instance_lock(ctx.layout, name, ctx.settings.ha_member_timeout) as mine:
-        if not mine:
-            raise EngineError(f"a backup of {name!r} is still running", hint="try again once it is done")
-        return _backup(ctx, name, full=full)
-
-
-def _backup(ctx: LocalContext, name: str, *, full: bool = False) -> Any:
-    rec = ctx._require_local(name, "backups are of instances this engine runs")
-    stanza = rec.stanza or ctx.layout.stanza(name)
-    assert stanza
-    m = leader(ctx, name)
-    notes = {"instance": rec.name, "username": rec.username, "kind": rec.kind.value,
-             "retention-hours": str(rec.retention_hours), "port": str(rec.port), "created-at": rec.created_at or "",
-             "high-availability": "true"}
-    b = ctx.repo.backup(stanza, m.pgdata, m.sockdir, m.port, full=full or rec.repo_backup_at is None,
-                        annotations=notes, retention_hours=rec.retention_hours)
-    ctx.catalog.update(name, repo_backup_at=to_rfc3339(b.stopped))
-    return b
+__all__ = ["DEFAULT_MEMBERS", "HaState", "Topology", "after_destroy", "archive_now", "backup", "backup_info", "disable", "enable", "enabled", "ensure_hosts", "ensure_running", "fabric", "info", "leader", "members", "no_drills", "read_state", "require_hosts", "reset_credentials", "restore_to_new", "restore_window", "set_port", "single_server", "stop", "switchover", "teardown", "topology", "wait_healthy"]
