@@ -184,7 +184,7 @@ def add_parsers(sub: Any) -> None:
     lim.add_argument("--link-allow", action="append", default=[], metavar="CIDR",
                      help="repeatable: links may only target servers whose every address lies in one of these "
                      "networks (default: any; env PULUMI_DBOS_SERVE_LINK_ALLOW, comma-separated)")
-    s.set_defaults(fn=cmd_serve)
+    s.set_defaults(fn=cmd_serve, raw_output=True)  # a daemon: its log goes to a file or the journal
     tok = s.add_subparsers(dest="serve_cmd").add_parser("token", help="print a signed bearer token (a JWT)")
     tok.add_argument("--org", required=True, help="the organization (the paths' {org})")
     tok.add_argument("--user", required=True)
