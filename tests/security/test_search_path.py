@@ -177,9 +177,10 @@ class Trap:
     planted: set[str]
 
 
-def tenant_conn(db: dict[str, Any], dbname: str = "postgres", password: str = PW) -> psycopg.Connection[Any]:
+def tenant_conn(db: dict[str, Any], dbname: str = "postgres", password: str = PW,
+                options: str = "") -> psycopg.Connection[Any]:
     return psycopg.connect(host=db["HostName"], port=int(db["Port"]), user="tenant_u", password=password,
-                           dbname=dbname, autocommit=True, connect_timeout=10)
+                           dbname=dbname, autocommit=True, connect_timeout=10, options=options)
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +275,33 @@ def test_no_superuser_path_runs_a_trojan(trap: Trap) -> None:
     finally:
         with contextlib.suppress(Exception), tenant_conn(trap.db, "postgres") as conn:
             conn.execute("ALTER ROLE tenant_u NOSUPERUSER")
+
+
+#: database settings the tenant's role may make that would change who the engine's superuser session is
+#: (its own role, through ``role``) or what it may do
+SETTINGS = {"role": "tenant_u", "default_transaction_read_only": "on", "statement_timeout": "1"}
+
+
+def test_database_settings_do_not_change_the_engines_session(trap: Trap) -> None:
+    """``ALTER DATABASE postgres SET role = <the tenant>`` (and read-only, a 1 ms statement timeout): the engine's
+    superuser sessions stay the superuser's, so a backup, a password reset and role repair still work (before:
+    they ran as the tenant's role, and role repair could not repair)."""
+    api, base = trap.api, f"/v1alpha1/{ORG}/databases/userdb/{DB}"
+    try:
+        with tenant_conn(trap.db) as conn:
+            for k, v in SETTINGS.items():
+                conn.execute(sql.SQL("ALTER DATABASE postgres SET {} = {}").format(sql.Identifier(k), sql.Literal(v)))
+        assert api.post(f"{base}/backup").status_code == 201
+        assert api.post(f"{base}/credentials", json={"Password": PW}).status_code == 200
+        markers = list(trap.serve.data_dir.glob(f"orgs/{ORG}/**/{DB}/roles-hardened"))
+        assert markers
+        for m in markers:
+            m.unlink()
+        assert api.get(f"/v1alpha1/{ORG}/databases").status_code == 200
+        assert all(m.exists() for m in markers), "role repair did not run as the superuser"
+        assert not list(trap.witness.iterdir())
+    finally:
+        with tenant_conn(trap.db, options="-c statement_timeout=0 -c default_transaction_read_only=off") as conn:
+            for k in SETTINGS:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute(sql.SQL("ALTER DATABASE postgres RESET {}").format(sql.Identifier(k)))

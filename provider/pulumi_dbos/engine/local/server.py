@@ -39,7 +39,10 @@ ADMIN_ROLE = "postgres"
 #: catalog's; a superuser session resolving a name through that path would run them as the superuser.
 #: A connection's options override every ``ALTER DATABASE/ROLE ... SET``. The SQL the engine runs as the
 #: superuser also names catalog functions and relations with their schema (operators resolve through this path).
-ADMIN_OPTIONS = "-c search_path=pg_catalog"
+#: The same database settings could make the session another role (``SET role``: the tenant's own, so that
+#: role repair runs without the rights to repair), read-only, or time out every statement: pinned too.
+ADMIN_OPTIONS = ("-c search_path=pg_catalog -c role=none -c default_transaction_read_only=off "
+                 "-c statement_timeout=0")
 _TRANSIENT = ("starting up", "recovery", "shutting down")
 _LISTEN_LINE = re.compile(r"^listen_addresses = .*$", re.MULTILINE)
 #: appended to pg_hba.conf while the server listens beyond 127.0.0.1; the template's earlier
