@@ -32,6 +32,7 @@ from ...errors import EngineError
 from ...timeutil import parse_rfc3339, to_rfc3339, utcnow
 from ..contract import BackupInfo, InstanceInfo, Kind, Status
 from ..files import write_atomic
+from ..local.server import ADMIN_OPTIONS
 from ..locks import file_lock
 from ..waits import wait_until
 from . import etcd as etcd_mod
@@ -184,13 +185,14 @@ def leader(ctx: LocalContext, name: str) -> patroni.Member:
 @contextlib.contextmanager
 def admin(ctx: LocalContext, name: str, dbname: str = "postgres") -> Iterator[psycopg.Connection[Any]]:
     """The superuser's connection to the current leader, over its Unix socket (sockets are files: the engine
-    reaches every simulated host's socket from the root namespace)."""
+    reaches every simulated host's socket from the root namespace). Its search path, role and the rest are pinned
+    whatever the tenant's database says (``local.server.ADMIN_OPTIONS``)."""
     import psycopg
     m = wait_until(lambda: _try_leader(ctx, name), 30, f"a leader of HA instance {name!r}", interval=0.2)
     assert m is not None
     try:
         conn = psycopg.connect(host=str(m.sockdir), port=m.port, user="postgres", dbname=dbname, connect_timeout=10,
-                               autocommit=True, sslmode="disable")
+                               autocommit=True, sslmode="disable", options=ADMIN_OPTIONS)
     except psycopg.Error as exc:
         raise EngineError(f"cannot reach the leader of {name!r} ({m.name}): {exc}") from None
     try:
@@ -267,7 +269,7 @@ def _roles(conn: psycopg.Connection[Any], s: patroni.Secrets) -> None:
     from ..local.roles import verifier
     for role, pw, attrs in ((patroni.REPLICATOR, s.replication, "LOGIN REPLICATION"),
                             (patroni.REWINDER, s.rewind, "LOGIN")):
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        exists = conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (role,)).fetchone()
         verb = "ALTER" if exists else "CREATE"
         conn.execute(sql.SQL(f"{verb} ROLE {{}} WITH {attrs} PASSWORD {{}}").format(  # noqa: S608 - fixed words
             sql.Identifier(role), sql.Literal(verifier(conn, role, pw))))
@@ -509,12 +511,12 @@ def restore_to_new(ctx: LocalContext, source: str, name: str, restore_time: str,
             roles.harden(conn, src.username)
             # the HA roles came along with the data: a single server has no use for them
             for role in (patroni.REPLICATOR, patroni.REWINDER):
-                if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                if conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (role,)).fetchone():
                     conn.execute(f"DROP OWNED BY {role}")  # its grants (on functions of this database)
                     conn.execute(f"DROP ROLE {role}")
-            for (slot,) in conn.execute("SELECT slot_name FROM pg_replication_slots").fetchall():
-                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-            ts = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+            for (slot,) in conn.execute("SELECT slot_name FROM pg_catalog.pg_replication_slots").fetchall():
+                conn.execute("SELECT pg_catalog.pg_drop_replication_slot(%s)", (slot,))
+            ts = conn.execute("SELECT pg_catalog.clock_timestamp()").fetchone()[0]  # type: ignore[index]
         roles.mark_hardened(ctx.inst_dir(name))
         ctx.catalog.update(name, status=Status.AVAILABLE.value, earliest=to_rfc3339(ts))
     ctx._background()
@@ -576,8 +578,8 @@ def disable(ctx: LocalContext, name: str) -> None:
     ctx.server.write_conf(name, rec.port)
     ctx.server.start(name, rec.port)
     with ctx.server.admin(name, rec.port) as conn:
-        for (slot,) in conn.execute("SELECT slot_name FROM pg_replication_slots WHERE NOT active").fetchall():
-            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+        for (slot,) in conn.execute("SELECT slot_name FROM pg_catalog.pg_replication_slots WHERE NOT active").fetchall():
+            conn.execute("SELECT pg_catalog.pg_drop_replication_slot(%s)", (slot,))
     _maybe_stop_hosts(ctx)
 
 
@@ -652,15 +654,15 @@ def archive_now(ctx: LocalContext, name: str) -> datetime:
     """A commit stamped now, a WAL switch on the leader, and that segment in the repository."""
     with admin(ctx, name) as conn:
         with conn.transaction():
-            conn.execute("SELECT pg_current_xact_id()")
-        now: datetime = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+            conn.execute("SELECT pg_catalog.pg_current_xact_id()")
+        now: datetime = conn.execute("SELECT pg_catalog.clock_timestamp()").fetchone()[0]  # type: ignore[index]
         with conn.transaction():
-            conn.execute("SELECT pg_current_xact_id()")
-        seg: str = conn.execute("SELECT pg_walfile_name(pg_switch_wal() - 1)").fetchone()[0]  # type: ignore[index]
+            conn.execute("SELECT pg_catalog.pg_current_xact_id()")
+        seg: str = conn.execute("SELECT pg_catalog.pg_walfile_name(pg_catalog.pg_switch_wal() - 1)").fetchone()[0]  # type: ignore[index]
 
     def archived() -> bool:
         with admin(ctx, name) as conn:
-            row = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+            row = conn.execute("SELECT last_archived_wal FROM pg_catalog.pg_stat_archiver").fetchone()
         last = str((row[0] if row else None) or "")
         return len(last) >= 24 and last[:24] >= seg
 
