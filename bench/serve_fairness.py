@@ -5,12 +5,19 @@ concurrent links to a 127.0.0.1 port that accepts connections and never answers 
 request until the connection timeout). Meanwhile bravo's ``GET /v1alpha1/bravo/databases`` is timed
 BENCH_READS times (default 50), one after another; the same GETs are timed first with no load. Prints
 p50/p99 of both and ends with ``ratio: X.XX`` (p99 under load / p99 without). Target: p99 under load < 1 s.
+
+The idle case (issue 31): one client without a token (127.0.0.1) opens serve's ``--max-connections``
+(BENCH_MAX_CONNECTIONS, default 200) TLS connections and sends nothing on them, then bravo's GETs (from
+127.0.0.2, another client address) are timed again. Target: their p99 < 1 s (before the fix they were
+answered 503 while the connections were held).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
+import socket
 import ssl
 import statistics
 import sys
@@ -26,12 +33,25 @@ from tests.support.serve import Serve, running_serve  # noqa: E402
 
 SLOW = int(os.environ.get("BENCH_SLOW", "30"))
 READS = int(os.environ.get("BENCH_READS", "50"))
+MAX_CONNECTIONS = int(os.environ.get("BENCH_MAX_CONNECTIONS", "200"))
 PW = "Bench-passw0rd"
 
 
-def client(serve: Serve, token: str) -> httpx.Client:
-    return httpx.Client(base_url=serve.url, verify=ssl.create_default_context(cafile=str(serve.ca_cert)),
-                        headers={"Authorization": f"Bearer {token}"}, timeout=300)
+def client(serve: Serve, token: str, source: str = "127.0.0.1") -> httpx.Client:
+    transport = httpx.HTTPTransport(local_address=source, verify=ssl.create_default_context(cafile=str(serve.ca_cert)))
+    return httpx.Client(base_url=serve.url, transport=transport, headers={"Authorization": f"Bearer {token}"},
+                        timeout=300)
+
+
+def idle_connections(serve: Serve, n: int) -> list[socket.socket]:
+    """``n`` TLS connections from 127.0.0.1 that send nothing (those serve refuses or closes included)."""
+    ctx = ssl.create_default_context(cafile=str(serve.ca_cert))
+    socks: list[socket.socket] = []
+    for _ in range(n):
+        with contextlib.suppress(OSError):
+            raw = socket.create_connection(("127.0.0.1", serve.port), timeout=10)
+            socks.append(ctx.wrap_socket(raw, server_hostname="127.0.0.1"))
+    return socks
 
 
 def percentile(xs: list[float], p: float) -> float:
@@ -56,8 +76,8 @@ def line(what: str, xs: list[float]) -> str:
 
 
 def main() -> None:
-    with running_serve() as serve:
-        bravo = client(serve, serve.token("bravo", "bob"))
+    with running_serve(extra_args=("--max-connections", str(MAX_CONNECTIONS))) as serve:
+        bravo = client(serve, serve.token("bravo", "bob"), source="127.0.0.2")
         alpha_token = serve.token("alpha", "mallory")
         r = bravo.post("/v1alpha1/bravo/databases/userdb", json={"Name": "bench_b", "AdminName": "bench_user",
                                                                   "AdminPassword": PW})
@@ -88,6 +108,19 @@ def main() -> None:
         pool.shutdown()
         print("alpha's answers once the silent port closed: "
               + ", ".join(f"{c}: {codes.count(c)}" for c in sorted(set(codes))))
+        socks = idle_connections(serve, MAX_CONNECTIONS)
+        try:
+            time.sleep(0.5)
+            held = timed_reads(bravo)
+        finally:
+            for s in socks:
+                with contextlib.suppress(OSError):
+                    s.close()
+        print(line(f"bravo GET databases, {MAX_CONNECTIONS} idle connections (--max-connections) held by one "
+                   "client", held))
+        idle_p99 = percentile(held, 99)
+        print(f"p99 with idle connections held: {idle_p99 * 1000:.1f} ms (target < 1000 ms): "
+              f"{'ok' if idle_p99 < 1 else 'MISSED'}")
         bravo.delete("/v1alpha1/bravo/databases/userdb/bench_b")
         bravo.close()
         p99 = percentile(loaded, 99)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DbosError
-from . import apps, db, serve
+from . import apps, db, serve, terminal
 from .common import (
     CA_CERT_ENV,
     PULUMI_HINT,
@@ -124,8 +124,14 @@ def _describe(exc: BaseException) -> tuple[str, str | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a command. Errors print ``error: ...`` (and a hint), never a traceback, unless PULUMI_DBOS_DEBUG=1."""
+    """Run a command. Errors print ``error: ...`` (and a hint), never a traceback, unless PULUMI_DBOS_DEBUG=1.
+    What it prints has its control characters escaped (``terminal.py``), but for ``serve`` and ``--raw``."""
     args = build_parser().parse_args(argv)
+    with terminal.escaped(not getattr(args, "raw_output", False)):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         return int(args.fn(args))

@@ -86,6 +86,7 @@ def cmd_app_versions(args: argparse.Namespace) -> int:
 
 
 def cmd_app_logs(args: argparse.Namespace) -> int:
+    """The app's log; its control characters escaped (``cli/terminal.py``) unless ``--raw``."""
     _app(args)
     print(engine_from_args(args).apps.logs(args.app, args.lines))
     return 0
@@ -103,6 +104,9 @@ def add_parsers(sub: Any) -> None:
         s.add_argument("app")
         if name == "logs":
             s.add_argument("-n", "--lines", type=int, default=100)
+            s.add_argument("--raw", dest="raw_output", action="store_true",
+                           help="print the log as it is: its control characters (escape sequences) reach the "
+                                "terminal (default: shown escaped, \\x1b...)")
         else:
             s.add_argument("--json", action="store_true")
         s.set_defaults(fn=fn)

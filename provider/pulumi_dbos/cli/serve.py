@@ -72,6 +72,8 @@ def limits_of(args: argparse.Namespace) -> Limits:
         max_instances=flag("max-instances", d.max_instances), max_apps=flag("max-apps", d.max_apps),
         org_concurrency=flag("org-concurrency", d.org_concurrency), org_queue=flag("org-queue", d.org_queue),
         max_connections=flag("max-connections", d.max_connections),
+        max_client_connections=flag("max-client-connections", d.max_client_connections),
+        request_timeout=flag("request-timeout", d.request_timeout),
         link_allow=tuple(parse_network(n) for n in allow))
 
 
@@ -179,12 +181,15 @@ def add_parsers(sub: Any) -> None:
             ("--org-concurrency", 8, "requests that change something (deploy, link, provision, restore...) one "
              "organization runs at once (reads: twice as many); more wait their turn without a worker thread"),
             ("--org-queue", 64, "requests of one organization waiting their turn, per kind: 429 beyond"),
-            ("--max-connections", 1000, "open connections and requests in all: 503 beyond")):
+            ("--max-connections", 1000, "open connections and requests in all: 503 beyond"),
+            ("--max-client-connections", 0, "open connections of one client address (0: a quarter of "
+             "--max-connections): 429 and closed beyond"),
+            ("--request-timeout", 15, "seconds a connection may take to send a request's headers: closed after")):
         lim.add_argument(flag, type=int, default=None, metavar="N", help=f"{what} (default {default})")
     lim.add_argument("--link-allow", action="append", default=[], metavar="CIDR",
                      help="repeatable: links may only target servers whose every address lies in one of these "
                      "networks (default: any; env PULUMI_DBOS_SERVE_LINK_ALLOW, comma-separated)")
-    s.set_defaults(fn=cmd_serve)
+    s.set_defaults(fn=cmd_serve, raw_output=True)  # a daemon: its log goes to a file or the journal
     tok = s.add_subparsers(dest="serve_cmd").add_parser("token", help="print a signed bearer token (a JWT)")
     tok.add_argument("--org", required=True, help="the organization (the paths' {org})")
     tok.add_argument("--user", required=True)

@@ -78,6 +78,7 @@ def run(*, listen: str = DEFAULT_LISTEN, data_dir: Path, tls_cert: Path | None =
     from . import auth, state, tls
     from .app import create_app
     from .background import Background, recover
+    from .front import guarded_protocol
 
     host, port = parse_listen(listen)
     if (tls_cert is None) != (tls_key is None):
@@ -109,7 +110,8 @@ def run(*, listen: str = DEFAULT_LISTEN, data_dir: Path, tls_cert: Path | None =
     server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, ssl_certfile=str(tls_cert), ssl_keyfile=str(tls_key), log_level="info",
         server_header=False, timeout_graceful_shutdown=60, lifespan="on",
-        limit_concurrency=limits.max_connections))  # beyond: 503
+        limit_concurrency=limits.max_connections,  # beyond: 503
+        http=guarded_protocol(limits.per_client, limits.request_timeout)))  # idle and greedy clients: front.py
 
     def announce() -> None:
         while not server.started and not server.should_exit:

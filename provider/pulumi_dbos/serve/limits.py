@@ -67,6 +67,10 @@ class Limits:
     org_concurrency: int = 8
     org_queue: int = 64
     max_connections: int = 1000
+    #: open connections of one client address (0: a quarter of ``max_connections``): beyond, 429 and closed
+    max_client_connections: int = 0
+    #: seconds a connection may take to send a request's headers (its first, or its next one): then closed
+    request_timeout: int = 15
     link_allow: tuple[Network, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -74,11 +78,20 @@ class Limits:
                             ("--max-archive-entries", self.max_archive_entries),
                             ("--max-archive-entry-mib", self.max_archive_entry),
                             ("--max-instances", self.max_instances), ("--max-apps", self.max_apps),
-                            ("--org-concurrency", self.org_concurrency), ("--max-connections", self.max_connections)):
+                            ("--org-concurrency", self.org_concurrency), ("--max-connections", self.max_connections),
+                            ("--request-timeout", self.request_timeout)):
             if value < 1:
                 raise DbosError(f"{what} must be at least 1, got {value}")
         if self.org_queue < 0:
             raise DbosError(f"--org-queue must be 0 or more, got {self.org_queue}")
+        if not 0 <= self.max_client_connections <= self.max_connections:
+            raise DbosError(f"--max-client-connections must be between 0 (a quarter of --max-connections) and "
+                            f"--max-connections ({self.max_connections}), got {self.max_client_connections}")
+
+    @property
+    def per_client(self) -> int:
+        """Open connections one client address may hold."""
+        return self.max_client_connections or max(1, self.max_connections // 4)
 
     @property
     def org_reads(self) -> int:

@@ -72,7 +72,7 @@ def _roles(conn: psycopg.Connection[Any], s: patroni.Secrets) -> None:
     from ..local.roles import verifier
     for role, pw, attrs in ((patroni.REPLICATOR, s.replication, "LOGIN REPLICATION"),
                             (patroni.REWINDER, s.rewind, "LOGIN")):
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        exists = conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (role,)).fetchone()
         verb = "ALTER" if exists else "CREATE"
         conn.execute(sql.SQL(f"{verb} ROLE {{}} WITH {attrs} PASSWORD {{}}").format(  # noqa: S608 - fixed words
             sql.Identifier(role), sql.Literal(verifier(conn, role, pw))))
@@ -315,8 +315,9 @@ def disable(ctx: LocalContext, name: str) -> None:
     ctx.server.write_conf(name, rec.port)
     ctx.server.start(name, rec.port)
     with ctx.server.admin(name, rec.port) as conn:
-        for (slot,) in conn.execute("SELECT slot_name FROM pg_replication_slots WHERE NOT active").fetchall():
-            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+        for (slot,) in conn.execute("SELECT slot_name FROM pg_catalog.pg_replication_slots WHERE NOT active"
+                                    ).fetchall():
+            conn.execute("SELECT pg_catalog.pg_drop_replication_slot(%s)", (slot,))
     _maybe_stop_hosts(ctx)
 
 

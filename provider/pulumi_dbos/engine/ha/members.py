@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import EngineError
 from ..files import write_atomic
+from ..local.server import ADMIN_OPTIONS
 from ..waits import wait_until
 from . import etcd as etcd_mod
 from . import patroni, procs
@@ -168,13 +169,14 @@ def leader(ctx: LocalContext, name: str) -> patroni.Member:
 @contextlib.contextmanager
 def admin(ctx: LocalContext, name: str, dbname: str = "postgres") -> Iterator[psycopg.Connection[Any]]:
     """The superuser's connection to the current leader, over its Unix socket (sockets are files: the engine
-    reaches every simulated host's socket from the root namespace)."""
+    reaches every simulated host's socket from the root namespace). Its search path, role and the rest are pinned
+    whatever the tenant's database says (``local.server.ADMIN_OPTIONS``)."""
     import psycopg
     m = wait_until(lambda: _try_leader(ctx, name), 30, f"a leader of HA instance {name!r}", interval=0.2)
     assert m is not None
     try:
         conn = psycopg.connect(host=str(m.sockdir), port=m.port, user="postgres", dbname=dbname, connect_timeout=10,
-                               autocommit=True, sslmode="disable")
+                               autocommit=True, sslmode="disable", options=ADMIN_OPTIONS)
     except psycopg.Error as exc:
         raise EngineError(f"cannot reach the leader of {name!r} ({m.name}): {exc}") from None
     try:

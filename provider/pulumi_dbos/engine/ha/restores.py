@@ -48,6 +48,8 @@ def restore_to_new(ctx: LocalContext, source: str, name: str, restore_time: str,
                    owner: str | None = None) -> InstanceInfo:
     """A new (single-server) instance from the HA instance's repository backups and WAL, across its timelines
     (``pgbackrest restore --target-timeline=latest`` follows the history files the leaders archived)."""
+    from psycopg import sql
+
     from ..local import creates, roles
     from ..local.drills import is_scratch
     from ..local.durability import restore_from_repo
@@ -76,12 +78,13 @@ def restore_to_new(ctx: LocalContext, source: str, name: str, restore_time: str,
             roles.harden(conn, src.username)
             # the HA roles came along with the data: a single server has no use for them
             for role in (patroni.REPLICATOR, patroni.REWINDER):
-                if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-                    conn.execute(f"DROP OWNED BY {role}")  # its grants (on functions of this database)
-                    conn.execute(f"DROP ROLE {role}")
-            for (slot,) in conn.execute("SELECT slot_name FROM pg_replication_slots").fetchall():
-                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-            ts = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+                if conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (role,)).fetchone():
+                    # its grants (on functions of this database), then the role
+                    conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+                    conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+            for (slot,) in conn.execute("SELECT slot_name FROM pg_catalog.pg_replication_slots").fetchall():
+                conn.execute("SELECT pg_catalog.pg_drop_replication_slot(%s)", (slot,))
+            ts = conn.execute("SELECT pg_catalog.clock_timestamp()").fetchone()[0]  # type: ignore[index]
         roles.mark_hardened(ctx.inst_dir(name))
         ctx.catalog.update(name, status=Status.AVAILABLE.value, earliest=to_rfc3339(ts))
     ctx._background()
@@ -98,15 +101,16 @@ def archive_now(ctx: LocalContext, name: str) -> datetime:
     """A commit stamped now, a WAL switch on the leader, and that segment in the repository."""
     with admin(ctx, name) as conn:
         with conn.transaction():
-            conn.execute("SELECT pg_current_xact_id()")
-        now: datetime = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+            conn.execute("SELECT pg_catalog.pg_current_xact_id()")
+        now: datetime = conn.execute("SELECT pg_catalog.clock_timestamp()").fetchone()[0]  # type: ignore[index]
         with conn.transaction():
-            conn.execute("SELECT pg_current_xact_id()")
-        seg: str = conn.execute("SELECT pg_walfile_name(pg_switch_wal() - 1)").fetchone()[0]  # type: ignore[index]
+            conn.execute("SELECT pg_catalog.pg_current_xact_id()")
+        seg: str = conn.execute(  # type: ignore[index]
+            "SELECT pg_catalog.pg_walfile_name(pg_catalog.pg_switch_wal() - 1)").fetchone()[0]
 
     def archived() -> bool:
         with admin(ctx, name) as conn:
-            row = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+            row = conn.execute("SELECT last_archived_wal FROM pg_catalog.pg_stat_archiver").fetchone()
         last = str((row[0] if row else None) or "")
         return len(last) >= 24 and last[:24] >= seg
 

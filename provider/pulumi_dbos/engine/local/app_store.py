@@ -114,13 +114,18 @@ def prune_versions(apps: LocalApps, name: str, protect: set[str]) -> list[str]:
             break
         if version in protect:
             continue
-        with contextlib.suppress(FileNotFoundError):
-            (apps.app_dir(name) / "versions" / f"{version}.zip").unlink()
-        shutil.rmtree(apps.app_dir(name) / "releases" / version, ignore_errors=True)
-        apps.rows.delete_version(name, version)
+        forget_version(apps, name, version)
         removed.append(version)
         extra -= 1
     return removed
+
+
+def forget_version(apps: LocalApps, name: str, version: str) -> None:
+    """Remove a stored version: its archive, its release, its row."""
+    with contextlib.suppress(FileNotFoundError):
+        (apps.app_dir(name) / "versions" / f"{version}.zip").unlink()
+    shutil.rmtree(apps.app_dir(name) / "releases" / version, ignore_errors=True)
+    apps.rows.delete_version(name, version)
 
 
 def password_files(apps: LocalApps, db_port: int | None = None, username: str | None = None) -> list[tuple[Path, list[str]]]:

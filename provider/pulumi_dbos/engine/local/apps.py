@@ -187,12 +187,24 @@ class LocalApps:
 
     # ---------------------------------------------------------------- deploy (``app_store``, ``app_launch``)
     def deploy(self, req: AppDeploy) -> AppInfo:
+        """Deploy ``req``; when it fails, an archive it uploaded is removed again, with its release: a refused
+        upload (a config or requirements the engine refuses, a build, migration or start that fails) leaves
+        nothing on disk (a version stored before stays)."""
         problems = [p for p in (env_name_problem(k) for k in req.env) if p]  # also secrets stored before the rule
         if problems:
             raise ValidationError([("env", p) for p in problems])
         app_store.prepare(self)
         old = self._reserve(req)
         dirs = app_store.app_dirs(self, req.app_name)
+        uploaded = req.archive is not None and not os.path.lexists(dirs["versions"] / f"{req.version}.zip")
+        try:
+            return self._deploy(req, old, dirs)
+        except BaseException:
+            if uploaded:
+                app_store.forget_version(self, req.app_name, req.version)
+            raise
+
+    def _deploy(self, req: AppDeploy, old: AppRecord, dirs: dict[str, Path]) -> AppInfo:
         archive = app_store.store(self, req.app_name, req.version, req.archive, dirs["versions"])
         release = app_store.release(self, dirs["releases"], req.version, archive)
         cfg = read_app(release)

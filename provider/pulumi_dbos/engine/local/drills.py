@@ -74,7 +74,7 @@ DRILL_OWNER = "pulumi-dbos:restore-drill"
 CHECK_TIMEOUT_MS = 300_000
 
 _USER_TABLES = (
-    "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
     "WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND n.nspname <> 'information_schema' "
     "AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2")
 
@@ -133,7 +133,7 @@ class Fence:
     @classmethod
     def read(cls, server: Server, name: str, port: int) -> Fence:
         with server.admin(name, port) as conn:
-            text = str(conn.execute("SELECT pg_current_snapshot()::text").fetchone()[0])  # type: ignore[index]
+            text = str(conn.execute("SELECT pg_catalog.pg_current_snapshot()::text").fetchone()[0])  # type: ignore[index]
         _xmin, xmax, xip = text.split(":")
         return cls(int(xmax), frozenset(int(x) for x in xip.split(",") if x))
 
@@ -149,11 +149,11 @@ def count_tables(server: Server, name: str, port: int) -> dict[str, int]:
     counts: dict[str, int] = {}
     with server.admin(name, port) as conn:
         dbs = [r[0] for r in conn.execute(
-            "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1")]
+            "SELECT datname FROM pg_catalog.pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1")]
     for db in dbs:
         with server.admin(name, port, db) as conn:
             for schema, table in conn.execute(_USER_TABLES).fetchall():
-                n = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
+                n = conn.execute(sql.SQL("SELECT pg_catalog.count(*) FROM {}.{}").format(
                     sql.Identifier(schema), sql.Identifier(table))).fetchone()[0]  # type: ignore[index]
                 counts[f"{db}/{schema}.{table}"] = int(n)
     return counts

@@ -60,7 +60,7 @@ def provision(ctx: LocalContext, name: str, username: str, password: str, *, por
         creates.on_free_port(ctx, rec, port, start)
         with ctx.server.admin(name, rec.port) as conn:
             roles.create_user(conn, username, password)  # hardened too
-            earliest = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+            earliest = conn.execute("SELECT pg_catalog.clock_timestamp()").fetchone()[0]  # type: ignore[index]
         roles.mark_hardened(ctx.inst_dir(name))
         ctx.catalog.add_backup(BackupRecord(name, "base-000", started, started, str(backup_dir),
                                              template_wal(ctx.layout, template)))

@@ -25,7 +25,7 @@ from .catalog import BackupRecord, Catalog, InstanceRecord
 from .paths import Layout
 from .pool import Pool
 from .repo import RepoBackup, Repository
-from .server import ADMIN_ROLE, Server
+from .server import ADMIN_OPTIONS, ADMIN_ROLE, Server
 
 log = logging.getLogger("pulumi_dbos.engine")
 
@@ -87,19 +87,19 @@ class Pitr:
         backup_id = "base-" + utcnow().strftime("%Y%m%dT%H%M%S%f")
         bdir = self.layout.backups(name) / backup_id
         with self.server.admin(name, port) as conn:
-            started: datetime = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+            started: datetime = conn.execute("SELECT pg_catalog.clock_timestamp()").fetchone()[0]  # type: ignore[index]
         try:
             proc.run([pgbin.tool("pg_basebackup"), "-h", str(self.layout.sockdir(name)), "-p", str(port),
                       "-U", ADMIN_ROLE, "-D", str(bdir), "-Fp", "-X", "none", "-c", "fast"],
                      run_as=self.layout.run_as, timeout=self.server.settings.recovery_timeout,
-                     env=proc.clean_env(run_as=self.layout.run_as))
+                     env=proc.clean_env({"PGOPTIONS": ADMIN_OPTIONS}, run_as=self.layout.run_as))
         except BaseException:
             shutil.rmtree(bdir, ignore_errors=True)
             raise
         m = re.search(r"START WAL LOCATION: \S+ \(file (\S+)\)", (bdir / "backup_label").read_text())
         with self.server.admin(name, port) as conn:
             # consistent once the WAL up to its end is archived (pg_basebackup waited for it)
-            finished: datetime = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+            finished: datetime = conn.execute("SELECT pg_catalog.clock_timestamp()").fetchone()[0]  # type: ignore[index]
         record = BackupRecord(name, backup_id, to_rfc3339(started), to_rfc3339(finished), str(bdir),
                               m.group(1) if m else "")
         self.catalog.add_backup(record)
@@ -202,11 +202,11 @@ class Pitr:
         """Write a commit record stamped now, switch WAL, wait until the segment is archived."""
         with self.server.admin(name, port) as conn:
             with conn.transaction():
-                conn.execute("SELECT pg_current_xact_id()")
-            now: datetime = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+                conn.execute("SELECT pg_catalog.pg_current_xact_id()")
+            now: datetime = conn.execute("SELECT pg_catalog.clock_timestamp()").fetchone()[0]  # type: ignore[index]
             with conn.transaction():
-                conn.execute("SELECT pg_current_xact_id()")
-            seg = conn.execute("SELECT pg_walfile_name(pg_switch_wal() - 1)").fetchone()[0]  # type: ignore[index]
+                conn.execute("SELECT pg_catalog.pg_current_xact_id()")
+            seg = conn.execute("SELECT pg_catalog.pg_walfile_name(pg_catalog.pg_switch_wal() - 1)").fetchone()[0]  # type: ignore[index]
         self.wait_archived(name, port, seg)
         return now
 
@@ -215,13 +215,13 @@ class Pitr:
         ``archive_command``); its last failure is shown when it does not."""
         def archived() -> bool:
             with self.server.admin(name, port) as conn:
-                row = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()
+                row = conn.execute("SELECT last_archived_wal FROM pg_catalog.pg_stat_archiver").fetchone()
             last: str = (row[0] if row else None) or ""
             return _SEGMENT.match(last[:24]) is not None and last[:24] >= seg
 
         def failure() -> str:
             with contextlib.suppress(EngineError), self.server.admin(name, port) as conn:
-                row = conn.execute("SELECT last_failed_wal, last_failed_time FROM pg_stat_archiver").fetchone()
+                row = conn.execute("SELECT last_failed_wal, last_failed_time FROM pg_catalog.pg_stat_archiver").fetchone()
                 if row and row[0]:
                     return f" (last failure: {row[0]} at {row[1]}; see the server log)"
             return ""
@@ -303,7 +303,7 @@ class Pitr:
         # archiving to our own archive
         self.server.write_conf(name, port)
         with self.server.admin(name, port) as conn:
-            conn.execute("SELECT pg_reload_conf()")
+            conn.execute("SELECT pg_catalog.pg_reload_conf()")
 
     def wait_promoted(self, name: str, port: int) -> None:
         """Until ``name``'s server has left recovery (a clear error when it stopped instead)."""
@@ -312,7 +312,7 @@ class Pitr:
                 raise EngineError(f"recovery of {name!r} stopped:\n{self.layout.log_tail(name)}",
                                   hint="the WAL needed to reach the target may be missing from the archive")
             with contextlib.suppress(EngineError), self.server.admin(name, port) as conn:
-                return not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]  # type: ignore[index]
+                return not conn.execute("SELECT pg_catalog.pg_is_in_recovery()").fetchone()[0]  # type: ignore[index]
             return False
 
         wait_until(promoted, self.server.settings.recovery_timeout, f"recovery of {name!r} did not finish",

@@ -294,11 +294,15 @@ class Repository:
 
     def run(self, stanza: str | None, command: str, *args: str, timeout: float = 900,
             check: bool = True, params: tuple[str, ...] = ()) -> str:
-        """``pgbackrest [options] args command params`` as the cluster user; its output."""
+        """``pgbackrest [options] args command params`` as the cluster user; its output. Its sessions as the
+        superuser get the engine's pinned search path too (``PGOPTIONS``: server.ADMIN_OPTIONS)."""
+        from .server import ADMIN_OPTIONS  # here: server imports this module
+
         if self.explicit or not self.conf.exists():
             self.ensure_conf()
         cp = proc.run([*self._base(stanza), *args, command, *params], run_as=self.layout.run_as, timeout=timeout,
-                      env=proc.clean_env(run_as=self.layout.run_as), secrets=self.settings.secrets(),
+                      env=proc.clean_env({"PGOPTIONS": ADMIN_OPTIONS}, run_as=self.layout.run_as),
+                      secrets=self.settings.secrets(),
                       check=check, hint="the backup repository (pgBackRest) refused; see its message above")
         return cp.stdout + (cp.stderr if cp.returncode else "")
 

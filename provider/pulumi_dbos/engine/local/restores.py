@@ -90,7 +90,7 @@ def restore_to_new(ctx: LocalContext, source: str, name: str, restore_time: str,
             roles.set_password(conn, src.username, password)
             # the source's roles as of the target: perhaps made by older code (CREATEROLE), repaired here
             roles.harden(conn, src.username)
-            ts = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+            ts = conn.execute("SELECT pg_catalog.clock_timestamp()").fetchone()[0]  # type: ignore[index]
         roles.mark_hardened(ctx.inst_dir(name))
         ctx.pitr.inherit(source, name, base)
         ctx.catalog.update(name, status=Status.AVAILABLE.value, earliest=to_rfc3339(ts))
@@ -135,7 +135,7 @@ def restore_from_repo_alone(ctx: LocalContext, source: str, name: str, restore_t
         with ctx.server.admin(name, rec.port) as conn:
             roles.set_password(conn, username, password)
             roles.harden(conn, username)
-            ts = conn.execute("SELECT clock_timestamp()").fetchone()[0]  # type: ignore[index]
+            ts = conn.execute("SELECT pg_catalog.clock_timestamp()").fetchone()[0]  # type: ignore[index]
         roles.mark_hardened(ctx.inst_dir(name))
         ctx.catalog.update(name, status=Status.AVAILABLE.value, earliest=to_rfc3339(ts))
     ctx._background()

@@ -160,16 +160,16 @@ def harden(conn: psycopg.Connection[Any], username: str) -> None:
     pg16 = createrole_allowed(conn)
     user = sql.Identifier(username)
     with _harden_lock, conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('pulumi_dbos.roles'))")
+        conn.execute("SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pulumi_dbos.roles'))")
         if not pg16:
-            for (role,) in conn.execute("SELECT rolname FROM pg_roles WHERE rolcreaterole AND NOT rolsuper").fetchall():
+            for (role,) in conn.execute("SELECT rolname FROM pg_catalog.pg_roles WHERE rolcreaterole AND NOT rolsuper").fetchall():
                 log.warning("instance role %r had CREATEROLE (a way to the server's OS user on PostgreSQL < 16): "
                             "revoked", role)
                 conn.execute(sql.SQL("ALTER ROLE {} NOCREATEROLE").format(sql.Identifier(role)))
         granted = conn.execute(
-            "SELECT r.rolname, m.rolname, g.rolname FROM pg_auth_members a "
-            "JOIN pg_roles r ON r.oid = a.roleid JOIN pg_roles m ON m.oid = a.member "
-            "LEFT JOIN pg_roles g ON g.oid = a.grantor "
+            "SELECT r.rolname, m.rolname, g.rolname FROM pg_catalog.pg_auth_members a "
+            "JOIN pg_catalog.pg_roles r ON r.oid = a.roleid JOIN pg_catalog.pg_roles m ON m.oid = a.member "
+            "LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantor "
             "WHERE r.rolname = ANY(%s) AND NOT m.rolsuper", (list(SERVER_ROLES),)).fetchall()
         for role, member, grantor in granted:
             log.warning("instance role %r was a member of %s: revoked", member, role)
@@ -177,7 +177,8 @@ def harden(conn: psycopg.Connection[Any], username: str) -> None:
             by = sql.SQL(" GRANTED BY {}").format(sql.Identifier(grantor)) if pg16 and grantor else sql.SQL("")
             conn.execute(sql.SQL("REVOKE {} FROM {}{}").format(sql.Identifier(role), sql.Identifier(member), by))
         # the functions' schema: the superuser's own (one of that name made by the user is dropped first)
-        row = conn.execute("SELECT pg_get_userbyid(nspowner) = current_user FROM pg_namespace WHERE nspname = %s",
+        row = conn.execute("SELECT pg_catalog.pg_get_userbyid(nspowner) = current_user FROM pg_catalog.pg_namespace "
+                           "WHERE nspname = %s",
                            (OWNER_SCHEMA,)).fetchone()
         schema = sql.Identifier(OWNER_SCHEMA)
         if row is not None and not row[0]:
@@ -190,9 +191,9 @@ def harden(conn: psycopg.Connection[Any], username: str) -> None:
         conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}.ensure_owner_role(text, text), {}.drop_owner_role(text) "
                              "TO {}").format(schema, schema, user))
         conn.execute(
-            "INSERT INTO pulumi_dbos.owner_roles (rolname) SELECT rolname FROM pg_roles "
+            "INSERT INTO pulumi_dbos.owner_roles (rolname) SELECT rolname FROM pg_catalog.pg_roles "
             "WHERE rolname ~ '^[a-z0-9_]{1,57}_owner$' AND rolname !~ '^pg_' AND NOT rolsuper AND rolname <> %s "
-            "AND pg_has_role(%s, oid, 'MEMBER') ON CONFLICT DO NOTHING", (username, username))
+            "AND pg_catalog.pg_has_role(%s, oid, 'MEMBER') ON CONFLICT DO NOTHING", (username, username))
 
 
 def hardened(inst_dir: Path) -> bool:
@@ -218,7 +219,7 @@ def forget_hardened(inst_dir: Path) -> None:
 
 def set_password(conn: psycopg.Connection[Any], username: str, password: str) -> None:
     from psycopg import sql
-    if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (username,)).fetchone() is None:
+    if conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (username,)).fetchone() is None:
         raise EngineError(f"role {username!r} does not exist on the instance",
                           hint="the username of an instance cannot change in place: replace the instance")
     conn.execute(sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
@@ -228,8 +229,8 @@ def set_password(conn: psycopg.Connection[Any], username: str, password: str) ->
 def end_sessions(conn: psycopg.Connection[Any], username: str, keep_client_ports: Iterable[int] = ()) -> None:
     """End ``username``'s sessions, except TCP ones from ``keep_client_ports`` (the running apps bound to the
     instance, which hold the new password already: ending their sessions would fail their requests)."""
-    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s "
-                 "AND pid <> pg_backend_pid() AND (client_port IS NULL OR NOT client_port = ANY(%s))",
+    conn.execute("SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity WHERE usename = %s "
+                 "AND pid <> pg_catalog.pg_backend_pid() AND (client_port IS NULL OR NOT client_port = ANY(%s))",
                  (username, sorted(keep_client_ports))).fetchall()
 
 

@@ -33,6 +33,16 @@ if TYPE_CHECKING:  # psycopg loads on first use: a preview's checks never connec
     import psycopg
 
 ADMIN_ROLE = "postgres"
+#: the options of every session the engine opens as the superuser: a search path of ``pg_catalog`` alone.
+#: The instance's user owns database ``postgres`` (and the databases it makes) and may ``ALTER DATABASE ...
+#: SET search_path`` to a schema of its own holding functions, relations or operators named like the
+#: catalog's; a superuser session resolving a name through that path would run them as the superuser.
+#: A connection's options override every ``ALTER DATABASE/ROLE ... SET``. The SQL the engine runs as the
+#: superuser also names catalog functions and relations with their schema (operators resolve through this path).
+#: The same database settings could make the session another role (``SET role``: the tenant's own, so that
+#: role repair runs without the rights to repair), read-only, or time out every statement: pinned too.
+ADMIN_OPTIONS = ("-c search_path=pg_catalog -c role=none -c default_transaction_read_only=off "
+                 "-c statement_timeout=0")
 _TRANSIENT = ("starting up", "recovery", "shutting down")
 _LISTEN_LINE = re.compile(r"^listen_addresses = .*$", re.MULTILINE)
 #: appended to pg_hba.conf while the server listens beyond 127.0.0.1; the template's earlier
@@ -175,7 +185,7 @@ class Server:
             if sock.exists():
                 try:
                     with psycopg.connect(host=str(sockdir), port=port, user=ADMIN_ROLE, dbname="postgres",
-                                         connect_timeout=5, sslmode="disable"):
+                                         connect_timeout=5, sslmode="disable", options=ADMIN_OPTIONS):
                         return True
                 except psycopg.OperationalError as exc:
                     transient = any(t in str(exc) for t in _TRANSIENT)
@@ -223,11 +233,13 @@ class Server:
 
     @contextlib.contextmanager
     def admin(self, name: str, port: int, dbname: str = "postgres") -> Iterator[psycopg.Connection[Any]]:
-        """An admin connection over the instance's private Unix socket (peer auth, no password)."""
+        """An admin connection over the instance's private Unix socket (peer auth, no password); its search path
+        is ``pg_catalog`` alone, whatever the database says (:data:`ADMIN_OPTIONS`)."""
         import psycopg
         try:
             conn = psycopg.connect(host=str(self.layout.sockdir(name)), port=port, user=ADMIN_ROLE,
-                                   dbname=dbname, connect_timeout=10, autocommit=True, sslmode="disable")
+                                   dbname=dbname, connect_timeout=10, autocommit=True, sslmode="disable",
+                                   options=ADMIN_OPTIONS)
         except psycopg.Error as exc:
             raise EngineError(f"cannot reach instance {name!r} over its admin socket: {exc}",
                               hint="is it running? `pulumi-dbos db status NAME`; `pulumi up` starts it") from None
