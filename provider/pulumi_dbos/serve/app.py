@@ -114,7 +114,7 @@ def create_app(state: ServeState, key: bytes, background: Background | None = No
     app.include_router(databases.r)
     if not cloud_exact:
         app.include_router(databases.ext)
-    app.include_router(applications.router(state, limits, cloud_exact=cloud_exact))
+    app.include_router(applications.r)
     return app
 
 
