@@ -1,12 +1,13 @@
 """Failover: the write gap a retrying client sees (one autocommit INSERT at a time through the URL the engine hands
-out, reconnecting on any error) for each fault of an HA instance, against a single-host crash (``pg_ctl stop -m
-immediate``) + restart (``LocalEngine.ensure_running``) of the same engine in the same run.
+out, reconnecting on any error) for each fault of an HA instance, against a single-host ``kill -9`` of the
+postmaster + an immediate restart (``LocalEngine.ensure_running``) of the same engine in the same run.
 
 Faults: a planned switchover (``db switchover``), ``kill -9`` of the primary's postmaster alone (Patroni restarts
 it or fails over), the loss of the primary's whole host (every process in its network namespace killed, the
-namespace removed). Every acknowledged commit is checked afterwards (``lost`` must be 0). Needs root and etcd.
+namespace removed). Every acknowledged commit is checked afterwards (``lost`` must be 0). For each HA fault also
+``endpoint_s``: from the fault to the endpoint routing to a primary again (its log). Needs root and etcd.
 Ends with ``ratio: X.XX`` lines: gap / single-host restart gap (issue 33's targets: switchover ≤ 1, host loss ≤
-10 at its ttl).
+10; see docs/design/high-availability.md for why Patroni 4 cannot meet them here and where the seconds go).
 """
 
 from __future__ import annotations
@@ -24,20 +25,35 @@ sys.path.insert(0, str(ROOT))
 from tests.ha.conftest import Writer, endpoint_dsn, present  # noqa: E402
 
 from pulumi_dbos.engine import LocalEngine  # noqa: E402
-from pulumi_dbos.engine.ha import cluster  # noqa: E402
+from pulumi_dbos.engine.ha import cluster, patroni  # noqa: E402
 from pulumi_dbos.engine.ha.hosts import Fabric  # noqa: E402
 
 PW = "Ha-password-123"
 
 
-def gap(w: Writer, fault: object, settle: float = 0) -> tuple[float, int]:
+def gap(w: Writer, fault: object, settle: float = 0) -> tuple[float, int, float]:
+    """(the write gap, commits, the fault's wall-clock time)."""
     w.wait_commits(100)
-    t0 = time.monotonic()
+    t0, wall = time.monotonic(), time.time()
     if callable(fault):
         fault()
     time.sleep(settle)
     w.wait_commits(100, timeout=120)
-    return w.gap_after(t0), len(w.acked)
+    return w.gap_after(t0), len(w.acked), wall
+
+
+def endpoint_back(log: Path, since: float) -> float | None:
+    """Seconds from ``since`` to the endpoint's first ``primary <address>`` line after it (a new or the same primary
+    routed to again, after ``primary none`` or straight away)."""
+    for line in log.read_text(errors="replace").splitlines():
+        stamp, _, rest = line.partition(" primary ")
+        try:
+            t = float(stamp)
+        except ValueError:
+            continue
+        if t >= since and rest != "none":
+            return round(t - since, 2)
+    return None
 
 
 def main() -> None:
@@ -52,23 +68,23 @@ def main() -> None:
         w = Writer(endpoint_dsn(single.port), "w").start()
 
         def crash() -> None:
-            # an immediate stop is a crash for the data (no shutdown checkpoint: crash recovery at the start);
-            # a raw kill -9 immediately followed by ensure_running sometimes meets the dead postmaster's lock
-            # file (docs/design/high-availability.md, "noticed")
-            eng.server.stop("single", "immediate")
+            # the restart waits for the killed postmaster, its orphans and its shared memory (clear_after_crash)
+            pid = eng.server.pid("single")
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
             eng.ensure_running("single")
 
-        g, n = gap(w, crash)
+        g, n, _ = gap(w, crash)
         w.stop()
         assert set(w.acked) <= present(endpoint_dsn(single.port), "w")
-        figures["single-host crash + restart"] = {"gap_s": round(g, 2), "commits": n, "lost": 0}
+        figures["single-host kill -9 + restart"] = {"gap_s": round(g, 2), "commits": n, "lost": 0}
         eng.destroy("single")
 
         info = eng.provision("hadb", "app_user", PW, owner="bench")
         eng.set_high_availability("hadb", True)
         dsn = endpoint_dsn(info.port)
 
-        def leader() -> cluster.patroni.Member:
+        def leader() -> patroni.Member:
             return cluster.leader(eng, "hadb")
 
         def kill_postmaster() -> None:
@@ -84,12 +100,13 @@ def main() -> None:
                             ("loss of the primary's host", kill_host)):
             cluster.wait_healthy(eng, "hadb")
             w = Writer(dsn, "w_" + str(len(figures))).start()
-            g, n = gap(w, fault)
+            g, n, wall = gap(w, fault)
             w.stop()
             assert set(w.acked) <= present(dsn, w.table), f"{what}: acknowledged commits lost"
-            figures[what] = {"gap_s": round(g, 2), "commits": n, "lost": 0}
+            back = endpoint_back(eng.inst_dir("hadb") / "endpoint" / "log", wall)
+            figures[what] = {"gap_s": round(g, 2), "commits": n, "lost": 0, "endpoint_s": back or -1}
             eng.ensure_running("hadb")  # a lost host comes back (its member rejoins)
-        base = figures["single-host crash + restart"]["gap_s"]
+        base = figures["single-host kill -9 + restart"]["gap_s"]
         print(json.dumps(figures, indent=1))
         for what, f in figures.items():
             print(f"{what}: gap {f['gap_s']} s, {f['commits']} commits, 0 lost; ratio: {f['gap_s'] / base:.2f}")

@@ -115,6 +115,24 @@ def test_twenty_instances_in_parallel(make_project: Any) -> None:
     p.destroy()
 
 
+def test_kill_9_then_immediate_start(engine: LocalEngine) -> None:
+    """``kill -9`` of the postmaster and, at once, ``ensure_running`` (bench/failover.py's single-host crash): for
+    a moment the killed postmaster still looks like a running ``postgres``, then it is a zombie whose pid still
+    holds the pid file's lock, and its children still hold its shared memory. The restart waits for all of them
+    (before: "lock file postmaster.pid already exists", or a dying server taken for a running one)."""
+    engine.provision("kill9_db", "app_user", PW)
+    for i in range(5):
+        pid = engine.server.pid("kill9_db")
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        info = engine.ensure_running("kill9_db")
+        assert info.status == "available", (i, info.status)
+        assert engine.server.pid("kill9_db") not in (None, pid), i
+        with psycopg.connect(host="127.0.0.1", port=info.port, user="app_user", password=PW, dbname="postgres",
+                             connect_timeout=5) as c:
+            assert c.execute("SELECT 1").fetchone() == (1,)
+
+
 def test_server_killed_before_a_password_reset_is_repaired(make_project: Any) -> None:
     p = make_project(FIVE)
     p.stack.set_config("pw", auto.ConfigValue(PW, secret=True))

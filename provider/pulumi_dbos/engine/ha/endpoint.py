@@ -4,11 +4,15 @@ stays one ``host:port`` and follows failovers and switchovers.
 
 Run as ``python3 endpoint.py LISTEN_PORT MEMBERS_FILE READY_FILE [HOST]`` (standard library only).
 ``MEMBERS_FILE``: JSON ``[[address, pg_port, patroni_api_url], ...]``, re-read when it changes (members added
-or removed). Every 0.2 s it asks each member's Patroni ``GET /patroni`` and takes as primary the running
-``primary`` with the highest timeline (an old primary cut off may still say primary until its lock expires: its
-timeline is the older one). A connection arriving while no primary is known is held (retried every 50 ms, up
-to ``HOLD_SECONDS``) instead of refused: a client sees a failover as a slow connect. When the primary changes,
-connections to the old one are closed: nothing keeps writing to a demoted server.
+or removed). It asks each member's Patroni ``GET /patroni``, each member on its own (a dead host's
+timeout never delays the answers of the others), every 0.2 s while all is settled and every 50 ms while it is
+not (no primary, a member not running or not answering: a failover or switchover under way, whose new primary
+is then seen within ~50 ms), and takes as primary the running ``primary`` with the highest timeline among the
+latest answers (an old primary cut off may still say primary until its lock expires: its timeline is the older
+one). A connection arriving while no primary is known is held (retried every 20 ms, up to ``HOLD_SECONDS``)
+instead of refused: a client sees a failover as a slow connect. When the primary changes, connections to the
+old one are closed: nothing keeps writing to a demoted server. Each change is logged (``<unix time> primary
+<address:port>``).
 
 Chosen over libpq's multi-host URL (``?host=a:p&host=b:p&target_session_attrs=read-write``, which DBOS
 Transact 3.x accepts in the query form): the same gap on failover in this engine's measurement (see
@@ -30,6 +34,8 @@ import time
 import urllib.request
 
 POLL_SECONDS = 0.2
+FAST_POLL_SECONDS = 0.05
+ASK_TIMEOUT = 0.5
 HOLD_SECONDS = 60.0
 
 
@@ -39,6 +45,7 @@ class State:
         self.members: list[tuple[str, int, str]] = []
         self.mtime = 0.0
         self.primary: tuple[str, int] | None = None
+        self.answers: dict[tuple[str, int, str], dict[str, object]] = {}  #: each member's latest ``/patroni``
         self.conns: set[tuple[tuple[str, int], asyncio.StreamWriter, asyncio.StreamWriter]] = set()
 
     def reload(self) -> None:
@@ -52,33 +59,63 @@ class State:
 
 def _ask(url: str) -> dict[str, object]:
     try:
-        with urllib.request.urlopen(url + "/patroni", timeout=0.5) as r:  # noqa: S310 - the instance's members
+        with urllib.request.urlopen(url + "/patroni", timeout=ASK_TIMEOUT) as r:  # noqa: S310 - the instance's members
             body = json.loads(r.read())
             return body if isinstance(body, dict) else {}
     except Exception:
         return {}
 
 
-async def watch(state: State) -> None:
+def _settled(state: State) -> bool:
+    """A primary known and every member answering ``running``: nothing under way."""
+    return state.primary is not None and len(state.answers) == len(state.members) and all(
+        a.get("state") == "running" for a in state.answers.values())
+
+
+def decide(state: State) -> None:
+    """The primary from the latest answers; on a change, the connections to any other server closed."""
+    best: tuple[int, tuple[str, int]] | None = None
+    for (addr, port, _), a in list(state.answers.items()):
+        if a.get("role") in ("primary", "master") and a.get("state") == "running":
+            tl = int(str(a.get("timeline") or 0))
+            if best is None or tl > best[0]:
+                best = (tl, (addr, port))
+    new = best[1] if best else None
+    if new != state.primary:
+        state.primary = new
+        shown = f"{new[0]}:{new[1]}" if new else "none"
+        print(f"{time.time():.3f} primary {shown}", flush=True)
+        for target, cw, uw in list(state.conns):
+            if target != new:  # nothing keeps talking to a server that is no longer the primary
+                for w in (cw, uw):
+                    with contextlib.suppress(Exception):
+                        w.close()
+
+
+async def poll(state: State, member: tuple[str, int, str]) -> None:
+    """One member's answers, for as long as it is a member."""
     loop = asyncio.get_running_loop()
+    while member in state.members:
+        answer = await loop.run_in_executor(None, _ask, member[2])
+        if member not in state.members:
+            break
+        state.answers[member] = answer
+        decide(state)
+        await asyncio.sleep(POLL_SECONDS if _settled(state) else FAST_POLL_SECONDS)
+    state.answers.pop(member, None)
+    decide(state)
+
+
+async def watch(state: State) -> None:
+    pollers: dict[tuple[str, int, str], asyncio.Task[None]] = {}
     while True:
         state.reload()
-        answers = await asyncio.gather(*(loop.run_in_executor(None, _ask, u) for _, _, u in state.members))
-        best: tuple[int, tuple[str, int]] | None = None
-        for (addr, port, _), a in zip(state.members, answers, strict=True):
-            if a.get("role") in ("primary", "master") and a.get("state") == "running":
-                tl = int(str(a.get("timeline") or 0))
-                if best is None or tl > best[0]:
-                    best = (tl, (addr, port))
-        new = best[1] if best else None
-        if new != state.primary:
-            state.primary = new
-            for target, cw, uw in list(state.conns):
-                if target != new:  # nothing keeps talking to a server that is no longer the primary
-                    for w in (cw, uw):
-                        with contextlib.suppress(Exception):
-                            w.close()
-        await asyncio.sleep(POLL_SECONDS)
+        for m in state.members:
+            if m not in pollers or pollers[m].done():
+                pollers[m] = asyncio.ensure_future(poll(state, m))
+        for m in [m for m in pollers if m not in state.members]:
+            pollers.pop(m)
+        await asyncio.sleep(1)
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -101,7 +138,7 @@ async def _upstream(state: State) -> tuple[tuple[str, int], asyncio.StreamReader
             with contextlib.suppress(OSError, asyncio.TimeoutError):
                 r, w = await asyncio.wait_for(asyncio.open_connection(*target), 2)
                 return target, r, w
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.02)
     return None
 
 

@@ -163,7 +163,8 @@ def leader(ctx: LocalContext, name: str) -> patroni.Member:
         if m.name == top.leader:
             return m
     raise EngineError(f"HA instance {name!r} has no leader right now",
-                      hint="a failover takes up to ~15 s; `pulumi-dbos db status NAME` shows its members")
+                      hint="after a lost host a failover takes ~21-25 s (Patroni's lock ttl); "
+                           "`pulumi-dbos db status NAME` shows its members")
 
 
 @contextlib.contextmanager

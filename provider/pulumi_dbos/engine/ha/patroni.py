@@ -32,6 +32,7 @@ from ..settings import EngineSettings
 from . import procs
 from .hosts import Host
 
+REAPER = Path(__file__).with_name("reaper.py")
 REPLICATOR = "dbos_replicator"
 REWINDER = "dbos_rewind"
 #: seconds: the leader lock's life in etcd (a dead primary's host is replaced after about ttl + loop_wait + the
@@ -192,7 +193,9 @@ def python(layout: Layout, settings: EngineSettings) -> str:
 def start(layout: Layout, m: Member, settings: EngineSettings) -> None:
     if m.running():
         return
-    procs.start(m.host, [python(layout, settings), "-m", "patroni", str(m.config)], layout.run_as, m.dir,
+    py = python(layout, settings)
+    # under reaper.py: the orphaned postmaster reaped as soon as it exits (see there why)
+    procs.start(m.host, [py, str(REAPER), py, "-m", "patroni", str(m.config)], layout.run_as, m.dir,
                 env={"PATH": f"{pgbin.bindir()}:/usr/local/bin:/usr/bin:/bin"})
 
 

@@ -61,6 +61,40 @@ def alive(pid: int) -> bool:
         return False
 
 
+#: ``PF_EXITING`` in the flags of ``/proc/<pid>/stat`` (include/linux/sched.h): the process is in ``do_exit``
+_PF_EXITING = 0x4
+
+
+def dying(pid: int) -> bool:
+    """``pid`` is being killed: a SIGKILL is pending (sent, not yet acted on) or it is already in its exit
+    (``PF_EXITING``), before it becomes a zombie. For a moment after ``kill -9`` a postmaster still looks like a
+    running ``postgres`` (its status, its command line): a server in that state is not running, and its pid
+    file may not be cleared yet (Linux's ``/proc``; elsewhere: never dying)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        flags = int(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[6])
+    except (OSError, ValueError, IndexError):
+        return False
+    kill_bit = 1 << (9 - 1)  # SIGKILL
+    for line in status.splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & kill_bit:
+            return True
+    return bool(flags & _PF_EXITING)
+
+
+def _shm_attached(shmid: int) -> int:
+    """How many processes are attached to System V shared memory segment ``shmid`` (0: none, or gone)."""
+    try:
+        rows = Path("/proc/sysvipc/shm").read_text().splitlines()
+    except OSError:
+        return 0
+    for row in rows[1:]:
+        f = row.split()
+        if len(f) > 6 and f[1].isdigit() and int(f[1]) == shmid:  # key shmid perms size cpid lpid nattch ...
+            return int(f[6])
+    return 0
+
+
 class Server:
     """Start, stop and reach the cluster of one instance at a time (stateless apart from the layout)."""
 
@@ -152,7 +186,7 @@ class Server:
             running = proc_.status() != psutil.STATUS_ZOMBIE and "postgres" in " ".join(proc_.cmdline())
         except (OSError, ValueError, psutil.Error):
             return None
-        return pid if running else None
+        return pid if running and not dying(pid) else None
 
     def running(self, name: str) -> bool:
         return self.pid(name) is not None
@@ -249,19 +283,35 @@ class Server:
             conn.close()
 
     def clear_after_crash(self, name: str) -> None:
-        """After a postmaster was killed: wait for (or kill) its orphaned children, remove the stale
-        pid file and socket lock (Postgres trusts a lock whose pid still exists, e.g. a zombie).
+        """After a postmaster was killed: wait until it has exited, then for its orphaned children (or kill
+        them) and for its shared memory to be released, and remove the stale pid file and socket lock, as
+        ``pg_ctl start`` expects to find them.
+
+        A postmaster just sent SIGKILL still exists for a moment (:func:`dying`), then lingers as a zombie
+        until its parent, usually init, reaps it. PostgreSQL refuses to start while the pid in its pid file
+        exists (``kill(pid, 0)`` succeeds for a zombie too: "lock file postmaster.pid already exists"), and
+        while a process is still attached to the old shared memory segment named in the pid file ("pre-existing
+        shared memory block is still in use"); removing the pid file *before* the killed postmaster and its
+        children are gone would start a second set of processes on the same data directory.
 
         Postgres processes run with the data dir as their working directory, which identifies them
         without confusing instances of the same name in other data dirs.
         """
+        if self.running(name):
+            return
         pidfile = self.layout.pgdata(name) / "postmaster.pid"
         try:
-            pid = int(pidfile.read_text().split("\n", 1)[0])
+            lines = pidfile.read_text().split("\n")
+            pid = int(lines[0])
         except (OSError, ValueError):
-            pid = 0
-        if pid and alive(pid):
-            return
+            lines, pid = [], 0
+        try:  # line 7: "<shm key> <shm id>"
+            shmid = int(lines[6].split()[1])
+        except (IndexError, ValueError):
+            shmid = -1
+        if pid:  # a process still exiting: its memory, and the lock its pid stands for, are not released yet
+            wait_until(lambda: not alive(pid), 10, f"postmaster {pid} of {name!r} exiting", interval=0.01,
+                       raise_on_timeout=False)
         pgdata = str(self.layout.pgdata(name).resolve())
 
         def orphans() -> list[psutil.Process]:
@@ -272,10 +322,13 @@ class Server:
                         found.append(p)
             return found
 
-        wait_until(lambda: not orphans(), 10, f"orphans of {name!r} exiting", raise_on_timeout=False)
+        wait_until(lambda: not orphans(), 10, f"orphans of {name!r} exiting", interval=0.01, raise_on_timeout=False)
         for p in orphans():
             with contextlib.suppress(psutil.Error):
                 p.kill()
+        if shmid >= 0:
+            wait_until(lambda: _shm_attached(shmid) == 0, 10, f"the shared memory of {name!r} released",
+                       interval=0.01, raise_on_timeout=False)
         with contextlib.suppress(FileNotFoundError):
             pidfile.unlink()
         for stale in self.layout.sockdir(name).glob(".s.PGSQL.*"):
