@@ -132,51 +132,53 @@ def test_an_instance_on_ssh_hosts_turns_ha_on_switches_over_and_leaves_nothing()
     top_dir = _short_tmpdir("phs")
     data_dir = top_dir / "d"
     t0 = time.monotonic()
-    with ssh_lab(data_dir, top_dir / "ssh") as lab:
-        settings = EngineSettings.from_env().replace(ha_hosts=lab.hosts_setting, ha_ssh_config=lab.client_config)
-        eng = LocalEngine(data_dir, pool=0, settings=settings)
-        try:
-            eng.provision("sshdb", "app_user", "Ssh-hosts-pw-123", owner="tests/ha")
-            t1 = time.monotonic()
-            eng.set_high_availability("sshdb", True)
-            top = cluster.wait_healthy(eng, "sshdb", 60)
-            t2 = time.monotonic()
-            assert len(top.members) == 3 and top.leader and top.sync_standby
-            assert isinstance(cluster.fabric(eng), SshHosts)
-            # every member and etcd process on every host was started through ssh: it runs in that host's network
-            # namespace with the SSH session's environment (the nsenter path gives a clean one)
-            for h in lab.fabric.hosts:
-                started = {w: [p for p in h.pids() if w in _cmdline(p)] for w in ("patroni", "etcd")}
-                for what, pids in started.items():
-                    assert pids, f"no {what} on {h.name}"
-                    assert all("SSH_CONNECTION" in _environ(p) for p in pids), (h.name, what)
-            assert lab.logins() > 6
+    try:
+        with ssh_lab(data_dir, top_dir / "ssh") as lab:
+            settings = EngineSettings.from_env().replace(ha_hosts=lab.hosts_setting, ha_ssh_config=lab.client_config)
+            eng = LocalEngine(data_dir, pool=0, settings=settings)
+            try:
+                eng.provision("sshdb", "app_user", "Ssh-hosts-pw-123", owner="tests/ha")
+                t1 = time.monotonic()
+                eng.set_high_availability("sshdb", True)
+                top = cluster.wait_healthy(eng, "sshdb", 60)
+                t2 = time.monotonic()
+                assert len(top.members) == 3 and top.leader and top.sync_standby
+                assert isinstance(cluster.fabric(eng), SshHosts)
+                # every member and etcd process on every host was started through ssh: it runs in that host's network
+                # namespace with the SSH session's environment (the nsenter path gives a clean one)
+                for h in lab.fabric.hosts:
+                    started = {w: [p for p in h.pids() if w in _cmdline(p)] for w in ("patroni", "etcd")}
+                    for what, pids in started.items():
+                        assert pids, f"no {what} on {h.name}"
+                        assert all("SSH_CONNECTION" in _environ(p) for p in pids), (h.name, what)
+                assert lab.logins() > 6
 
-            t3 = time.monotonic()
-            new = cluster.switchover(eng, "sshdb")
-            assert new.leader not in (None, top.leader)
-            assert cluster.wait_healthy(eng, "sshdb", 60).leader == new.leader
-            t4 = time.monotonic()
+                t3 = time.monotonic()
+                new = cluster.switchover(eng, "sshdb")
+                assert new.leader not in (None, top.leader)
+                assert cluster.wait_healthy(eng, "sshdb", 60).leader == new.leader
+                t4 = time.monotonic()
 
-            eng.destroy("sshdb")
-            for h in lab.fabric.hosts:  # only the sshd (and the sessions it is closing) left on each host
-                deadline = time.monotonic() + 10
-                while left := [_cmdline(p) for p in h.pids() if not _cmdline(p).startswith(SSHD)
-                               and "sshd" not in _cmdline(p)]:
-                    assert time.monotonic() < deadline, (h.name, left)
-                    time.sleep(0.1)
-            assert not (data_dir / "ha" / "etcd").exists()
-            assert not (eng.inst_dir("sshdb") / "m").exists()
-            t5 = time.monotonic()
-            print(f"\nHA-FIGURES ssh hosts: hosts with sshd + provision {t1 - t0:.1f} s, HA on {t2 - t1:.1f} s, "
-                  f"switchover {t4 - t3:.1f} s, destroy {t5 - t4:.1f} s; {lab.logins()} ssh logins")
-        finally:
-            with contextlib.suppress(Exception):
-                for info in eng.list():
-                    eng.destroy(info.name)
-            kill_servers_under(data_dir)
-            cleanup_data_dir(data_dir)
-    shutil.rmtree(top_dir, ignore_errors=True)
+                eng.destroy("sshdb")
+                for h in lab.fabric.hosts:  # only the sshd (and the sessions it is closing) left on each host
+                    deadline = time.monotonic() + 10
+                    while left := [_cmdline(p) for p in h.pids() if not _cmdline(p).startswith(SSHD)
+                                   and "sshd" not in _cmdline(p)]:
+                        assert time.monotonic() < deadline, (h.name, left)
+                        time.sleep(0.1)
+                assert not (data_dir / "ha" / "etcd").exists()
+                assert not (eng.inst_dir("sshdb") / "m").exists()
+                t5 = time.monotonic()
+                print(f"\nHA-FIGURES ssh hosts: hosts with sshd + provision {t1 - t0:.1f} s, HA on {t2 - t1:.1f} s, "
+                      f"switchover {t4 - t3:.1f} s, destroy {t5 - t4:.1f} s; {lab.logins()} ssh logins")
+            finally:
+                with contextlib.suppress(Exception):
+                    for info in eng.list():
+                        eng.destroy(info.name)
+                kill_servers_under(data_dir)
+                cleanup_data_dir(data_dir)
+    finally:
+        shutil.rmtree(top_dir, ignore_errors=True)
 
 
 def test_ssh_hosts_that_do_not_answer_are_refused_before_anything_starts(tmp_path: Path) -> None:
