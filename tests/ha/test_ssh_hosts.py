@@ -2,7 +2,8 @@
 config, listening on that host's address only, key-only with a throwaway key), and an engine told its hosts the
 one way an operator does (``PULUMI_DBOS_HA_HOSTS``, ``PULUMI_DBOS_HA_SSH_CONFIG``). Every etcd and Patroni member
 is then started, looked at and stopped through ``ssh`` (not ``nsenter``): the instance turns HA on, is available
-with 3 members, switches over, is destroyed, and nothing of it is left on the hosts."""
+with 3 members, switches over, is started again with one host unreachable, is destroyed, and nothing of it is left
+on the hosts."""
 
 from __future__ import annotations
 
@@ -42,6 +43,23 @@ class SshLab:
     @property
     def hosts_setting(self) -> str:
         return ",".join(f"root@{h.address}" for h in self.fabric.hosts)
+
+    def sshd(self, i: int, up: bool) -> None:
+        """Host ``i``'s sshd stopped (the host unreachable over SSH; its processes live on) or started again."""
+        h = self.fabric.host(i)
+        assert h.netns is not None
+        if not up:
+            os.killpg(self.sshds[i - 1].pid, 9)
+            self.sshds[i - 1].wait(10)
+            return
+        conf, log = self.root / f"sshd-{h.name}.conf", self.root / f"sshd-{h.name}.log"
+        self.sshds[i - 1] = subprocess.Popen(  # noqa: S603 - argument list
+            ["nsenter", f"--net=/run/netns/{h.netns}", "--", SSHD, "-D", "-f", str(conf), "-E", str(log)],
+            stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while not _listening(h.netns, h.address):
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
 
     def logins(self) -> int:
         return sum((self.root / f"sshd-{h.name}.log").read_text().count("Accepted publickey for root")
@@ -88,6 +106,7 @@ def ssh_lab(data_dir: Path, root: Path) -> Iterator[SshLab]:
             lab.sshds.append(subprocess.Popen(  # noqa: S603 - argument list
                 ["nsenter", f"--net=/run/netns/{h.netns}", "--", SSHD, "-D", "-f", str(conf),
                  "-E", str(root / f"sshd-{h.name}.log")], stdin=subprocess.DEVNULL, start_new_session=True))
+        # (the same command as SshLab.sshd's, which restarts one)
         (root / "known_hosts").write_text("\n".join(known) + "\n")
         lab.client_config.write_text("\n".join([
             "Host *", f"  IdentityFile {root / 'id'}", "  IdentitiesOnly yes",
@@ -159,6 +178,14 @@ def test_an_instance_on_ssh_hosts_turns_ha_on_switches_over_and_leaves_nothing()
                 assert cluster.wait_healthy(eng, "sshdb", 60).leader == new.leader
                 t4 = time.monotonic()
 
+                # a host the engine cannot reach any more (its sshd gone; its members live on): the next start of the
+                # instance (every `pulumi up` of it) goes on with the others instead of failing
+                lab.sshd(3, up=False)
+                info = eng.ensure_running("sshdb")
+                assert info.status == "available" and info.leader == new.leader
+                lab.sshd(3, up=True)
+                t5 = time.monotonic()
+
                 eng.destroy("sshdb")
                 for h in lab.fabric.hosts:  # only the sshd (and the sessions it is closing) left on each host
                     deadline = time.monotonic() + 10
@@ -168,9 +195,10 @@ def test_an_instance_on_ssh_hosts_turns_ha_on_switches_over_and_leaves_nothing()
                         time.sleep(0.1)
                 assert not (data_dir / "ha" / "etcd").exists()
                 assert not (eng.inst_dir("sshdb") / "m").exists()
-                t5 = time.monotonic()
+                t6 = time.monotonic()
                 print(f"\nHA-FIGURES ssh hosts: hosts with sshd + provision {t1 - t0:.1f} s, HA on {t2 - t1:.1f} s, "
-                      f"switchover {t4 - t3:.1f} s, destroy {t5 - t4:.1f} s; {lab.logins()} ssh logins")
+                      f"switchover {t4 - t3:.1f} s, start with a host unreachable {t5 - t4:.1f} s, "
+                      f"destroy {t6 - t5:.1f} s; {lab.logins()} ssh logins")
             finally:
                 with contextlib.suppress(Exception):
                     for info in eng.list():

@@ -104,7 +104,10 @@ def require_hosts(ctx: LocalContext) -> list[str]:
     return problems
 
 
-def ensure_hosts(ctx: LocalContext, hosts: list[Host] | None = None) -> None:
+def ensure_hosts(ctx: LocalContext, hosts: list[Host] | None = None, *, tolerate_down: bool = False) -> list[Host]:
+    """The hosts ready (simulated ones made; real ones checked) and etcd on them; returns the hosts that are up.
+    ``tolerate_down``: real hosts that do not answer over SSH are left out when a majority does (an instance
+    that has lost a host keeps being started on the others); otherwise every host must answer."""
     problems = require_hosts(ctx)
     if problems:
         raise EngineError("; ".join(problems))
@@ -115,11 +118,13 @@ def ensure_hosts(ctx: LocalContext, hosts: list[Host] | None = None) -> None:
     with file_lock(ctx.data_dir / "ha" / "hosts.lock", wait=ctx.settings.ha_member_timeout) as mine:
         if not mine:
             raise EngineError("another process is setting up the simulated hosts", hint="try again")
+        up = fab.hosts
         if isinstance(fab, SshHosts):
-            fab.ensure(ctx.layout.run_as, _shared_dirs(ctx), _programs(ctx))
+            up = fab.ensure(ctx.layout.run_as, _shared_dirs(ctx), _programs(ctx), tolerate_down=tolerate_down)
         else:
             fab.ensure()
-        _etcd(ctx).ensure(hosts)
+        _etcd(ctx).ensure([h for h in hosts or fab.hosts if h in up])
+        return up
 
 
 def _shared_dirs(ctx: LocalContext) -> list[Path]:
@@ -219,10 +224,10 @@ def ensure_running(ctx: LocalContext, name: str) -> InstanceInfo:
     rec = ctx._require_local(name, "high availability is for instances this engine runs")
     st = read_state(ctx, name)
     assert st is not None
-    ensure_hosts(ctx)
+    up = ensure_hosts(ctx, tolerate_down=True)
     stanza = rec.stanza or ctx.layout.stanza(name) or ""
     for m in members(ctx, name, st):
-        if not m.running():
+        if m.host in up and not m.running():
             _configure(ctx, m, stanza)
             patroni.start(ctx.layout, m, ctx.settings)
     start_endpoint(ctx, name, rec.port)

@@ -33,6 +33,7 @@ log = logging.getLogger("pulumi_dbos.engine")
 #: one ``[user@]address`` of PULUMI_DBOS_HA_HOSTS: no option-like or shell-meaningful characters
 _ENTRY = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]*@)?[A-Za-z0-9][A-Za-z0-9.:-]*$")
 SSH_TIMEOUT = 30.0
+_DOWN = ": ssh failed: "
 #: ``sh -c`` on a host: stop the process of pid file $1 if its command line says $2, SIGKILL after $3 tenths of a second
 _STOP = ('pkill -TERM -F "$1" -f "$2" 2>/dev/null; i=0; while pgrep -F "$1" -f "$2" >/dev/null 2>&1; do '
          'i=$((i+1)); if [ "$i" -gt "$3" ]; then pkill -KILL -F "$1" -f "$2"; sleep 0.5; break; fi; sleep 0.1; done; '
@@ -121,10 +122,13 @@ class SshHosts:
     def present(self) -> bool:
         return True
 
-    def ensure(self, run_as: proc.RunAs, shared: list[Path], programs: list[str]) -> None:
+    def ensure(self, run_as: proc.RunAs, shared: list[Path], programs: list[str], *,
+               tolerate_down: bool = False) -> list[Host]:
         """Every host answers over SSH, switches to ``run_as`` without a password, has ``programs`` (the same
         paths as here) and sees each of ``shared`` (the data dir; a posix repository) as this machine does: a
-        file written here is read there as ``run_as``. Refuses with every problem found."""
+        file written here is read there as ``run_as``. Refuses with every problem found; returns the hosts that
+        answered. ``tolerate_down``: hosts that do not answer at all are no problem while a majority does (they are
+        logged and left out: a lost host must not stop the others' members from being started)."""
         nonce = secrets.token_hex(8)
         probes = []
         for d in shared:
@@ -138,11 +142,19 @@ class SshHosts:
         finally:
             for p in probes:
                 p.unlink(missing_ok=True)
+        down = [h for h, ps in zip(self.hosts, found, strict=True) if ps and _DOWN in ps[0]]
+        if tolerate_down and down and 2 * len(down) < len(self.hosts):
+            for h in down:
+                log.warning("host %s (%s) does not answer over SSH: its members are left down", h.name, h.ssh)
+            found = [ps for h, ps in zip(self.hosts, found, strict=True) if h not in down]
+        else:
+            down = []
         problems = [p for ps in found for p in ps]
         if problems:
             raise EngineError("the hosts of PULUMI_DBOS_HA_HOSTS cannot run high availability: " + "; ".join(problems),
                               hint="docs/engines.md, \"Real hosts\": keys, the cluster user, the shared data dir, "
                                    "the repository, etcd and Patroni at the same paths")
+        return [h for h in self.hosts if h not in down]
 
     def teardown(self) -> None:
         """Nothing to remove: the hosts are the operator's (their processes are stopped by their owners)."""
@@ -153,7 +165,7 @@ def _check(h: Host, run_as: proc.RunAs, probes: list[Path], nonce: str, programs
     is missing)."""
     cp = run(h, ["sh", "-c", _CHECK, "check", str(len(probes)), *map(str, probes), *programs], run_as, check=False)
     if cp.returncode == 255:  # ssh's own failure (a command's own status is never 255 here)
-        return [f"{h.name} ({h.ssh}): ssh failed: {cp.stderr.strip()[-300:]}"]
+        return [f"{h.name} ({h.ssh}){_DOWN}{cp.stderr.strip()[-300:]}"]
     out = cp.stdout.splitlines()
     problems = [f"{h.name}: {line.removeprefix('missing: ')} (not found or not runnable as {run_as.name})"
                 for line in out if line.startswith("missing: ")]
