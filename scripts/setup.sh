@@ -4,6 +4,7 @@
 #   - the virtualenv .venv with this project installed (editable) and its test extras
 #   - the pulumi-dbos wheel the template carries (templates/dbos-python/wheels/, for projects without a checkout)
 #   - the pulumi CLI + Python language host (scripts/ensure-pulumi.sh)
+#   - etcd-server and openssh-server (Debian: high availability and its real-host tests; sshd is not started)
 #   - pgBackRest (Debian), the backup repository; SeaweedFS (built once, scripts/ensure-seaweedfs.sh), the
 #     S3-compatible store the durability tests keep a repository in
 # Writes .state/env, which the other scripts source (PATH and Pulumi settings).
@@ -54,6 +55,16 @@ apt_install() {
 command -v pgbackrest >/dev/null 2>&1 || apt_install pgbackrest "pgBackRest, the instances' backup repository"
 # etcd: the consensus store Patroni elects leaders in (engine/ha; Debian's 3.4 runs with --pre-vote)
 command -v etcd >/dev/null 2>&1 || apt_install etcd-server "etcd, high availability's consensus store"
+# sshd: tests/ha/test_ssh_hosts.py runs one in each simulated host to reach it as a real host (engine/ha/remote.py).
+# Only the program: the system's ssh service is not wanted here, so when the install started it (systemd), it is
+# stopped and disabled again (an sshd that was there before is never touched: this runs only when it was missing)
+if ! [ -x /usr/sbin/sshd ]; then
+    apt_install openssh-server "OpenSSH's server, the HA tests' real-host path"
+    if [ -d /run/systemd/system ]; then
+        sudo_=""; [ "$(id -u)" -ne 0 ] && sudo_="sudo"
+        $sudo_ systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+    fi
+fi
 # bubblewrap: the sandbox of every piece of tenant code under `pulumi-dbos serve` (apps, migrations, builds)
 command -v bwrap >/dev/null 2>&1 || apt_install bubblewrap "bubblewrap, the apps' sandbox"
 if ! [ -x /usr/bin/python3 ] && [ -z "${PULUMI_DBOS_APP_PYTHON:-}" ]; then

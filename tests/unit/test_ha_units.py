@@ -3,14 +3,19 @@ subnet, the Patroni configuration (issue 33; the real thing is tested in tests/h
 
 from __future__ import annotations
 
+import os
+import pwd
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from pulumi_dbos.config.fields import UNKNOWN
 from pulumi_dbos.engine.contract import Kind, Preflight
 from pulumi_dbos.engine.dbos_cloud.checks import preflight as cloud_preflight
 from pulumi_dbos.engine.ha import patroni
 from pulumi_dbos.engine.ha.hosts import Fabric
+from pulumi_dbos.engine.settings import EngineSettings
 
 
 def test_the_preview_asks_for_high_availability_only_where_it_is_new() -> None:
@@ -57,7 +62,7 @@ def test_fabric_names_fit_linux_and_differ_per_data_dir(tmp_path: Path) -> None:
 def test_patroni_configuration_keeps_each_members_archive_command_local(tmp_path: Path) -> None:
     fab = Fabric(tmp_path)
     m = patroni.Member("db1", fab.host(2), tmp_path / "m" / "h2", 15432, 8008)
-    conf = patroni.render(m, etcd=["10.0.0.2:2379"], subnet=fab.subnet, secrets=patroni.Secrets("r" * 8, "w" * 8),
+    conf = patroni.render(m, etcd=["10.0.0.2:2379"], networks=fab.networks, secrets=patroni.Secrets("r" * 8, "w" * 8),
                           archive_command="push %p", restore_command="get %f %p", archive_timeout=60)
     dcs = conf["bootstrap"]["dcs"]
     assert dcs["synchronous_mode"] is True and dcs["postgresql"]["use_pg_rewind"] is True
@@ -80,6 +85,7 @@ def test_no_question_goes_to_the_subnet_without_its_bridge(tmp_path: Path, monke
 
     class Ctx:
         data_dir = tmp_path
+        settings = EngineSettings()
 
         def inst_dir(self, name: str) -> Path:
             return tmp_path / name
@@ -87,3 +93,35 @@ def test_no_question_goes_to_the_subnet_without_its_bridge(tmp_path: Path, monke
     assert not Fabric(tmp_path).present()
     top = cluster.topology(Ctx(), "x")  # type: ignore[arg-type]
     assert top.leader is None and not asked
+
+
+def test_real_hosts_setting_names_hosts_and_refuses_what_ssh_would_misread(tmp_path: Path) -> None:
+    """PULUMI_DBOS_HA_HOSTS: h1.. in order, root by default; an entry ssh could take for an option, or a shell word,
+    is refused, as are a host named twice and fewer than two."""
+    from pulumi_dbos.engine.ha import remote
+    from pulumi_dbos.errors import EngineError
+
+    hosts = remote.parse(" deploy@db1.example, 10.0.0.12 ,root@10.0.0.13", tmp_path / "cfg", "postgres")
+    assert [(h.name, h.address, h.ssh) for h in hosts] == [
+        ("h1", "db1.example", "deploy@db1.example"), ("h2", "10.0.0.12", "root@10.0.0.12"),
+        ("h3", "10.0.0.13", "root@10.0.0.13")]
+    for bad in ("-oProxyCommand=x@h,a,b", "a;b,c,d", "a b,c,d", "h1,h1,h2", "only-one"):
+        with pytest.raises(EngineError):
+            remote.parse(bad)
+
+
+def test_a_real_hosts_command_is_one_quoted_ssh_word_switching_user_the_way_the_login_allows(tmp_path: Path) -> None:
+    """``ssh -F cfg -o BatchMode=yes -- user@host 'quoted argv'``: as root ``runuser`` (no sudo needed), else
+    ``sudo -n`` (never a password prompt); a word with spaces or ``$`` stays one word on the host."""
+    import shlex
+
+    from pulumi_dbos.engine import proc
+    from pulumi_dbos.engine.ha import remote
+
+    me = proc.RunAs(pwd.getpwuid(os.getuid()).pw_name)
+    root, deploy = remote.parse("root@10.0.0.2,deploy@10.0.0.3,10.0.0.4", tmp_path / "cfg")[:2]
+    argv = root.wrap(["echo", "a b", "$HOME"], me)
+    assert argv[:6] == ["ssh", "-F", str(tmp_path / "cfg"), "-o", "BatchMode=yes", "-o"]
+    assert argv[-3:-1] == ["--", "root@10.0.0.2"]
+    assert shlex.split(argv[-1]) == ["runuser", "-u", me.name, "--", "echo", "a b", "$HOME"]
+    assert shlex.split(deploy.wrap(["true"], me)[-1])[:4] == ["sudo", "-n", "-u", me.name]

@@ -92,6 +92,13 @@ class EngineSettings:
     ha_member_timeout: float = _setting(
         "PULUMI_DBOS_HA_MEMBER_TIMEOUT", 180.0, "seconds a high-availability member may take to clone, start or "
         "take an instance over", minimum=1)
+    ha_hosts: str | None = _setting(
+        "PULUMI_DBOS_HA_HOSTS", None, "real hosts of high-availability instances, reached over SSH: "
+        "`[user@]address` separated by commas, named h1, h2, ... in that order (default: network namespaces of "
+        "this machine; docs/engines.md, \"Real hosts\")")
+    ha_ssh_config: Path | None = _setting(
+        "PULUMI_DBOS_HA_SSH_CONFIG", None, "an ssh_config file for the hosts of `PULUMI_DBOS_HA_HOSTS` (`ssh -F`: "
+        "keys, known hosts, port; default: the engine's user's ~/.ssh/config)")
     # -- scheduled backups and drills
     wal_backup_mb: int = _setting(
         "PULUMI_DBOS_WAL_BACKUP_MB", 128, "WAL written since the newest backup that triggers a new one (MiB; 0: "

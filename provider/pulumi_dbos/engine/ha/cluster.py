@@ -21,10 +21,13 @@ import json
 import logging
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import EngineError
 from ...timeutil import to_rfc3339, utcnow
+from .. import pgbin
 from ..contract import InstanceInfo, Status
 from ..files import write_atomic
 from ..locks import file_lock
@@ -54,6 +57,7 @@ from .members import (
     stop_endpoint,
     topology,
 )
+from .remote import SshHosts
 from .restores import _backup, archive_now, backup, backup_info, no_drills, restore_to_new, restore_window
 
 if TYPE_CHECKING:
@@ -83,8 +87,13 @@ def _roles(conn: psycopg.Connection[Any], s: patroni.Secrets) -> None:
 
 
 def require_hosts(ctx: LocalContext) -> list[str]:
-    """Problems that would stop HA here (empty: go). Creates nothing."""
+    """Problems that would stop HA here (empty: go). Creates nothing; asks no host (real hosts are checked by
+    ``ensure_hosts``)."""
     problems = []
+    if ctx.settings.ha_hosts:
+        if shutil.which("ssh") is None:
+            problems.append("real hosts (PULUMI_DBOS_HA_HOSTS) are reached with `ssh` (Debian's openssh-client)")
+        return problems
     if os.geteuid() != 0:
         problems.append("high availability on one machine runs its hosts as network namespaces: the engine must "
                         "run as root")
@@ -95,7 +104,10 @@ def require_hosts(ctx: LocalContext) -> list[str]:
     return problems
 
 
-def ensure_hosts(ctx: LocalContext, hosts: list[Host] | None = None) -> None:
+def ensure_hosts(ctx: LocalContext, hosts: list[Host] | None = None, *, tolerate_down: bool = False) -> list[Host]:
+    """The hosts ready (simulated ones made; real ones checked) and etcd on them; returns the hosts that are up.
+    ``tolerate_down``: real hosts that do not answer over SSH are left out when a majority does (an instance
+    that has lost a host keeps being started on the others); otherwise every host must answer."""
     problems = require_hosts(ctx)
     if problems:
         raise EngineError("; ".join(problems))
@@ -106,8 +118,29 @@ def ensure_hosts(ctx: LocalContext, hosts: list[Host] | None = None) -> None:
     with file_lock(ctx.data_dir / "ha" / "hosts.lock", wait=ctx.settings.ha_member_timeout) as mine:
         if not mine:
             raise EngineError("another process is setting up the simulated hosts", hint="try again")
-        fab.ensure()
-        _etcd(ctx).ensure(hosts)
+        up = fab.hosts
+        if isinstance(fab, SshHosts):
+            up = fab.ensure(ctx.layout.run_as, _shared_dirs(ctx), _programs(ctx), tolerate_down=tolerate_down)
+        else:
+            fab.ensure()
+        _etcd(ctx).ensure([h for h in hosts or fab.hosts if h in up])
+        return up
+
+
+def _shared_dirs(ctx: LocalContext) -> list[Path]:
+    """What every real host must see as this machine does: the data dir (members' files) and a posix repository
+    (every member archives into it when it leads: one host's own disk would be lost with that host)."""
+    dirs = [ctx.data_dir / "ha"]
+    if ctx.repo.has_posix and ctx.repo.posix_path.is_dir():  # it is, once an instance has a stanza (HA needs one)
+        dirs.append(ctx.repo.posix_path)
+    return dirs
+
+
+def _programs(ctx: LocalContext) -> list[str]:
+    """The programs the members run on every host, at the paths they have here."""
+    return [shutil.which("etcd") or "/usr/bin/etcd", patroni.python(ctx.layout, ctx.settings),
+            str(pgbin.bindir() / "postgres"), shutil.which(ctx.settings.pgbackrest) or ctx.settings.pgbackrest,
+            "/usr/bin/setsid", "/usr/bin/pgrep", "/usr/bin/pkill"]
 
 
 def enable(ctx: LocalContext, name: str, count: int = DEFAULT_MEMBERS) -> None:
@@ -123,6 +156,8 @@ def enable(ctx: LocalContext, name: str, count: int = DEFAULT_MEMBERS) -> None:
         raise EngineError(f"instance {name!r} has no stanza in the backup repository",
                           hint="`pulumi-dbos db backup NAME` first")
     fab = fabric(ctx)
+    if count > fab.count and not fab.can_grow():
+        raise EngineError(f"{count} members need {count} hosts; PULUMI_DBOS_HA_HOSTS names {fab.count}")
     fab.count = max(fab.count, count)
     ensure_hosts(ctx)
     from ..local.pitr import instance_lock
@@ -133,7 +168,8 @@ def enable(ctx: LocalContext, name: str, count: int = DEFAULT_MEMBERS) -> None:
         _enable(ctx, name, rec, fab, count, stanza)
 
 
-def _enable(ctx: LocalContext, name: str, rec: InstanceRecord, fab: Fabric, count: int, stanza: str) -> None:
+def _enable(ctx: LocalContext, name: str, rec: InstanceRecord, fab: Fabric | SshHosts, count: int,
+            stanza: str) -> None:
     from ..local import instances
     instances.ensure_running(ctx, name)
     s = _secrets(ctx, name)
@@ -188,10 +224,10 @@ def ensure_running(ctx: LocalContext, name: str) -> InstanceInfo:
     rec = ctx._require_local(name, "high availability is for instances this engine runs")
     st = read_state(ctx, name)
     assert st is not None
-    ensure_hosts(ctx)
+    up = ensure_hosts(ctx, tolerate_down=True)
     stanza = rec.stanza or ctx.layout.stanza(name) or ""
     for m in members(ctx, name, st):
-        if not m.running():
+        if m.host in up and not m.running():
             _configure(ctx, m, stanza)
             patroni.start(ctx.layout, m, ctx.settings)
     start_endpoint(ctx, name, rec.port)
@@ -204,8 +240,15 @@ def stop(ctx: LocalContext, name: str) -> InstanceInfo:
     stop_endpoint(ctx, name)
     ms = members(ctx, name)
     top = topology(ctx, name)
-    for m in sorted(ms, key=lambda m: m.name == top.leader):  # standbys first: no failover on the way down
-        patroni.stop(m)
+    # the standbys first (all at once: each stop is seconds of Patroni's, and on real hosts an SSH round trip), then
+    # the leader: no failover on the way down
+    standbys = [m for m in ms if m.name != top.leader]
+    with ThreadPoolExecutor(max(1, len(standbys))) as pool:
+        for f in [pool.submit(patroni.stop, m) for m in standbys]:
+            f.result()
+    for m in ms:
+        if m.name == top.leader:
+            patroni.stop(m)
     return ctx._current(name)
 
 

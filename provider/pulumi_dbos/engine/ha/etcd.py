@@ -13,6 +13,8 @@ import json
 import logging
 import shutil
 import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ...errors import EngineError
@@ -56,7 +58,7 @@ class Etcd:
                 "--heartbeat-interval", "100", "--election-timeout", "1000", "--log-level", "warn"]
 
     def running(self, h: Host) -> bool:
-        return procs.running(self.dir(h) / "pid", "etcd")
+        return procs.running(self.dir(h) / "pid", "etcd", h)
 
     def start(self, h: Host) -> None:
         """Start ``h``'s member unless it runs (its data, if any, makes it rejoin)."""
@@ -67,8 +69,7 @@ class Etcd:
 
     def ensure(self, hosts: list[Host] | None = None) -> None:
         """Every member of ``hosts`` (default all) started, then a healthy cluster (a quorum answering)."""
-        for h in hosts or self.hosts:
-            self.start(h)
+        _each(self.start, hosts or self.hosts)
         wait_until(self.healthy, START_TIMEOUT, "the etcd cluster did not become healthy",
                    hint=f"see {self.root}/<host>/log", interval=0.2)
 
@@ -81,13 +82,20 @@ class Etcd:
         return False
 
     def stop(self, h: Host) -> None:
-        procs.stop(self.dir(h) / "pid")
+        procs.stop(self.dir(h) / "pid", host=h, marker="etcd")
 
     def remove(self) -> None:
         """Every member stopped and its data removed (the data dir's last HA instance is gone)."""
-        for h in self.hosts:
-            self.stop(h)
+        _each(self.stop, self.hosts)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _each(fn: Callable[[Host], None], hosts: list[Host]) -> None:
+    """``fn`` on every host at once (on real hosts each is an SSH round trip, and a member's graceful stop takes
+    seconds); the first error is raised once all are done."""
+    with ThreadPoolExecutor(max(1, len(hosts))) as pool:
+        for f in [pool.submit(fn, h) for h in hosts]:
+            f.result()
 
 
 def require() -> str:

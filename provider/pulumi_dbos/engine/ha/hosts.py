@@ -3,9 +3,9 @@
 A :class:`Host` is a name, an address the other hosts and the endpoint reach it at, and a *command prefix*:
 every process the engine starts on a host (an etcd member, a Patroni member, which runs PostgreSQL) is
 ``host.wrap(argv)`` started here. On one machine the hosts are network namespaces (:class:`Fabric`:
-``nsenter --net=<ns> --setuid --setgid``); on real hosts the prefix is ``ssh`` (``SshHost``; see
-docs/design/high-availability.md for why SSH and not an agent). Everything above this module is the same
-for both.
+``nsenter --net=<ns> --setuid --setgid``); on real hosts (``remote.SshHosts``, named by
+``PULUMI_DBOS_HA_HOSTS``) the prefix is ``ssh`` and the processes' lifetimes are ``remote``'s (see
+docs/design/high-availability.md for why SSH and not an agent). Everything above is the same for both.
 
 The namespaces of one data dir share a subnet ``10.<a>.<b>.0/24`` (from a hash of the data dir, so two
 engines on a machine never meet) behind a bridge in the root namespace, which is how the engine and the
@@ -34,6 +34,7 @@ log = logging.getLogger("pulumi_dbos.engine")
 
 IP = "ip"
 NSENTER = "nsenter"
+SSH = "ssh"
 #: a route's metric below which the bridge's own (connected, metric 0) route wins while the bridge exists
 BLACKHOLE_METRIC = 4095
 
@@ -46,16 +47,33 @@ class Host:
     address: str
     netns: str | None = None  #: set for a simulated host (a network namespace on this machine)
     ssh: str | None = None  #: ``user@host`` for a real one
+    ssh_config: str | None = None  #: ``ssh -F`` (keys, known hosts, port), else the engine's user's own
+    cluster_user: str | None = None  #: on a real host, the OS user its processes run as (who may stop them)
 
     def wrap(self, argv: list[str], run_as: proc.RunAs) -> list[str]:
         """``argv`` as a command that runs on this host as ``run_as`` (started by the engine as root)."""
         if self.netns is not None:
             switch = ["-S", str(run_as.uid), "-G", str(run_as.gid)] if run_as.user and os.geteuid() == 0 else []
             return [NSENTER, f"--net=/run/netns/{self.netns}", *switch, "--", *argv]
-        if self.ssh is not None:  # the same argv, through SSH (keys set up by the operator: BatchMode)
-            user = ["sudo", "-n", "-u", run_as.name] if run_as.user else []
-            return ["ssh", "-o", "BatchMode=yes", self.ssh, shlex.join([*user, *argv])]
+        if self.ssh is not None:
+            return self.ssh_argv([*self.as_user(run_as), *argv])
         return argv
+
+    def as_user(self, run_as: proc.RunAs) -> list[str]:
+        """The prefix that switches to ``run_as`` on a real host: ``runuser`` when the engine logs in as root (no
+        sudo rule needed, and minimal images have no sudo), else ``sudo -n`` (a rule the operator writes)."""
+        if not run_as.user:
+            return []
+        if (self.ssh or "").partition("@")[0] == "root":
+            return ["runuser", "-u", run_as.name, "--"]
+        return ["sudo", "-n", "-u", run_as.name, "--"]
+
+    def ssh_argv(self, remote: list[str]) -> list[str]:
+        """``ssh`` running ``remote`` on this host: never a password prompt (BatchMode: keys set up by the operator);
+        the remote shell gets the argv quoted word by word, so no word is ever interpreted."""
+        assert self.ssh is not None
+        cfg = ["-F", self.ssh_config] if self.ssh_config else []
+        return [SSH, *cfg, "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "--", self.ssh, shlex.join(remote)]
 
     def pids(self) -> list[int]:
         """Every process running on this (simulated) host."""
@@ -87,6 +105,15 @@ class Fabric:
     @property
     def hosts(self) -> list[Host]:
         return [self.host(i) for i in range(1, self.count + 1)]
+
+    @property
+    def networks(self) -> list[str]:
+        """Where the members' peers connect from (their pg_hba lines)."""
+        return [self.subnet]
+
+    def can_grow(self) -> bool:
+        """More hosts can be made (``count`` raised): namespaces, yes; real hosts are the operator's."""
+        return True
 
     def host(self, i: int) -> Host:
         return Host(name=f"h{i}", address=f"{self.prefix}.{i + 1}", netns=f"{self.tag}h{i}")

@@ -23,6 +23,7 @@ from ..waits import wait_until
 from . import etcd as etcd_mod
 from . import patroni, procs
 from .hosts import Fabric, Host
+from .remote import SshHosts
 
 if TYPE_CHECKING:
     import psycopg
@@ -68,7 +69,11 @@ def _write_state(ctx: LocalContext, name: str, st: HaState) -> None:
     write_atomic(state_file(ctx, name), json.dumps(st.__dict__, indent=1) + "\n", 0o600)
 
 
-def fabric(ctx: LocalContext) -> Fabric:
+def fabric(ctx: LocalContext) -> Fabric | SshHosts:
+    """The engine's hosts: the operator's real ones when ``PULUMI_DBOS_HA_HOSTS`` names them, else the data dir's
+    simulated ones (network namespaces of this machine)."""
+    if ctx.settings.ha_hosts:
+        return SshHosts(ctx.data_dir, ctx.settings.ha_hosts, ctx.settings.ha_ssh_config, ctx.layout.run_as.user)
     return Fabric(ctx.data_dir)
 
 
@@ -114,7 +119,7 @@ def _configure(ctx: LocalContext, m: patroni.Member, stanza: str) -> None:
     fab = fabric(ctx)
     archive = ctx.repo.archive_command(stanza, m.pgdata)
     restore = ctx.repo.archive_get_command(stanza, m.pgdata)
-    config = patroni.render(m, etcd=_etcd(ctx).endpoints, subnet=fab.subnet, secrets=_secrets(ctx, m.instance),
+    config = patroni.render(m, etcd=_etcd(ctx).endpoints, networks=fab.networks, secrets=_secrets(ctx, m.instance),
                             archive_command=archive, restore_command=restore,
                             archive_timeout=ctx.repo.settings.archive_timeout)
     patroni.write_config(ctx.layout, m, config)
@@ -224,6 +229,7 @@ def start_endpoint(ctx: LocalContext, name: str, port: int) -> None:
     argv = [sys_python(), str(ENDPOINT), str(port), str(d / "members.json"), str(ready),
             *([ctx.listen_host] if ctx.listen_host else [])]
     pid = procs.start(Host("local", "127.0.0.1"), argv, ctx.layout.run_as, d)
+    assert pid is not None  # this machine's
 
     def up() -> bool:
         if ready.exists():

@@ -79,14 +79,14 @@ class Member:
         return f"http://{self.host.address}:{self.rest_port}"
 
     def running(self) -> bool:
-        return procs.running(self.dir / "pid", "patroni")
+        return procs.running(self.dir / "pid", "patroni", self.host)
 
 
 def scope(instance: str) -> str:
     return f"dbos-{instance}"
 
 
-def render(m: Member, *, etcd: list[str], subnet: str, secrets: Secrets, archive_command: str,
+def render(m: Member, *, etcd: list[str], networks: list[str], secrets: Secrets, archive_command: str,
            restore_command: str, archive_timeout: int) -> dict[str, Any]:
     """The member's Patroni configuration (as a dict: JSON is YAML)."""
     hba = [
@@ -94,10 +94,10 @@ def render(m: Member, *, etcd: list[str], subnet: str, secrets: Secrets, archive
         "local   replication  postgres  peer map=dbos",
         "local   all          all       scram-sha-256",
         "host    all          postgres  all  reject",
-        f"host    replication  {REPLICATOR}  {subnet}  scram-sha-256",
+        *(f"host    replication  {REPLICATOR}  {net}  scram-sha-256" for net in networks),
         # Patroni reads its own member's timeline and LSN over a local replication connection
         f"host    replication  {REPLICATOR}  127.0.0.1/32  scram-sha-256",
-        f"host    all          {REWINDER}  {subnet}  scram-sha-256",
+        *(f"host    all          {REWINDER}  {net}  scram-sha-256" for net in networks),
         "host    all          all       0.0.0.0/0     scram-sha-256",
     ]
     return {
@@ -200,7 +200,7 @@ def start(layout: Layout, m: Member, settings: EngineSettings) -> None:
 
 
 def stop(m: Member, timeout: float = 60) -> None:
-    procs.stop(m.dir / "pid", timeout)
+    procs.stop(m.dir / "pid", timeout, m.host, "patroni")
 
 
 # ---------------------------------------------------------------- the REST API

@@ -1,5 +1,6 @@
 """The long-running processes of HA (etcd and Patroni members, the endpoint): started on a host through its
-command prefix, detached, their pid in a file beside their log."""
+command prefix, detached, their pid in a file beside their log. On a real host (``host.ssh``) every one of these
+is a command over SSH (``remote``): the pid is that host's."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import psutil
 
 from .. import proc
 from ..waits import wait_until
+from . import remote
 from .hosts import Host
 
 
@@ -36,19 +38,28 @@ def live_pid(pidfile: Path, marker: str) -> int | None:
     return pid
 
 
-def running(pidfile: Path, marker: str) -> bool:
+def running(pidfile: Path, marker: str, host: Host | None = None) -> bool:
+    if host is not None and host.ssh is not None:
+        return remote.running(host, pidfile.parent, marker)
     return live_pid(pidfile, marker) is not None
 
 
-def start(host: Host, argv: list[str], run_as: proc.RunAs, where: Path, env: dict[str, str] | None = None) -> int:
-    """``argv`` on ``host`` as ``run_as``, detached, output to ``where/log``, pid in ``where/pid``."""
+def start(host: Host, argv: list[str], run_as: proc.RunAs, where: Path, env: dict[str, str] | None = None) -> int | None:
+    """``argv`` on ``host`` as ``run_as``, detached, output to ``where/log``, pid in ``where/pid``; returns the pid
+    when it is this machine's (None on a real host)."""
+    if host.ssh is not None:
+        remote.start(host, argv, run_as, where, env)
+        return None
     pid = proc.spawn(host.wrap(argv, run_as), env=proc.clean_env(env, run_as=run_as), cwd=where, log=where / "log")
     (where / "pid").write_text(str(pid))
     return pid
 
 
-def stop(pidfile: Path, timeout: float = 30) -> None:
+def stop(pidfile: Path, timeout: float = 30, host: Host | None = None, marker: str = "") -> None:
     """SIGTERM (Patroni stops its PostgreSQL on it), then SIGKILL after ``timeout``."""
+    if host is not None and host.ssh is not None:
+        remote.stop(host, pidfile.parent, marker, timeout)
+        return
     pid = _pid(pidfile)
     if pid is None:
         return
