@@ -194,8 +194,10 @@ def start(layout: Layout, m: Member, settings: EngineSettings) -> None:
     if m.running():
         return
     py = python(layout, settings)
-    # under reaper.py: the orphaned postmaster reaped as soon as it exits (see there why)
-    procs.start(m.host, [py, str(REAPER), py, "-m", "patroni", str(m.config)], layout.run_as, m.dir,
+    # a simulated host under reaper.py: the orphaned postmaster reaped as soon as it exits (see there why); a real
+    # host's init (systemd) does that, and the engine's own files need not be installed there
+    reaper = [py, str(REAPER)] if m.host.netns is not None else []
+    procs.start(m.host, [*reaper, py, "-m", "patroni", str(m.config)], layout.run_as, m.dir,
                 env={"PATH": f"{pgbin.bindir()}:/usr/local/bin:/usr/bin:/bin"})
 
 
