@@ -179,6 +179,63 @@ def test_pitr_across_timeline_switch(ha: HaInstance) -> None:
     ha.engine.destroy("hapitr")
 
 
+def _wal_until_due(ha: HaInstance) -> None:
+    """WAL positions past the watcher's limit, cheaply: a commit and a segment switch at a time on the leader."""
+    from pulumi_dbos.engine.ha import restores as ha_backups
+    from pulumi_dbos.engine.local import autobackup
+    need = autobackup.limit_for(ha.engine.catalog, ha.name)
+    for _ in range(200):
+        if (ha_backups.wal_since_backup(ha.engine, ha.name) or 0) >= need:
+            return
+        with cluster.admin(ha.engine, ha.name) as c:
+            c.execute("SELECT pg_catalog.pg_current_xact_id()")
+            c.execute("SELECT pg_catalog.pg_switch_wal()")
+    raise AssertionError(f"{need} bytes of WAL not reached")
+
+
+def test_the_watcher_backs_up_the_leader_across_a_switchover(ha: HaInstance, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local engine's backup watcher (one round of it: ``watch_once``) takes the HA instance's scheduled
+    backups by the same WAL-volume rule as a single server's, from the current leader into the instance's stanza
+    with its retention (pgBackRest expires after each); after a switchover the next one comes from the new
+    leader, on the new timeline, into the same stanza."""
+    from pulumi_dbos.engine.local import autobackup
+    monkeypatch.setenv("PULUMI_DBOS_WAL_BACKUP_MB", "4")
+    monkeypatch.setenv("PULUMI_DBOS_LOCK_DIR", str(tmp_path))  # this test's own host lock
+    eng = ha.engine
+    rec = eng.catalog.get(ha.name)
+    assert rec is not None and rec.stanza
+
+    def backups() -> list[Any]:
+        st = eng.repo.stanza(rec.stanza or "")
+        return st.backups if st else []
+
+    def round_() -> None:
+        assert autobackup.watch_once(eng.layout, eng.catalog, eng.server), "the watcher saw nothing running"
+
+    cluster.wait_healthy(eng, ha.name)
+    _wal_until_due(ha)
+    before = backups()
+    round_()
+    first = backups()
+    assert len(first) == len(before) + 1, "no scheduled backup of the HA instance"
+    b1 = first[-1]
+    assert b1.annotations["high-availability"] == "true" and b1.label.endswith("I")  # incremental
+    assert b1.annotations["retention-hours"] == str(rec.retention_hours)
+    round_()
+    assert len(backups()) == len(first), "a backup taken although not due"
+
+    tl = ha.topology().timeline or 0
+    ha.engine.switchover(ha.name)  # a new leader: the old one may still be rejoining, no matter
+    _wal_until_due(ha)
+    round_()
+    second = backups()
+    assert len(second) == len(first) + 1, "no scheduled backup after the switchover"
+    b2 = second[-1]
+    assert int(b2.start_wal[:8], 16) > int(b1.start_wal[:8], 16) and int(b2.start_wal[:8], 16) > tl, \
+        (b1.start_wal, b2.start_wal, tl)
+
+
 def test_reset_password_on_the_leader(ha: HaInstance) -> None:
     """A password reset runs on the leader and reaches every member: after a switchover the new password works
     and the old one does not."""

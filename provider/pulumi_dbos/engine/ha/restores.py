@@ -1,9 +1,16 @@
 """Backups and restores of an HA instance: from its leader into the instance's stanza of the shared
 repository, and point-in-time restores out of it (across the timelines failovers made) into a new instance.
+
+Scheduled backups are the local engine's watcher's (``local.autobackup``), by the same WAL-volume rule as a
+single server's: its measure here is the WAL the current leader wrote since the newest repository backup's
+start (:func:`wal_since_backup`; a single server's counts its local archive, which members do not write),
+its backup :func:`_backup` from whichever member leads then, into the same stanza across failovers; pgBackRest
+expires what the instance's retention no longer needs after each one, as for a single server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from datetime import datetime
@@ -18,6 +25,7 @@ from .members import (
     admin,
     enabled,
     leader,
+    members,
     single_server,
 )
 
@@ -139,3 +147,45 @@ def _backup(ctx: LocalContext, name: str, *, full: bool = False) -> Any:
                         annotations=notes, retention_hours=rec.retention_hours)
     ctx.catalog.update(name, repo_backup_at=to_rfc3339(b.stopped))
     return b
+
+
+_starts: dict[tuple[str, str | None], int] = {}  # (instance, repo_backup_at) -> its newest backup's start LSN
+
+
+def lsn_bytes(lsn: str) -> int:
+    """``X/Y`` (PostgreSQL's and pgBackRest's way of writing a WAL position) as a byte position."""
+    hi, _, lo = lsn.partition("/")
+    return (int(hi, 16) << 32) | int(lo or "0", 16)
+
+
+def members_running(ctx: LocalContext, name: str) -> bool:
+    """Whether any member of ``name`` runs (it writes WAL then: the watcher stays)."""
+    return any(m.running() for m in members(ctx, name))
+
+
+def wal_since_backup(ctx: LocalContext, name: str) -> int | None:
+    """Bytes of WAL the leader has written since the start of the newest repository backup (positions go on
+    across timelines: a failover does not reset it); None when no leader answers now (an election: the
+    watcher looks again next round)."""
+    rec = ctx.catalog.get(name)
+    if rec is None:
+        return None
+    with contextlib.suppress(EngineError):
+        m = leader(ctx, name)
+        status, body = patroni.get(m, "/patroni")
+        location = (body.get("xlog") or {}).get("location")
+        if status == 200 and body.get("role") in ("primary", "master") and location is not None:
+            return max(0, int(location) - _backup_start(ctx, name, rec.stanza, rec.repo_backup_at))
+    return None
+
+
+def _backup_start(ctx: LocalContext, name: str, stanza: str | None, backup_at: str | None) -> int:
+    """The newest repository backup's start (asked of the repository once per backup: ``repo_backup_at`` changes
+    with each); 0 without one."""
+    key = (name, backup_at)
+    if key not in _starts:
+        stanza = stanza or ctx.layout.stanza(name)
+        st = ctx.repo.stanza(stanza) if stanza else None
+        lsn = st.backups[-1].start_lsn if st and st.backups else ""
+        _starts[key] = lsn_bytes(lsn) if lsn else 0
+    return _starts[key]
