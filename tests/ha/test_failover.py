@@ -154,7 +154,8 @@ def test_switchover_cli(ha: HaInstance) -> None:
 
 def test_pitr_across_timeline_switch(ha: HaInstance) -> None:
     """A restore into a new instance, from the shared repository, to a time after a timeline switch: exactly the
-    rows committed before that time."""
+    rows committed before that time; a single server (Patroni's settings and roles gone), then an HA instance of
+    its own (``RestoredInstance(high_availability=True)``: restore, then ``set_high_availability``)."""
     import psycopg
     dsn = endpoint_dsn(ha.port)
     with psycopg.connect(dsn, autocommit=True) as c:
@@ -172,11 +173,21 @@ def test_pitr_across_timeline_switch(ha: HaInstance) -> None:
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute("INSERT INTO pitr SELECT generate_series(151, 200)")
     info = ha.engine.restore_to_new(ha.name, "hapitr", target.isoformat().replace("+00:00", "Z"), password=PW)
-    assert info.status == "available" and not info.high_availability
-    with psycopg.connect(endpoint_dsn(info.port), autocommit=True) as c:
-        got = list(c.execute("SELECT count(*), max(x) FROM pitr").fetchone() or ())
-    assert got == [150, 150]
-    ha.engine.destroy("hapitr")
+    try:
+        assert info.status == "available" and not info.high_availability
+
+        def rows(port: int) -> list[Any]:
+            with psycopg.connect(endpoint_dsn(port), autocommit=True) as c:
+                roles = c.execute("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'dbos_re%'").fetchone()
+                return [*(c.execute("SELECT count(*), max(x) FROM pitr").fetchone() or ()), *(roles or ())]
+
+        assert rows(info.port) == [150, 150, 0]  # the HA roles dropped with the rest of Patroni's
+        info = ha.engine.set_high_availability("hapitr", True, members=2)  # 2: the same path, 5 s less
+        assert info.high_availability and len(info.members or []) == 2 and info.leader, info
+        assert rows(info.port) == [150, 150, 2]  # its own members, its own roles
+    finally:
+        ha.engine.destroy("hapitr")
+    assert ha.topology().leader, "the source's members are untouched by the restore's destroy"
 
 
 def _wal_until_due(ha: HaInstance) -> None:
