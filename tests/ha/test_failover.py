@@ -321,8 +321,14 @@ def test_port_move_moves_the_endpoint(ha: HaInstance) -> None:
 
 def test_destroy_removes_every_member_and_the_hosts(ha: HaInstance) -> None:
     """Last: the destroy of the data dir's only HA instance stops every member on every host, removes their data,
-    etcd, the namespaces, the bridge and the blackhole route; the repository keeps its backups."""
+    etcd, the namespaces, the bridge and the blackhole route; the repository keeps its backups, and the instance
+    restores from them by name into a single server."""
     import subprocess
+
+    import psycopg
+    with psycopg.connect(endpoint_dsn(ha.port), autocommit=True) as c:
+        c.execute("CREATE TABLE kept (x int)")
+        c.execute("INSERT INTO kept SELECT generate_series(1, 7)")
     members = cluster.members(ha.engine, ha.name)
     fabric = ha.fabric
     ha.engine.destroy(ha.name)
@@ -333,3 +339,9 @@ def test_destroy_removes_every_member_and_the_hosts(ha: HaInstance) -> None:
     assert not routes.strip(), routes
     assert not (ha.data_dir / "ha" / "etcd").exists()
     assert ha.engine.repo.of_instance(ha.name), "the destroyed instance's backups are kept"
+    # and restore by name (from the repository alone) into a single server: a member's files made a server's
+    info = ha.engine.restore_to_new(ha.name, "hagone", "latest", password=PW)
+    with psycopg.connect(endpoint_dsn(info.port), autocommit=True) as c:
+        assert c.execute("SELECT count(*) FROM kept").fetchone() == (7,)
+        assert c.execute("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'dbos_re%'").fetchone() == (0,)
+    ha.engine.destroy("hagone")
