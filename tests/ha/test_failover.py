@@ -159,7 +159,8 @@ def test_switchover_cli(ha: HaInstance) -> None:
 
 def test_pitr_across_timeline_switch(ha: HaInstance) -> None:
     """A restore into a new instance, from the shared repository, to a time after a timeline switch: exactly the
-    rows committed before that time."""
+    rows committed before that time; a single server (Patroni's settings and roles gone), then an HA instance of
+    its own (``RestoredInstance(high_availability=True)``: restore, then ``set_high_availability``)."""
     import psycopg
     dsn = endpoint_dsn(ha.port)
     with psycopg.connect(dsn, autocommit=True) as c:
@@ -177,11 +178,78 @@ def test_pitr_across_timeline_switch(ha: HaInstance) -> None:
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute("INSERT INTO pitr SELECT generate_series(151, 200)")
     info = ha.engine.restore_to_new(ha.name, "hapitr", target.isoformat().replace("+00:00", "Z"), password=PW)
-    assert info.status == "available" and not info.high_availability
-    with psycopg.connect(endpoint_dsn(info.port), autocommit=True) as c:
-        got = list(c.execute("SELECT count(*), max(x) FROM pitr").fetchone() or ())
-    assert got == [150, 150]
-    ha.engine.destroy("hapitr")
+    try:
+        assert info.status == "available" and not info.high_availability
+
+        def rows(port: int) -> list[Any]:
+            with psycopg.connect(endpoint_dsn(port), autocommit=True) as c:
+                roles = c.execute("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'dbos_re%'").fetchone()
+                return [*(c.execute("SELECT count(*), max(x) FROM pitr").fetchone() or ()), *(roles or ())]
+
+        assert rows(info.port) == [150, 150, 0]  # the HA roles dropped with the rest of Patroni's
+        info = ha.engine.set_high_availability("hapitr", True, members=2)  # 2: the same path, 5 s less
+        assert info.high_availability and len(info.members or []) == 2 and info.leader, info
+        assert rows(info.port) == [150, 150, 2]  # its own members, its own roles
+    finally:
+        ha.engine.destroy("hapitr")
+    assert ha.topology().leader, "the source's members are untouched by the restore's destroy"
+
+
+def _wal_until_due(ha: HaInstance) -> None:
+    """WAL positions past the watcher's limit, cheaply: a commit and a segment switch at a time on the leader."""
+    from pulumi_dbos.engine.ha import restores as ha_backups
+    from pulumi_dbos.engine.local import autobackup
+    need = autobackup.limit_for(ha.engine.catalog, ha.name)
+    for _ in range(200):
+        if (ha_backups.wal_since_backup(ha.engine, ha.name) or 0) >= need:
+            return
+        with cluster.admin(ha.engine, ha.name) as c:
+            c.execute("SELECT pg_catalog.pg_current_xact_id()")
+            c.execute("SELECT pg_catalog.pg_switch_wal()")
+    raise AssertionError(f"{need} bytes of WAL not reached")
+
+
+def test_the_watcher_backs_up_the_leader_across_a_switchover(ha: HaInstance, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local engine's backup watcher (one round of it: ``watch_once``) takes the HA instance's scheduled
+    backups by the same WAL-volume rule as a single server's, from the current leader into the instance's stanza
+    with its retention (pgBackRest expires after each); after a switchover the next one comes from the new
+    leader, on the new timeline, into the same stanza."""
+    from pulumi_dbos.engine.local import autobackup
+    monkeypatch.setenv("PULUMI_DBOS_WAL_BACKUP_MB", "4")
+    monkeypatch.setenv("PULUMI_DBOS_LOCK_DIR", str(tmp_path))  # this test's own host lock
+    eng = ha.engine
+    rec = eng.catalog.get(ha.name)
+    assert rec is not None and rec.stanza
+
+    def backups() -> list[Any]:
+        st = eng.repo.stanza(rec.stanza or "")
+        return st.backups if st else []
+
+    def round_() -> None:
+        assert autobackup.watch_once(eng.layout, eng.catalog, eng.server), "the watcher saw nothing running"
+
+    cluster.wait_healthy(eng, ha.name)
+    _wal_until_due(ha)
+    before = backups()
+    round_()
+    first = backups()
+    assert len(first) == len(before) + 1, "no scheduled backup of the HA instance"
+    b1 = first[-1]
+    assert b1.annotations["high-availability"] == "true" and b1.label.endswith("I")  # incremental
+    assert b1.annotations["retention-hours"] == str(rec.retention_hours)
+    round_()
+    assert len(backups()) == len(first), "a backup taken although not due"
+
+    tl = ha.topology().timeline or 0
+    ha.engine.switchover(ha.name)  # a new leader: the old one may still be rejoining, no matter
+    _wal_until_due(ha)
+    round_()
+    second = backups()
+    assert len(second) == len(first) + 1, "no scheduled backup after the switchover"
+    b2 = second[-1]
+    assert int(b2.start_wal[:8], 16) > int(b1.start_wal[:8], 16) and int(b2.start_wal[:8], 16) > tl, \
+        (b1.start_wal, b2.start_wal, tl)
 
 
 def test_reset_password_on_the_leader(ha: HaInstance) -> None:
@@ -258,8 +326,14 @@ def test_port_move_moves_the_endpoint(ha: HaInstance) -> None:
 
 def test_destroy_removes_every_member_and_the_hosts(ha: HaInstance) -> None:
     """Last: the destroy of the data dir's only HA instance stops every member on every host, removes their data,
-    etcd, the namespaces, the bridge and the blackhole route; the repository keeps its backups."""
+    etcd, the namespaces, the bridge and the blackhole route; the repository keeps its backups, and the instance
+    restores from them by name into a single server."""
     import subprocess
+
+    import psycopg
+    with psycopg.connect(endpoint_dsn(ha.port), autocommit=True) as c:
+        c.execute("CREATE TABLE kept (x int)")
+        c.execute("INSERT INTO kept SELECT generate_series(1, 7)")
     members = cluster.members(ha.engine, ha.name)
     fabric = ha.fabric
     ha.engine.destroy(ha.name)
@@ -270,3 +344,9 @@ def test_destroy_removes_every_member_and_the_hosts(ha: HaInstance) -> None:
     assert not routes.strip(), routes
     assert not (ha.data_dir / "ha" / "etcd").exists()
     assert ha.engine.repo.of_instance(ha.name), "the destroyed instance's backups are kept"
+    # and restore by name (from the repository alone) into a single server: a member's files made a server's
+    info = ha.engine.restore_to_new(ha.name, "hagone", "latest", password=PW)
+    with psycopg.connect(endpoint_dsn(info.port), autocommit=True) as c:
+        assert c.execute("SELECT count(*) FROM kept").fetchone() == (7,)
+        assert c.execute("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'dbos_re%'").fetchone() == (0,)
+    ha.engine.destroy("hagone")

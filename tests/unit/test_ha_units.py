@@ -49,6 +49,49 @@ def test_dbos_cloud_refuses_high_availability_at_preview() -> None:
     assert [p.field for p in problems] == ["high_availability"]
 
 
+def test_a_restore_takes_high_availability_as_an_update_and_dbos_cloud_refuses_it() -> None:
+    """RestoredInstance(high_availability=...): an input of its own (stack key `dbos:restores.<name>.highAvailability`),
+    asked of the engine at preview when new, a change of it an update (not a replace); DBOS Cloud refuses it at
+    preview, naming the field."""
+    from pulumi_dbos.config import validate_stack_config
+    from pulumi_dbos.config.derive import input_model, validate
+    from pulumi_dbos.config.fields import fields_of
+    from pulumi_dbos.resources.restored import RestoredInstanceProvider
+
+    provider = RestoredInstanceProvider()
+    assert "high_availability" in provider.fields.inputs and "members" in provider.fields.outputs
+    stack = {"instances": {"prod_db": {"username": "dbos_admin", "password": "Sup3r-secret"}},
+             "restores": {"prod_r1": {"source": "prod_db", "restoreTime": "latest", "highAvailability": True}}}
+    cfg, problems = validate_stack_config(stack)
+    assert problems == [] and cfg is not None
+    stack["restores"]["prod_r1"]["highAvailability"] = "often"
+    assert validate_stack_config(stack)[1] == ["dbos:restores.prod_r1.highAvailability: " +
+                                               validate_stack_config(stack)[1][0].split(": ", 1)[1]]
+    news = {"instance_name": "rrr", "source": "aaa", "restore_time": "latest", "password": "Pw-123456789",
+            "high_availability": True}
+    assert validate(input_model(fields_of("RestoredInstance").model()), news) == []
+    assert validate(input_model(fields_of("RestoredInstance").model()), {**news, "high_availability": "often"})
+    req = provider.preflight_request({}, news)
+    assert req is not None and req.kind is Kind.RESTORED and req.high_availability
+    olds = {**news, "high_availability": False, "status": "available"}
+    diff = provider.diff("rrr", olds, news)
+    assert diff.changes and not diff.replaces  # standbys added in place
+    assert provider.preflight_request(olds, news).high_availability  # type: ignore[union-attr]
+    assert not provider.preflight_request(news, news).high_availability  # type: ignore[union-attr]
+
+    class Session:
+        serve = False
+
+        def list(self) -> list[Any]:
+            return []
+
+        def describe(self) -> str:
+            return "DBOS Cloud"
+
+    problems = cloud_preflight(Session(), req)  # type: ignore[arg-type]
+    assert [p.field for p in problems] == ["high_availability"] and "local engine" in problems[0].message
+
+
 def test_fabric_names_fit_linux_and_differ_per_data_dir(tmp_path: Path) -> None:
     a, b = Fabric(tmp_path / "a"), Fabric(tmp_path / "b")
     assert a.tag != b.tag and a.subnet.startswith("10.") and a.subnet.endswith(".0/24")

@@ -174,6 +174,29 @@ class Spec(BaseModel):
                 if meta_of(cls.model_fields[n]).stack or n == cls.name_field or n in engine]
 
 
+# ---------------------------------------------------------------------------- high availability (provisioned, restored)
+def _ha_meta(what: str) -> Meta:
+    """``high_availability``'s metadata; ``what`` becomes the leader ("the instance's server", the restored one)."""
+    return Meta(
+        "3 members under Patroni over etcd (a primary, a synchronous standby, an asynchronous one) on the engine's "
+        "hosts, one stable endpoint at `hostname:port`; turning it on or off adds or removes the standbys in "
+        "place (local engine)", preview="update `~ high_availability` (checked at preview: root, etcd, `ip`/`nsenter`)",
+        up=f"on: {what} becomes the leader of 3 members under Patroni (standbys cloned from it), its port "
+        "the endpoint that follows the primary; off: the standbys go, a single server on the same port with the "
+        "leader's data; same URL and data either way ([High availability](design/high-availability.md))")
+
+
+HaMembers = Annotated[list[dict[str, Any]] | None, Meta(
+    "with high_availability: each member's `{name, host, role, state, timeline, lag}` (read on refresh)",
+    output=True, stack=False)]
+HaLeader = Annotated[str | None, Meta("with high_availability: the member that is the primary", output=True,
+                                      stack=False)]
+HaSyncStandby = Annotated[str | None, Meta("with high_availability: the synchronous standby", output=True,
+                                           stack=False)]
+HaTimeline = Annotated[int | None, Meta("with high_availability: the primary's timeline (one more per failover or "
+                                        "switchover)", output=True, stack=False)]
+
+
 class _ServerOutputs(Spec):
     """Outputs of the instances the engine runs (provisioned and restored)."""
 
@@ -212,22 +235,11 @@ class DatabaseInstanceSpec(_ServerOutputs):
                                 up="read at a create only: with `adopt=True` the preview says `pulumi-dbos: "
                                 "instance '…' exists and will be adopted … resets its user's password` (another "
                                 "`username` fails at preview), and `up` takes it over")] = False
-    high_availability: Annotated[bool, Meta(
-        "3 members under Patroni over etcd (a primary, a synchronous standby, an asynchronous one) on the engine's "
-        "hosts, one stable endpoint at `hostname:port`; turning it on or off adds or removes the standbys in "
-        "place (local engine)", preview="update `~ high_availability` (checked at preview: root, etcd, `ip`/`nsenter`)",
-        up="on: the instance's server becomes the leader of 3 members under Patroni (standbys cloned from it), its port "
-        "the endpoint that follows the primary; off: the standbys go, a single server on the same port with the "
-        "leader's data; same URL and data either way ([High availability](design/high-availability.md))")] = False
-    members: Annotated[list[dict[str, Any]] | None, Meta(
-        "with high_availability: each member's `{name, host, role, state, timeline, lag}` (read on refresh)",
-        output=True, stack=False)] = None
-    leader: Annotated[str | None, Meta("with high_availability: the member that is the primary", output=True,
-                                       stack=False)] = None
-    sync_standby: Annotated[str | None, Meta("with high_availability: the synchronous standby", output=True,
-                                             stack=False)] = None
-    timeline: Annotated[int | None, Meta("with high_availability: the primary's timeline (one more per failover "
-                                         "or switchover)", output=True, stack=False)] = None
+    high_availability: Annotated[bool, _ha_meta("the instance's server")] = False
+    members: HaMembers = None
+    leader: HaLeader = None
+    sync_standby: HaSyncStandby = None
+    timeline: HaTimeline = None
     last_drill: Annotated[dict[str, Any] | None, Meta(
         "the newest restore drill, `{at, ok, rto_seconds, rpo_seconds}` (read on refresh; None: none yet, or on "
         "DBOS Cloud, which has no drills)", output=True, stack=False)] = None
@@ -253,11 +265,17 @@ class RestoredInstanceSpec(_ServerOutputs):
     deletion_protection: Annotated[bool, Meta("refuse deletion (also sets Pulumi's `protect`)",
                                               preview=FIELD_ONLY_PREVIEW, up=SETTING_UP)] = False
     port: Annotated[Port, Meta("TCP port (default: allocated)", preview=PORT_PREVIEW, up=PORT_UP)] = None
+    high_availability: Annotated[bool, _ha_meta("the restored server (restored first, whether the source is HA or "
+                                                "not)")] = False
 
     username: Annotated[str | None, Meta("the source's user", output=True, stack=False)] = None
     source_instance: Annotated[str | None, Meta("the source's name", output=True, stack=False)] = None
     restored_to: Annotated[str | None, Meta("the time restored to (`latest` resolved)", output=True,
                                             stack=False)] = None
+    members: HaMembers = None
+    leader: HaLeader = None
+    sync_standby: HaSyncStandby = None
+    timeline: HaTimeline = None
 
 
 class LinkedInstanceSpec(Spec):

@@ -25,6 +25,14 @@ def ha_outputs(info: InstanceInfo) -> dict[str, Any]:
             "timeline": info.timeline}
 
 
+def ha_as_asked(eng: Engine, name: str, props: b.Props, info: InstanceInfo) -> InstanceInfo:
+    """After a create (provision, restore, takeover): high availability turned on when asked (the engine's
+    ``set_high_availability``: standbys cloned from the new server), as an update would."""
+    if bool(props.get("high_availability")) != info.high_availability:
+        return eng.set_high_availability(name, bool(props.get("high_availability")))
+    return info
+
+
 def read_instance(eng: Engine, name: str, password: str | None) -> InstanceInfo | None:
     """The instance as it is now; a running one whose password no longer authenticates is reported so."""
     info = eng.info(name)
@@ -73,9 +81,7 @@ class DatabaseInstanceProvider(b.BaseProvider):
         else:
             info = eng.provision(name, props["username"], props["password"], port=b.as_int(props.get("port")),
                                  retention_hours=int(props.get("retention_hours") or 24), owner=props.get("owner"))
-        if bool(props.get("high_availability")) != info.high_availability:
-            info = eng.set_high_availability(name, bool(props.get("high_availability")))
-        return name, instance_outputs(self, props, info, props["password"])
+        return name, instance_outputs(self, props, ha_as_asked(eng, name, props, info), props["password"])
 
     def do_read(self, id_: str, props: b.Props) -> b.Props | None:
         info = read_instance(b.engine_for(props), props.get("instance_name") or id_, props.get("password"))

@@ -12,7 +12,7 @@ from ..config.fields import fields_of, is_unknown
 from ..engine import InstanceInfo, Kind
 from ..errors import DbosError, NotFoundError
 from . import _base as b
-from .instance import delete_instance, instance_outputs, read_instance, update_instance
+from .instance import delete_instance, ha_as_asked, instance_outputs, read_instance, update_instance
 
 
 class RestoredInstanceProvider(b.BaseProvider):
@@ -85,7 +85,7 @@ class RestoredInstanceProvider(b.BaseProvider):
             info = eng.restore_to_new(props["source"], name, props["restore_time"], password=props["password"],
                                       port=b.as_int(props.get("port")),
                                       retention_hours=b.as_int(props.get("retention_hours")), owner=props.get("owner"))
-        return name, self._outs(props, info)
+        return name, self._outs(props, ha_as_asked(eng, name, props, info))
 
     def do_read(self, id_: str, props: b.Props) -> b.Props | None:
         info = read_instance(b.engine_for(props), props.get("instance_name") or id_, props.get("password"))
@@ -109,7 +109,8 @@ class RestoredInstance(b.DbosResource, module="dbos", name="RestoredInstance"):
     Its user is the source's; its password is ``password``, by default the source's (given the
     source resource): whatever the state holds is what the server accepts, also when the restore
     point predates a password reset. Changing ``source`` or ``restore_time`` replaces it (refused
-    while ``deletion_protection=True``).
+    while ``deletion_protection=True``). ``high_availability=True`` (local engine): restored, then made the
+    leader of 3 members, as ``DatabaseInstance``'s; turning it on or off later is an update.
     """
 
     fields = fields_of("RestoredInstance")

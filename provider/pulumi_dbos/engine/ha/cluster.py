@@ -207,6 +207,7 @@ def _enable(ctx: LocalContext, name: str, rec: InstanceRecord, fab: Fabric | Ssh
             disable(ctx, name)
         raise
     _backup(ctx, name, full=True)
+    ctx._background()  # the watcher backs the members up now (``local.autobackup``), the server it watched gone
 
 
 def wait_healthy(ctx: LocalContext, name: str, timeout: float | None = None) -> Topology:
@@ -233,6 +234,7 @@ def ensure_running(ctx: LocalContext, name: str) -> InstanceInfo:
     start_endpoint(ctx, name, rec.port)
     wait_until(lambda: _try_leader(ctx, name), ctx.settings.ha_member_timeout, f"a leader of HA instance {name!r}",
                interval=0.2)
+    ctx._background()
     return ctx._current(name)
 
 
@@ -260,6 +262,7 @@ def info(ctx: LocalContext, rec: InstanceRecord) -> InstanceInfo:
     running = any(m.running() for m in members(ctx, rec.name))
     if top.leader is not None:
         status = Status.AVAILABLE if top.healthy else Status.DEGRADED
+        ctx._background()  # a watcher that died (killed, OOM) is started again by any look, as a single server's
     else:
         status = Status.UNREACHABLE if running else Status.STOPPED
     hostname = ctx.listen_host or rec.hostname

@@ -264,3 +264,20 @@ def single_server(ctx: LocalContext, data: Path) -> None:
     for leftover in ("patroni.dynamic.json", "postmaster.opts", "postmaster.pid"):
         with contextlib.suppress(FileNotFoundError):
             (data / leftover).unlink()
+
+
+def is_member_data(data: Path) -> bool:
+    """Whether ``data`` is a Patroni member's cluster (restored from an HA instance's backups)."""
+    return (data / "postgresql.base.conf").exists() or (data / "patroni.dynamic.json").exists()
+
+
+def drop_member_leftovers(conn: psycopg.Connection[Any]) -> None:
+    """What a member's data brings that a single server has no use for: the replication and rewind roles (their
+    grants first), the replication slots."""
+    from psycopg import sql
+    for role in (patroni.REPLICATOR, patroni.REWINDER):
+        if conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (role,)).fetchone():
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    for (slot,) in conn.execute("SELECT slot_name FROM pg_catalog.pg_replication_slots").fetchall():
+        conn.execute("SELECT pg_catalog.pg_drop_replication_slot(%s)", (slot,))

@@ -1,28 +1,33 @@
 """Backups and restores of an HA instance: from its leader into the instance's stanza of the shared
 repository, and point-in-time restores out of it (across the timelines failovers made) into a new instance.
+
+Scheduled backups are the local engine's watcher's (``local.autobackup``), by the same WAL-volume rule as a
+single server's: its measure here is the WAL the current leader wrote since the newest repository backup's
+start (:func:`wal_since_backup`; a single server's counts its local archive, which members do not write),
+its backup :func:`_backup` from whichever member leads then, into the same stanza across failovers; pgBackRest
+expires what the instance's retention no longer needs after each one, as for a single server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ...errors import EngineError
-from ...timeutil import parse_rfc3339, to_rfc3339, utcnow
-from ..contract import BackupInfo, InstanceInfo, Kind, Status
+from ...timeutil import to_rfc3339, utcnow
+from ..contract import BackupInfo, InstanceInfo
 from ..waits import wait_until
 from . import patroni
 from .members import (
     admin,
     enabled,
     leader,
-    single_server,
+    members,
 )
 
 if TYPE_CHECKING:
-
     from ..local.context import LocalContext
 
 log = logging.getLogger("pulumi_dbos.engine")
@@ -47,48 +52,15 @@ def restore_to_new(ctx: LocalContext, source: str, name: str, restore_time: str,
                    port: int | None = None, retention_hours: int | None = None,
                    owner: str | None = None) -> InstanceInfo:
     """A new (single-server) instance from the HA instance's repository backups and WAL, across its timelines
-    (``pgbackrest restore --target-timeline=latest`` follows the history files the leaders archived)."""
-    from psycopg import sql
-
-    from ..local import creates, roles
-    from ..local.drills import is_scratch
-    from ..local.durability import restore_from_repo
+    (``pgbackrest restore --target-timeline=latest`` follows the history files the leaders archived): the local
+    engine's restore from the repository (``local.restores.restore_from_repo_alone``, which makes a member's
+    files a single server's and drops the HA roles), the newest WAL archived from the current leader first.
+    ``RestoredInstance(high_availability=True)`` turns HA on afterwards (``cluster.enable``)."""
+    from ..local.restores import restore_from_repo_alone
     src = ctx._require_local(source, "point-in-time restore needs an instance this engine archives WAL for")
-    earliest, _ = restore_window(ctx, source)
-    archived_to = archive_now(ctx, source)
-    target = archived_to if restore_time == "latest" else parse_rfc3339(restore_time)
-    if not earliest <= target <= archived_to:
-        raise EngineError(f"restore_time {to_rfc3339(target)} is outside the restorable window of {source!r} "
-                          f"[{to_rfc3339(earliest)}, {to_rfc3339(archived_to)}]")
-    rec = creates.reserve(ctx, creates.new_record(
-        ctx, name, Kind.RESTORED, src.username, Status.RESTORING, retention_hours or src.retention_hours, owner,
-        source=source, restored_to=to_rfc3339(target)), port)
-    with creates.creating(ctx, rec, f"restoring from {source!r} (backup repository) into") as undo:
-        undo.push(shutil.rmtree, ctx.inst_dir(name), True)
-        undo.push(ctx.server.kill, name)
-
-        def own_stanza() -> None:
-            single_server(ctx, ctx.pgdata(name))  # the backups are a Patroni member's
-            if not is_scratch(owner):
-                creates.new_stanza(ctx, name, undo)
-
-        restore_from_repo(ctx, source, rec, target, own_stanza)
-        with ctx.server.admin(name, rec.port) as conn:
-            roles.set_password(conn, src.username, password)
-            roles.harden(conn, src.username)
-            # the HA roles came along with the data: a single server has no use for them
-            for role in (patroni.REPLICATOR, patroni.REWINDER):
-                if conn.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (role,)).fetchone():
-                    # its grants (on functions of this database), then the role
-                    conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-                    conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
-            for (slot,) in conn.execute("SELECT slot_name FROM pg_catalog.pg_replication_slots").fetchall():
-                conn.execute("SELECT pg_catalog.pg_drop_replication_slot(%s)", (slot,))
-            ts = conn.execute("SELECT pg_catalog.clock_timestamp()").fetchone()[0]  # type: ignore[index]
-        roles.mark_hardened(ctx.inst_dir(name))
-        ctx.catalog.update(name, status=Status.AVAILABLE.value, earliest=to_rfc3339(ts))
-    ctx._background()
-    return ctx._current(name)
+    return restore_from_repo_alone(ctx, source, name, restore_time, password=password, port=port,
+                                   retention_hours=retention_hours, owner=owner, src=src,
+                                   archive=lambda: archive_now(ctx, source))
 
 
 def no_drills(ctx: LocalContext, name: str) -> None:
@@ -139,3 +111,45 @@ def _backup(ctx: LocalContext, name: str, *, full: bool = False) -> Any:
                         annotations=notes, retention_hours=rec.retention_hours)
     ctx.catalog.update(name, repo_backup_at=to_rfc3339(b.stopped))
     return b
+
+
+_starts: dict[tuple[str, str | None], int] = {}  # (instance, repo_backup_at) -> its newest backup's start LSN
+
+
+def lsn_bytes(lsn: str) -> int:
+    """``X/Y`` (PostgreSQL's and pgBackRest's way of writing a WAL position) as a byte position."""
+    hi, _, lo = lsn.partition("/")
+    return (int(hi, 16) << 32) | int(lo or "0", 16)
+
+
+def members_running(ctx: LocalContext, name: str) -> bool:
+    """Whether any member of ``name`` runs (it writes WAL then: the watcher stays)."""
+    return any(m.running() for m in members(ctx, name))
+
+
+def wal_since_backup(ctx: LocalContext, name: str) -> int | None:
+    """Bytes of WAL the leader has written since the start of the newest repository backup (positions go on
+    across timelines: a failover does not reset it); None when no leader answers now (an election: the
+    watcher looks again next round)."""
+    rec = ctx.catalog.get(name)
+    if rec is None:
+        return None
+    with contextlib.suppress(EngineError):
+        m = leader(ctx, name)
+        status, body = patroni.get(m, "/patroni")
+        location = (body.get("xlog") or {}).get("location")
+        if status == 200 and body.get("role") in ("primary", "master") and location is not None:
+            return max(0, int(location) - _backup_start(ctx, name, rec.stanza, rec.repo_backup_at))
+    return None
+
+
+def _backup_start(ctx: LocalContext, name: str, stanza: str | None, backup_at: str | None) -> int:
+    """The newest repository backup's start (asked of the repository once per backup: ``repo_backup_at`` changes
+    with each); 0 without one."""
+    key = (name, backup_at)
+    if key not in _starts:
+        stanza = stanza or ctx.layout.stanza(name)
+        st = ctx.repo.stanza(stanza) if stanza else None
+        lsn = st.backups[-1].start_lsn if st and st.backups else ""
+        _starts[key] = lsn_bytes(lsn) if lsn else 0
+    return _starts[key]

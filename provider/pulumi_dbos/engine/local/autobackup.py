@@ -21,6 +21,11 @@ an ``archive_command`` hook (it runs as the cluster user, who must not write the
 One backup at a time per host (for the engine's OS user): a lock file in ``PULUMI_DBOS_LOCK_DIR``
 (default the system's temporary directory); a busy host skips a round. A backup of an instance
 holds that instance's ``backup.lock``, which ``destroy`` waits for.
+
+High-availability instances (``engine/ha``) by the same rule, in the same rounds: their members run rather
+than a server of the instance's own, their WAL is measured on the current leader and their backup taken from
+it into the instance's stanza (``ha.restores``), whichever member leads after a failover. One round is
+:func:`watch_once` (the tests drive it directly).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import settings
 from ..contract import Status
@@ -41,6 +47,9 @@ from .pitr import Pitr, instance_lock
 from .repo import Repository
 from .server import Server, alive
 from .workers import spawn_worker, try_lock
+
+if TYPE_CHECKING:
+    from .context import LocalContext
 
 log = logging.getLogger("pulumi_dbos.engine")
 
@@ -139,20 +148,52 @@ def sweep_orphans(layout: Layout, catalog: Catalog, server: Server, rec: Instanc
             Pitr(layout, catalog, server).remove_orphans(rec.name)
 
 
+def _ha_context(layout: Layout, name: str) -> LocalContext | None:
+    """A context over ``layout`` when ``name`` is an HA instance (``ha`` works on one), else None."""
+    from ..ha import members  # ha -> local: imported when used
+    from .context import LocalContext
+    ctx = _contexts.get(layout.data_dir)
+    if ctx is None:
+        ctx = _contexts[layout.data_dir] = LocalContext(layout.data_dir, run_as=layout.run_as.user or False, pool=0)
+    return ctx if members.enabled(ctx, name) else None
+
+
+_contexts: dict[Path, LocalContext] = {}
+
+
+def _wal(layout: Layout, catalog: Catalog, rec: InstanceRecord, ctx: LocalContext | None) -> int | None:
+    """WAL written since ``rec``'s newest backup: its local archive's, or an HA instance's leader's (None: no
+    leader answers now)."""
+    if ctx is not None:
+        from ..ha import restores as ha_backups
+        return ha_backups.wal_since_backup(ctx, rec.name)
+    return wal_since_backup(layout, catalog, rec.name)
+
+
 def _due(layout: Layout, catalog: Catalog, server: Server) -> tuple[list[InstanceRecord], bool]:
     """(instances over their limit, whether any instance runs)."""
     due, running = [], False
     for rec in catalog.all():
-        if rec.linked or rec.status != Status.AVAILABLE.value or not server.running(rec.name):
+        if rec.linked or rec.status != Status.AVAILABLE.value:
             continue
-        with contextlib.suppress(Exception):
-            sweep_orphans(layout, catalog, server, rec)
+        ctx = _ha_context(layout, rec.name)
+        if ctx is not None:
+            from ..ha import restores as ha_backups
+            if not ha_backups.members_running(ctx, rec.name):
+                continue
+        elif not server.running(rec.name):
+            continue
+        else:
+            with contextlib.suppress(Exception):
+                sweep_orphans(layout, catalog, server, rec)
         running = True
-        if rec.stanza and rec.repo_backup_at is None:
+        if ctx is None and rec.stanza and rec.repo_backup_at is None:
             due.append(rec)  # its first repository backup (``first_repo_backup``)
             continue
-        wal = wal_since_backup(layout, catalog, rec.name)
-        if threshold_mb() > 0 and wal >= threshold_mb() * 1024 * 1024 and wal >= limit_for(catalog, rec.name):  # the cheap test first
+        if threshold_mb() <= 0:
+            continue
+        wal = _wal(layout, catalog, rec, ctx)
+        if wal is not None and wal >= threshold_mb() * 1024 * 1024 and wal >= limit_for(catalog, rec.name):  # the cheap test first
             due.append(rec)
     return due, running
 
@@ -171,18 +212,40 @@ def first_repo_backup(layout: Layout, catalog: Catalog, server: Server, rec: Ins
 
 def backup_if_due(layout: Layout, catalog: Catalog, server: Server, rec: InstanceRecord) -> bool:
     """Take a base backup of ``rec`` if it is still over the limit, holding the host's lock and the
-    instance's (both taken without waiting: False when busy, tried again next round)."""
+    instance's (both taken without waiting: False when busy, tried again next round). An HA instance's is a
+    repository backup from its current leader."""
     with try_lock(host_lock_path()) as host:
         if not host:
             return False
-        if wal_since_backup(layout, catalog, rec.name) < limit_for(catalog, rec.name):
-            return False  # taken meanwhile (db backup, serve's schedule)
+        ctx = _ha_context(layout, rec.name)
+        wal = _wal(layout, catalog, rec, ctx)
+        if wal is None or wal < limit_for(catalog, rec.name):
+            return False  # taken meanwhile (db backup, serve's schedule), or no leader right now
         with instance_lock(layout, rec.name, wait=0) as mine:
             if not mine or catalog.get(rec.name) is None:
                 return False
+            if ctx is not None:
+                from ..ha import restores as ha_backups
+                rb = ha_backups._backup(ctx, rec.name)
+                log.info("repository backup %s of HA instance %s (WAL volume)", rb.label, rec.name)
+                return True
             b = Pitr(layout, catalog, server).backup(rec, locked=True)
             log.info("base backup %s of %s (WAL volume)", b.backup_id, rec.name)
             return True
+
+
+def watch_once(layout: Layout, catalog: Catalog, server: Server) -> bool:
+    """One round of the watcher: the backups due, taken; False when none of the data dir's instances runs."""
+    due, running = _due(layout, catalog, server)
+    for rec in due:
+        try:
+            if rec.stanza and rec.repo_backup_at is None and _ha_context(layout, rec.name) is None:
+                first_repo_backup(layout, catalog, server, rec)
+            else:
+                backup_if_due(layout, catalog, server, rec)
+        except Exception as exc:  # one instance's trouble (destroyed meanwhile) stops nothing
+            log.warning("WAL-volume backup of %s failed: %s", rec.name, exc)
+    return running
 
 
 def watch(layout: Layout) -> None:
@@ -195,18 +258,8 @@ def watch(layout: Layout) -> None:
             if not mine:
                 return
             while layout.catalog_file.exists():
-                catalog = Catalog(layout.data_dir)
-                due, running = _due(layout, catalog, server)
-                if not running:
+                if not watch_once(layout, Catalog(layout.data_dir), server):
                     break
-                for rec in due:
-                    try:
-                        if rec.stanza and rec.repo_backup_at is None:
-                            first_repo_backup(layout, catalog, server, rec)
-                        else:
-                            backup_if_due(layout, catalog, server, rec)
-                    except Exception as exc:  # one instance's trouble (destroyed meanwhile) stops nothing
-                        log.warning("WAL-volume backup of %s failed: %s", rec.name, exc)
                 if time.monotonic() >= next_expiry:  # destroyed instances past their keep-until
                     next_expiry = time.monotonic() + EXPIRY_SECONDS
                     try:

@@ -105,7 +105,9 @@ class LocalContext:
     def _stop_workers_if_idle(self) -> None:
         """None of the data dir's instances runs any more (its last one destroyed): nothing of the engine is
         left working there (``workers.stop_workers``)."""
-        if not any(not r.linked and self.server.running(r.name) for r in self.catalog.all()):
+        from ..ha.restores import members_running  # ha -> local: imported when used
+        if not any(not r.linked and (self.server.running(r.name) or members_running(self, r.name))
+                   for r in self.catalog.all()):
             stop_workers(self.layout)
 
     def describe(self) -> str:

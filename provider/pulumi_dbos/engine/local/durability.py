@@ -131,10 +131,13 @@ def retire(eng: LocalContext, rec: InstanceRecord) -> None:
 
 
 def restore_from_repo(eng: LocalContext, source: str, rec: InstanceRecord, target: datetime | None,
-                      before_start: Callable[[], None]) -> None:
+                      before_start: Callable[[], None]) -> bool:
     """``rec``'s cluster (a new instance, its catalog row reserved) from ``source``'s repository backups alone,
     recovered to ``target`` (None: the end of the archive) and promoted; ``before_start`` (its own stanza)
-    runs once the files are in place."""
+    runs once the files are in place. True when the backup was an HA member's (``engine/ha``; the source HA
+    now or then, live, lost or destroyed): its files are made a single server's before it starts, and the
+    caller drops what else it brought (``ha.members.drop_member_leftovers``)."""
+
     src = eng.catalog.get(source)
     st = eng.repo.stanza(src.stanza) if src is not None and src.stanza else kept_stanza(eng, source)
     if st is None:
@@ -145,8 +148,19 @@ def restore_from_repo(eng: LocalContext, source: str, rec: InstanceRecord, targe
     eng.layout.make_instance_dirs(name)
     eng.layout.mkdir(eng.pgdata(name))
     eng.repo.restore(st.name, eng.pgdata(name), target)
+    member = _single_server(eng, name)
     before_start()
     _start_recovered(eng, rec)
+    return member
+
+
+def _single_server(eng: LocalContext, name: str) -> bool:
+    """A restored HA member's files made a single server's (Patroni's configuration set aside); whether they were."""
+    from ..ha.members import is_member_data, single_server  # ha -> local: imported when used
+    if not is_member_data(eng.pgdata(name)):
+        return False
+    single_server(eng, eng.pgdata(name))
+    return True
 
 
 def _start_recovered(eng: LocalContext, rec: InstanceRecord) -> None:
@@ -196,6 +210,7 @@ def recover(eng: LocalContext, name: str) -> None:
         eng.layout.make_instance_dirs(name)
         eng.layout.mkdir(eng.pgdata(name))
         eng.repo.restore(stanza, eng.pgdata(name), None)
+        _single_server(eng, name)  # a lost HA instance comes back a single server (`highAvailability` turns it on)
         # on a new machine a posix repository (if any) may be new: the stanza is made there too (idempotent; an
         # S3 store alone holds it already: that is where it was found)
         if eng.repo.has_posix:

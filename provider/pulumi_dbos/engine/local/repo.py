@@ -152,6 +152,7 @@ class RepoBackup:
     stopped: datetime
     start_wal: str
     annotations: dict[str, str]
+    start_lsn: str = ""  #: where its WAL starts (``X/Y``): an HA instance's watcher measures WAL from there
 
 
 @dataclass
@@ -438,7 +439,8 @@ def _parse(raw: dict[str, Any]) -> Stanza | None:
             label=str(b["label"]), started=datetime.fromtimestamp(int(ts["start"])).astimezone(),
             stopped=datetime.fromtimestamp(int(ts["stop"])).astimezone(),
             start_wal=str((b.get("archive") or {}).get("start") or ""),
-            annotations={str(k): str(v) for k, v in (b.get("annotation") or {}).items()}))
+            annotations={str(k): str(v) for k, v in (b.get("annotation") or {}).items()},
+            start_lsn=str((b.get("lsn") or {}).get("start") or "")))
     unique = {b.label: b for b in backups}  # the same backup in each repository
     archive = [a.get("max") for a in raw.get("archive") or [] if a.get("max")]
     return Stanza(name, instance, sorted(unique.values(), key=lambda b: (b.stopped, b.label)),

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from ...errors import EngineError, NotFoundError
 from ...timeutil import parse_rfc3339, to_rfc3339
 from ..contract import BackupInfo, InstanceInfo, Kind, Status
+from ..ha.members import drop_member_leftovers
 from . import creates, durability, instances, roles
 from .catalog import InstanceRecord
 from .context import LocalContext
@@ -19,6 +22,9 @@ from .drills import is_scratch
 from .durability import kept_stanza, repo_window, restore_from_repo
 from .pool import Pool
 from .template import ready_template
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger("pulumi_dbos.engine")
 
@@ -85,15 +91,8 @@ def restore_to_new(ctx: LocalContext, source: str, name: str, restore_time: str,
             creates.new_stanza(ctx, name, undo)  # its own incarnation: pushes from its promotion on
         undo.push(ctx.server.kill, name)
         creates.on_free_port(ctx, rec, port, lambda p: ctx.pitr.recover(source, name, p, base, target))
-        with ctx.server.admin(name, rec.port) as conn:
-            # the role's password as of the target may predate a reset: the restore's is the given one
-            roles.set_password(conn, src.username, password)
-            # the source's roles as of the target: perhaps made by older code (CREATEROLE), repaired here
-            roles.harden(conn, src.username)
-            ts = conn.execute("SELECT pg_catalog.clock_timestamp()").fetchone()[0]  # type: ignore[index]
-        roles.mark_hardened(ctx.inst_dir(name))
         ctx.pitr.inherit(source, name, base)
-        ctx.catalog.update(name, status=Status.AVAILABLE.value, earliest=to_rfc3339(ts))
+        finish_restore(ctx, rec, src.username, password)
     if pool is not None:
         pool.spawn_refill()
     ctx._background()
@@ -102,11 +101,12 @@ def restore_to_new(ctx: LocalContext, source: str, name: str, restore_time: str,
 
 def restore_from_repo_alone(ctx: LocalContext, source: str, name: str, restore_time: str, *, password: str,
                        port: int | None, retention_hours: int | None, owner: str | None,
-                       src: InstanceRecord | None = None) -> InstanceInfo:
+                       src: InstanceRecord | None = None, archive: Callable[[], object] | None = None) -> InstanceInfo:
     """``restore_to_new`` from the repository alone: the source is lost or destroyed, or (``src``, running)
-    has no local base backup before the target."""
+    has no local base backup before the target, or is an HA instance (``archive``: how its newest WAL reaches
+    the repository first, default its server's ``archive_now``; ``ha.restores`` passes the leader's)."""
     if src is not None:
-        ctx.pitr.archive_now(source, src.port)
+        (archive or (lambda: ctx.pitr.archive_now(source, src.port)))()
     window = restore_window(ctx, source) if src is None else repo_window(ctx, source, live=src)
     if window is None:
         raise EngineError(f"instance {source!r} has no backup to restore from yet",
@@ -131,15 +131,26 @@ def restore_from_repo_alone(ctx: LocalContext, source: str, name: str, restore_t
             if not is_scratch(owner):
                 creates.new_stanza(ctx, name, undo)
 
-        restore_from_repo(ctx, source, rec, target, own_stanza)
-        with ctx.server.admin(name, rec.port) as conn:
-            roles.set_password(conn, username, password)
-            roles.harden(conn, username)
-            ts = conn.execute("SELECT pg_catalog.clock_timestamp()").fetchone()[0]  # type: ignore[index]
-        roles.mark_hardened(ctx.inst_dir(name))
-        ctx.catalog.update(name, status=Status.AVAILABLE.value, earliest=to_rfc3339(ts))
+        member = restore_from_repo(ctx, source, rec, target, own_stanza)
+        finish_restore(ctx, rec, username, password, extra=drop_member_leftovers if member else None)
     ctx._background()
     return ctx._current(name)
+
+
+def finish_restore(ctx: LocalContext, rec: InstanceRecord, username: str, password: str, *,
+                   extra: Callable[[psycopg.Connection[Any]], None] | None = None) -> None:
+    """What every restore into a new instance ends with, once its server is promoted: the user's password the
+    given one (the role's as of the target may predate a reset), the source's roles as of the target repaired
+    (perhaps made by older code: CREATEROLE), ``extra`` (what the data brought that this instance has no use
+    for: an HA member's roles), its restorable window starting now, and the instance available."""
+    with ctx.server.admin(rec.name, rec.port) as conn:
+        roles.set_password(conn, username, password)
+        roles.harden(conn, username)
+        if extra is not None:
+            extra(conn)
+        ts = conn.execute("SELECT pg_catalog.clock_timestamp()").fetchone()[0]  # type: ignore[index]
+    roles.mark_hardened(ctx.inst_dir(rec.name))
+    ctx.catalog.update(rec.name, status=Status.AVAILABLE.value, earliest=to_rfc3339(ts))
 
 
 def recover(ctx: LocalContext, name: str) -> InstanceInfo:
