@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -168,6 +169,9 @@ func (h *host) About(ctx context.Context, req *pulumirpc.AboutRequest) (*pulumir
 	if err != nil {
 		return nil, err
 	}
+	if r := venvAbout(opts); r != nil {
+		return r, nil
+	}
 	tc, err := toolchain.ResolveToolchain(opts)
 	if err != nil {
 		return nil, err
@@ -178,6 +182,55 @@ func (h *host) About(ctx context.Context, req *pulumirpc.AboutRequest) (*pulumir
 	}
 	return &pulumirpc.AboutResponse{Executable: about.PythonExecutable, Version: about.PythonVersion.String(),
 		Metadata: map[string]string{"toolchainVersion": about.ToolchainVersion.String()}}, nil
+}
+
+// venvAbout answers About from the virtualenv's files when the project names one (pip toolchain): the CLI
+// asks at every preview, up, refresh and destroy (for the update's metadata), and the toolchain's About
+// runs three interpreters to answer (`python -m pip --version`, `python -c ...sys.executable`, `python
+// --version`: ~0.12 s of CPU, a tenth of a no-op preview's). pyvenv.cfg holds the interpreter's version,
+// bin/python is the executable and pip's dist-info directory names its version. nil: ask the toolchain.
+func venvAbout(opts toolchain.PythonOptions) *pulumirpc.AboutResponse {
+	if opts.Virtualenv == "" || (opts.Toolchain != toolchain.Pip && opts.Toolchain != toolchain.Auto) {
+		return nil
+	}
+	if opts.Toolchain == toolchain.Auto { // Auto is pip unless a uv or poetry lock file is found upwards
+		for dir := opts.ProgramDir; dir != ""; {
+			for _, lock := range []string{"uv.lock", "poetry.lock"} {
+				if _, err := os.Stat(filepath.Join(dir, lock)); err == nil {
+					return nil
+				}
+			}
+			parent := filepath.Dir(dir)
+			if parent == dir {
+				break
+			}
+			dir = parent
+		}
+	}
+	venv := opts.Virtualenv
+	if !filepath.IsAbs(venv) {
+		venv = filepath.Join(opts.Root, venv)
+	}
+	cfg, err := os.ReadFile(filepath.Join(venv, "pyvenv.cfg"))
+	if err != nil {
+		return nil
+	}
+	pyVersion := ""
+	for _, line := range strings.Split(string(cfg), "\n") {
+		k, v, ok := strings.Cut(line, "=")
+		if ok && (strings.TrimSpace(k) == "version" || strings.TrimSpace(k) == "version_info") {
+			pyVersion = strings.TrimSpace(v)
+		}
+	}
+	exe := filepath.Join(venv, "bin", "python")
+	if _, err := os.Stat(exe); err != nil || pyVersion == "" {
+		return nil
+	}
+	meta := map[string]string{}
+	if found, _ := filepath.Glob(filepath.Join(venv, "lib", "python*", "site-packages", "pip-*.dist-info")); len(found) == 1 {
+		meta["toolchainVersion"] = strings.TrimSuffix(strings.TrimPrefix(filepath.Base(found[0]), "pip-"), ".dist-info")
+	}
+	return &pulumirpc.AboutResponse{Executable: exe, Version: pyVersion, Metadata: meta}
 }
 
 // GetProgramDependencies lists the packages installed in the project's virtualenv (`pulumi about`).
