@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import os
 import shutil
@@ -192,9 +193,20 @@ class Project:
         files = [f.read_text(errors="replace") for f in (self.root / "backend").rglob("*") if f.is_file()]
         return cp.stdout + "\n".join(files)
 
+    def resources(self) -> list[dict[str, Any]]:
+        """The stack's resources as its state holds them (what ``pulumi stack export`` prints as
+        ``deployment.resources``, secrets still encrypted), read from the ``file://`` backend's checkpoint
+        rather than through the CLI (~0.3 s of CPU a call, and some tests read it around every step)."""
+        stacks = self.root / "backend" / ".pulumi" / "stacks"
+        found = [f for f in (*stacks.glob("*/test.json"), *stacks.glob("*/test.json.gz"))]
+        assert len(found) == 1, f"one checkpoint of stack test expected under {stacks}: {found}"
+        raw = found[0].read_bytes()
+        doc = json.loads(gzip.decompress(raw) if found[0].suffix == ".gz" else raw)
+        return list((doc.get("checkpoint") or {}).get("latest", {}).get("resources") or [])
+
     def resource(self, name: str) -> dict[str, Any] | None:
         """Outputs of resource ``name`` as the state holds them (refresh updates these, not stack outputs)."""
-        for r in self.stack.export_stack().deployment.get("resources") or []:
+        for r in self.resources():
             if r["urn"].endswith("::" + name):
                 return dict(r.get("outputs") or {})
         return None

@@ -70,7 +70,7 @@ def detailed(step: dict[str, Any]) -> dict[str, str]:
 
 
 def state_inputs(p: Project, name: str) -> dict[str, Any]:
-    for r in p.stack.export_stack().deployment.get("resources") or []:
+    for r in p.resources():
         if r["urn"].endswith("::" + name):
             return dict(r.get("inputs") or {})
     raise AssertionError(f"{name} is not in the state")

@@ -141,7 +141,7 @@ def test_bad_input_fails_at_preview(world: dict[str, Any], kind: str, args: dict
     p: Project = world["project"]
     args = {k: (world["src_port"] if v == "SRC_PORT" else world["busy_port"] if v == "BUSY_PORT"
                 else world["bad_cfg"] if v == "BAD_CFG" else v) for k, v in args.items() if k != "owner"}
-    before = json.dumps(p.stack.export_stack().deployment.get("resources"), sort_keys=True)
+    before = json.dumps(p.resources(), sort_keys=True)
     on_disk = sorted(x.name for x in (p.data_dir / "instances").iterdir())
     p.set_spec({"bad": {"kind": kind, "args": args}})
     try:
@@ -154,7 +154,7 @@ def test_bad_input_fails_at_preview(world: dict[str, Any], kind: str, args: dict
     assert rule.lower() in text.lower(), text[-2000:]
     if field == "password":
         assert args["password"] not in text
-    assert json.dumps(p.stack.export_stack().deployment.get("resources"), sort_keys=True) == before
+    assert json.dumps(p.resources(), sort_keys=True) == before
     assert sorted(x.name for x in (p.data_dir / "instances").iterdir()) == on_disk
     assert not Path("/tmp/with space").exists()
 
