@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -400,20 +401,28 @@ def switchover(ctx: LocalContext, name: str, candidate: str | None = None, timeo
         ctx._require(name)
         raise EngineError(f"{name!r} is not a high-availability instance: there is nothing to switch over to",
                           hint=f"set dbos:instances.{name}.highAvailability: true and `pulumi up`")
-    top = wait_healthy(ctx, name, 30)
-    lead = leader(ctx, name)
-    ms = members(ctx, name)
-    target = None
-    if candidate:
-        target = next((m for m in ms if candidate in (m.name, m.host.name)), None)
-        if target is None:
-            raise EngineError(f"{candidate!r} is not a member of {name!r}: {[m.name for m in ms]}")
-    else:
-        target = next((m for m in ms if m.name == top.sync_standby), None)
-    body = {"leader": lead.name, **({"candidate": target.name} if target else {})}
-    status, text = patroni.post(lead, "/switchover", body, timeout=timeout)
-    if status != 200:
-        raise EngineError(f"switchover of {name!r} refused by Patroni ({status}): {text.strip()}")
+    deadline = time.monotonic() + timeout
+    while True:
+        top = wait_healthy(ctx, name, 30)
+        lead = leader(ctx, name)
+        ms = members(ctx, name)
+        target = None
+        if candidate:
+            target = next((m for m in ms if candidate in (m.name, m.host.name)), None)
+            if target is None:
+                raise EngineError(f"{candidate!r} is not a member of {name!r}: {[m.name for m in ms]}")
+        else:
+            target = next((m for m in ms if m.name == top.sync_standby), None)
+        body = {"leader": lead.name, **({"candidate": target.name} if target else {})}
+        status, text = patroni.post(lead, "/switchover", body, timeout=timeout)
+        if status == 200:
+            break
+        # 412/503: the topology moved between our look and Patroni's (the synchronous standby just changed, a
+        # member is catching up): look again while there is time; anything else is Patroni's final answer
+        if status not in (412, 503) or time.monotonic() > deadline:
+            raise EngineError(f"switchover of {name!r} refused by Patroni ({status}): {text.strip()}")
+        log.info("switchover of %r: Patroni said %s (%s), looking again", name, status, text.strip())
+        time.sleep(0.5)
     new = wait_until(lambda: (t if (t := topology(ctx, name)).leader not in (None, lead.name) else None), timeout,
                      f"a new leader of {name!r} after the switchover", interval=0.1)
     assert new is not None

@@ -104,6 +104,11 @@ def _backup(ctx: LocalContext, name: str, *, full: bool = False) -> Any:
     stanza = rec.stanza or ctx.layout.stanza(name)
     assert stanza
     m = leader(ctx, name)
+    # a leader promoted moments ago still has its old timeline in pg_control until the end-of-recovery checkpoint,
+    # which PostgreSQL spreads out (minutes): pgBackRest refuses that ("WAL timeline 7 does not match pg_control
+    # timeline 4"), so the checkpoint is made now (on the leader: a standby's pg_control is not backed up)
+    with admin(ctx, name) as conn:
+        conn.execute("CHECKPOINT")
     notes = {"instance": rec.name, "username": rec.username, "kind": rec.kind.value,
              "retention-hours": str(rec.retention_hours), "port": str(rec.port), "created-at": rec.created_at or "",
              "high-availability": "true"}
