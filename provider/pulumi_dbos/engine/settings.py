@@ -92,6 +92,11 @@ class EngineSettings:
     ha_member_timeout: float = _setting(
         "PULUMI_DBOS_HA_MEMBER_TIMEOUT", 180.0, "seconds a high-availability member may take to clone, start or "
         "take an instance over", minimum=1)
+    ha_members: int = _setting(
+        "PULUMI_DBOS_HA_MEMBERS", 0, "new instances the engine provisions or restores are high-availability with this "
+        "many members (2-9; 0: single servers). For operators whose every database should survive a host's loss "
+        "(e.g. a `pulumi-dbos serve`, whose API has no such field); a stack's `highAvailability` decides for its own "
+        "instances", minimum=0)
     # -- scheduled backups and drills
     wal_backup_mb: int = _setting(
         "PULUMI_DBOS_WAL_BACKUP_MB", 128, "WAL written since the newest backup that triggers a new one (MiB; 0: "

@@ -54,7 +54,7 @@ from .members import (
     stop_endpoint,
     topology,
 )
-from .restores import _backup, archive_now, backup, backup_info, no_drills, restore_to_new, restore_window
+from .restores import _backup, archive_now, backup, backup_info, restore_to_new, restore_window
 
 if TYPE_CHECKING:
     import psycopg
@@ -174,7 +174,19 @@ def _enable(ctx: LocalContext, name: str, rec: InstanceRecord, fab: Fabric, coun
 
 
 def wait_healthy(ctx: LocalContext, name: str, timeout: float | None = None) -> Topology:
-    found = wait_until(lambda: (t if (t := topology(ctx, name)).healthy else None),
+    """Every member streaming and a synchronous standby named; the leader's HA loop is woken while a standby
+    streams unnamed (``patroni.wake``: it names one a loop sooner)."""
+    def healthy() -> Topology | None:
+        t = topology(ctx, name)
+        if t.healthy:
+            return t
+        if t.leader and t.sync_standby is None and any(r.get("state") == "streaming" for r in t.members):
+            lead = next((m for m in members(ctx, name) if m.name == t.leader), None)
+            if lead is not None:
+                patroni.wake(lead)
+        return None
+
+    found = wait_until(healthy,
                        ctx.settings.ha_member_timeout if timeout is None else timeout,
                        f"every member of {name!r} streaming with a synchronous standby",
                        hint=f"see {ctx.inst_dir(name)}/m/<host>/log", interval=0.25)
@@ -322,12 +334,14 @@ def disable(ctx: LocalContext, name: str) -> None:
 
 
 def teardown(ctx: LocalContext, name: str) -> None:
-    """Before a destroy: the last WAL archived, every member stopped (every host), the endpoint gone."""
+    """Before a destroy: the last WAL archived, every member killed (every host: ``patroni.kill_all``), the
+    endpoint gone."""
     if not enabled(ctx, name):
         return
     with contextlib.suppress(Exception):
         archive_now(ctx, name)
-    stop(ctx, name)
+    stop_endpoint(ctx, name)
+    patroni.kill_all(members(ctx, name))
     _clear_dcs(ctx, name)
     shutil.rmtree(ctx.inst_dir(name) / "m", ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
@@ -374,4 +388,4 @@ def switchover(ctx: LocalContext, name: str, candidate: str | None = None, timeo
     return new
 
 
-__all__ = ["DEFAULT_MEMBERS", "HaState", "Topology", "after_destroy", "archive_now", "backup", "backup_info", "disable", "enable", "enabled", "ensure_hosts", "ensure_running", "fabric", "info", "leader", "members", "no_drills", "read_state", "require_hosts", "reset_credentials", "restore_to_new", "restore_window", "set_port", "single_server", "stop", "switchover", "teardown", "topology", "wait_healthy"]
+__all__ = ["DEFAULT_MEMBERS", "HaState", "Topology", "after_destroy", "archive_now", "backup", "backup_info", "disable", "enable", "enabled", "ensure_hosts", "ensure_running", "fabric", "info", "leader", "members", "read_state", "require_hosts", "reset_credentials", "restore_to_new", "restore_window", "set_port", "single_server", "stop", "switchover", "teardown", "topology", "wait_healthy"]
