@@ -1,9 +1,12 @@
 """The engines the contract suite runs against, by name: each factory yields a fresh, empty engine and
 removes everything it made afterwards, also when tests fail.
 
-``dbos-cloud`` runs against a real ``pulumi-dbos serve`` (its own process, data dir and TLS
-certificate) with a token of an organization of its own per run; ``dbos-cloud-exact`` the same against
-``serve --cloud-exact`` (DBOS Cloud's API as DBOS Cloud answers it). To add an engine, add its factory here.
+``local`` is the embedded engine in a throwaway data dir; ``local-ha`` the same with every instance it provisions
+or restores highly available (the engine's ``ha_members`` setting, ``PULUMI_DBOS_HA_MEMBERS``: 2 members under
+Patroni on simulated hosts; skipped, saying why, where HA cannot run: not root, no etcd). ``dbos-cloud`` runs
+against a real ``pulumi-dbos serve`` (its own process, data dir and TLS certificate) with a token of an
+organization of its own per run; ``dbos-cloud-exact`` the same against ``serve --cloud-exact`` (DBOS Cloud's API as
+DBOS Cloud answers it). To add an engine, add its factory here.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ def test_engine_implements_the_protocol(contract_engine: Engine, request: pytest
     assert isinstance(contract_engine, Engine)
     assert isinstance(contract_engine.apps, AppEngine)
     param = request.node.callspec.params["contract_engine"]
-    assert param in (contract_engine.kind, f"{contract_engine.kind}-exact")
+    assert param in (contract_engine.kind, f"{contract_engine.kind}-exact", f"{contract_engine.kind}-ha")
     assert param in ENGINE_FACTORIES
     assert isinstance(contract_engine.describe(), str) and contract_engine.describe()
 
@@ -263,7 +263,8 @@ def test_recover_interrupted_leaves_finished_instances(contract_engine: Engine, 
 # ---------------------------------------------------------------- high availability (tests/ha has the HA instances)
 def test_a_single_server_is_not_high_available_and_has_nothing_to_switch_over(contract_engine: Engine,
                                                                                bystander: InstanceInfo) -> None:
-    """Every engine: turning HA off on a single server changes nothing; a switchover of it is refused, naming why."""
+    """Every engine: turning HA off on a single server changes nothing; a switchover of it is refused, naming why.
+    (On ``local-ha`` the bystander is highly available: turning HA off makes it a single server, same port.)"""
     info = contract_engine.set_high_availability(bystander.name, False)
     assert not info.high_availability and info.port == bystander.port and info.status == Status.AVAILABLE
     with pytest.raises(DbosError, match="high.availability"):
