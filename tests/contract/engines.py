@@ -128,3 +128,5 @@ ENGINE_FACTORIES: dict[str, Callable[[], AbstractContextManager[Engine]]] = {
 }
 #: the engines without pulumi-dbos's extensions of DBOS Cloud's API
 EXACT = frozenset({"dbos-cloud-exact"})
+#: the engines whose every instance is highly available (tests marked ``same_on_ha`` are not repeated there)
+HA = frozenset({"local-ha"})

@@ -67,6 +67,7 @@ def test_provision_of_a_taken_name_is_refused_and_changes_nothing(contract_engin
     assert not authenticates(info, NEW_PW)
 
 
+@pytest.mark.same_on_ha("a port taken is refused before HA is turned on")
 def test_failed_provision_leaves_nothing(contract_engine: Engine, instances: Instances,
                                         bystander: InstanceInfo) -> None:
     """A port another instance uses: the provision fails, and the name stays free."""
@@ -150,6 +151,7 @@ def test_check_credentials(contract_engine: Engine, bystander: InstanceInfo) -> 
     assert contract_engine.check_credentials(bystander.name, "nobody_here", PW) is False
 
 
+@pytest.mark.same_on_ha("retention is the catalog's and the repository's, whatever the members")
 # ---------------------------------------------------------------- retention, port
 @pytest.mark.extension("RetentionHours on provision, PATCH databases/userdb/{name}")
 def test_set_retention(contract_engine: Engine, instances: Instances) -> None:
@@ -242,6 +244,7 @@ def test_backup(contract_engine: Engine, bystander: InstanceInfo) -> None:
     assert authenticates(info, PW)
 
 
+@pytest.mark.same_on_ha("the owner is the catalog's")
 # ---------------------------------------------------------------- owner, crash recovery
 @pytest.mark.extension("Owner on provision, PATCH databases/userdb/{name} with Owner")
 def test_set_owner_records_the_new_owner(contract_engine: Engine, instances: Instances) -> None:

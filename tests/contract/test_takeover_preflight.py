@@ -81,6 +81,7 @@ def test_preflight_of_a_free_name(contract_engine: Engine, instances: Instances)
     assert contract_engine.info(name) is None  # a preflight creates nothing
 
 
+@pytest.mark.same_on_ha("preflight reads the catalog: names, owners, ports")
 def test_preflight_of_a_name_taken_by_another_owner(contract_engine: Engine, owned: InstanceInfo) -> None:
     made = owned
     problems = contract_engine.preflight(new_instance(made.name, OWNER_B))
@@ -90,6 +91,7 @@ def test_preflight_of_a_name_taken_by_another_owner(contract_engine: Engine, own
     assert PW not in problems[0].message
 
 
+@pytest.mark.same_on_ha("preflight reads the catalog: names, owners, ports")
 @pytest.mark.extension("UserDBInstance.Owner: whose instance it is")
 def test_preflight_of_a_name_that_is_no_conflict(contract_engine: Engine, owned: InstanceInfo) -> None:
     made = owned
@@ -101,6 +103,7 @@ def test_preflight_of_a_name_that_is_no_conflict(contract_engine: Engine, owned:
     assert contract_engine.preflight(new_instance(made.name, OWNER_A, creating=False, port=made.port)) == []
 
 
+@pytest.mark.same_on_ha("preflight reads the catalog: names, owners, ports")
 def test_preflight_of_a_port_another_instance_uses(contract_engine: Engine, instances: Instances,
                                                    owned: InstanceInfo) -> None:
     problems = contract_engine.preflight(new_instance(instances.name("pf_pn"), port=owned.port))
