@@ -74,6 +74,7 @@ def test_deploy_versions_change_instance_previous_version_and_delete(
     assert contract_engine.apps.versions(app) == []
 
 
+@pytest.mark.same_on_ha("an app's own port is the app's; its database is at the instance's host:port, an HA one's endpoint (tests/ha runs a DBOS app across a switchover)")
 @pytest.mark.extension("Port on register and deploy")
 def test_a_port_change_moves_the_running_version_in_place(contract_engine: Engine, instances: Instances,
                                                           tmp_path: Path) -> None:

@@ -87,3 +87,18 @@ def test_no_question_goes_to_the_subnet_without_its_bridge(tmp_path: Path, monke
     assert not Fabric(tmp_path).present()
     top = cluster.topology(Ctx(), "x")  # type: ignore[arg-type]
     assert top.leader is None and not asked
+
+
+def test_a_stacks_instances_ignore_the_engines_default_of_high_availability(tmp_path: Path, monkeypatch: Any) -> None:
+    """``PULUMI_DBOS_HA_MEMBERS`` makes the engine's new instances HA (the CLI's, serve's, the contract suite's
+    ``local-ha``); a stack's instances have ``highAvailability`` of their own (default false): the resources'
+    engine must not turn HA on for them, only for it to be turned off again by the resource."""
+    from pulumi_dbos.engine import LocalEngine
+    from pulumi_dbos.engine.settings import EngineSettings
+    from pulumi_dbos.resources import _engine
+
+    monkeypatch.setenv("PULUMI_DBOS_HA_MEMBERS", "3")
+    assert EngineSettings.from_env().ha_members == 3
+    monkeypatch.setattr(_engine, "_engines", {})
+    eng = _engine.engine_for({"engine": "local", "data_dir": str(tmp_path / "d"), "run_as": "root"})
+    assert isinstance(eng, LocalEngine) and eng.settings.ha_members == 0
