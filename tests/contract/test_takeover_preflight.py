@@ -23,6 +23,7 @@ def test_takeover_by_the_owner_returns_it_working(contract_engine: Engine, insta
     assert rows(taken, PW) == [1]
 
 
+@pytest.mark.same_on_ha("who may take an instance over is the catalog's owner; an HA instance's own path (its data in its members, its members started) is test_takeover_by_the_owner_returns_it_working's")
 @pytest.mark.extension("Owner on provision and UserDBInstance.Owner")
 def test_takeover_by_another_owner_returns_none(contract_engine: Engine, instances: Instances) -> None:
     made = instances.provision("tkx", owner=OWNER_A)
@@ -34,6 +35,7 @@ def test_takeover_by_another_owner_returns_none(contract_engine: Engine, instanc
     assert contract_engine.takeover(made.name, OWNER_A) is not None  # still the owner's
 
 
+@pytest.mark.same_on_ha("who may take an instance over is the catalog's owner; an HA instance's own path (its data in its members, its members started) is test_takeover_by_the_owner_returns_it_working's")
 @pytest.mark.extension("Owner on provision, PATCH databases/userdb/{name} with Owner")
 def test_takeover_with_adopt_returns_it(contract_engine: Engine, instances: Instances) -> None:
     made = instances.provision("tka", owner=OWNER_A)
@@ -47,6 +49,7 @@ def test_takeover_with_adopt_returns_it(contract_engine: Engine, instances: Inst
     assert contract_engine.takeover(made.name, OWNER_A) is None
 
 
+@pytest.mark.same_on_ha("who may take an instance over is the catalog's owner; an HA instance's own path (its data in its members, its members started) is test_takeover_by_the_owner_returns_it_working's")
 def test_takeover_without_an_owner_needs_adopt(contract_engine: Engine, instances: Instances) -> None:
     """An instance that records no owner (DBOS Cloud records none; here one made without): nobody's to take
     over by name, so a re-run of an interrupted create takes it with ``adopt`` only."""
