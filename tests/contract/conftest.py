@@ -7,16 +7,22 @@ from collections.abc import Iterator
 import pytest
 
 from pulumi_dbos.engine.contract import Engine
-from tests.contract.engines import ENGINE_FACTORIES, EXACT
+from tests.contract.engines import ENGINE_FACTORIES, EXACT, HA
 from tests.contract.helpers import Instances
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test marked ``extension("what")`` needs that pulumi-dbos extension: against an engine without them
-    (``serve --cloud-exact``) it is skipped, and the skip says why."""
+    (``serve --cloud-exact``) it is skipped, and the skip says why. A test marked ``same_on_ha("why")`` is not
+    repeated on ``local-ha`` (every instance highly available: ~10 s more per instance made), where the engine's
+    path for an HA instance is the single server's, covered on ``local``: the skip says which path."""
     for item in items:
-        marker = item.get_closest_marker("extension")
         callspec = getattr(item, "callspec", None)
+        same = item.get_closest_marker("same_on_ha")
+        if same is not None and callspec is not None and callspec.params.get("contract_engine") in HA:
+            item.add_marker(pytest.mark.skip(reason=f"the same path for HA instances as on `local` ({same.args[0]}); "
+                                                    "not repeated on HA instances to keep the suite's time"))
+        marker = item.get_closest_marker("extension")
         if marker is None or callspec is None or callspec.params.get("contract_engine") not in EXACT:
             continue
         what = marker.args[0] if marker.args else "an extension"

@@ -1,9 +1,12 @@
 """The engines the contract suite runs against, by name: each factory yields a fresh, empty engine and
 removes everything it made afterwards, also when tests fail.
 
-``dbos-cloud`` runs against a real ``pulumi-dbos serve`` (its own process, data dir and TLS
-certificate) with a token of an organization of its own per run; ``dbos-cloud-exact`` the same against
-``serve --cloud-exact`` (DBOS Cloud's API as DBOS Cloud answers it). To add an engine, add its factory here.
+``local`` is the embedded engine in a throwaway data dir; ``local-ha`` the same with every instance it provisions
+or restores highly available (the engine's ``ha_members`` setting, ``PULUMI_DBOS_HA_MEMBERS``: 2 members under
+Patroni on simulated hosts; skipped, saying why, where HA cannot run: not root, no etcd). ``dbos-cloud`` runs
+against a real ``pulumi-dbos serve`` (its own process, data dir and TLS certificate) with a token of an
+organization of its own per run; ``dbos-cloud-exact`` the same against ``serve --cloud-exact`` (DBOS Cloud's API as
+DBOS Cloud answers it). To add an engine, add its factory here.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import pytest
 from psycopg import sql
 
 from pulumi_dbos.engine import LocalEngine, get_engine
 from pulumi_dbos.engine.contract import Engine, InstanceInfo
+from pulumi_dbos.engine.ha.hosts import Fabric
+from pulumi_dbos.engine.settings import EngineSettings
 from tests.conftest import _short_tmpdir, cleanup_data_dir
 from tests.support.serve import running_serve
 
@@ -61,6 +67,31 @@ def local_engine() -> Iterator[Engine]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+#: members of each instance of ``local-ha`` (a primary and a synchronous standby: failover-aware paths, half the clones)
+HA_MEMBERS = 2
+
+
+@contextlib.contextmanager
+def local_ha_engine() -> Iterator[Engine]:
+    """The embedded engine in a throwaway data dir whose every new instance is high-availability (the engine's
+    ``ha_members`` setting, ``PULUMI_DBOS_HA_MEMBERS``: provisions and restores get members under Patroni on
+    simulated hosts). Skipped where HA cannot run (not root, no etcd); the hosts (network namespaces) are
+    removed afterwards, also when tests fail."""
+    from tests.ha.conftest import _skip_reason
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    root = _short_tmpdir("pa")
+    data_dir = root / "d"
+    try:
+        yield get_engine("local", str(data_dir), None,
+                         settings=EngineSettings.from_env().replace(ha_members=HA_MEMBERS))
+    finally:
+        cleanup_data_dir(data_dir)
+        Fabric(data_dir).teardown()  # whatever a failure left: namespaces, bridge, blackhole route
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def dbos_cloud_engine(*serve_args: str) -> Iterator[Engine]:
     """The dbos-cloud engine against a local ``pulumi-dbos serve``, in a fresh organization; the serve and
@@ -91,8 +122,11 @@ def dbos_cloud_exact_engine() -> AbstractContextManager[Engine]:
 
 ENGINE_FACTORIES: dict[str, Callable[[], AbstractContextManager[Engine]]] = {
     "local": local_engine,
+    "local-ha": local_ha_engine,
     "dbos-cloud": dbos_cloud_engine,
     "dbos-cloud-exact": dbos_cloud_exact_engine,
 }
 #: the engines without pulumi-dbos's extensions of DBOS Cloud's API
 EXACT = frozenset({"dbos-cloud-exact"})
+#: the engines whose every instance is highly available (tests marked ``same_on_ha`` are not repeated there)
+HA = frozenset({"local-ha"})

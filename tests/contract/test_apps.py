@@ -27,6 +27,7 @@ def get(url: str) -> dict[str, str]:
     return json.loads(urllib.request.urlopen(url, timeout=30).read())  # type: ignore[no-any-return]  # noqa: S310
 
 
+@pytest.mark.same_on_ha("apps reach an instance at its host:port, the endpoint of an HA one; tests/ha runs a DBOS app across a switchover")
 def test_deploy_versions_change_instance_previous_version_and_delete(
         contract_engine: Engine, instances: Instances, tmp_path: Path) -> None:
     src = tmp_path / "greet"
@@ -73,6 +74,7 @@ def test_deploy_versions_change_instance_previous_version_and_delete(
     assert contract_engine.apps.versions(app) == []
 
 
+@pytest.mark.same_on_ha("an app's own port is the app's; its database is at the instance's host:port, an HA one's endpoint (tests/ha runs a DBOS app across a switchover)")
 @pytest.mark.extension("Port on register and deploy")
 def test_a_port_change_moves_the_running_version_in_place(contract_engine: Engine, instances: Instances,
                                                           tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ def test_engine_implements_the_protocol(contract_engine: Engine, request: pytest
     assert isinstance(contract_engine, Engine)
     assert isinstance(contract_engine.apps, AppEngine)
     param = request.node.callspec.params["contract_engine"]
-    assert param in (contract_engine.kind, f"{contract_engine.kind}-exact")
+    assert param in (contract_engine.kind, f"{contract_engine.kind}-exact", f"{contract_engine.kind}-ha")
     assert param in ENGINE_FACTORIES
     assert isinstance(contract_engine.describe(), str) and contract_engine.describe()
 
@@ -67,6 +67,7 @@ def test_provision_of_a_taken_name_is_refused_and_changes_nothing(contract_engin
     assert not authenticates(info, NEW_PW)
 
 
+@pytest.mark.same_on_ha("a port taken is refused before HA is turned on")
 def test_failed_provision_leaves_nothing(contract_engine: Engine, instances: Instances,
                                         bystander: InstanceInfo) -> None:
     """A port another instance uses: the provision fails, and the name stays free."""
@@ -150,6 +151,7 @@ def test_check_credentials(contract_engine: Engine, bystander: InstanceInfo) -> 
     assert contract_engine.check_credentials(bystander.name, "nobody_here", PW) is False
 
 
+@pytest.mark.same_on_ha("retention is the catalog's and the repository's, whatever the members")
 # ---------------------------------------------------------------- retention, port
 @pytest.mark.extension("RetentionHours on provision, PATCH databases/userdb/{name}")
 def test_set_retention(contract_engine: Engine, instances: Instances) -> None:
@@ -242,6 +244,7 @@ def test_backup(contract_engine: Engine, bystander: InstanceInfo) -> None:
     assert authenticates(info, PW)
 
 
+@pytest.mark.same_on_ha("the owner is the catalog's")
 # ---------------------------------------------------------------- owner, crash recovery
 @pytest.mark.extension("Owner on provision, PATCH databases/userdb/{name} with Owner")
 def test_set_owner_records_the_new_owner(contract_engine: Engine, instances: Instances) -> None:
@@ -263,7 +266,8 @@ def test_recover_interrupted_leaves_finished_instances(contract_engine: Engine, 
 # ---------------------------------------------------------------- high availability (tests/ha has the HA instances)
 def test_a_single_server_is_not_high_available_and_has_nothing_to_switch_over(contract_engine: Engine,
                                                                                bystander: InstanceInfo) -> None:
-    """Every engine: turning HA off on a single server changes nothing; a switchover of it is refused, naming why."""
+    """Every engine: turning HA off on a single server changes nothing; a switchover of it is refused, naming why.
+    (On ``local-ha`` the bystander is highly available: turning HA off makes it a single server, same port.)"""
     info = contract_engine.set_high_availability(bystander.name, False)
     assert not info.high_availability and info.port == bystander.port and info.status == Status.AVAILABLE
     with pytest.raises(DbosError, match="high.availability"):

@@ -14,6 +14,7 @@ from tests.contract.engines import link_user
 from tests.contract.helpers import Instances, connect, names_of
 
 EXT_PW = "External-pw-4"
+pytestmark = pytest.mark.same_on_ha("a link is a catalog row with a host:port, an HA instance's endpoint like any server's")
 
 
 @pytest.fixture(scope="module")

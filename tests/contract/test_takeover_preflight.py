@@ -23,6 +23,7 @@ def test_takeover_by_the_owner_returns_it_working(contract_engine: Engine, insta
     assert rows(taken, PW) == [1]
 
 
+@pytest.mark.same_on_ha("who may take an instance over is the catalog's owner; an HA instance's own path (its data in its members, its members started) is test_takeover_by_the_owner_returns_it_working's")
 @pytest.mark.extension("Owner on provision and UserDBInstance.Owner")
 def test_takeover_by_another_owner_returns_none(contract_engine: Engine, instances: Instances) -> None:
     made = instances.provision("tkx", owner=OWNER_A)
@@ -34,6 +35,7 @@ def test_takeover_by_another_owner_returns_none(contract_engine: Engine, instanc
     assert contract_engine.takeover(made.name, OWNER_A) is not None  # still the owner's
 
 
+@pytest.mark.same_on_ha("who may take an instance over is the catalog's owner; an HA instance's own path (its data in its members, its members started) is test_takeover_by_the_owner_returns_it_working's")
 @pytest.mark.extension("Owner on provision, PATCH databases/userdb/{name} with Owner")
 def test_takeover_with_adopt_returns_it(contract_engine: Engine, instances: Instances) -> None:
     made = instances.provision("tka", owner=OWNER_A)
@@ -47,6 +49,7 @@ def test_takeover_with_adopt_returns_it(contract_engine: Engine, instances: Inst
     assert contract_engine.takeover(made.name, OWNER_A) is None
 
 
+@pytest.mark.same_on_ha("who may take an instance over is the catalog's owner; an HA instance's own path (its data in its members, its members started) is test_takeover_by_the_owner_returns_it_working's")
 def test_takeover_without_an_owner_needs_adopt(contract_engine: Engine, instances: Instances) -> None:
     """An instance that records no owner (DBOS Cloud records none; here one made without): nobody's to take
     over by name, so a re-run of an interrupted create takes it with ``adopt`` only."""
@@ -81,6 +84,7 @@ def test_preflight_of_a_free_name(contract_engine: Engine, instances: Instances)
     assert contract_engine.info(name) is None  # a preflight creates nothing
 
 
+@pytest.mark.same_on_ha("preflight reads the catalog: names, owners, ports")
 def test_preflight_of_a_name_taken_by_another_owner(contract_engine: Engine, owned: InstanceInfo) -> None:
     made = owned
     problems = contract_engine.preflight(new_instance(made.name, OWNER_B))
@@ -90,6 +94,7 @@ def test_preflight_of_a_name_taken_by_another_owner(contract_engine: Engine, own
     assert PW not in problems[0].message
 
 
+@pytest.mark.same_on_ha("preflight reads the catalog: names, owners, ports")
 @pytest.mark.extension("UserDBInstance.Owner: whose instance it is")
 def test_preflight_of_a_name_that_is_no_conflict(contract_engine: Engine, owned: InstanceInfo) -> None:
     made = owned
@@ -101,6 +106,7 @@ def test_preflight_of_a_name_that_is_no_conflict(contract_engine: Engine, owned:
     assert contract_engine.preflight(new_instance(made.name, OWNER_A, creating=False, port=made.port)) == []
 
 
+@pytest.mark.same_on_ha("preflight reads the catalog: names, owners, ports")
 def test_preflight_of_a_port_another_instance_uses(contract_engine: Engine, instances: Instances,
                                                    owned: InstanceInfo) -> None:
     problems = contract_engine.preflight(new_instance(instances.name("pf_pn"), port=owned.port))

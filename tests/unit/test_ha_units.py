@@ -168,3 +168,18 @@ def test_a_real_hosts_command_is_one_quoted_ssh_word_switching_user_the_way_the_
     assert argv[-3:-1] == ["--", "root@10.0.0.2"]
     assert shlex.split(argv[-1]) == ["runuser", "-u", me.name, "--", "echo", "a b", "$HOME"]
     assert shlex.split(deploy.wrap(["true"], me)[-1])[:4] == ["sudo", "-n", "-u", me.name]
+
+
+def test_a_stacks_instances_ignore_the_engines_default_of_high_availability(tmp_path: Path, monkeypatch: Any) -> None:
+    """``PULUMI_DBOS_HA_MEMBERS`` makes the engine's new instances HA (the CLI's, serve's, the contract suite's
+    ``local-ha``); a stack's instances have ``highAvailability`` of their own (default false): the resources'
+    engine must not turn HA on for them, only for it to be turned off again by the resource."""
+    from pulumi_dbos.engine import LocalEngine
+    from pulumi_dbos.engine.settings import EngineSettings
+    from pulumi_dbos.resources import _engine
+
+    monkeypatch.setenv("PULUMI_DBOS_HA_MEMBERS", "3")
+    assert EngineSettings.from_env().ha_members == 3
+    monkeypatch.setattr(_engine, "_engines", {})
+    eng = _engine.engine_for({"engine": "local", "data_dir": str(tmp_path / "d"), "run_as": "root"})
+    assert isinstance(eng, LocalEngine) and eng.settings.ha_members == 0

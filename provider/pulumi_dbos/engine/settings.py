@@ -99,6 +99,11 @@ class EngineSettings:
     ha_ssh_config: Path | None = _setting(
         "PULUMI_DBOS_HA_SSH_CONFIG", None, "an ssh_config file for the hosts of `PULUMI_DBOS_HA_HOSTS` (`ssh -F`: "
         "keys, known hosts, port; default: the engine's user's ~/.ssh/config)")
+    ha_members: int = _setting(
+        "PULUMI_DBOS_HA_MEMBERS", 0, "new instances the engine provisions or restores are high-availability with this "
+        "many members (2-9; 0: single servers). For operators whose every database should survive a host's loss "
+        "(e.g. a `pulumi-dbos serve`, whose API has no such field); a stack's `highAvailability` decides for its own "
+        "instances", minimum=0)
     # -- scheduled backups and drills
     wal_backup_mb: int = _setting(
         "PULUMI_DBOS_WAL_BACKUP_MB", 128, "WAL written since the newest backup that triggers a new one (MiB; 0: "

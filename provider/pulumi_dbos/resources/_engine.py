@@ -17,6 +17,7 @@ import pulumi
 
 from ..config.paths import resolve_project_path
 from ..engine import Engine, default_data_dir, default_run_as, get_engine
+from ..engine.settings import EngineSettings
 
 Props = dict[str, Any]
 
@@ -35,7 +36,9 @@ def engine_for(props: Props) -> Engine:
     if key not in _engines:
         name, data_dir, run_as, domain = key
         if name == "local":
-            _engines[key] = get_engine(name, data_dir, run_as, repo=repo_settings())
+            # a stack's `highAvailability` decides for its instances, not the engine's default for new ones
+            settings = EngineSettings.from_env().replace(ha_members=0)
+            _engines[key] = get_engine(name, data_dir, run_as, repo=repo_settings(), settings=settings)
         else:
             _engines[key] = get_engine(name, domain=domain, token=_provider_settings.get("cloudToken"),
                                        ca_cert=_provider_settings.get("cloudCaCert"))

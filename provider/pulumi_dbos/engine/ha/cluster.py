@@ -16,6 +16,7 @@ archived by the new leader, and ``pgbackrest restore --target-timeline=latest`` 
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -59,7 +60,7 @@ from .members import (
     topology,
 )
 from .remote import SshHosts
-from .restores import _backup, archive_now, backup, backup_info, no_drills, restore_to_new, restore_window
+from .restores import _backup, archive_now, backup, backup_info, restore_to_new, restore_window
 
 if TYPE_CHECKING:
     import psycopg
@@ -68,6 +69,9 @@ if TYPE_CHECKING:
     from ..local.context import LocalContext
 
 log = logging.getLogger("pulumi_dbos.engine")
+
+#: seconds a start of stopped members waits for the instance to be ``available`` again (~5 s measured)
+RESTART_HEALTHY = 30.0
 
 # ---------------------------------------------------------------- turning it on
 def _roles(conn: psycopg.Connection[Any], s: patroni.Secrets) -> None:
@@ -190,6 +194,8 @@ def _enable(ctx: LocalContext, name: str, rec: InstanceRecord, fab: Fabric | Ssh
     write_atomic(first.pgdata / "instance.conf", "# pulumi-dbos: this instance's members are Patroni's (ha.json)\n",
                  0o600, uid=ctx.server._uid(), gid=ctx.server._gid())
     _write_state(ctx, name, st)
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"ha-backup-{name}")
+    first_backup: concurrent.futures.Future[Any] | None = None
     try:
         _configure(ctx, first, stanza)
         _clear_dcs(ctx, name)
@@ -201,18 +207,37 @@ def _enable(ctx: LocalContext, name: str, rec: InstanceRecord, fab: Fabric | Ssh
         for m in ms[1:]:
             _configure(ctx, m, stanza)
             patroni.start(ctx.layout, m, ctx.settings)
+        # the first repository backup of the members' cluster (restores and drills start from one) is taken from
+        # the leader while the standbys clone it: ~3 s that would otherwise follow the ~5 s of the clones
+        first_backup = pool.submit(_backup, ctx, name, full=True)
         wait_healthy(ctx, name)
     except BaseException:
         log.warning("turning HA on for %r failed: back to a single server", name)
+        if first_backup is not None:
+            concurrent.futures.wait([first_backup])
         with contextlib.suppress(Exception):
             disable(ctx, name)
         raise
-    _backup(ctx, name, full=True)
+    finally:
+        pool.shutdown(wait=False)
+    first_backup.result()
     ctx._background()  # the watcher backs the members up now (``local.autobackup``), the server it watched gone
 
 
 def wait_healthy(ctx: LocalContext, name: str, timeout: float | None = None) -> Topology:
-    found = wait_until(lambda: (t if (t := topology(ctx, name)).healthy else None),
+    """Every member streaming and a synchronous standby named; the leader's HA loop is woken while a standby
+    streams unnamed (``patroni.wake``: it names one a loop sooner)."""
+    def healthy() -> Topology | None:
+        t = topology(ctx, name)
+        if t.healthy:
+            return t
+        if t.leader and t.sync_standby is None and any(r.get("state") == "streaming" for r in t.members):
+            lead = next((m for m in members(ctx, name) if m.name == t.leader), None)
+            if lead is not None:
+                patroni.wake(lead)
+        return None
+
+    found = wait_until(healthy,
                        ctx.settings.ha_member_timeout if timeout is None else timeout,
                        f"every member of {name!r} streaming with a synchronous standby",
                        hint=f"see {ctx.inst_dir(name)}/m/<host>/log", interval=0.25)
@@ -222,19 +247,26 @@ def wait_healthy(ctx: LocalContext, name: str, timeout: float | None = None) -> 
 
 def ensure_running(ctx: LocalContext, name: str) -> InstanceInfo:
     """Every host up, etcd, every member and the endpoint running (after a reboot, a lost host back); then
-    a leader to answer."""
+    a leader to answer, and when members were started here, the instance ``available`` again (every member
+    streaming, a synchronous standby named) within :data:`RESTART_HEALTHY` seconds — else it is returned as it
+    is (``degraded``: its status says so; a member that cannot come back must not hold ``pulumi up`` for long)."""
     rec = ctx._require_local(name, "high availability is for instances this engine runs")
     st = read_state(ctx, name)
     assert st is not None
     up = ensure_hosts(ctx, tolerate_down=True)
     stanza = rec.stanza or ctx.layout.stanza(name) or ""
+    started = False
     for m in members(ctx, name, st):
         if m.host in up and not m.running():
             _configure(ctx, m, stanza)
             patroni.start(ctx.layout, m, ctx.settings)
+            started = True
     start_endpoint(ctx, name, rec.port)
     wait_until(lambda: _try_leader(ctx, name), ctx.settings.ha_member_timeout, f"a leader of HA instance {name!r}",
                interval=0.2)
+    if started:
+        with contextlib.suppress(EngineError):
+            wait_healthy(ctx, name, RESTART_HEALTHY)
     ctx._background()
     return ctx._current(name)
 
@@ -369,12 +401,14 @@ def disable(ctx: LocalContext, name: str) -> None:
 
 
 def teardown(ctx: LocalContext, name: str) -> None:
-    """Before a destroy: the last WAL archived, every member stopped (every host), the endpoint gone."""
+    """Before a destroy: the last WAL archived, every member killed (every host: ``patroni.kill_all``), the
+    endpoint gone."""
     if not enabled(ctx, name):
         return
     with contextlib.suppress(Exception):
         archive_now(ctx, name)
-    stop(ctx, name)
+    stop_endpoint(ctx, name)
+    patroni.kill_all(members(ctx, name))
     _clear_dcs(ctx, name)
     shutil.rmtree(ctx.inst_dir(name) / "m", ignore_errors=True)
     with contextlib.suppress(FileNotFoundError):
@@ -429,4 +463,4 @@ def switchover(ctx: LocalContext, name: str, candidate: str | None = None, timeo
     return new
 
 
-__all__ = ["DEFAULT_MEMBERS", "HaState", "Topology", "after_destroy", "archive_now", "backup", "backup_info", "disable", "enable", "enabled", "ensure_hosts", "ensure_running", "fabric", "info", "leader", "members", "no_drills", "read_state", "require_hosts", "reset_credentials", "restore_to_new", "restore_window", "set_port", "single_server", "stop", "switchover", "teardown", "topology", "wait_healthy"]
+__all__ = ["DEFAULT_MEMBERS", "HaState", "Topology", "after_destroy", "archive_now", "backup", "backup_info", "disable", "enable", "enabled", "ensure_hosts", "ensure_running", "fabric", "info", "leader", "members", "read_state", "require_hosts", "reset_credentials", "restore_to_new", "restore_window", "set_port", "single_server", "stop", "switchover", "teardown", "topology", "wait_healthy"]

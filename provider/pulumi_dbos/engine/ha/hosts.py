@@ -7,9 +7,11 @@ every process the engine starts on a host (an etcd member, a Patroni member, whi
 ``PULUMI_DBOS_HA_HOSTS``) the prefix is ``ssh`` and the processes' lifetimes are ``remote``'s (see
 docs/design/high-availability.md for why SSH and not an agent). Everything above is the same for both.
 
-The namespaces of one data dir share a subnet ``10.<a>.<b>.0/24`` (from a hash of the data dir, so two
-engines on a machine never meet) behind a bridge in the root namespace, which is how the engine and the
-endpoint reach the members. Nothing leaves the subnet: a blackhole route for it is added in the root
+The namespaces of one data dir share a subnet ``10.<a>.<b>.0/24`` (from a hash of the data dir) behind a bridge
+in the root namespace, which is how the engine and the endpoint reach the members. Two data dirs whose hashes
+meet (about 1 in 30,000 per pair) would share a subnet and their namespaces' names: each fabric claims its subnet
+(``/run/pulumi-dbos/fabrics/<subnet>``, holding its data dir; /run goes with the namespaces at a reboot), and a
+second data dir is refused with the first one's name rather than wired into the other's hosts. Nothing leaves the subnet: a blackhole route for it is added in the root
 namespace *before* anything else (if the bridge goes, packets for the subnet are dropped rather than routed
 out), the namespaces have no default route, and forwarding is never switched on.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shlex
@@ -29,6 +32,7 @@ from pathlib import Path
 
 from ...errors import EngineError
 from .. import proc
+from ..files import write_atomic
 
 log = logging.getLogger("pulumi_dbos.engine")
 
@@ -37,6 +41,8 @@ NSENTER = "nsenter"
 SSH = "ssh"
 #: a route's metric below which the bridge's own (connected, metric 0) route wins while the bridge exists
 BLACKHOLE_METRIC = 4095
+#: which data dir each fabric's subnet belongs to (one file per subnet); a tmpfs, gone at a reboot with the hosts
+CLAIMS = Path("/run/pulumi-dbos/fabrics")
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,7 @@ class Fabric:
     ``dbos<6 hex>v<i>`` (interface names are at most 15 characters)."""
 
     def __init__(self, data_dir: Path, count: int = 3) -> None:
+        self.data_dir = data_dir
         h = _hash(data_dir)
         self.tag = "dbos" + h.hex()[:6]
         # 10.128.0.0/9 with a /24 per data dir: far from the usual 10.0.x / 10.1.x of other tools
@@ -139,6 +146,7 @@ class Fabric:
         if os.geteuid() != 0:
             raise EngineError("simulated hosts (network namespaces) need root",
                               hint="run as root, or give the engine real hosts")
+        self.claim()
         routes = self._ip("route", "show", "type", "blackhole", self.subnet, check=False).stdout
         if not routes.strip():
             self._ip("route", "add", "blackhole", self.subnet, "metric", str(BLACKHOLE_METRIC))
@@ -148,6 +156,42 @@ class Fabric:
             self._ip("link", "set", self.bridge, "up")
         for h in self.hosts:
             self.up(h)
+
+    def claim(self) -> None:
+        """The subnet (and the names that come with it) is this data dir's, or EngineError naming the data dir
+        whose fabric has it. A claim whose fabric is gone (no bridge of its name) is stale and taken over; an
+        interface of another name on the subnet (a fabric that lost its claim, anything else) refuses too."""
+        from ..locks import file_lock
+        CLAIMS.mkdir(parents=True, exist_ok=True, mode=0o755)
+        path = CLAIMS / self.subnet.replace("/", "_")
+        mine = str(self.data_dir.resolve())
+        with file_lock(CLAIMS / ".lock", wait=20) as locked:
+            if not locked:
+                raise EngineError(f"cannot lock {CLAIMS}/.lock to claim subnet {self.subnet}", hint="try again")
+            other = _read_claim(path)
+            if other is not None and other[0] != mine and Path(f"/sys/class/net/{other[1]}").exists():
+                raise EngineError(
+                    f"the simulated hosts of data dir {mine} would use subnet {self.subnet}, which data dir {other[0]}'s "
+                    "hosts use (their data dirs' hashes meet)",
+                    hint=f"use another data dir for one of them, or remove {other[0]}'s HA instances first")
+            strangers = [dev for dev in self._on_subnet() if dev != self.bridge]
+            if strangers:
+                raise EngineError(f"subnet {self.subnet} of data dir {mine}'s simulated hosts is already on interface "
+                                  f"{strangers[0]}", hint="use another data dir, or free the subnet")
+            write_atomic(path, json.dumps({"data_dir": mine, "bridge": self.bridge}) + "\n", 0o644)
+
+    def _on_subnet(self) -> list[str]:
+        """The interfaces of the root namespace with an address on the subnet."""
+        out = self._ip("-o", "-4", "addr", "show", "to", self.subnet, check=False).stdout
+        return [line.split()[1] for line in out.splitlines() if len(line.split()) > 1]
+
+    def release(self) -> None:
+        """Drop this data dir's claim on its subnet (after the bridge is gone)."""
+        path = CLAIMS / self.subnet.replace("/", "_")
+        other = _read_claim(path)
+        if other is not None and other[0] == str(self.data_dir.resolve()):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def up(self, h: Host) -> None:
         """Make host ``h`` (its namespace, its veth on the bridge, its address) if it is not there."""
@@ -205,7 +249,18 @@ class Fabric:
             with contextlib.suppress(EngineError, OSError):
                 self.kill(h)
         self._ip("link", "del", self.bridge, check=False)
-        self._ip("route", "del", "blackhole", self.subnet, "metric", str(BLACKHOLE_METRIC), check=False)
+        if not self._on_subnet():  # the blackhole stays while another fabric (refused as ours was) is on the subnet
+            self._ip("route", "del", "blackhole", self.subnet, "metric", str(BLACKHOLE_METRIC), check=False)
+        self.release()
+
+
+def _read_claim(path: Path) -> tuple[str, str] | None:
+    """(data dir, bridge) of a subnet's claim file; None: no (readable) claim."""
+    try:
+        raw = json.loads(path.read_text())
+        return str(raw["data_dir"]), str(raw["bridge"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _alive(pid: int) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import threading
 import urllib.error
 import urllib.request
@@ -205,6 +206,22 @@ def stop(m: Member, timeout: float = 60) -> None:
     procs.stop(m.dir / "pid", timeout, m.host, "patroni")
 
 
+def kill_all(ms: list[Member]) -> None:
+    """Every member gone at once, for a destroy, whose members' data is thrown away: each Patroni killed
+    (SIGKILL, all of them first, so that none restarts its PostgreSQL or takes the lead), then each PostgreSQL
+    stopped in immediate mode (SIGQUIT to its postmaster). A graceful stop takes 3-5 s a member (a synchronous
+    standby waits two Patroni loops to be released; Patroni lingers after its PostgreSQL is down) only to write
+    checkpoints into files about to be removed: what must outlive the instance is in the repository
+    (``cluster.teardown`` archives the leader's WAL first)."""
+    for m in ms:
+        procs.kill(m.dir / "pid", "patroni")
+    for m in ms:
+        procs.kill(m.pgdata / "postmaster.pid", "postgres", signal.SIGQUIT)
+    for m in ms:
+        with contextlib.suppress(FileNotFoundError):
+            (m.dir / "pid").unlink()
+
+
 # ---------------------------------------------------------------- the REST API
 def get(m: Member, path: str, timeout: float = 2) -> tuple[int, dict[str, Any]]:
     """``GET`` on the member's API: (status, JSON body); (0, {}) when it does not answer."""
@@ -219,8 +236,8 @@ def get(m: Member, path: str, timeout: float = 2) -> tuple[int, dict[str, Any]]:
         return 0, {}
 
 
-def post(m: Member, path: str, body: dict[str, Any], timeout: float = 30) -> tuple[int, str]:
-    req = urllib.request.Request(f"{m.api}{path}", data=json.dumps(body).encode(), method="POST",  # noqa: S310
+def post(m: Member, path: str, body: dict[str, Any], timeout: float = 30, method: str = "POST") -> tuple[int, str]:
+    req = urllib.request.Request(f"{m.api}{path}", data=json.dumps(body).encode(), method=method,  # noqa: S310
                                  headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - our own member
@@ -229,6 +246,15 @@ def post(m: Member, path: str, body: dict[str, Any], timeout: float = 30) -> tup
         return exc.code, exc.read().decode(errors="replace")
     except OSError as exc:
         raise EngineError(f"Patroni member {m.name} did not answer: {exc}") from None
+
+
+def wake(m: Member) -> None:
+    """Run ``m``'s HA loop now rather than at its next ``loop_wait``: a ``PATCH /config`` that changes nothing
+    (``loop_wait`` to its own value: no write to etcd) wakes the loop, as any change of the cluster's settings
+    does. A leader assigns a new synchronous standby over two loops (named, then confirmed): woken as soon as a
+    standby streams, turning HA on is ~3 s shorter. Best effort: an unwoken loop runs at its time anyway."""
+    with contextlib.suppress(EngineError):
+        post(m, "/config", {"loop_wait": LOOP_WAIT}, timeout=2, method="PATCH")
 
 
 def cluster(members: list[Member]) -> dict[str, Any] | None:

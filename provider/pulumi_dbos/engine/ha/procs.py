@@ -74,6 +74,26 @@ def stop(pidfile: Path, timeout: float = 30, host: Host | None = None, marker: s
         pidfile.unlink()
 
 
+def kill(pidfile: Path, marker: str, sig: int = signal.SIGKILL, timeout: float = 10) -> None:
+    """``sig`` to the process of ``pidfile`` (its first line) if it runs and says ``marker``; then wait until it
+    is gone, and SIGKILL it if ``sig`` did not end it within ``timeout``."""
+    try:
+        pid = int(pidfile.read_text().split("\n", 1)[0].strip())
+        p = psutil.Process(pid)
+        if marker not in " ".join(p.cmdline()):
+            return
+    except (OSError, ValueError, psutil.Error):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+    if not wait_until(lambda: not _exists(pid), timeout, f"process {pid} exiting", raise_on_timeout=False,
+                      interval=0.02):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not _exists(pid), 10, f"process {pid} exiting", raise_on_timeout=False, interval=0.02)
+    proc.reap()
+
+
 def alive(pid: int) -> bool:
     """``pid`` runs (not a zombie)."""
     return _exists(pid)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,13 +23,15 @@ from ..contract import BackupInfo, InstanceInfo
 from ..waits import wait_until
 from . import patroni
 from .members import (
+    _try_leader,
     admin,
-    enabled,
     leader,
     members,
 )
 
 if TYPE_CHECKING:
+    import psycopg
+
     from ..local.context import LocalContext
 
 log = logging.getLogger("pulumi_dbos.engine")
@@ -63,10 +67,29 @@ def restore_to_new(ctx: LocalContext, source: str, name: str, restore_time: str,
                                    archive=lambda: archive_now(ctx, source))
 
 
-def no_drills(ctx: LocalContext, name: str) -> None:
-    if enabled(ctx, name):
-        raise EngineError(f"{name!r} is a high-availability instance: drills of HA instances are not built yet",
-                          hint=f"restore it into a new instance instead (RestoredInstance(source={name!r}))")
+# ---------------------------------------------------------------- what a drill reads (``local.drills``)
+def admin_of(ctx: LocalContext, name: str) -> Callable[[str], AbstractContextManager[psycopg.Connection[Any]]]:
+    """The drill's superuser connections to a database of the instance: on its leader, found anew each time."""
+    return lambda db: admin(ctx, name, db)
+
+
+def has_leader(ctx: LocalContext, name: str) -> bool:
+    return _try_leader(ctx, name) is not None
+
+
+def newest_archived(ctx: LocalContext, name: str) -> list[str]:
+    """When the newest WAL segment the leader archived (``pg_stat_archiver``) and the newest repository backup were
+    made: a drill's RPO is measured from the later."""
+    rec = ctx._require_local(name, "it has no backups here")
+    out: list[str] = []
+    with contextlib.suppress(EngineError), admin(ctx, name) as conn:
+        row = conn.execute("SELECT last_archived_time FROM pg_catalog.pg_stat_archiver").fetchone()
+        if row and row[0] is not None:
+            out.append(to_rfc3339(row[0]))
+    st = ctx.repo.stanza(rec.stanza or ctx.layout.stanza(name) or "")
+    if st is not None and st.backups:
+        out.append(to_rfc3339(st.backups[-1].stopped))
+    return out
 
 
 def archive_now(ctx: LocalContext, name: str) -> datetime:

@@ -59,7 +59,7 @@ def preflight(eng: LocalEngine, req: Preflight) -> list[Problem]:
 
 def _restore_problems(eng: LocalEngine, catalog: Catalog, req: Preflight) -> list[Problem]:
     src = catalog.get(str(req.source))
-    if src is None or (not src.linked and not eng.pgdata(src.name).is_dir()):
+    if src is None or (not src.linked and not eng.has_data(src.name)):
         # lost, destroyed (its backups kept), or created in the same update (checked when the restore runs)
         if req.restore_time in (None, "latest") or not eng.repo.exists():
             return []

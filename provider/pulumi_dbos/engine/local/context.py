@@ -92,6 +92,12 @@ class LocalContext:
     def pgdata(self, name: str) -> Path:
         return self.layout.pgdata(name)
 
+    def has_data(self, name: str) -> bool:
+        """Whether ``name``'s data is on this machine: its server's data directory, or an HA instance's members
+        (``ha.json``; its data directory moved into its first member). False: lost, or never made."""
+        from ..ha.members import enabled  # ha -> local: imported when used
+        return self.pgdata(name).is_dir() or enabled(self, name)
+
     def template(self) -> Path:
         return ensure_template(self.layout, self.catalog.locked())
 

@@ -45,7 +45,8 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,8 @@ from ...errors import DbosError, EngineError
 from ...timeutil import parse_rfc3339, to_rfc3339, utcnow
 from .. import settings
 from ..contract import AppStatus, DrillResult, Status
+from ..ha import restores as ha_restores
+from ..ha.members import enabled as ha_enabled
 from ..waits import wait_until
 from . import roles
 from .autobackup import host_lock_path as backup_lock_path
@@ -64,6 +67,8 @@ from .server import Server
 from .workers import try_lock
 
 if TYPE_CHECKING:
+    import psycopg
+
     from .facade import LocalEngine
 
 log = logging.getLogger("pulumi_dbos.engine")
@@ -77,6 +82,14 @@ _USER_TABLES = (
     "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
     "WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND n.nspname <> 'information_schema' "
     "AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2")
+
+
+#: a superuser connection to a database (by name) of one instance: a single server's, or an HA instance's leader
+Admin = Callable[[str], AbstractContextManager["psycopg.Connection[Any]"]]
+
+
+def single_admin(server: Server, name: str, port: int) -> Admin:
+    return lambda db: server.admin(name, port, db)
 
 
 class DrillBusyError(EngineError):
@@ -131,8 +144,8 @@ class Fence:
     running: frozenset[int]
 
     @classmethod
-    def read(cls, server: Server, name: str, port: int) -> Fence:
-        with server.admin(name, port) as conn:
+    def read(cls, admin: Admin) -> Fence:
+        with admin("postgres") as conn:
             text = str(conn.execute("SELECT pg_catalog.pg_current_snapshot()::text").fetchone()[0])  # type: ignore[index]
         _xmin, xmax, xip = text.split(":")
         return cls(int(xmax), frozenset(int(x) for x in xip.split(",") if x))
@@ -142,16 +155,16 @@ class Fence:
         return max(0, later.xmax - self.xmax - own) + len(self.running - later.running)
 
 
-def count_tables(server: Server, name: str, port: int) -> dict[str, int]:
+def count_tables(admin: Admin) -> dict[str, int]:
     """``database/schema.table`` -> rows, for every user table of every database taking connections."""
     from psycopg import sql
 
     counts: dict[str, int] = {}
-    with server.admin(name, port) as conn:
+    with admin("postgres") as conn:
         dbs = [r[0] for r in conn.execute(
             "SELECT datname FROM pg_catalog.pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1")]
     for db in dbs:
-        with server.admin(name, port, db) as conn:
+        with admin(db) as conn:
             for schema, table in conn.execute(_USER_TABLES).fetchall():
                 n = conn.execute(sql.SQL("SELECT pg_catalog.count(*) FROM {}.{}").format(
                     sql.Identifier(schema), sql.Identifier(table))).fetchone()[0]  # type: ignore[index]
@@ -241,7 +254,7 @@ class Drills:
         rec = self.eng._require_local(name, "its backups are up to its own server: there is nothing here to drill")
         if is_scratch(rec.owner):
             raise EngineError(f"{name!r} is a restore drill's scratch instance")
-        if rec.status != Status.AVAILABLE.value or not self.eng.server.running(name):
+        if rec.status != Status.AVAILABLE.value or not self._running(rec):
             raise EngineError(f"cannot drill {name!r}: its server is not running (status {self.eng._info(rec).status})",
                               hint="a drill restores the newest point, which the running source archives; "
                                    "start it with `pulumi up` and retry")
@@ -267,16 +280,15 @@ class Drills:
     def _run(self, rec: InstanceRecord) -> DrillResult:
         eng, name = self.eng, rec.name
         at = utcnow()
-        # the newest point the backups alone reach: the newest archived segment, or base backup
-        newest = [t for t in (eng.pitr.last_archived_time(name), *(b.finished_at for b in eng.catalog.backups(name)))
-                  if t]
+        newest = self._newest(rec)
         rpo = round(max(0.0, (at - max(parse_rfc3339(t) for t in newest)).total_seconds()), 3) if newest else None
         base: dict[str, Any] = {"instance": name, "at": to_rfc3339(at), "rpo_seconds": rpo}
         chain = self._chain(rec)
         if chain is not None and not chain[0]:
             return DrillResult(ok=False, reason=chain[1], **base)
-        before = Fence.read(eng.server, name, rec.port)
-        source = count_tables(eng.server, name, rec.port)
+        admin = ha_restores.admin_of(eng, name) if ha_enabled(eng, name) else single_admin(eng.server, name, rec.port)
+        before = Fence.read(admin)
+        source = count_tables(admin)
         scratch = self._scratch_name()
         password = secrets.token_urlsafe(24)
         started = time.monotonic()
@@ -289,9 +301,9 @@ class Drills:
             except DbosError as exc:
                 return DrillResult(ok=False, reason=f"the restore failed: {exc.message}", **base)
             base.update(rto_seconds=round(time.monotonic() - started, 3), restored_to=info.restored_to)
-            writes = before.writes_until(Fence.read(eng.server, name, rec.port), ARCHIVE_NOW_XIDS)
+            writes = before.writes_until(Fence.read(admin), ARCHIVE_NOW_XIDS)
             try:
-                restored = count_tables(eng.server, scratch, info.port)
+                restored = count_tables(single_admin(eng.server, scratch, info.port))
             except DbosError as exc:
                 return DrillResult(ok=False, reason=f"reading the restored tables failed: {exc.message}", **base)
             except Exception as exc:  # psycopg.Error: a page the replay left unreadable
@@ -321,13 +333,28 @@ class Drills:
             except (DbosError, OSError) as exc:  # removed by the next drill, or serve's next start
                 log.error("could not remove the drill's scratch instance %r yet: %s", scratch, exc)
 
+    def _running(self, rec: InstanceRecord) -> bool:
+        """The source can archive its current WAL: its server runs (an HA instance: it has a leader)."""
+        if ha_enabled(self.eng, rec.name):
+            return ha_restores.has_leader(self.eng, rec.name)
+        return self.eng.server.running(rec.name)
+
+    def _newest(self, rec: InstanceRecord) -> list[str]:
+        """When the newest points the backups alone reach were made: the newest archived segment, and base backup
+        (an HA instance's: its leader's archiver and the repository, which is its only archive)."""
+        if ha_enabled(self.eng, rec.name):
+            return ha_restores.newest_archived(self.eng, rec.name)
+        return [t for t in (self.eng.pitr.last_archived_time(rec.name),
+                            *(b.finished_at for b in self.eng.catalog.backups(rec.name))) if t]
+
     def _chain(self, rec: InstanceRecord) -> tuple[bool, str] | None:
         """The backups themselves, before any restore: the WAL chain over the whole window (a segment missing
         from the local cache and from the repository), then ``pgbackrest verify`` (every backup and WAL file
         read back against its checksum). None: all whole; (False, why): the newest point cannot be restored;
         (True, note): it can, but the window starts after a gap (``earliest_restorable_time`` says where)."""
         eng = self.eng
-        gaps = eng.pitr.gaps(rec)
+        # an HA instance has no local WAL cache: its chain is the repository's, which ``verify`` reads whole
+        gaps = [] if ha_enabled(eng, rec.name) else eng.pitr.gaps(rec)
         backups = eng.catalog.backups(rec.name)
         newest = backups[-1].start_wal[8:] if backups else ""
         after = [g for g in gaps if g[8:] > newest]

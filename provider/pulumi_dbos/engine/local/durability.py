@@ -187,7 +187,7 @@ def recover(eng: LocalContext, name: str) -> None:
     catalog row alone was lost while its cluster is intact is registered again, nothing restored."""
     from . import creates  # creates -> context -> durability: imported when used
     rec = eng.catalog.get(name)
-    if rec is not None and not rec.linked and eng.pgdata(name).is_dir():
+    if rec is not None and not rec.linked and eng.has_data(name):
         raise EngineError(f"instance {name!r} is not lost", hint="`pulumi-dbos db status NAME`")
     if rec is None:
         rec = eng._lost_record(name) or lost_record(eng, name)

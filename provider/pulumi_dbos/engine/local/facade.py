@@ -16,6 +16,7 @@ context, with a one-line method here; a new engine-wide setting is an argument o
 from __future__ import annotations
 
 import builtins
+import contextlib
 from datetime import datetime
 
 from ..contract import (
@@ -29,7 +30,7 @@ from ..ha import cluster as ha
 from . import checks, creates, instances, restores
 from .catalog import InstanceRecord
 from .context import LocalContext
-from .drills import Drills
+from .drills import Drills, is_scratch
 
 
 class LocalEngine(LocalContext):
@@ -42,8 +43,9 @@ class LocalEngine(LocalContext):
     # ---------------------------------------------------------------- instances
     def provision(self, name: str, username: str, password: str, *, port: int | None = None,
                   retention_hours: int = 24, owner: str | None = None) -> InstanceInfo:
-        return instances.provision(self, name, username, password, port=port, retention_hours=retention_hours,
+        info = instances.provision(self, name, username, password, port=port, retention_hours=retention_hours,
                                    owner=owner)
+        return self._default_ha(name) or info
 
     def takeover(self, name: str, owner: str | None, *, adopt: bool = False) -> InstanceInfo | None:
         return instances.takeover(self, name, owner, adopt=adopt)
@@ -98,6 +100,20 @@ class LocalEngine(LocalContext):
             ha.disable(self, name)
         return self._current(name)
 
+    def _default_ha(self, name: str) -> InstanceInfo | None:
+        """A new instance made high-availability when the engine's ``ha_members`` says so
+        (``PULUMI_DBOS_HA_MEMBERS``); None: it stays a single server. A failed turn-on fails the create whole:
+        the instance is destroyed (a caller asked for an HA instance and must not be handed another)."""
+        if not self.settings.ha_members:
+            return None
+        try:
+            ha.enable(self, name, self.settings.ha_members)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.destroy(name)
+            raise
+        return self._current(name)
+
     def switchover(self, name: str, candidate: str | None = None) -> InstanceInfo:
         ha.switchover(self, name, candidate)
         return self._current(name)
@@ -127,10 +143,12 @@ class LocalEngine(LocalContext):
                        port: int | None = None, retention_hours: int | None = None,
                        owner: str | None = None) -> InstanceInfo:
         if ha.enabled(self, source):
-            return ha.restore_to_new(self, source, name, restore_time, password=password, port=port,
+            info = ha.restore_to_new(self, source, name, restore_time, password=password, port=port,
                                      retention_hours=retention_hours, owner=owner)
-        return restores.restore_to_new(self, source, name, restore_time, password=password, port=port,
-                                       retention_hours=retention_hours, owner=owner)
+        else:
+            info = restores.restore_to_new(self, source, name, restore_time, password=password, port=port,
+                                           retention_hours=retention_hours, owner=owner)
+        return info if is_scratch(owner) else self._default_ha(name) or info
 
     def recover(self, name: str) -> InstanceInfo:
         """A lost instance back at its newest archived point (``durability.recover``; `pulumi-dbos db recover`)."""
@@ -143,7 +161,6 @@ class LocalEngine(LocalContext):
     def drill(self, name: str, *, check_sql: str | None = None, check_database: str | None = None,
               wait: float | None = None) -> DrillResult:
         """``wait``: seconds to wait for another drill on this host to finish (then DrillBusyError)."""
-        ha.no_drills(self, name)
         return Drills(self).run(name, check_sql, check_database,
                                wait=self.settings.recovery_timeout if wait is None else wait)
 

@@ -80,13 +80,14 @@ def takeover(ctx: LocalContext, name: str, owner: str | None, *, adopt: bool = F
         log.warning("removing half-made instance %r left by an interrupted create", name)
         creates.abort(ctx, name)
         return None
-    if not rec.linked and not ctx.pgdata(name).is_dir():
+    if not rec.linked and not ctx.has_data(name):
         raise ctx._lost_error(rec)  # lost, never half-made: its backups are kept
     if not ours and not adopt:
         return None
     if not ours:
         ctx.catalog.update(name, owner=owner)
-    return ensure_running(ctx, name)
+    from ..ha import cluster as ha  # ha -> local: imported when used
+    return ha.ensure_running(ctx, name) if ha.enabled(ctx, name) else ensure_running(ctx, name)
 
 
 def list_instances(ctx: LocalContext) -> list[InstanceInfo]:

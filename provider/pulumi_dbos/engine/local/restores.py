@@ -41,7 +41,7 @@ def prune(ctx: LocalContext, name: str) -> None:
 
 def restore_window(ctx: LocalContext, name: str) -> tuple[datetime, datetime]:
     rec = ctx.catalog.get(name)
-    if rec is None or (not rec.linked and not ctx.pgdata(name).is_dir()):
+    if rec is None or (not rec.linked and not ctx.has_data(name)):
         window = repo_window(ctx, name)  # lost or destroyed: the repository's
         if window is None:
             raise NotFoundError(f"instance {name!r} does not exist in {ctx.describe()} and the backup "
@@ -60,7 +60,7 @@ def restore_to_new(ctx: LocalContext, source: str, name: str, restore_time: str,
                    port: int | None = None, retention_hours: int | None = None,
                    owner: str | None = None) -> InstanceInfo:
     src = ctx.catalog.get(source)
-    if src is None or (not src.linked and not ctx.pgdata(source).is_dir()):
+    if src is None or (not src.linked and not ctx.has_data(source)):
         return restore_from_repo_alone(ctx, source, name, restore_time, password=password, port=port,
                                        retention_hours=retention_hours, owner=owner)
     if src.linked:
