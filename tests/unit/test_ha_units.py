@@ -183,3 +183,27 @@ def test_a_stacks_instances_ignore_the_engines_default_of_high_availability(tmp_
     monkeypatch.setattr(_engine, "_engines", {})
     eng = _engine.engine_for({"engine": "local", "data_dir": str(tmp_path / "d"), "run_as": "root"})
     assert isinstance(eng, LocalEngine) and eng.settings.ha_members == 0
+
+
+def test_the_local_engine_names_what_ha_lacks_here_at_preview(monkeypatch: pytest.MonkeyPatch) -> None:
+    """highAvailability on a machine without etcd (or not as root) fails at preview, naming the field and what to
+    install, and creates nothing (``checks.preflight`` asks ``cluster.require_hosts``)."""
+    import shutil
+
+    from pulumi_dbos.engine import LocalEngine
+    from pulumi_dbos.engine.contract import Kind, Preflight
+    from pulumi_dbos.engine.ha import cluster
+    from tests.conftest import _short_tmpdir
+
+    real = shutil.which
+    monkeypatch.setattr(cluster.shutil, "which", lambda cmd, *a, **k: None if cmd == "etcd" else real(cmd, *a, **k))
+    root = _short_tmpdir("pu")  # a data dir's path must be short (Unix sockets) and reachable by the cluster user
+    try:
+        eng = LocalEngine(root / "d", pool=0)
+        problems = eng.preflight(Preflight(kind=Kind.PROVISIONED, name="hacheck", high_availability=True))
+        assert [p.field for p in problems] == ["high_availability"], problems
+        assert "etcd is not installed" in problems[0].message and "etcd-server" in problems[0].message
+        assert eng.preflight(Preflight(kind=Kind.PROVISIONED, name="hacheck")) == []
+        assert not (root / "d" / "ha").exists()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
