@@ -27,7 +27,6 @@ def get(url: str) -> dict[str, str]:
     return json.loads(urllib.request.urlopen(url, timeout=30).read())  # type: ignore[no-any-return]  # noqa: S310
 
 
-@pytest.mark.same_on_ha("apps reach an instance at its host:port, the endpoint of an HA one; tests/ha runs a DBOS app across a switchover")
 def test_deploy_versions_change_instance_previous_version_and_delete(
         contract_engine: Engine, instances: Instances, tmp_path: Path) -> None:
     src = tmp_path / "greet"

@@ -196,7 +196,8 @@ class Project:
     def resources(self) -> list[dict[str, Any]]:
         """The stack's resources as its state holds them (what ``pulumi stack export`` prints as
         ``deployment.resources``, secrets still encrypted), read from the ``file://`` backend's checkpoint
-        rather than through the CLI (~0.3 s of CPU a call, and some tests read it around every step)."""
+        rather than through the CLI (~0.3 s of CPU a call, and some tests read it around every step). Secrets'
+        ciphertexts are the checkpoint's: an update encrypts them anew, so compare these across previews only."""
         stacks = self.root / "backend" / ".pulumi" / "stacks"
         found = [f for f in (*stacks.glob("*/test.json"), *stacks.glob("*/test.json.gz"))]
         assert len(found) == 1, f"one checkpoint of stack test expected under {stacks}: {found}"
@@ -205,8 +206,10 @@ class Project:
         return list((doc.get("checkpoint") or {}).get("latest", {}).get("resources") or [])
 
     def resource(self, name: str) -> dict[str, Any] | None:
-        """Outputs of resource ``name`` as the state holds them (refresh updates these, not stack outputs)."""
-        for r in self.resources():
+        """Outputs of resource ``name`` as the state holds them (refresh updates these, not stack outputs), through
+        ``pulumi stack export``: its secrets' ciphertexts stay the same across updates that do not change them, while
+        the checkpoint's own (``resources``) are encrypted anew by every update (tests compare outputs across one)."""
+        for r in self.stack.export_stack().deployment.get("resources") or []:
             if r["urn"].endswith("::" + name):
                 return dict(r.get("outputs") or {})
         return None

@@ -24,18 +24,15 @@ import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import EngineError
 from ...timeutil import to_rfc3339, utcnow
-from .. import pgbin
 from ..contract import InstanceInfo, Status
 from ..files import write_atomic
-from ..locks import file_lock
 from ..waits import wait_until
 from . import patroni
-from .hosts import Fabric, Host
+from .hosts import Fabric
 from .members import (
     DEFAULT_MEMBERS,
     HaState,
@@ -49,10 +46,12 @@ from .members import (
     _write_state,
     admin,
     enabled,
+    ensure_hosts,
     fabric,
     leader,
     members,
     read_state,
+    require_hosts,
     single_server,
     start_endpoint,
     state_file,
@@ -89,63 +88,6 @@ def _roles(conn: psycopg.Connection[Any], s: patroni.Secrets) -> None:
                "pg_catalog.pg_read_binary_file(text)", "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)"):
         conn.execute(sql.SQL(f"GRANT EXECUTE ON FUNCTION {fn} TO {{}}").format(  # noqa: S608 - fixed words
             sql.Identifier(patroni.REWINDER)))
-
-
-def require_hosts(ctx: LocalContext) -> list[str]:
-    """Problems that would stop HA here (empty: go). Creates nothing; asks no host (real hosts are checked by
-    ``ensure_hosts``)."""
-    problems = []
-    if ctx.settings.ha_hosts:
-        if shutil.which("ssh") is None:
-            problems.append("real hosts (PULUMI_DBOS_HA_HOSTS) are reached with `ssh` (Debian's openssh-client)")
-        return problems
-    if os.geteuid() != 0:
-        problems.append("high availability on one machine runs its hosts as network namespaces: the engine must "
-                        "run as root")
-    if shutil.which("etcd") is None:
-        problems.append("etcd is not installed (`apt-get install etcd-server`; scripts/setup.sh does it)")
-    if shutil.which("nsenter") is None or shutil.which("ip") is None:
-        problems.append("`ip` (iproute2) and `nsenter` (util-linux) are needed for the simulated hosts")
-    return problems
-
-
-def ensure_hosts(ctx: LocalContext, hosts: list[Host] | None = None, *, tolerate_down: bool = False) -> list[Host]:
-    """The hosts ready (simulated ones made; real ones checked) and etcd on them; returns the hosts that are up.
-    ``tolerate_down``: real hosts that do not answer over SSH are left out when a majority does (an instance
-    that has lost a host keeps being started on the others); otherwise every host must answer."""
-    problems = require_hosts(ctx)
-    if problems:
-        raise EngineError("; ".join(problems))
-    fab = fabric(ctx)
-    ctx.layout.prepare()
-    (ctx.data_dir / "ha").mkdir(mode=0o711, exist_ok=True)
-    # one provider runs up to 4 calls at once, and other processes may share the data dir: one maker of hosts
-    with file_lock(ctx.data_dir / "ha" / "hosts.lock", wait=ctx.settings.ha_member_timeout) as mine:
-        if not mine:
-            raise EngineError("another process is setting up the simulated hosts", hint="try again")
-        up = fab.hosts
-        if isinstance(fab, SshHosts):
-            up = fab.ensure(ctx.layout.run_as, _shared_dirs(ctx), _programs(ctx), tolerate_down=tolerate_down)
-        else:
-            fab.ensure()
-        _etcd(ctx).ensure([h for h in hosts or fab.hosts if h in up])
-        return up
-
-
-def _shared_dirs(ctx: LocalContext) -> list[Path]:
-    """What every real host must see as this machine does: the data dir (members' files) and a posix repository
-    (every member archives into it when it leads: one host's own disk would be lost with that host)."""
-    dirs = [ctx.data_dir / "ha"]
-    if ctx.repo.has_posix and ctx.repo.posix_path.is_dir():  # it is, once an instance has a stanza (HA needs one)
-        dirs.append(ctx.repo.posix_path)
-    return dirs
-
-
-def _programs(ctx: LocalContext) -> list[str]:
-    """The programs the members run on every host, at the paths they have here."""
-    return [shutil.which("etcd") or "/usr/bin/etcd", patroni.python(ctx.layout, ctx.settings),
-            str(pgbin.bindir() / "postgres"), shutil.which(ctx.settings.pgbackrest) or ctx.settings.pgbackrest,
-            "/usr/bin/setsid", "/usr/bin/pgrep", "/usr/bin/pkill"]
 
 
 def enable(ctx: LocalContext, name: str, count: int = DEFAULT_MEMBERS) -> None:
@@ -460,6 +402,8 @@ def switchover(ctx: LocalContext, name: str, candidate: str | None = None, timeo
     new = wait_until(lambda: (t if (t := topology(ctx, name)).leader not in (None, lead.name) else None), timeout,
                      f"a new leader of {name!r} after the switchover", interval=0.1)
     assert new is not None
+    # returned once the new leader takes writes (its promotion ends after it took the leader key)
+    wait_until(lambda: _try_leader(ctx, name), timeout, f"the new leader of {name!r} taking writes", interval=0.1)
     return new
 
 

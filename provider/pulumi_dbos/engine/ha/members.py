@@ -1,4 +1,5 @@
-"""An HA instance's record and members, where they run, what they look like now (the leader, the
+"""An HA instance's record and members, the hosts they run on (``require_hosts``/``ensure_hosts``: what HA needs
+here, the simulated hosts made or the real ones checked, etcd on them), what they look like now (the leader, the
 synchronous standby, lag, timeline), and its endpoint (``endpoint.py``, on the instance's own port).
 Functions over the local engine's context; the lifecycle (on, off, failover's aftermath, destroy) is
 ``cluster``'s.
@@ -11,14 +12,17 @@ import json
 import logging
 import os
 import secrets as secrets_mod
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import EngineError
+from .. import pgbin
 from ..files import write_atomic
 from ..local.server import ADMIN_OPTIONS
+from ..locks import file_lock
 from ..waits import wait_until
 from . import etcd as etcd_mod
 from . import patroni, procs
@@ -192,12 +196,72 @@ def admin(ctx: LocalContext, name: str, dbname: str = "postgres") -> Iterator[ps
 
 
 def _try_leader(ctx: LocalContext, name: str) -> patroni.Member | None:
+    """The leader once it is a running primary: the leader key moves to a new member before its promotion ends
+    (PostgreSQL still in recovery: a write there fails with "cannot execute ... during recovery")."""
     with contextlib.suppress(EngineError):
         m = leader(ctx, name)
         status, body = patroni.get(m, "/patroni")
-        if status == 200 and body.get("state") == "running":
+        if status == 200 and body.get("state") == "running" and body.get("role") in ("primary", "master"):
             return m
     return None
+
+
+# ---------------------------------------------------------------- the hosts
+def require_hosts(ctx: LocalContext) -> list[str]:
+    """Problems that would stop HA here (empty: go). Creates nothing; asks no host (real hosts are checked by
+    ``ensure_hosts``)."""
+    problems = []
+    if ctx.settings.ha_hosts:
+        if shutil.which("ssh") is None:
+            problems.append("real hosts (PULUMI_DBOS_HA_HOSTS) are reached with `ssh` (Debian's openssh-client)")
+        return problems
+    if os.geteuid() != 0:
+        problems.append("high availability on one machine runs its hosts as network namespaces: the engine must "
+                        "run as root")
+    if shutil.which("etcd") is None:
+        problems.append("etcd is not installed (`apt-get install etcd-server`; scripts/setup.sh does it)")
+    if shutil.which("nsenter") is None or shutil.which("ip") is None:
+        problems.append("`ip` (iproute2) and `nsenter` (util-linux) are needed for the simulated hosts")
+    return problems
+
+
+def ensure_hosts(ctx: LocalContext, hosts: list[Host] | None = None, *, tolerate_down: bool = False) -> list[Host]:
+    """The hosts ready (simulated ones made; real ones checked) and etcd on them; returns the hosts that are up.
+    ``tolerate_down``: real hosts that do not answer over SSH are left out when a majority does (an instance
+    that has lost a host keeps being started on the others); otherwise every host must answer."""
+    problems = require_hosts(ctx)
+    if problems:
+        raise EngineError("; ".join(problems))
+    fab = fabric(ctx)
+    ctx.layout.prepare()
+    (ctx.data_dir / "ha").mkdir(mode=0o711, exist_ok=True)
+    # one provider runs up to 4 calls at once, and other processes may share the data dir: one maker of hosts
+    with file_lock(ctx.data_dir / "ha" / "hosts.lock", wait=ctx.settings.ha_member_timeout) as mine:
+        if not mine:
+            raise EngineError("another process is setting up the simulated hosts", hint="try again")
+        up = fab.hosts
+        if isinstance(fab, SshHosts):
+            up = fab.ensure(ctx.layout.run_as, _shared_dirs(ctx), _programs(ctx), tolerate_down=tolerate_down)
+        else:
+            fab.ensure()
+        _etcd(ctx).ensure([h for h in hosts or fab.hosts if h in up])
+        return up
+
+
+def _shared_dirs(ctx: LocalContext) -> list[Path]:
+    """What every real host must see as this machine does: the data dir (members' files) and a posix repository
+    (every member archives into it when it leads: one host's own disk would be lost with that host)."""
+    dirs = [ctx.data_dir / "ha"]
+    if ctx.repo.has_posix and ctx.repo.posix_path.is_dir():  # it is, once an instance has a stanza (HA needs one)
+        dirs.append(ctx.repo.posix_path)
+    return dirs
+
+
+def _programs(ctx: LocalContext) -> list[str]:
+    """The programs the members run on every host, at the paths they have here."""
+    return [shutil.which("etcd") or "/usr/bin/etcd", patroni.python(ctx.layout, ctx.settings),
+            str(pgbin.bindir() / "postgres"), shutil.which(ctx.settings.pgbackrest) or ctx.settings.pgbackrest,
+            "/usr/bin/setsid", "/usr/bin/pgrep", "/usr/bin/pkill"]
 
 
 # ---------------------------------------------------------------- the endpoint

@@ -255,6 +255,9 @@ def destroy(ctx: LocalContext, name: str) -> None:
             if rec is not None:
                 retire(ctx, rec)  # the repository keeps its backups for the deleted retention
             ctx.server.stop_or_kill(name)
+            # a postmaster killed moments ago is not "running" while it exits, but its children may still write
+            # into the directory (rmtree: "Directory not empty"): whatever works there is gone first
+            proc.kill_under(ctx.inst_dir(name))
             shutil.rmtree(ctx.inst_dir(name))
     elif rec is not None:
         retire(ctx, rec)  # a lost instance destroyed: its backups are kept all the same
