@@ -446,6 +446,9 @@ def test_a_restore_cut_by_a_crash_leaves_nothing_half_made(busy: Serve) -> None:
         # while serve is down, the source's server stops (a reboot): the restarted serve starts it again
         LocalEngine(busy.data_dir / "orgs" / "acme").stop(src["PostgresInstanceName"])
         busy.start()
+    # a client of its own for the restarted serve: the first one's pooled connections went with the killed process
+    # (a request sent on one of them: "Server disconnected without sending a response")
+    with client(busy, busy.token()) as api:
         try:
             after_the_crash(api, src, target, path, body)
         except AssertionError as exc:
