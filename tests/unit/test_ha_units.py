@@ -35,17 +35,20 @@ def test_the_preview_asks_for_high_availability_only_where_it_is_new() -> None:
     assert not asked({}, high_availability=UNKNOWN)
 
 
+class DbosCloudSession:
+    """What dbos-cloud's preflight asks of its session, as DBOS Cloud (not a serve) answers with no instance."""
+
+    serve = False
+
+    def list(self) -> list[Any]:
+        return []
+
+    def describe(self) -> str:
+        return "DBOS Cloud"
+
+
 def test_dbos_cloud_refuses_high_availability_at_preview() -> None:
-    class Session:
-        serve = False
-
-        def list(self) -> list[Any]:
-            return []
-
-        def describe(self) -> str:
-            return "DBOS Cloud"
-
-    problems = cloud_preflight(Session(), Preflight(kind=Kind.PROVISIONED, name="aaa", high_availability=True))  # type: ignore[arg-type]
+    problems = cloud_preflight(DbosCloudSession(), Preflight(kind=Kind.PROVISIONED, name="aaa", high_availability=True))  # type: ignore[arg-type]
     assert [p.field for p in problems] == ["high_availability"]
 
 
@@ -79,16 +82,7 @@ def test_a_restore_takes_high_availability_as_an_update_and_dbos_cloud_refuses_i
     assert provider.preflight_request(olds, news).high_availability  # type: ignore[union-attr]
     assert not provider.preflight_request(news, news).high_availability  # type: ignore[union-attr]
 
-    class Session:
-        serve = False
-
-        def list(self) -> list[Any]:
-            return []
-
-        def describe(self) -> str:
-            return "DBOS Cloud"
-
-    problems = cloud_preflight(Session(), req)  # type: ignore[arg-type]
+    problems = cloud_preflight(DbosCloudSession(), req)  # type: ignore[arg-type]
     assert [p.field for p in problems] == ["high_availability"] and "local engine" in problems[0].message
 
 
