@@ -9,7 +9,7 @@ route (GET /greetings) every 10 ms throughout:
   most the few requests that met the old server shutting down fail, the longest gap stays under a
   second, and once `up` is done nothing forwards or claims the old port any more.
 
-Each on the local engine and on dbos-cloud via serve.
+The rotation on the local engine and on dbos-cloud via serve; the move on the local engine (see its test).
 """
 
 from __future__ import annotations
@@ -59,10 +59,11 @@ def _forwarders(data_dir: Path) -> list[Path]:
     return sorted(data_dir.glob("forwards/*")) + sorted(data_dir.glob("orgs/*/forwards/*"))
 
 
-def test_port_move_through_up_keeps_the_app_answering(project: Any, engine: Serve | None) -> None:  # noqa: F811
+def test_port_move_through_up_keeps_the_app_answering(project: Any) -> None:  # noqa: F811
+    """On the local engine: the move on each engine is the contract suite's
+    ``test_a_port_change_moves_the_running_version_in_place`` (dbos-cloud included), what `up` adds (the
+    instance's update, then the app's) is the same for every engine."""
     p, src = project()
-    if engine is not None:
-        use_serve(p, engine)
     p.set_spec({"instances": {"a": inst("greet_m")}, "app": {"instance": "a", "source": str(src)}}, {"a": PW})
     p.up()
     url = p.outputs()["app_url"]
@@ -82,7 +83,6 @@ def test_port_move_through_up_keeps_the_app_answering(project: Any, engine: Serv
     assert int(p.resource("a")["port"]) == new  # type: ignore[index]
     assert f":{new}/" in p.outputs()["app_db"]["db"]
     # the app moved within the same `up`: nothing forwards or holds the old port any more
-    where = p.data_dir if engine is None else engine.data_dir
-    assert _forwarders(where) == []
+    assert _forwarders(p.data_dir) == []
     assert not any(f"/forwards/{old}/" in " ".join(q.info["cmdline"] or []) for q in psutil.process_iter(["cmdline"]))
     assert _claimed(old) != "fwd:greet_m"  # released (free for anyone: another engine may have it by now)

@@ -217,3 +217,41 @@ def test_a_restore_with_or_without_a_pool_entry(data_dir: Path, size: int,
     if size:
         wait_settled(eng.pool())
         assert len(eng.pool().entries()) == 2
+
+
+def _system_id(pgdata: Path) -> str:
+    out = subprocess.run(["pg_controldata", str(pgdata)], capture_output=True, text=True, check=True,  # noqa: S603,S607
+                         env={**os.environ, "PATH": f"{pgbin_dir()}:{os.environ['PATH']}"}).stdout
+    return next(line.split(":", 1)[1].strip() for line in out.splitlines()
+                if line.startswith("Database system identifier"))
+
+
+def pgbin_dir() -> str:
+    from pulumi_dbos.engine import pgbin
+    return str(Path(pgbin.tool("initdb")).parent)
+
+
+def test_the_machines_template_cache_spares_each_new_data_dir_its_initdb(tmp_root: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """PULUMI_DBOS_TEMPLATE_CACHE: the first data dir's template is kept in the cache, a second data dir's is a copy
+    of it (the same cluster: its system identifier; no initdb), and instances provisioned from it work; a cache
+    directory that others may write to is refused, naming the variable."""
+    cache = tmp_root / "cache"
+    monkeypatch.setenv("PULUMI_DBOS_TEMPLATE_CACHE", str(cache))
+    first = LocalEngine(tmp_root / "d1", pool=0)
+    made = first.template()
+    kept = [p for p in cache.iterdir() if not p.name.startswith(".")]
+    assert len(kept) == 1 and (kept[0] / "READY").exists(), kept
+    assert _system_id(kept[0] / "data") == _system_id(made)
+
+    second = LocalEngine(tmp_root / "d2", pool=0)
+    copied = second.template()
+    assert copied != made and _system_id(copied) == _system_id(made)  # a copy, not another initdb
+    info = second.provision("cached_a", "app_user", PW)
+    with connect(info.port) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+    second.destroy("cached_a")
+
+    os.chmod(cache, 0o777)
+    with pytest.raises(Exception, match="PULUMI_DBOS_TEMPLATE_CACHE"):
+        LocalEngine(tmp_root / "d3", pool=0).template()

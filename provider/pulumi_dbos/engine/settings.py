@@ -78,6 +78,11 @@ class EngineSettings:
     wal_segment_mb: int = _setting(
         "PULUMI_DBOS_WAL_SEGMENT_MB", 4, "WAL segment size of new clusters (MiB; a power of 2)", minimum=1,
         worker=True)
+    template_cache: Path | None = _setting(
+        "PULUMI_DBOS_TEMPLATE_CACHE", None, "a directory where the template cluster (`initdb`'s output: no password, "
+        "no data) is kept for every data dir of this machine: a new data dir copies it instead of running `initdb` "
+        "(default: none, one `initdb` per data dir); must be the engine user's, not writable by others",
+        worker=True)
     pool_size: int = _setting(
         "PULUMI_DBOS_POOL_SIZE", 2, "stopped copies of the template kept ready for provisions (0: none)", minimum=0,
         worker=True)

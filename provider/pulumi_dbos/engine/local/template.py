@@ -3,10 +3,19 @@
 Cloning a prepared, never-started cluster instead of running ``initdb`` each time is why a
 provision is faster than raw ``initdb`` + ``pg_ctl start``. Isolation is not weakened: each
 clone is its own cluster, own port, own 0700 directory, and TCP accepts only scram-sha-256.
+
+With ``PULUMI_DBOS_TEMPLATE_CACHE`` the template is made once per machine rather than once per data dir
+(serve has a data dir per organization; the test suite makes ~180): the first data dir's is copied into the
+cache, later data dirs copy it from there. A template holds nothing of any instance (``initdb``'s output with
+peer and scram rules, no password, no role but the admin one); the cache is keyed by everything the template
+depends on (the server's version, the WAL segment size, the clusters' OS user, the users allowed to
+administer them and the configuration written after ``initdb``) and used only when it is the engine user's
+and nobody else can write to it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import re
@@ -16,7 +25,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from ...errors import EngineError
+from ...errors import DbosError, EngineError
 from .. import pgbin, proc, settings
 from .paths import Layout
 from .server import ADMIN_ROLE
@@ -91,11 +100,17 @@ def ensure_template(layout: Layout, catalog_lock: AbstractContextManager[Any]) -
         if tdir.exists():
             shutil.rmtree(tdir)
         layout.mkdir(tdir)
+        users = sorted({"root", layout.run_as.name, pwd.getpwuid(os.getuid()).pw_name})
+        cached = _cached(tdir, layout, users)
+        if cached is not None and (cached / "READY").exists():
+            proc.run(["cp", "-a", str(cached / "data"), str(data)], timeout=300)
+            shutil.copy(cached / "CHECKPOINT_WAL", tdir / "CHECKPOINT_WAL")
+            ready.write_text(pgbin.server_version())
+            return data
         proc.run([pgbin.tool("initdb"), "-D", str(data), "-U", ADMIN_ROLE, "-E", "UTF8", "--no-locale",
                   "--auth-local=peer", "--auth-host=scram-sha-256", "--no-instructions",
                   f"--wal-segsize={settings.from_env().wal_segment_mb}"],
                  run_as=layout.run_as, timeout=300, hint="initdb of the template cluster failed")
-        users = sorted({"root", layout.run_as.name, pwd.getpwuid(os.getuid()).pw_name})
         (data / "pg_ident.conf").write_text(
             "# pulumi-dbos: OS users allowed to administer this cluster over its private socket\n"
             + "".join(f"dbos {u} {ADMIN_ROLE}\n" for u in users))
@@ -106,4 +121,41 @@ def ensure_template(layout: Layout, catalog_lock: AbstractContextManager[Any]) -
             layout.own(data / f, 0o600)
         (tdir / "CHECKPOINT_WAL").write_text(checkpoint_wal(layout, data))
         ready.write_text(pgbin.server_version())
+        if cached is not None:
+            _keep(tdir, cached)
         return data
+
+
+def _cached(tdir: Path, layout: Layout, users: list[str]) -> Path | None:
+    """Where the machine's cache keeps this template (None: no cache configured). The cache directory must be
+    the engine user's and writable by nobody else: a template someone else could change would be every later
+    instance's starting point."""
+    root = settings.from_env().template_cache
+    if root is None:
+        return None
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = root.stat()
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise EngineError(f"PULUMI_DBOS_TEMPLATE_CACHE={root} is not safe to use: it must be owned by this user "
+                          f"(uid {os.geteuid()}) and not writable by group or others",
+                          hint=f"chown {os.geteuid()} {root} && chmod 700 {root}, or unset the variable")
+    # the files written after initdb are part of the key: a template of another pulumi-dbos version is another entry
+    key = hashlib.sha256("|".join([pgbin.server_version(), tdir.name, layout.run_as.name, *users, _HBA, _CONF,
+                                   ADMIN_ROLE]).encode())
+    return root / f"{tdir.name}-{key.hexdigest()[:16]}"
+
+
+def _keep(tdir: Path, cached: Path) -> None:
+    """Copy the template just made into the cache (whole or not at all: renamed into place when complete; a
+    concurrent engine that got there first wins)."""
+    tmp = cached.with_name(f"{cached.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        tmp.mkdir(mode=0o700)
+        proc.run(["cp", "-a", str(tdir / "data"), str(tmp / "data")], timeout=300)
+        shutil.copy(tdir / "CHECKPOINT_WAL", tmp / "CHECKPOINT_WAL")
+        (tmp / "READY").write_text(pgbin.server_version())
+        tmp.rename(cached)
+    except (OSError, DbosError):
+        pass  # another engine kept it first (rename onto a non-empty directory), or the cache is full: not ours
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
