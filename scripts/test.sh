@@ -3,7 +3,7 @@
 # `make test ARGS="-n 0"` runs serially).
 #
 # In parallel with pytest-xdist: most of the suite waits on processes (Postgres, pulumi, apps), so more
-# workers than cores pay. PULUMI_DBOS_TEST_WORKERS sets how many (default 4, measured on 2 cores; see
+# workers than cores pay. PULUMI_DBOS_TEST_WORKERS sets how many (default 5, measured on 2 cores; see
 # docs/development.md); tests/support/parallel.py decides which tests must share a worker, and hands
 # the longest out first (hence --no-loadscope-reorder).
 #
@@ -48,9 +48,14 @@ if [[ -z "${PULUMI_DBOS_TEMPLATE_CACHE:-}" ]]; then
     export PULUMI_DBOS_TEMPLATE_CACHE="$template_cache"
 fi
 
+# one warm copy of the template per data dir, not the engine's default two: the ~180 data dirs of a run mostly
+# provision one or two instances each, so the second copy was made, refilled and deleted unused (the pool's own
+# tests set their size); the provisions still take from the pool
+export PULUMI_DBOS_POOL_SIZE="${PULUMI_DBOS_POOL_SIZE:-1}"
+
 # the pulumi CLI (Go) is started ~1500 times, each for a second or two: collecting its garbage costs more
 # CPU than the memory it frees is worth (without: ~150 MB at most, measured)
 export GOGC="${GOGC:-off}"
 
-python -m pytest -p no:cacheprovider -n "${PULUMI_DBOS_TEST_WORKERS:-4}" --dist loadgroup \
+python -m pytest -p no:cacheprovider -n "${PULUMI_DBOS_TEST_WORKERS:-5}" --dist loadgroup \
     --no-loadscope-reorder "$@"
