@@ -48,10 +48,11 @@ if [[ -z "${PULUMI_DBOS_TEMPLATE_CACHE:-}" ]]; then
     export PULUMI_DBOS_TEMPLATE_CACHE="$template_cache"
 fi
 
-# one warm copy of the template per data dir, not the engine's default two: the ~180 data dirs of a run mostly
-# provision one or two instances each, so the second copy was made, refilled and deleted unused (the pool's own
-# tests set their size); the provisions still take from the pool
-export PULUMI_DBOS_POOL_SIZE="${PULUMI_DBOS_POOL_SIZE:-1}"
+# no warm pool (the engine's default keeps two copies of the template ready per data dir): the ~180 data dirs of a
+# run mostly provision one or two instances each, so the copies were made by a refill process, then deleted
+# unused (~0.3 s of CPU per data dir). A provision copies the template itself then; the pool's own tests
+# (tests/integration/test_pool.py, test_autobackup.py) set their size and take from it
+export PULUMI_DBOS_POOL_SIZE="${PULUMI_DBOS_POOL_SIZE:-0}"
 
 # the pulumi CLI (Go) is started ~1500 times, each for a second or two: collecting its garbage costs more
 # CPU than the memory it frees is worth (without: ~150 MB at most, measured)
