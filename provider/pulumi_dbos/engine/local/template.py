@@ -103,9 +103,7 @@ def ensure_template(layout: Layout, catalog_lock: AbstractContextManager[Any]) -
         users = sorted({"root", layout.run_as.name, pwd.getpwuid(os.getuid()).pw_name})
         cached = _cached(tdir, layout, users)
         if cached is not None and (cached / "READY").exists():
-            proc.run(["cp", "-a", str(cached / "data"), str(data)], timeout=300)
-            shutil.copy(cached / "CHECKPOINT_WAL", tdir / "CHECKPOINT_WAL")
-            ready.write_text(pgbin.server_version())
+            _copy(cached, tdir)
             return data
         proc.run([pgbin.tool("initdb"), "-D", str(data), "-U", ADMIN_ROLE, "-E", "UTF8", "--no-locale",
                   "--auth-local=peer", "--auth-host=scram-sha-256", "--no-instructions",
@@ -151,11 +149,17 @@ def _keep(tdir: Path, cached: Path) -> None:
     tmp = cached.with_name(f"{cached.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
         tmp.mkdir(mode=0o700)
-        proc.run(["cp", "-a", str(tdir / "data"), str(tmp / "data")], timeout=300)
-        shutil.copy(tdir / "CHECKPOINT_WAL", tmp / "CHECKPOINT_WAL")
-        (tmp / "READY").write_text(pgbin.server_version())
+        _copy(tdir, tmp)
         tmp.rename(cached)
     except (OSError, DbosError):
         pass  # another engine kept it first (rename onto a non-empty directory), or the cache is full: not ours
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    """A made template (``data``, ``CHECKPOINT_WAL``) from the template directory ``src`` into ``dst``, ``READY``
+    written last."""
+    proc.run(["cp", "-a", str(src / "data"), str(dst / "data")], timeout=300)
+    shutil.copy(src / "CHECKPOINT_WAL", dst / "CHECKPOINT_WAL")
+    (dst / "READY").write_text(pgbin.server_version())
